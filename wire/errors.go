@@ -1,0 +1,133 @@
+package wire
+
+import (
+	"errors"
+	"strconv"
+)
+
+// Limits of the protocol.
+const (
+	// MaxLineLen is the longest request line the server accepts, in bytes,
+	// not counting the '\n' (a trailing '\r' counts).
+	MaxLineLen = 256
+
+	// MaxResponseLen is the longest response line a client accepts. Stats
+	// replies grow with the number of keys a server tracks; anything longer
+	// is refused and the connection must be discarded.
+	MaxResponseLen = 64 << 10
+)
+
+// Sentinel errors for every status a server can answer besides success, and
+// for the ways a frame can be wrong. Check them with [errors.Is].
+var (
+	// ErrTimeout: the server answered "timeout" (not granted in time, or a
+	// try-lock found the key taken).
+	ErrTimeout = errors.New("dflockd: timeout")
+	// ErrServer: the server answered plain "error" (unknown key or token,
+	// expired lease, or a request it found malformed).
+	ErrServer = errors.New("dflockd: error")
+	// ErrAuth: the server answered "error_auth" and closes the connection.
+	ErrAuth = errors.New("dflockd: authentication failed")
+	// ErrMaxLocks: the server tracks as many keys as it may.
+	ErrMaxLocks = errors.New("dflockd: too many keys (max-locks)")
+	// ErrMaxWaiters: the key's queue is full.
+	ErrMaxWaiters = errors.New("dflockd: too many waiters on key (max-waiters)")
+	// ErrLimitMismatch: the key exists with another semaphore limit.
+	ErrLimitMismatch = errors.New("dflockd: limit does not match the key's limit")
+	// ErrAlreadyEnqueued: this connection already enqueued for the key.
+	ErrAlreadyEnqueued = errors.New("dflockd: already enqueued on this connection")
+	// ErrNotEnqueued: wait without a prior enqueue on this connection.
+	ErrNotEnqueued = errors.New("dflockd: not enqueued on this connection")
+	// ErrLeaseExpired: the grant of an enqueue expired before the wait.
+	ErrLeaseExpired = errors.New("dflockd: lease expired before wait")
+
+	// ErrMalformedReply: a reply that is not valid for the request it
+	// answers. The connection is out of step and must be discarded.
+	ErrMalformedReply = errors.New("wire: malformed reply")
+	// ErrInvalidRequest: a request that breaks a rule of the protocol. It
+	// was not sent.
+	ErrInvalidRequest = errors.New("wire: invalid request")
+	// ErrLineTooLong: a line over the size limit, either one we were about
+	// to send or one we received.
+	ErrLineTooLong = errors.New("wire: line too long")
+)
+
+// ServerError is a well-formed reply that reports failure. It keeps the
+// server's raw reply and unwraps to the sentinel for its status.
+type ServerError struct {
+	Cmd    Command // the request it answers
+	Status Status
+}
+
+// Error says which request got which reply.
+func (e *ServerError) Error() string {
+	return "dflockd: " + e.Cmd.String() + ": " + e.Status.String()
+}
+
+// Reply is the raw reply line as the server sent it.
+func (e *ServerError) Reply() string { return e.Status.String() }
+
+// Unwrap returns the sentinel for the status, such as [ErrMaxLocks].
+func (e *ServerError) Unwrap() error { return e.Status.sentinel() }
+
+// ReplyError is a reply that does not fit the request it answers.
+type ReplyError struct {
+	Cmd    Command // the request it answers
+	Reply  string  // the reply, cut to 128 bytes
+	Reason string  // what is wrong with it
+}
+
+// Error names the reply and what is wrong with it.
+func (e *ReplyError) Error() string {
+	return "wire: malformed reply to " + e.Cmd.String() + ": " + strconv.Quote(e.Reply) + ": " + e.Reason
+}
+
+// Unwrap returns [ErrMalformedReply].
+func (e *ReplyError) Unwrap() error { return ErrMalformedReply }
+
+func malformed(cmd Command, line []byte, reason string) *ReplyError {
+	const keep = 128
+	if len(line) > keep {
+		line = line[:keep]
+	}
+	return &ReplyError{Cmd: cmd, Reply: string(line), Reason: reason}
+}
+
+// RequestError is a request that breaks a rule of the protocol: built by a
+// client (and then never sent) or received by a server (which answers
+// "error").
+type RequestError struct {
+	Cmd   Command // zero when the command itself is unknown
+	Field string  // "command", "key", "token", "timeout", "lease", "limit", "secret", "argument"
+	Value string  // the offending value, cut to 64 bytes
+	Rule  string  // the rule it breaks
+	// TooLong marks a line over MaxLineLen; the error then also matches
+	// ErrLineTooLong.
+	TooLong bool
+}
+
+// Error says which field broke which rule with which value.
+func (e *RequestError) Error() string {
+	s := "wire: invalid " + e.Field
+	if e.Cmd != 0 {
+		s = "wire: " + e.Cmd.String() + ": invalid " + e.Field
+	}
+	return s + " " + strconv.Quote(e.Value) + ": " + e.Rule
+}
+
+// Unwrap returns [ErrInvalidRequest], and [ErrLineTooLong] for a line over
+// the limit.
+func (e *RequestError) Unwrap() []error {
+	if e.TooLong {
+		return []error{ErrInvalidRequest, ErrLineTooLong}
+	}
+	return []error{ErrInvalidRequest}
+}
+
+func invalid(cmd Command, field, value, rule string) *RequestError {
+	const keep = 64
+	if len(value) > keep {
+		value = value[:keep] + "..."
+	}
+	return &RequestError{Cmd: cmd, Field: field, Value: value, Rule: rule}
+}

@@ -1,0 +1,108 @@
+package wire
+
+import (
+	"bufio"
+	"bytes"
+	"io"
+	"strconv"
+)
+
+// LineReader reads '\n'-terminated lines with a cap on their length.
+//
+// Servers read requests with a cap of [MaxLineLen]; clients read replies
+// with a cap of [MaxResponseLen]. Its buffer stays small (4 KiB) however
+// large the cap: longer lines are gathered in a scratch buffer that is kept
+// for the next long line.
+type LineReader struct {
+	br      *bufio.Reader
+	max     int
+	scratch []byte
+}
+
+// NewLineReader returns a reader of lines of at most max bytes from r (a
+// trailing '\r' counts, the '\n' does not).
+func NewLineReader(r io.Reader, max int) *LineReader {
+	size := 4096
+	if max+1 < size {
+		size = max + 1
+		if size < 16 {
+			size = 16 // bufio's minimum
+		}
+	}
+	return &LineReader{br: bufio.NewReaderSize(r, size), max: max}
+}
+
+// ReadLine returns the next line without its '\n' and without trailing
+// '\r's. The slice is valid until the next call.
+//
+// A line longer than the cap is an error matching [ErrLineTooLong]; the
+// stream is then out of step and must be closed. End of input before any
+// byte of a line is io.EOF; within a line, io.ErrUnexpectedEOF.
+func (lr *LineReader) ReadLine() ([]byte, error) {
+	line, err := lr.br.ReadSlice('\n')
+	if err == nil {
+		return lr.finish(line[:len(line)-1])
+	}
+	if err != bufio.ErrBufferFull {
+		return nil, lr.eof(len(line), err)
+	}
+	lr.scratch = append(lr.scratch[:0], line...)
+	for {
+		if len(lr.scratch) > lr.max {
+			return nil, lr.tooLong()
+		}
+		line, err = lr.br.ReadSlice('\n')
+		lr.scratch = append(lr.scratch, line...)
+		switch err {
+		case nil:
+			return lr.finish(lr.scratch[:len(lr.scratch)-1])
+		case bufio.ErrBufferFull:
+		default:
+			return nil, lr.eof(len(lr.scratch), err)
+		}
+	}
+}
+
+func (lr *LineReader) finish(line []byte) ([]byte, error) {
+	if len(line) > lr.max {
+		return nil, lr.tooLong()
+	}
+	return bytes.TrimRight(line, "\r"), nil
+}
+
+func (lr *LineReader) tooLong() error {
+	return &RequestError{Field: "line", Value: "", Rule: "longer than " + strconv.Itoa(lr.max) + " bytes", TooLong: true}
+}
+
+func (lr *LineReader) eof(n int, err error) error {
+	if err == io.EOF && n > 0 {
+		return io.ErrUnexpectedEOF
+	}
+	return err
+}
+
+// Buffered returns the bytes read from the connection but not yet returned
+// as lines. It is valid until the next call to ReadLine.
+func (lr *LineReader) Buffered() []byte {
+	b, _ := lr.br.Peek(lr.br.Buffered())
+	return b
+}
+
+// BufferedLines counts the complete lines already buffered, which ReadLine
+// returns without touching the connection. Servers use it to decide when to
+// flush replies: a pipelining client's next request may already be here.
+func (lr *LineReader) BufferedLines() int {
+	return bytes.Count(lr.Buffered(), []byte{'\n'})
+}
+
+// Fill waits until at least one more byte than is buffered arrives, or the
+// buffer is full, and returns the read error if any. A server uses it to
+// notice a client hanging up while a blocking request is in progress.
+func (lr *LineReader) Fill() error {
+	n := lr.br.Buffered()
+	if n >= lr.br.Size() {
+		return bufio.ErrBufferFull
+	}
+	_, err := lr.br.Peek(n + 1)
+	return err
+}
