@@ -1,0 +1,211 @@
+package fakeserver
+
+import (
+	"time"
+
+	"github.com/dflock-go/dflock/wire"
+)
+
+// outcome of a request: a reply to send, or the client gone mid-request.
+type outcome struct {
+	resp wire.Response
+	gone bool
+}
+
+func reply(cmd wire.Command, st wire.Status) outcome {
+	return outcome{resp: wire.Response{Cmd: cmd, Status: st}}
+}
+
+func granted(cmd wire.Command, st wire.Status, h *holder) outcome {
+	return outcome{resp: wire.Response{Cmd: cmd, Status: st, Token: h.token, Lease: int(h.lease / time.Second)}}
+}
+
+func (s *Server) leaseOf(req *wire.Request) time.Duration {
+	if req.Lease > 0 {
+		return time.Duration(req.Lease) * time.Second
+	}
+	return s.cfg.DefaultLeaseTTL
+}
+
+// handle answers one request. Lock requests with a timeout and waits may
+// block; they flush the replies already queued first, so a pipelining
+// client gets the answers to everything it sent before.
+func (c *conn) handle(req *wire.Request) outcome {
+	switch req.Cmd {
+	case wire.CmdLock:
+		return c.acquire(req, 1)
+	case wire.CmdSemLock:
+		return c.acquire(req, req.Limit)
+	case wire.CmdRelease, wire.CmdSemRelease:
+		return c.release(req)
+	case wire.CmdRenew, wire.CmdSemRenew:
+		return c.renew(req)
+	case wire.CmdEnqueue:
+		return c.enqueue(req, 1)
+	case wire.CmdSemEnqueue:
+		return c.enqueue(req, req.Limit)
+	case wire.CmdWait, wire.CmdSemWait:
+		return c.wait(req)
+	case wire.CmdStats:
+		body, err := wire.AppendStats(nil, c.srv.snapshot(time.Now()))
+		if err != nil {
+			return reply(req.Cmd, wire.StatusError)
+		}
+		return outcome{resp: wire.Response{Cmd: req.Cmd, Status: wire.StatusOK, Body: string(body)}}
+	default:
+		// auth on a server without a token, or a second auth: the real
+		// server handles it as an ordinary request and answers error.
+		return reply(req.Cmd, wire.StatusError)
+	}
+}
+
+func (c *conn) acquire(req *wire.Request, limit int) outcome {
+	s := c.srv
+	now := time.Now()
+	s.mu.Lock()
+	e, st := s.lookup(req.Key, limit, now)
+	if st != 0 {
+		s.mu.Unlock()
+		return reply(req.Cmd, st)
+	}
+	s.evict(e, now)
+	e.lastActive = now
+	if e.free() {
+		h := s.grant(e, c, s.leaseOf(req), now)
+		s.mu.Unlock()
+		return granted(req.Cmd, wire.StatusOK, h)
+	}
+	if req.Timeout == 0 {
+		s.mu.Unlock()
+		return reply(req.Cmd, wire.StatusTimeout)
+	}
+	if s.cfg.MaxWaiters > 0 && e.waiters >= s.cfg.MaxWaiters {
+		s.mu.Unlock()
+		return reply(req.Cmd, wire.StatusErrorMaxWaiters)
+	}
+	w := &waiter{c: c, lease: s.leaseOf(req), ready: make(chan struct{})}
+	e.enqueue(w)
+	c.blocked = w
+	s.mu.Unlock()
+
+	res := c.block(w.ready, time.Duration(req.Timeout)*time.Second)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if res == blockGone {
+		return outcome{gone: true} // closing the connection drops w
+	}
+	c.blocked = nil
+	if h := w.granted; h != nil && h.gone == held {
+		return granted(req.Cmd, wire.StatusOK, h)
+	}
+	e.unlink(w)
+	return reply(req.Cmd, wire.StatusTimeout)
+}
+
+func (c *conn) release(req *wire.Request) outcome {
+	s := c.srv
+	now := time.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e := s.tab.keys[req.Key]
+	if e == nil {
+		return reply(req.Cmd, wire.StatusError)
+	}
+	h := e.find(req.Token)
+	if h == nil {
+		return reply(req.Cmd, wire.StatusError)
+	}
+	s.removeHolder(h, goneReleased, now)
+	s.promote(e, now)
+	return reply(req.Cmd, wire.StatusOK)
+}
+
+func (c *conn) renew(req *wire.Request) outcome {
+	s := c.srv
+	now := time.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e := s.tab.keys[req.Key]
+	if e == nil {
+		return reply(req.Cmd, wire.StatusError)
+	}
+	// An expired holder is evicted before the lookup, so a renew never
+	// resurrects it.
+	s.evict(e, now)
+	h := e.find(req.Token)
+	if h == nil {
+		return reply(req.Cmd, wire.StatusError)
+	}
+	h.lease = s.leaseOf(req)
+	h.expires = now.Add(h.lease)
+	e.lastActive = now
+	return outcome{resp: wire.Response{Cmd: req.Cmd, Status: wire.StatusOK, Lease: int(h.lease / time.Second)}}
+}
+
+func (c *conn) enqueue(req *wire.Request, limit int) outcome {
+	s := c.srv
+	now := time.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, dup := c.enq[req.Key]; dup {
+		return reply(req.Cmd, wire.StatusErrorAlreadyEnqueued)
+	}
+	e, st := s.lookup(req.Key, limit, now)
+	if st != 0 {
+		return reply(req.Cmd, st)
+	}
+	s.evict(e, now)
+	e.lastActive = now
+	if e.free() {
+		h := s.grant(e, c, s.leaseOf(req), now)
+		c.enq[req.Key] = &waiter{c: c, e: e, lease: h.lease, granted: h}
+		return granted(req.Cmd, wire.StatusAcquired, h)
+	}
+	if s.cfg.MaxWaiters > 0 && e.waiters >= s.cfg.MaxWaiters {
+		return reply(req.Cmd, wire.StatusErrorMaxWaiters)
+	}
+	w := &waiter{c: c, lease: s.leaseOf(req), ready: make(chan struct{})}
+	e.enqueue(w)
+	c.enq[req.Key] = w
+	return reply(req.Cmd, wire.StatusQueued)
+}
+
+func (c *conn) wait(req *wire.Request) outcome {
+	s := c.srv
+	s.mu.Lock()
+	w := c.enq[req.Key]
+	if w == nil {
+		s.mu.Unlock()
+		return reply(req.Cmd, wire.StatusErrorNotEnqueued)
+	}
+	if w.granted == nil && req.Timeout > 0 {
+		s.mu.Unlock()
+		if c.block(w.ready, time.Duration(req.Timeout)*time.Second) == blockGone {
+			return outcome{gone: true} // closing the connection drops w
+		}
+		s.mu.Lock()
+	}
+	defer s.mu.Unlock()
+	// Whatever happens now, the registration is consumed.
+	delete(c.enq, req.Key)
+	h := w.granted
+	if h == nil {
+		w.e.unlink(w)
+		return reply(req.Cmd, wire.StatusTimeout)
+	}
+	now := time.Now()
+	switch {
+	case h.gone == held && now.Before(h.expires):
+		// The holder gets its full lease from the moment wait returns.
+		h.expires = now.Add(h.lease)
+		return granted(req.Cmd, wire.StatusOK, h)
+	case h.gone == held: // expired, not swept yet
+		s.removeHolder(h, goneExpired, now)
+		s.promote(h.e, now)
+		return reply(req.Cmd, wire.StatusErrorLeaseExpired)
+	case h.gone == goneExpired:
+		return reply(req.Cmd, wire.StatusErrorLeaseExpired)
+	default: // released (by token, possibly from another connection)
+		return reply(req.Cmd, wire.StatusError)
+	}
+}

@@ -1,0 +1,19 @@
+// Package fakeserver is an in-memory dflockd for tests and benchmarks.
+//
+// It speaks the real server's protocol on real TCP (or TLS) and reproduces
+// its behaviour: strict FIFO grants, leases with a periodic sweep and
+// eviction on touch, ownership per connection with release on disconnect,
+// two-phase enqueue/wait, semaphores sharing the key space with locks,
+// max-locks, max-waiters, max-connections, the read timeout, auth and the
+// stats document. Replies to pipelined requests are written in batches, so
+// the fake is not the bottleneck of a client benchmark.
+//
+// Tests use its fault hooks: [Server.DropConnections], [Server.Stall],
+// [Server.RefuseConnections], [Server.Stop] and [Server.Restart],
+// [Server.ExpireNow].
+//
+//	srv, err := fakeserver.Start(fakeserver.Config{}) // 127.0.0.1, free port
+//	if err != nil { ... }
+//	defer srv.Close()
+//	conn, err := net.Dial("tcp", srv.Addr())
+package fakeserver

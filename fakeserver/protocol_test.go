@@ -1,0 +1,462 @@
+package fakeserver_test
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/dflock-go/dflock/fakeserver"
+	"github.com/dflock-go/dflock/wire"
+)
+
+// TestProtocol plays one conversation per rule of PROTOCOL.md against a
+// fresh server.
+func TestProtocol(t *testing.T) {
+	cases := []struct {
+		name   string
+		cfg    fakeserver.Config
+		script string
+	}{
+		{name: "lock and release", script: `
+			0> l k 10
+			0< ok $A 33
+			0> r k $A
+			0< ok
+			0> r k $A
+			0< error`},
+		{name: "custom lease is echoed", script: `
+			0> l k 0 7
+			0< ok $A 7
+			0> sl s 0 2 9
+			0< ok $B 9`},
+		{name: "try-lock never blocks", script: `
+			0> l k 0
+			0< ok $A 33
+			1> l k 0
+			1< timeout`},
+		{name: "release and renew from another connection", script: `
+			0> l k 0
+			0< ok $A 33
+			1> n k $A 20
+			1< ok 20
+			1> r k $A
+			1< ok
+			2> l k 0
+			2< ok $B 33`},
+		{name: "release and renew errors", script: `
+			0> r nokey 0123456789abcdef0123456789abcdef
+			0< error
+			0> n nokey 0123456789abcdef0123456789abcdef
+			0< error
+			0> l k 0
+			0< ok $A 33
+			0> r k ffffffffffffffffffffffffffffffff
+			0< error
+			0> n k ffffffffffffffffffffffffffffffff
+			0< error
+			0> sr k ffffffffffffffffffffffffffffffff
+			0< error`},
+		{name: "renew without lease resets to the default", script: `
+			0> l k 0 5
+			0< ok $A 5
+			0> n k $A
+			0< ok 33
+			0> n k $A 5
+			0< ok 5`},
+		{name: "grants are FIFO", script: `
+			0> l k 0
+			0< ok $A 33
+			1> l k 5
+			1~
+			2> l k 5
+			2~
+			3> l k 0
+			3< timeout
+			0> r k $A
+			0< ok
+			1< ok $B 33
+			2~
+			1> r k $B
+			1< ok
+			2< ok $C 33`},
+		{name: "blocking lock times out and leaves the queue", script: `
+			0> l k 0
+			0< ok $A 33
+			1> l k 1
+			1< timeout
+			0> r k $A
+			0< ok
+			2> l k 0
+			2< ok $B 33`},
+		{name: "disconnect releases and hands over", script: `
+			0> l k 0
+			0< ok $A 33
+			0> l k2 0
+			0< ok $B 33
+			1> l k 5
+			1~
+			0 close
+			1< ok $C 33
+			2> l k2 0
+			2< ok $D 33`},
+		{name: "closing a connection cancels its blocked wait", script: `
+			0> l k 0
+			0< ok $A 33
+			1> l k 30
+			1~
+			1 close
+			0> r k $A
+			0< ok
+			2> l k 0
+			2< ok $B 33`},
+		{name: "disconnect drops queued enqueues", script: `
+			0> l k 0
+			0< ok $A 33
+			1> e k
+			1< queued
+			1 close
+			0> r k $A
+			0< ok
+			2> l k 0
+			2< ok $B 33`},
+		{name: "lease expiry hands over (sweep)", script: `
+			0> l k 0 1
+			0< ok $A 1
+			1> l k 5
+			1< ok $B 33
+			0> n k $A
+			0< error`},
+		{name: "expired holder cannot renew", script: `
+			0> l k 0
+			0< ok $A 33
+			expire k
+			0> n k $A
+			0< error
+			0> r k $A
+			0< error`},
+		{name: "expiry hands over to the next waiter", script: `
+			0> l k 0
+			0< ok $A 33
+			1> l k 5
+			1~
+			expire k
+			1< ok $B 33`},
+		{name: "semaphore slots", script: `
+			0> sl s 0 2
+			0< ok $A 33
+			1> sl s 0 2
+			1< ok $B 33
+			2> sl s 0 2
+			2< timeout
+			2> sl s 5 2
+			2~
+			0> sr s $A
+			0< ok
+			2< ok $C 33
+			1> sn s $B 4
+			1< ok 4`},
+		{name: "limit mismatch", script: `
+			0> sl s 0 3
+			0< ok $A 33
+			0> l s 0
+			0< error_limit_mismatch
+			0> sl s 0 2
+			0< error_limit_mismatch
+			0> se s 4
+			0< error_limit_mismatch
+			0> l k 0
+			0< ok $B 33
+			0> sl k 0 2
+			0< error_limit_mismatch
+			0> e k
+			0< queued`},
+		{name: "a lock is a semaphore of limit 1", script: `
+			0> l k 0
+			0< ok $A 33
+			0> r k $A
+			0< ok
+			1> sl k 0 1
+			1< ok $B 33
+			2> l k 0
+			2< timeout
+			2> sr k $B
+			2< ok`},
+		{name: "limit persists while the key is idle", script: `
+			0> sl s 0 2
+			0< ok $A 33
+			0> sr s $A
+			0< ok
+			0> sl s 0 5
+			0< error_limit_mismatch`},
+		{name: "enqueue free key then wait", script: `
+			0> e k 9
+			0< acquired $A 9
+			1> l k 0
+			1< timeout
+			0> w k 5
+			0< ok $A 9
+			0> w k 5
+			0< error_not_enqueued
+			0> r k $A
+			0< ok`},
+		{name: "enqueue twice", script: `
+			0> e k
+			0< acquired $A 33
+			0> e k
+			0< error_already_enqueued
+			1> e k
+			1< queued
+			1> se k 1
+			1< error_already_enqueued`},
+		{name: "wait without enqueue", script: `
+			0> w k 1
+			0< error_not_enqueued
+			0> sw k 0
+			0< error_not_enqueued`},
+		{name: "wait must use the enqueueing connection", script: `
+			0> e k
+			0< acquired $A 33
+			1> w k 1
+			1< error_not_enqueued
+			0> w k 1
+			0< ok $A 33`},
+		{name: "queued enqueue granted before wait", script: `
+			0> l k 0
+			0< ok $A 33
+			1> e k 8
+			1< queued
+			0> r k $A
+			0< ok
+			2> l k 0
+			2< timeout
+			1> w k 5
+			1< ok $B 8`},
+		{name: "queued wait blocks until granted", script: `
+			0> l k 0
+			0< ok $A 33
+			1> e k
+			1< queued
+			1> w k 5
+			1~
+			0> r k $A
+			0< ok
+			1< ok $B 33`},
+		{name: "wait timeout drops the registration", script: `
+			0> l k 0
+			0< ok $A 33
+			1> e k
+			1< queued
+			1> w k 0
+			1< timeout
+			1> w k 1
+			1< error_not_enqueued
+			0> r k $A
+			0< ok
+			2> l k 0
+			2< ok $B 33`},
+		{name: "wait after the grant expired", script: `
+			0> e k 5
+			0< acquired $A 5
+			expire k
+			0> w k 1
+			0< error_lease_expired
+			0> w k 1
+			0< error_not_enqueued`},
+		{name: "wait after the grant was released", script: `
+			0> e k
+			0< acquired $A 33
+			1> r k $A
+			1< ok
+			0> w k 1
+			0< error`},
+		{name: "semaphore two-phase", script: `
+			0> se s 1
+			0< acquired $A 33
+			1> se s 1 6
+			1< queued
+			0> sw s 0
+			0< ok $A 33
+			0> sr s $A
+			0< ok
+			1> sw s 5
+			1< ok $B 6`},
+		{name: "violations answer error and keep the connection", script: `
+			0> x k 1
+			0< error
+			0> l k
+			0< error
+			0> l k x
+			0< error
+			0> l k -1
+			0< error
+			0> l k 1 0
+			0< error
+			0> l k 1 2 3
+			0< error
+			0>> "l\n\n1\n"
+			0< error
+			0>> "l\n \n1\n"
+			0< error
+			0>> "l\na b\n1\n"
+			0< error
+			0>> "r\nk\n\n"
+			0< error
+			0> n k
+			0< error
+			0> e k 0
+			0< error
+			0> e k x
+			0< error
+			0> w k
+			0< error
+			0> w k -3
+			0< error
+			0> sl s 1 0
+			0< error
+			0> sl s 1
+			0< error
+			0> se s -2
+			0< error
+			0> l k 0
+			0< ok $A 33`},
+		{name: "lenient argument syntax", script: `
+			0>> "l\nk\n  +0   07 \r\n"
+			0< ok $A 7
+			0>> "r\r\nk\r\n$A\r\n"
+			0< error
+			0> r k $A
+			0< ok`},
+		{name: "line of 256 bytes is fine, 257 closes", script: `
+			0>> "l\n` + strings.Repeat("k", 256) + `\n0\n"
+			0< ok $A 33
+			0>> "l\n` + strings.Repeat("k", 257) + `\n0\n"
+			0< error
+			0<closed`},
+		{name: "trailing CR counts toward the line length", script: `
+			0>> "l\n` + strings.Repeat("k", 256) + `\r\n0\n"
+			0< error
+			0<closed`},
+		{name: "too long a line releases what the connection held", script: `
+			0> l k 0
+			0< ok $A 33
+			1> l k 5
+			0>> "` + strings.Repeat("x", 300) + `\n"
+			0< error
+			0<closed
+			1< ok $B 33`},
+		{name: "pipelined replies come in order", script: `
+			0>> "l\na\n0\nl\nb\n0\nl\na\n0\nstats\n_\n\nx\n_\n_\nl\nc\n0 5\n"
+			0< ok $A 33
+			0< ok $B 33
+			0< timeout
+			0< ok *
+			0< error
+			0< ok $C 5`},
+		{name: "a blocking request holds up the ones behind it", script: `
+			0> l k 0
+			0< ok $A 33
+			1>> "l\nk\n5\nl\nother\n0\n"
+			1~
+			0> r k $A
+			0< ok
+			1< ok $B 33
+			1< ok $C 33`},
+		{name: "max waiters", cfg: fakeserver.Config{MaxWaiters: 1}, script: `
+			0> l k 0
+			0< ok $A 33
+			1> l k 5
+			1~
+			2> l k 5
+			2< error_max_waiters
+			2> e k
+			2< error_max_waiters
+			2> l k 0
+			2< timeout`},
+		{name: "max locks counts idle keys", cfg: fakeserver.Config{MaxLocks: 2}, script: `
+			0> l a 0
+			0< ok $A 33
+			0> sl b 0 2
+			0< ok $B 33
+			0> l c 0
+			0< error_max_locks
+			0> se c 2
+			0< error_max_locks
+			0> r a $A
+			0< ok
+			0> l c 0
+			0< error_max_locks
+			0> l a 0
+			0< ok $C 33`},
+		{name: "auth on a server without a token", script: `
+			0> auth _ secret
+			0< error
+			0> l k 0
+			0< ok $A 33`},
+		{name: "auth accepted", cfg: fakeserver.Config{AuthToken: "s3cret"}, script: `
+			0> auth _ s3cret
+			0< ok
+			0> l k 0
+			0< ok $A 33
+			0> auth _ s3cret
+			0< error`},
+		{name: "auth wrong secret", cfg: fakeserver.Config{AuthToken: "s3cret"}, script: `
+			0> auth _ s3cre
+			0< error_auth
+			0<closed`},
+		{name: "auth missing", cfg: fakeserver.Config{AuthToken: "s3cret"}, script: `
+			0> l k 0
+			0< error_auth
+			0<closed`},
+		{name: "auth malformed first request", cfg: fakeserver.Config{AuthToken: "s3cret"}, script: `
+			0> bogus k 0
+			0< error_auth
+			0<closed`},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			runScript(t, start(t, c.cfg), c.script)
+		})
+	}
+}
+
+func TestStatsDocument(t *testing.T) {
+	srv := start(t, fakeserver.Config{})
+	c := dial(t, srv.Addr())
+	assert.Equal(t, `ok {"connections":1,"locks":[],"semaphores":[],"idle_locks":[],"idle_semaphores":[]}`, c.do("stats", "_", ""))
+
+	tok := strings.Fields(c.do("l", "held", "0 10"))[1]
+	c.do("sl", "sem", "0 3")
+	w := dial(t, srv.Addr())
+	w.write("l\nheld\n5\n")
+	c.do("r", "idle", strings.Fields(c.do("l", "idle", "0"))[1])
+	require.Eventually(t, func() bool { return srv.Stats().Locks[0].Waiters == 1 }, replyTimeout, time.Millisecond)
+
+	line := c.do("stats", "ignored", "ignored")
+	body, ok := strings.CutPrefix(line, "ok ")
+	require.True(t, ok, line)
+	st, err := wire.ParseStats(body)
+	require.NoError(t, err)
+	assert.Equal(t, 2, st.Connections)
+	require.Len(t, st.Locks, 1)
+	assert.Equal(t, "held", st.Locks[0].Key)
+	assert.Equal(t, 1, st.Locks[0].Waiters)
+	assert.NotZero(t, st.Locks[0].OwnerConnID)
+	assert.InDelta(t, 10, st.Locks[0].LeaseExpiresInS, 1)
+	assert.Equal(t, []wire.SemaphoreInfo{{Key: "sem", Limit: 3, Holders: 1}}, st.Semaphores)
+	require.Len(t, st.IdleLocks, 1)
+	assert.Equal(t, "idle", st.IdleLocks[0].Key)
+	assert.Less(t, st.IdleLocks[0].IdleS, 5.0)
+	assert.Empty(t, st.IdleSemaphores)
+
+	// Releasing hands "held" to the waiting connection, a new owner.
+	owner := st.Locks[0].OwnerConnID
+	assert.Equal(t, "ok", c.do("r", "held", tok))
+	assert.Regexp(t, `^ok [0-9a-f]{32} 33$`, w.read())
+	st = srv.Stats()
+	assert.NotEqual(t, owner, st.Locks[0].OwnerConnID)
+	assert.Zero(t, st.Locks[0].Waiters)
+}

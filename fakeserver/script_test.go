@@ -1,0 +1,197 @@
+package fakeserver_test
+
+import (
+	"bufio"
+	"errors"
+	"io"
+	"net"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+
+	"github.com/dflock-go/dflock/fakeserver"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+// replyTimeout bounds every read of a test; nothing in these tests should
+// take longer.
+const replyTimeout = 5 * time.Second
+
+// start runs a server for one test and closes it at the end.
+func start(t *testing.T, cfg fakeserver.Config) *fakeserver.Server {
+	t.Helper()
+	srv, err := fakeserver.Start(cfg)
+	require.NoError(t, err)
+	t.Cleanup(func() { srv.Close() })
+	return srv
+}
+
+// client is a raw protocol connection.
+type client struct {
+	t  *testing.T
+	nc net.Conn
+	br *bufio.Reader
+}
+
+func dial(t *testing.T, addr string) *client {
+	t.Helper()
+	nc, err := net.DialTimeout("tcp", addr, replyTimeout)
+	require.NoError(t, err)
+	t.Cleanup(func() { nc.Close() })
+	return &client{t: t, nc: nc, br: bufio.NewReader(nc)}
+}
+
+func (c *client) write(s string) {
+	c.t.Helper()
+	c.nc.SetWriteDeadline(time.Now().Add(replyTimeout))
+	_, err := io.WriteString(c.nc, s)
+	require.NoError(c.t, err)
+}
+
+// readLine returns the next reply line, or an error (io.EOF when the
+// server closed the connection).
+func (c *client) readLine(timeout time.Duration) (string, error) {
+	c.nc.SetReadDeadline(time.Now().Add(timeout))
+	line, err := c.br.ReadString('\n')
+	if err != nil {
+		return line, err
+	}
+	return strings.TrimSuffix(line, "\n"), nil
+}
+
+func (c *client) read() string {
+	c.t.Helper()
+	line, err := c.readLine(replyTimeout)
+	require.NoError(c.t, err, "reading a reply")
+	return line
+}
+
+func (c *client) do(cmd, key, arg string) string {
+	c.t.Helper()
+	c.write(cmd + "\n" + key + "\n" + arg + "\n")
+	return c.read()
+}
+
+// expectClosed asserts the server closed the connection.
+func (c *client) expectClosed() {
+	c.t.Helper()
+	line, err := c.readLine(replyTimeout)
+	require.Truef(c.t, errors.Is(err, io.EOF) || isReset(err), "want the connection closed, got %q, %v", line, err)
+}
+
+func isReset(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op) && !op.Timeout()
+}
+
+// expectSilent asserts no reply arrives for a short while: a request is
+// still blocked. It can only pass wrongly (if the reply comes later), never
+// fail wrongly.
+func (c *client) expectSilent() {
+	c.t.Helper()
+	line, err := c.readLine(50 * time.Millisecond)
+	var ne net.Error
+	require.Truef(c.t, errors.As(err, &ne) && ne.Timeout(), "want no reply yet, got %q, %v", line, err)
+	if err != nil {
+		// A timed-out read leaves bufio with the error; start afresh.
+		c.br = bufio.NewReader(io.MultiReader(strings.NewReader(line), c.nc))
+	}
+}
+
+var tokenVar = regexp.MustCompile(`\$[A-Z]`)
+
+// runScript plays a conversation over several connections. Each line is
+// one step:
+//
+//	N> cmd key arg   send a request on connection N (dialled on first use)
+//	N>> "quoted"     send raw bytes
+//	N< reply         read one reply; $X matches a token and binds it (or
+//	                 must equal its earlier binding); ~ matches any number,
+//	                 * anything
+//	N~               no reply yet (still blocked)
+//	N<closed         the server closed connection N
+//	N close          close connection N from the client side
+//	expire KEY       the fault hook: end KEY's leases now
+//	// text          a comment
+//
+// $X in a request is replaced by its bound token.
+func runScript(t *testing.T, srv *fakeserver.Server, script string) {
+	t.Helper()
+	conns := map[int]*client{}
+	vars := map[string]string{}
+	get := func(n int) *client {
+		if conns[n] == nil {
+			conns[n] = dial(t, srv.Addr())
+		}
+		return conns[n]
+	}
+	for _, step := range strings.Split(strings.TrimSpace(script), "\n") {
+		step = strings.TrimSpace(step)
+		if step == "" || strings.HasPrefix(step, "//") {
+			continue
+		}
+		if key, ok := strings.CutPrefix(step, "expire "); ok {
+			srv.ExpireNow(key)
+			continue
+		}
+		n, err := strconv.Atoi(step[:1])
+		require.NoError(t, err, "step %q", step)
+		op := step[1:]
+		switch {
+		case strings.HasPrefix(op, ">> "):
+			raw, err := strconv.Unquote(op[3:])
+			require.NoError(t, err, "step %q", step)
+			get(n).write(raw)
+		case strings.HasPrefix(op, "> "):
+			parts := strings.SplitN(tokenVar.ReplaceAllStringFunc(op[2:], func(v string) string {
+				require.Contains(t, vars, v, "step %q uses an unbound token", step)
+				return vars[v]
+			}), " ", 3)
+			for len(parts) < 3 {
+				parts = append(parts, "")
+			}
+			get(n).write(parts[0] + "\n" + parts[1] + "\n" + parts[2] + "\n")
+		case op == "<closed":
+			get(n).expectClosed()
+		case strings.HasPrefix(op, "< "):
+			matchReply(t, step, get(n).read(), op[2:], vars)
+		case op == "~":
+			get(n).expectSilent()
+		case op == " close":
+			get(n).nc.Close()
+		default:
+			t.Fatalf("bad step %q", step)
+		}
+	}
+}
+
+func matchReply(t *testing.T, step, got, want string, vars map[string]string) {
+	t.Helper()
+	gw, ww := strings.Fields(got), strings.Fields(want)
+	require.Lenf(t, gw, len(ww), "step %q: got reply %q", step, got)
+	for i, w := range ww {
+		switch {
+		case tokenVar.MatchString(w) && len(w) == 2:
+			require.Regexpf(t, `^[0-9a-f]{32}$`, gw[i], "step %q: got reply %q", step, got)
+			if prev, ok := vars[w]; ok {
+				require.Equalf(t, prev, gw[i], "step %q: token %s changed", step, w)
+			}
+			vars[w] = gw[i]
+		case w == "*":
+		case w == "~":
+			_, err := strconv.Atoi(gw[i])
+			require.NoErrorf(t, err, "step %q: got reply %q", step, got)
+		default:
+			require.Equalf(t, w, gw[i], "step %q: got reply %q", step, got)
+		}
+	}
+}
+

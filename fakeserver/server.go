@@ -1,0 +1,267 @@
+package fakeserver
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"net"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/dflock-go/dflock/wire"
+)
+
+// Server is an in-memory dflockd listening on TCP (or TLS).
+type Server struct {
+	cfg Config
+
+	mu    sync.Mutex // guards tab, conns and everything they point to
+	tab   *table
+	conns map[uint64]*conn
+
+	life     sync.Mutex // serialises Stop, Restart, Close and Shutdown
+	ln       net.Listener
+	addr     string
+	accepted chan struct{} // closed when the accept loop of ln ends
+	connWG   sync.WaitGroup
+	closed   bool
+
+	nextID   atomic.Uint64
+	refusing atomic.Bool
+
+	stallMu     sync.Mutex
+	stallUntil  time.Time
+	stallLifted chan struct{}
+
+	bgStop chan struct{}
+	bgDone chan struct{}
+}
+
+// ErrClosed is returned by operations on a closed Server.
+var ErrClosed = errors.New("fakeserver: closed")
+
+// Start listens on cfg's address and serves in the background until Close.
+func Start(cfg Config) (*Server, error) {
+	cfg.setDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	s := &Server{
+		cfg:         cfg,
+		tab:         newTable(),
+		conns:       make(map[uint64]*conn),
+		addr:        net.JoinHostPort(cfg.Host, strconv.Itoa(cfg.Port)),
+		stallLifted: make(chan struct{}),
+		bgStop:      make(chan struct{}),
+		bgDone:      make(chan struct{}),
+	}
+	if err := s.listen(); err != nil {
+		return nil, err
+	}
+	go s.background()
+	return s, nil
+}
+
+// Addr is the address the server listens on, host:port. It stays the same
+// across Stop and Restart.
+func (s *Server) Addr() string {
+	s.life.Lock()
+	defer s.life.Unlock()
+	return s.addr
+}
+
+// Config returns the configuration in force, defaults filled in.
+func (s *Server) Config() Config { return s.cfg }
+
+func (s *Server) listen() error {
+	ln, err := net.Listen("tcp", s.addr)
+	if err != nil {
+		return err
+	}
+	if s.cfg.TLS != nil {
+		ln = tls.NewListener(ln, s.cfg.TLS)
+	}
+	s.ln = ln
+	s.addr = ln.Addr().String()
+	s.accepted = make(chan struct{})
+	go s.acceptLoop(ln, s.accepted)
+	return nil
+}
+
+func (s *Server) acceptLoop(ln net.Listener, done chan struct{}) {
+	defer close(done)
+	var backoff time.Duration
+	for {
+		nc, err := ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			// Out of file descriptors and the like: wait, as net/http does.
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			s.cfg.Logger.Warn("accept failed", "err", err, "retry_in", backoff)
+			time.Sleep(backoff)
+			continue
+		}
+		backoff = 0
+		s.mu.Lock()
+		full := s.cfg.MaxConnections > 0 && len(s.conns) >= s.cfg.MaxConnections
+		if full || s.refusing.Load() {
+			s.mu.Unlock()
+			nc.Close()
+			continue
+		}
+		c := s.newConn(nc)
+		s.conns[c.id] = c
+		s.connWG.Add(1)
+		s.mu.Unlock()
+		go func() {
+			defer s.connWG.Done()
+			c.serve()
+		}()
+	}
+}
+
+// release forgets a closed connection: its queued waits are dropped and,
+// with auto-release (the default), every lock and slot it holds is handed
+// to the next waiter.
+func (s *Server) release(c *conn) {
+	now := time.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.conns, c.id)
+	for _, w := range c.enq {
+		if w.queued {
+			w.e.unlink(w)
+		}
+	}
+	if w := c.blocked; w != nil && w.queued {
+		w.e.unlink(w)
+	}
+	for h := range c.held {
+		if s.cfg.DisableAutoRelease {
+			h.owner = nil
+			continue
+		}
+		s.removeHolder(h, goneReleased, now)
+		s.promote(h.e, now)
+	}
+}
+
+func (s *Server) background() {
+	defer close(s.bgDone)
+	sweep := time.NewTicker(s.cfg.LeaseSweepInterval)
+	defer sweep.Stop()
+	gc := time.NewTicker(s.cfg.GCInterval)
+	defer gc.Stop()
+	for {
+		select {
+		case now := <-sweep.C:
+			s.sweep(now)
+		case now := <-gc.C:
+			s.collect(now)
+		case <-s.bgStop:
+			return
+		}
+	}
+}
+
+// Stats returns what the stats command would answer now.
+func (s *Server) Stats() wire.Stats { return s.snapshot(time.Now()) }
+
+// Close stops the server at once: the listener and every connection are
+// closed and all state is dropped. It is safe to call twice.
+func (s *Server) Close() error {
+	s.life.Lock()
+	defer s.life.Unlock()
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	s.stopLocked()
+	close(s.bgStop)
+	<-s.bgDone
+	return nil
+}
+
+// Shutdown stops accepting, lets each connection finish the request it is
+// handling and write its replies, then closes it; blocked waits end without
+// a reply. Connections still open when ctx ends or ShutdownTimeout passes
+// are closed at once.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.life.Lock()
+	defer s.life.Unlock()
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	defer func() {
+		close(s.bgStop)
+		<-s.bgDone
+	}()
+	if s.ln != nil {
+		s.ln.Close()
+		<-s.accepted
+		s.ln = nil
+	}
+	s.mu.Lock()
+	for _, c := range s.conns {
+		c.mu.Lock()
+		c.shutting = true
+		c.nc.SetReadDeadline(time.Now()) // wake a connection waiting for a request
+		c.mu.Unlock()
+	}
+	s.mu.Unlock()
+
+	drained := make(chan struct{})
+	go func() {
+		s.connWG.Wait()
+		close(drained)
+	}()
+	t := time.NewTimer(s.cfg.ShutdownTimeout)
+	defer t.Stop()
+	var err error
+	select {
+	case <-drained:
+		return nil
+	case <-ctx.Done():
+		err = ctx.Err()
+	case <-t.C:
+		err = context.DeadlineExceeded
+	}
+	s.dropAll()
+	<-drained
+	return err
+}
+
+func (s *Server) stopLocked() {
+	if s.ln != nil {
+		s.ln.Close()
+		<-s.accepted
+		s.ln = nil
+	}
+	s.dropAll()
+	s.mu.Lock()
+	s.tab = newTable()
+	s.mu.Unlock()
+}
+
+// dropAll closes every connection and waits until each has released what
+// it held.
+func (s *Server) dropAll() int {
+	s.mu.Lock()
+	conns := make([]*conn, 0, len(s.conns))
+	for _, c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	for _, c := range conns {
+		c.kill()
+	}
+	for _, c := range conns {
+		<-c.done
+	}
+	return len(conns)
+}
