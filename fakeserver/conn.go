@@ -117,14 +117,15 @@ func (c *conn) serve() {
 				return
 			}
 		}
-		if !c.stall() {
-			return
+		c.srv.busy.Add(1)
+		ok := c.stall()
+		var res outcome
+		if ok {
+			res = c.handle(&req)
+			ok = !res.gone && c.answer(res.resp)
 		}
-		res := c.handle(&req)
-		if res.gone {
-			return
-		}
-		if !c.answer(res.resp) {
+		c.srv.busy.Add(-1)
+		if !ok {
 			return
 		}
 	}
@@ -285,14 +286,19 @@ func (c *conn) block(ready <-chan struct{}, timeout time.Duration) blockResult {
 
 	t := time.NewTimer(timeout)
 	defer t.Stop()
+	res := blockGone
 	select {
 	case <-ready:
-		return blockReady
+		res = blockReady
 	case <-t.C:
-		return blockTimeout
+		res = blockTimeout
 	case <-gone:
-		return blockGone
 	case <-c.killed:
+	}
+	if c.isShutting() {
+		// A wait ends without a reply on shutdown; a grant that raced
+		// with it is released with the connection.
 		return blockGone
 	}
+	return res
 }

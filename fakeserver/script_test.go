@@ -195,3 +195,11 @@ func matchReply(t *testing.T, step, got, want string, vars map[string]string) {
 	}
 }
 
+func dialErr(addr string) (net.Conn, error) {
+	nc, err := net.DialTimeout("tcp", addr, time.Second)
+	if err == nil {
+		// Accepted by someone: see whether it answers.
+		nc.Close()
+	}
+	return nc, err
+}

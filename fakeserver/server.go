@@ -30,6 +30,7 @@ type Server struct {
 
 	nextID   atomic.Uint64
 	refusing atomic.Bool
+	busy     atomic.Int64 // connections handling a request
 
 	stallMu     sync.Mutex
 	stallUntil  time.Time
@@ -170,6 +171,10 @@ func (s *Server) background() {
 
 // Stats returns what the stats command would answer now.
 func (s *Server) Stats() wire.Stats { return s.snapshot(time.Now()) }
+
+// Busy returns how many connections are handling a request now: blocked
+// in a wait, held by a stall, or about to answer.
+func (s *Server) Busy() int { return int(s.busy.Load()) }
 
 // Close stops the server at once: the listener and every connection are
 // closed and all state is dropped. It is safe to call twice.
