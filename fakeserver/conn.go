@@ -56,10 +56,24 @@ func (s *Server) newConn(nc net.Conn) *conn {
 
 // kill closes the connection from the server's side.
 func (c *conn) kill() {
-	c.killOnce.Do(func() {
-		close(c.killed)
-		c.nc.Close()
-	})
+	c.markKilled()
+	c.nc.Close()
+}
+
+// markKilled makes the connection answer nothing more. Dropping many
+// connections marks them all before closing any, so a lock freed by one
+// closing is never delivered on another that is about to close.
+func (c *conn) markKilled() {
+	c.killOnce.Do(func() { close(c.killed) })
+}
+
+func (c *conn) isKilled() bool {
+	select {
+	case <-c.killed:
+		return true
+	default:
+		return false
+	}
 }
 
 func (c *conn) serve() {
@@ -157,24 +171,28 @@ func (c *conn) flush() bool {
 }
 
 func (c *conn) readRequest() (wire.Request, error) {
-	for i := 0; i < 3; i++ {
-		if err := c.armReadDeadline(); err != nil {
-			return wire.Request{}, err
-		}
-		line, err := c.lr.ReadLine()
-		if err != nil {
-			return wire.Request{}, err
-		}
-		switch i {
-		case 0:
-			c.cmd = append(c.cmd[:0], line...)
-		case 1:
-			c.key = append(c.key[:0], line...)
-		default:
-			return wire.ParseRequest(c.cmd, c.key, line)
-		}
+	line, err := c.readLine()
+	if err != nil {
+		return wire.Request{}, err
 	}
-	panic("unreachable")
+	c.cmd = append(c.cmd[:0], line...)
+	if line, err = c.readLine(); err != nil {
+		return wire.Request{}, err
+	}
+	c.key = append(c.key[:0], line...)
+	if line, err = c.readLine(); err != nil {
+		return wire.Request{}, err
+	}
+	return wire.ParseRequest(c.cmd, c.key, line)
+}
+
+// readLine reads one line under the read timeout, which runs per line as
+// in the real server.
+func (c *conn) readLine() ([]byte, error) {
+	if err := c.armReadDeadline(); err != nil {
+		return nil, err
+	}
+	return c.lr.ReadLine()
 }
 
 // armReadDeadline starts the read timeout before a read that has to wait
@@ -295,9 +313,9 @@ func (c *conn) block(ready <-chan struct{}, timeout time.Duration) blockResult {
 	case <-gone:
 	case <-c.killed:
 	}
-	if c.isShutting() {
-		// A wait ends without a reply on shutdown; a grant that raced
-		// with it is released with the connection.
+	if c.isShutting() || c.isKilled() {
+		// A wait ends without a reply on shutdown or a drop; a grant that
+		// raced with it is released with the connection.
 		return blockGone
 	}
 	return res

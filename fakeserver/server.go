@@ -263,7 +263,10 @@ func (s *Server) dropAll() int {
 	}
 	s.mu.Unlock()
 	for _, c := range conns {
-		c.kill()
+		c.markKilled()
+	}
+	for _, c := range conns {
+		c.nc.Close()
 	}
 	for _, c := range conns {
 		<-c.done

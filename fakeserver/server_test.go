@@ -101,7 +101,21 @@ func TestTLS(t *testing.T) {
 	require.NoError(t, err)
 	defer nc.Close()
 	c := &client{t: t, nc: nc, br: bufio.NewReader(nc)}
-	assert.Regexp(t, "^ok [0-9a-f]{32} 33$", c.do("l", "k", "0"))
+	tok := strings.Fields(c.do("l", "k", "0"))[1]
+	// A wait on TLS that ends in a grant leaves the stream usable.
+	other := dial(t, srv.Addr()) // plain TCP to a TLS server: never answered
+	other.nc.Close()
+	c2nc, err := tls.Dial("tcp", srv.Addr(), &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"})
+	require.NoError(t, err)
+	defer c2nc.Close()
+	c2 := &client{t: t, nc: c2nc, br: bufio.NewReader(c2nc)}
+	c2.write("l\nk\n5\n")
+	c2.expectSilent()
+	assert.Equal(t, "ok", c.do("r", "k", tok))
+	assert.Regexp(t, "^ok [0-9a-f]{32} 33$", c2.read())
+	assert.Equal(t, "timeout", c2.do("l", "k", "0"), "same TLS connection, next request")
+	c2nc.Close()
+	assert.Regexp(t, "^ok [0-9a-f]{32} 33$", c.do("l", "k", "5"), "released with c2")
 	// A blocked request on TLS still notices the client leaving.
 	c.write("l\nk\n30\n")
 	c.expectSilent()
