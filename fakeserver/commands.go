@@ -107,16 +107,12 @@ func (c *conn) release(req *wire.Request) outcome {
 	now := time.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	e := s.tab.keys[req.Key]
-	if e == nil {
-		return reply(req.Cmd, wire.StatusError)
-	}
-	h := e.find(req.Token)
+	h := s.holderOf(req, false, now)
 	if h == nil {
 		return reply(req.Cmd, wire.StatusError)
 	}
 	s.removeHolder(h, goneReleased, now)
-	s.promote(e, now)
+	s.promote(h.e, now)
 	return reply(req.Cmd, wire.StatusOK)
 }
 
@@ -125,21 +121,29 @@ func (c *conn) renew(req *wire.Request) outcome {
 	now := time.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	e := s.tab.keys[req.Key]
-	if e == nil {
-		return reply(req.Cmd, wire.StatusError)
-	}
 	// An expired holder is evicted before the lookup, so a renew never
 	// resurrects it.
-	s.evict(e, now)
-	h := e.find(req.Token)
+	h := s.holderOf(req, true, now)
 	if h == nil {
 		return reply(req.Cmd, wire.StatusError)
 	}
 	h.lease = s.leaseOf(req)
 	h.expires = now.Add(h.lease)
-	e.lastActive = now
+	h.e.lastActive = now
 	return outcome{resp: wire.Response{Cmd: req.Cmd, Status: wire.StatusOK, Lease: int(h.lease / time.Second)}}
+}
+
+// holderOf finds the holder a release or renew names by key and token; nil
+// when the key or the token is unknown. Any connection may name it.
+func (s *Server) holderOf(req *wire.Request, evictFirst bool, now time.Time) *holder {
+	e := s.tab.keys[req.Key]
+	if e == nil {
+		return nil
+	}
+	if evictFirst {
+		s.evict(e, now)
+	}
+	return e.find(req.Token)
 }
 
 func (c *conn) enqueue(req *wire.Request, limit int) outcome {
