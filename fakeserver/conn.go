@@ -150,7 +150,7 @@ func (c *conn) serve() {
 // write, and a lone request is answered at once.
 func (c *conn) answer(resp wire.Response) bool {
 	c.out = resp.Append(c.out)
-	if c.lr.BufferedLines() >= 3 && len(c.out) < 64<<10 {
+	if c.lr.HasBufferedLines(3) && len(c.out) < 64<<10 {
 		return true
 	}
 	return c.flush()

@@ -88,11 +88,20 @@ func (lr *LineReader) Buffered() []byte {
 	return b
 }
 
-// BufferedLines counts the complete lines already buffered, which ReadLine
-// returns without touching the connection. Servers use it to decide when to
-// flush replies: a pipelining client's next request may already be here.
-func (lr *LineReader) BufferedLines() int {
-	return bytes.Count(lr.Buffered(), []byte{'\n'})
+// HasBufferedLines reports whether at least n complete lines are already
+// buffered, which ReadLine returns without touching the connection. Servers
+// use it to decide when to flush replies: a pipelining client's next
+// request (three lines) may already be here. It stops at the n-th line.
+func (lr *LineReader) HasBufferedLines(n int) bool {
+	b := lr.Buffered()
+	for ; n > 0; n-- {
+		i := bytes.IndexByte(b, '\n')
+		if i < 0 {
+			return false
+		}
+		b = b[i+1:]
+	}
+	return true
 }
 
 // Fill waits until at least one more byte than is buffered arrives, or the
