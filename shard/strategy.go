@@ -1,0 +1,77 @@
+package shard
+
+import (
+	"errors"
+	"fmt"
+	"unsafe"
+)
+
+// Strategy maps keys to the servers of a fleet. Implementations must be
+// safe for concurrent use and should not allocate per lookup.
+type Strategy interface {
+	// Server returns the address of the server that owns key.
+	Server(key string) (string, error)
+	// Servers returns the addresses the strategy maps to.
+	Servers() []string
+}
+
+// Errors of this package.
+var (
+	// ErrNoServers: a strategy needs at least one server.
+	ErrNoServers = errors.New("shard: no servers")
+	// ErrBadServers: the server list has an empty or repeated address.
+	ErrBadServers = errors.New("shard: invalid server list")
+	// ErrBadIndex: a strategy function returned an index out of range.
+	ErrBadIndex = errors.New("shard: strategy returned an index out of range")
+)
+
+func checkServers(servers []string) error {
+	if len(servers) == 0 {
+		return ErrNoServers
+	}
+	seen := make(map[string]bool, len(servers))
+	for i, s := range servers {
+		if s == "" {
+			return fmt.Errorf("%w: address %d is empty", ErrBadServers, i)
+		}
+		if seen[s] {
+			return fmt.Errorf("%w: %q appears twice", ErrBadServers, s)
+		}
+		seen[s] = true
+	}
+	return nil
+}
+
+// keyBytes views key's bytes without copying. The hash functions that get
+// them neither keep nor modify them, and converting would cost an
+// allocation per lookup.
+func keyBytes(key string) []byte {
+	return unsafe.Slice(unsafe.StringData(key), len(key))
+}
+
+// Move is a key whose server changes with a membership change.
+type Move struct {
+	Key      string
+	From, To string
+}
+
+// Moves returns the keys that before and after route to different servers,
+// in the order given: the keys to drain (release, and stop acquiring)
+// before switching from one strategy to the other.
+func Moves(keys []string, before, after Strategy) ([]Move, error) {
+	var moves []Move
+	for _, k := range keys {
+		from, err := before.Server(k)
+		if err != nil {
+			return nil, err
+		}
+		to, err := after.Server(k)
+		if err != nil {
+			return nil, err
+		}
+		if from != to {
+			moves = append(moves, Move{Key: k, From: from, To: to})
+		}
+	}
+	return moves, nil
+}
