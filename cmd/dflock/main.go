@@ -1,8 +1,10 @@
-// Command dflock is the dflock command line: run an in-memory dflockd.
+// Command dflock is the dflock command line.
 //
-//	dflock serve [flags]   serve the dflockd protocol from memory (fakeserver)
+//	dflock serve [flags]     serve the dflockd protocol from memory (fakeserver)
+//	dflock where KEY... [--servers a:1,b:2] [--strategy stable|consistent|rendezvous]
+//	                         print the server each key maps to
 //
-// Run "dflock serve -h" for the flags.
+// Run "dflock COMMAND -h" for a command's flags.
 package main
 
 import (
@@ -25,6 +27,7 @@ const usage = `usage: dflock <command> [flags]
 
 commands:
   serve    run an in-memory dflockd (same flags and DFLOCKD_* variables as the real server)
+  where    print the server each key maps to
 `
 
 // run dispatches a subcommand and returns the process exit code.
@@ -36,6 +39,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	switch args[0] {
 	case "serve":
 		return exitCode(stderr, runServe(ctx, args[1:], getenv, stderr, nil))
+	case "where":
+		return exitCode(stderr, runWhere(args[1:], getenv, stdout, stderr))
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0

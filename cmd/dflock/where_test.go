@@ -1,0 +1,59 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func where(t *testing.T, vars map[string]string, args ...string) (string, string, int) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	code := run(context.Background(), append([]string{"where"}, args...), env(vars), &out, &errOut)
+	return out.String(), errOut.String(), code
+}
+
+func TestWhere(t *testing.T) {
+	// The PROTOCOL.md vectors: my-key % 3 == 2, a % 3 == 0, lock-1 % 3 == 1.
+	out, errOut, code := where(t, nil, "my-key", "--servers", "s0:1,s1:1,s2:1", "a", "lock-1")
+	require.Equal(t, 0, code, errOut)
+	assert.Equal(t, "my-key  s2:1\na       s0:1\nlock-1  s1:1\n", out)
+
+	out, _, code = where(t, map[string]string{"DFLOCK_SERVERS": "x:1, y:1"}, "foo")
+	require.Equal(t, 0, code)
+	assert.Equal(t, "foo  y:1\n", out, "crc32(foo) % 2 == 1; servers from the environment")
+
+	out, _, code = where(t, nil, "orders/1")
+	require.Equal(t, 0, code)
+	assert.Equal(t, "orders/1  127.0.0.1:6388\n", out)
+
+	for _, strategy := range []string{"consistent", "rendezvous"} {
+		out, errOut, code = where(t, nil, "--strategy", strategy, "--servers", "a:1,b:1,c:1", "k1", "k2", "--", "-dash-key")
+		require.Equal(t, 0, code, errOut)
+		lines := strings.Split(strings.TrimSpace(out), "\n")
+		require.Len(t, lines, 3)
+		assert.True(t, strings.HasPrefix(lines[2], "-dash-key"))
+	}
+}
+
+func TestWhereErrors(t *testing.T) {
+	_, errOut, code := where(t, nil)
+	assert.Equal(t, 2, code)
+	assert.Contains(t, errOut, "usage")
+	_, errOut, code = where(t, nil, "k", "--strategy", "magic")
+	assert.Equal(t, 1, code)
+	assert.Contains(t, errOut, `unknown strategy "magic"`)
+	_, errOut, code = where(t, nil, "k", "--servers", "a:1,a:1")
+	assert.Equal(t, 1, code)
+	assert.Contains(t, errOut, "appears twice")
+	_, errOut, code = where(t, nil, "k", "--servers", " , ")
+	assert.Equal(t, 1, code)
+	assert.Contains(t, errOut, "no servers")
+	_, errOut, code = where(t, nil, "--", "bad key")
+	assert.Equal(t, 1, code)
+	assert.Contains(t, errOut, "must not contain a space")
+}
