@@ -1,0 +1,84 @@
+package pool
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+)
+
+// Config tunes the connections to one server. The zero value of each field
+// is its documented default.
+type Config struct {
+	// MaxConns bounds the connections to the server, shared and exclusive
+	// together. Default 16.
+	MaxConns int
+	// SharedConns is how many connections carry pipelined non-blocking
+	// requests (try-locks, releases, renewals, stats); the rest serve
+	// blocking requests one at a time. Default 2; less than MaxConns.
+	SharedConns int
+	// DialTimeout bounds dialling, the TLS handshake and authentication.
+	// Default 5 s.
+	DialTimeout time.Duration
+	// KeepAlive: a connection that holds locks carries a request at least
+	// this often, so the server's read timeout (23 s by default) never
+	// closes it and releases them. Default 10 s.
+	KeepAlive time.Duration
+	// IdleTimeout closes connections that hold nothing and sat unused this
+	// long. Default 15 s, under the server's read timeout, so the pool
+	// closes idle connections before the server does.
+	IdleTimeout time.Duration
+	// HealthCheckAfter: an exclusive connection idle this long is pinged
+	// before it is handed out. Default 1 s.
+	HealthCheckAfter time.Duration
+	// WriteTimeout bounds one write of requests; a connection that cannot
+	// write in time is broken. Default 5 s.
+	WriteTimeout time.Duration
+	// TCPKeepAlive is the operating system's keep-alive period. Default
+	// 15 s.
+	TCPKeepAlive time.Duration
+	// TLS, when set, dials TLS. An empty ServerName is taken from the
+	// address.
+	TLS *tls.Config
+	// AuthToken, when set, is sent as the first request of every
+	// connection.
+	AuthToken string
+	// Logger receives connection events, never tokens or the auth token.
+	// Nil discards them.
+	Logger *slog.Logger
+}
+
+var errConfig = errors.New("pool: invalid config")
+
+func (c *Config) setDefaults() error {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d == 0 {
+			*d = v
+		}
+	}
+	if c.MaxConns == 0 {
+		c.MaxConns = 16
+	}
+	if c.SharedConns == 0 {
+		c.SharedConns = min(2, c.MaxConns-1)
+	}
+	def(&c.DialTimeout, 5*time.Second)
+	def(&c.KeepAlive, 10*time.Second)
+	def(&c.IdleTimeout, 15*time.Second)
+	def(&c.HealthCheckAfter, time.Second)
+	def(&c.WriteTimeout, 5*time.Second)
+	def(&c.TCPKeepAlive, 15*time.Second)
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	switch {
+	case c.MaxConns < 2:
+		return fmt.Errorf("%w: MaxConns %d: need at least 2 (shared and exclusive)", errConfig, c.MaxConns)
+	case c.SharedConns < 1 || c.SharedConns >= c.MaxConns:
+		return fmt.Errorf("%w: SharedConns %d must be at least 1 and less than MaxConns %d", errConfig, c.SharedConns, c.MaxConns)
+	case c.DialTimeout < 0 || c.KeepAlive < 0 || c.IdleTimeout < 0 || c.HealthCheckAfter < 0 || c.WriteTimeout < 0 || c.TCPKeepAlive < 0:
+		return fmt.Errorf("%w: durations must not be negative", errConfig)
+	}
+	return nil
+}

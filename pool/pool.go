@@ -1,0 +1,287 @@
+package pool
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/puddle/v2"
+
+	"github.com/dflock-go/dflock/wire"
+)
+
+// Pool keeps the connections to one server.
+type Pool struct {
+	addr string
+	cfg  Config
+	log  *slog.Logger
+
+	shared []sharedSlot
+	next   atomic.Uint32
+	excl   *puddle.Pool[*Conn]
+
+	mu    sync.Mutex
+	conns map[uint64]*Conn // every open connection
+
+	ids        atomic.Uint64
+	dials      atomic.Uint64
+	dialErrors atomic.Uint64
+	broken     atomic.Uint64
+
+	cleanups  sync.WaitGroup
+	closing   chan struct{}
+	closeOnce sync.Once
+	maintDone chan struct{}
+}
+
+// ErrClosed is returned by a closed pool.
+var ErrClosed = errors.New("pool: closed")
+
+// New returns a pool for the server at addr (host:port). It dials lazily.
+func New(addr string, cfg Config) (*Pool, error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	if _, _, err := net.SplitHostPort(addr); err != nil {
+		return nil, fmt.Errorf("%w: address %q: %v", errConfig, addr, err)
+	}
+	p := &Pool{
+		addr:      addr,
+		cfg:       cfg,
+		log:       cfg.Logger,
+		shared:    make([]sharedSlot, cfg.SharedConns),
+		conns:     make(map[uint64]*Conn),
+		closing:   make(chan struct{}),
+		maintDone: make(chan struct{}),
+	}
+	excl, err := puddle.NewPool(&puddle.Config[*Conn]{
+		Constructor: func(ctx context.Context) (*Conn, error) { return p.dial(ctx) },
+		Destructor:  func(c *Conn) { c.close() },
+		MaxSize:     int32(cfg.MaxConns - cfg.SharedConns),
+	})
+	if err != nil {
+		return nil, err
+	}
+	p.excl = excl
+	go p.maintain()
+	return p, nil
+}
+
+// Addr is the server's address.
+func (p *Pool) Addr() string { return p.addr }
+
+// Do sends req and waits for its reply. Non-blocking requests share the
+// pipelined connections; a blocking one (a lock with a timeout, a wait)
+// runs on an exclusive connection (see Pin for what cancelling it does).
+// Invalid requests are refused before anything is sent.
+//
+// If ctx ends before the reply, Do returns ctx's error at once. The
+// request has been sent and is answered later; a lock it grants then is
+// released right away, never left held.
+//
+// A reply that grants a lock or slot comes with a Hold: the lock lives and
+// dies with the connection that carried it.
+func (p *Pool) Do(ctx context.Context, req *wire.Request) (Result, error) {
+	if err := req.Validate(); err != nil {
+		return Result{}, err
+	}
+	if req.Blocking() {
+		pin, err := p.Pin(ctx)
+		if err != nil {
+			return Result{}, err
+		}
+		defer pin.Unpin()
+		return pin.Do(ctx, req)
+	}
+	for attempt := 1; ; attempt++ {
+		c, err := p.sharedConn(ctx)
+		if err != nil {
+			return Result{}, err
+		}
+		res, err := c.do(ctx, req)
+		if errors.Is(err, errNotSent) && attempt < 3 {
+			// The connection broke or was closed before the request was
+			// queued: nothing reached the server, so another may carry it.
+			continue
+		}
+		return res, err
+	}
+}
+
+// sharedSlot is one shared connection, dialled on first use and again
+// after it breaks.
+type sharedSlot struct {
+	mu      sync.Mutex
+	c       *Conn
+	dialing chan struct{} // closed when the dial in progress ends
+	err     error         // of the last dial
+}
+
+func (p *Pool) sharedConn(ctx context.Context) (*Conn, error) {
+	s := &p.shared[int(p.next.Add(1))%len(p.shared)]
+	for {
+		s.mu.Lock()
+		if c := s.c; c != nil && c.Err() == nil {
+			s.mu.Unlock()
+			return c, nil
+		}
+		if p.isClosing() {
+			s.mu.Unlock()
+			return nil, ErrClosed
+		}
+		if s.dialing == nil {
+			ch := make(chan struct{})
+			s.dialing, s.c = ch, nil
+			p.cleanups.Add(1)
+			go func() {
+				defer p.cleanups.Done()
+				c, err := p.dial(context.Background())
+				s.mu.Lock()
+				s.c, s.err, s.dialing = c, err, nil
+				s.mu.Unlock()
+				close(ch)
+			}()
+		}
+		ch := s.dialing
+		s.mu.Unlock()
+		select {
+		case <-ch:
+			s.mu.Lock()
+			err := s.err
+			s.mu.Unlock()
+			if err != nil {
+				return nil, err
+			}
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// dial opens, secures and authenticates a connection, within DialTimeout
+// whatever ctx says: puddle goes on constructing after the caller gives
+// up, and the connection then serves the next caller.
+func (p *Pool) dial(ctx context.Context) (*Conn, error) {
+	c, err := p.dialConn(ctx)
+	if err != nil {
+		p.dialErrors.Add(1)
+		p.log.Warn("pool: dial failed", "addr", p.addr, "err", err)
+		return nil, err
+	}
+	return c, nil
+}
+
+func (p *Pool) dialConn(ctx context.Context) (*Conn, error) {
+	p.dials.Add(1)
+	ctx, cancel := context.WithTimeout(ctx, p.cfg.DialTimeout)
+	defer cancel()
+	d := net.Dialer{KeepAlive: p.cfg.TCPKeepAlive}
+	nc, err := d.DialContext(ctx, "tcp", p.addr)
+	if err != nil {
+		return nil, err
+	}
+	if p.cfg.TLS != nil {
+		cfg := p.cfg.TLS.Clone()
+		if cfg.ServerName == "" {
+			cfg.ServerName, _, _ = net.SplitHostPort(p.addr)
+		}
+		tc := tls.Client(nc, cfg)
+		if err := tc.HandshakeContext(ctx); err != nil {
+			nc.Close()
+			return nil, err
+		}
+		nc = tc
+	}
+	lr := wire.NewLineReader(nc, wire.MaxResponseLen)
+	if p.cfg.AuthToken != "" {
+		if err := authenticate(ctx, nc, lr, p.cfg.AuthToken); err != nil {
+			nc.Close()
+			return nil, err
+		}
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.isClosing() {
+		nc.Close()
+		return nil, ErrClosed
+	}
+	c := newConn(p, p.ids.Add(1), nc, lr)
+	p.conns[c.id] = c
+	return c, nil
+}
+
+func authenticate(ctx context.Context, nc net.Conn, lr *wire.LineReader, secret string) error {
+	if dl, ok := ctx.Deadline(); ok {
+		nc.SetDeadline(dl)
+		defer nc.SetDeadline(time.Time{})
+	}
+	req := wire.Request{Cmd: wire.CmdAuth, Secret: secret}
+	buf, err := req.Append(nil)
+	if err != nil {
+		return err
+	}
+	if _, err := nc.Write(buf); err != nil {
+		return err
+	}
+	line, err := lr.ReadLine()
+	if err != nil {
+		return fmt.Errorf("pool: auth: %w", err)
+	}
+	resp, err := wire.ParseResponse(wire.CmdAuth, line)
+	if err != nil {
+		return err
+	}
+	return resp.Err()
+}
+
+// connBroke forgets a broken connection.
+func (p *Pool) connBroke(c *Conn, holds int, err error) {
+	p.mu.Lock()
+	delete(p.conns, c.id)
+	p.mu.Unlock()
+	if errors.Is(err, errClosing) {
+		return
+	}
+	p.broken.Add(1)
+	if holds > 0 {
+		p.log.Warn("pool: connection broke; its locks are lost", "addr", p.addr, "conn", c.id, "locks", holds, "err", err)
+	} else {
+		p.log.Debug("pool: connection broke", "addr", p.addr, "conn", c.id, "err", err)
+	}
+}
+
+func (p *Pool) isClosing() bool {
+	select {
+	case <-p.closing:
+		return true
+	default:
+		return false
+	}
+}
+
+// Close closes every connection, which releases every lock held through
+// them, and stops the pool. Pinned connections must be unpinned first:
+// Close waits for them.
+func (p *Pool) Close() {
+	p.closeOnce.Do(func() {
+		close(p.closing)
+		<-p.maintDone
+		p.mu.Lock()
+		conns := make([]*Conn, 0, len(p.conns))
+		for _, c := range p.conns {
+			conns = append(conns, c)
+		}
+		p.mu.Unlock()
+		for _, c := range conns {
+			c.close()
+		}
+		p.excl.Close()
+		p.cleanups.Wait()
+	})
+}

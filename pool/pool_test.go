@@ -1,0 +1,233 @@
+package pool_test
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+
+	"github.com/dflock-go/dflock/fakeserver"
+	"github.com/dflock-go/dflock/pool"
+	"github.com/dflock-go/dflock/wire"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+const wait = 5 * time.Second
+
+func startServer(t *testing.T, cfg fakeserver.Config) *fakeserver.Server {
+	t.Helper()
+	srv, err := fakeserver.Start(cfg)
+	require.NoError(t, err)
+	t.Cleanup(func() { srv.Close() })
+	return srv
+}
+
+func newPool(t *testing.T, addr string, cfg pool.Config) *pool.Pool {
+	t.Helper()
+	p, err := pool.New(addr, cfg)
+	require.NoError(t, err)
+	t.Cleanup(p.Close)
+	return p
+}
+
+func ctxFor(t *testing.T, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func tryLock(key string) *wire.Request {
+	return &wire.Request{Cmd: wire.CmdLock, Key: key, Timeout: 0}
+}
+
+// grant takes key with a try-lock and returns its hold.
+func grant(t *testing.T, p *pool.Pool, key string) (string, *pool.Hold) {
+	t.Helper()
+	res, err := p.Do(ctxFor(t, wait), tryLock(key))
+	require.NoError(t, err)
+	require.NoError(t, res.Resp.Err())
+	require.NotNil(t, res.Hold)
+	return res.Resp.Token, res.Hold
+}
+
+func heldBy(srv *fakeserver.Server, key string) uint64 {
+	for _, l := range srv.Stats().Locks {
+		if l.Key == key {
+			return l.OwnerConnID
+		}
+	}
+	return 0
+}
+
+// logBuffer collects a pool's log lines.
+type logBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+func (l *logBuffer) logger() *slog.Logger {
+	return slog.New(slog.NewTextHandler(l, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+func TestDoAndHold(t *testing.T) {
+	srv := startServer(t, fakeserver.Config{})
+	p := newPool(t, srv.Addr(), pool.Config{})
+	tok, h := grant(t, p, "k")
+	assert.Len(t, tok, 32)
+	assert.NotZero(t, heldBy(srv, "k"))
+	st := p.Stats()
+	assert.Equal(t, 1, st.Holds)
+	assert.Equal(t, map[uint64]int{h.Conn().ID(): 1}, st.HoldsPerConn)
+	assert.Equal(t, 1, h.Conn().Holds())
+
+	res, err := p.Do(ctxFor(t, wait), &wire.Request{Cmd: wire.CmdRelease, Key: "k", Token: tok})
+	require.NoError(t, err)
+	require.NoError(t, res.Resp.Err())
+	assert.Nil(t, res.Hold)
+	h.Done()
+	h.Done()
+	assert.Zero(t, p.Stats().Holds)
+	assert.Zero(t, heldBy(srv, "k"))
+
+	res, err = p.Do(ctxFor(t, wait), &wire.Request{Cmd: wire.CmdRelease, Key: "k", Token: tok})
+	require.NoError(t, err)
+	assert.ErrorIs(t, res.Resp.Err(), wire.ErrServer, "server failures are replies, not pool errors")
+}
+
+func TestInvalidRequestIsRefusedBeforeDialling(t *testing.T) {
+	p := newPool(t, "127.0.0.1:1", pool.Config{})
+	_, err := p.Do(ctxFor(t, wait), &wire.Request{Cmd: wire.CmdLock, Key: "bad key"})
+	assert.ErrorIs(t, err, wire.ErrInvalidRequest)
+	assert.Zero(t, p.Stats().Dials)
+}
+
+// TestPipelining: many callers share the shared connections; their
+// requests and replies stay matched.
+func TestPipelining(t *testing.T) {
+	srv := startServer(t, fakeserver.Config{MaxLocks: -1})
+	p := newPool(t, srv.Addr(), pool.Config{SharedConns: 2})
+	var wg sync.WaitGroup
+	for g := range 50 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 40 {
+				key := "k-" + string(rune('a'+g%26)) + "-" + time.Duration(g*1000+i).String()
+				res, err := p.Do(context.Background(), tryLock(key))
+				if !assert.NoError(t, err) || !assert.NoError(t, res.Resp.Err()) {
+					return
+				}
+				rel := &wire.Request{Cmd: wire.CmdRelease, Key: key, Token: res.Resp.Token}
+				rres, err := p.Do(context.Background(), rel)
+				if !assert.NoError(t, err) || !assert.NoError(t, rres.Resp.Err(), "release of %s", key) {
+					return
+				}
+				res.Hold.Done()
+			}
+		}()
+	}
+	wg.Wait()
+	st := p.Stats()
+	assert.Equal(t, 2, st.SharedConns)
+	assert.Equal(t, 2, st.Conns, "no exclusive connection was needed")
+	assert.Zero(t, st.InFlight)
+	assert.Zero(t, st.Holds)
+	assert.Equal(t, 2, srv.Stats().Connections)
+}
+
+func TestBlockingRequestsUseExclusiveConnections(t *testing.T) {
+	srv := startServer(t, fakeserver.Config{})
+	p := newPool(t, srv.Addr(), pool.Config{})
+	_, holder := grant(t, p, "k")
+
+	got := make(chan pool.Result, 1)
+	go func() {
+		res, err := p.Do(ctxFor(t, wait), &wire.Request{Cmd: wire.CmdLock, Key: "k", Timeout: 5})
+		assert.NoError(t, err)
+		got <- res
+	}()
+	require.Eventually(t, func() bool { return srv.Stats().Locks[0].Waiters == 1 }, wait, time.Millisecond)
+	// The shared connections stay free while the blocking request waits.
+	_, other := grant(t, p, "other")
+	require.Equal(t, 1, srv.ExpireNow("k"))
+	holder.Done()
+	res := <-got
+	require.NoError(t, res.Resp.Err())
+	require.NotNil(t, res.Hold)
+	assert.NotSame(t, other.Conn(), res.Hold.Conn())
+	assert.NotSame(t, holder.Conn(), res.Hold.Conn())
+	assert.Equal(t, 1, p.Stats().PinnedConns+p.Stats().IdleConns)
+}
+
+func TestAuth(t *testing.T) {
+	srv := startServer(t, fakeserver.Config{AuthToken: "s3cret"})
+	var logs logBuffer
+	good := newPool(t, srv.Addr(), pool.Config{AuthToken: "s3cret", Logger: logs.logger()})
+	grant(t, good, "k")
+
+	bad := newPool(t, srv.Addr(), pool.Config{AuthToken: "wrong", Logger: logs.logger()})
+	_, err := bad.Do(ctxFor(t, wait), tryLock("k2"))
+	assert.ErrorIs(t, err, wire.ErrAuth)
+	assert.Equal(t, uint64(1), bad.Stats().DialErrors)
+	assert.NotContains(t, logs.String(), "s3cret")
+	assert.NotContains(t, logs.String(), "wrong")
+}
+
+func TestConfig(t *testing.T) {
+	for name, cfg := range map[string]pool.Config{
+		"one connection":     {MaxConns: 1},
+		"all shared":         {MaxConns: 4, SharedConns: 4},
+		"negative keepalive": {KeepAlive: -time.Second},
+	} {
+		_, err := pool.New("127.0.0.1:1", cfg)
+		assert.Error(t, err, name)
+	}
+	_, err := pool.New("no-port", pool.Config{})
+	assert.Error(t, err)
+}
+
+func TestCloseReleasesEverything(t *testing.T) {
+	srv := startServer(t, fakeserver.Config{})
+	p, err := pool.New(srv.Addr(), pool.Config{})
+	require.NoError(t, err)
+	_, h := grant(t, p, "k")
+	lost := make(chan error, 1)
+	h.OnLost(func(err error) { lost <- err })
+	p.Close()
+	p.Close()
+	require.Eventually(t, func() bool { return srv.Stats().Connections == 0 }, wait, time.Millisecond)
+	assert.Empty(t, srv.Stats().Locks)
+	select {
+	case err := <-lost:
+		assert.ErrorIs(t, err, pool.ErrBroken)
+	case <-time.After(wait):
+		t.Fatal("holder not told")
+	}
+	_, err = p.Do(ctxFor(t, wait), tryLock("k"))
+	assert.ErrorIs(t, err, pool.ErrClosed)
+	_, err = p.Pin(ctxFor(t, wait))
+	assert.ErrorIs(t, err, pool.ErrClosed)
+	assert.True(t, strings.Contains(err.Error(), "closed"))
+}

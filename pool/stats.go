@@ -1,0 +1,63 @@
+package pool
+
+// Stats is a snapshot of a pool.
+type Stats struct {
+	Addr string
+	// Conns counts open connections: shared plus exclusive.
+	Conns int
+	// SharedConns counts open shared (pipelined) connections.
+	SharedConns int
+	// IdleConns and PinnedConns count exclusive connections.
+	IdleConns, PinnedConns int
+	// InFlight counts requests written or queued and not yet answered.
+	InFlight int
+	// Dials counts dial attempts; DialErrors those that failed.
+	Dials, DialErrors uint64
+	// BrokenConns counts connections that broke (not those the pool
+	// closed on purpose).
+	BrokenConns uint64
+	// Holds counts the locks and slots held through the pool.
+	Holds int
+	// HoldsPerConn maps connection ID to the locks it holds, for the
+	// connections that hold any.
+	HoldsPerConn map[uint64]int
+}
+
+// Stats returns a snapshot of the pool.
+func (p *Pool) Stats() Stats {
+	st := Stats{
+		Addr:         p.addr,
+		Dials:        p.dials.Load(),
+		DialErrors:   p.dialErrors.Load(),
+		BrokenConns:  p.broken.Load(),
+		HoldsPerConn: map[uint64]int{},
+	}
+	p.mu.Lock()
+	conns := make([]*Conn, 0, len(p.conns))
+	for _, c := range p.conns {
+		conns = append(conns, c)
+	}
+	p.mu.Unlock()
+	st.Conns = len(conns)
+	for _, c := range conns {
+		c.mu.Lock()
+		st.InFlight += len(c.pending) - c.head
+		if n := len(c.holds); n > 0 {
+			st.Holds += n
+			st.HoldsPerConn[c.id] = n
+		}
+		c.mu.Unlock()
+	}
+	for i := range p.shared {
+		s := &p.shared[i]
+		s.mu.Lock()
+		if s.c != nil && s.c.Err() == nil {
+			st.SharedConns++
+		}
+		s.mu.Unlock()
+	}
+	ps := p.excl.Stat()
+	st.IdleConns = int(ps.IdleResources())
+	st.PinnedConns = int(ps.AcquiredResources())
+	return st
+}
