@@ -21,13 +21,18 @@ type Config struct {
 	// DialTimeout bounds dialling, the TLS handshake and authentication.
 	// Default 5 s.
 	DialTimeout time.Duration
+	// ServerReadTimeout is the server's read timeout: it closes a
+	// connection that sends nothing for that long, releasing its locks.
+	// KeepAlive and IdleTimeout must stay below it. Default 23 s, the
+	// server's default.
+	ServerReadTimeout time.Duration
 	// KeepAlive: a connection that holds locks carries a request at least
-	// this often, so the server's read timeout (23 s by default) never
-	// closes it and releases them. Default 10 s.
+	// this often, so the server never times it out. Default 10 s, or half
+	// of ServerReadTimeout if that is less.
 	KeepAlive time.Duration
 	// IdleTimeout closes connections that hold nothing and sat unused this
-	// long. Default 15 s, under the server's read timeout, so the pool
-	// closes idle connections before the server does.
+	// long, before the server would. Default 15 s, or two thirds of
+	// ServerReadTimeout if that is less.
 	IdleTimeout time.Duration
 	// HealthCheckAfter: an exclusive connection idle this long is pinged
 	// before it is handed out. Default 1 s.
@@ -64,8 +69,9 @@ func (c *Config) setDefaults() error {
 		c.SharedConns = min(2, c.MaxConns-1)
 	}
 	def(&c.DialTimeout, 5*time.Second)
-	def(&c.KeepAlive, 10*time.Second)
-	def(&c.IdleTimeout, 15*time.Second)
+	def(&c.ServerReadTimeout, 23*time.Second)
+	def(&c.KeepAlive, min(10*time.Second, c.ServerReadTimeout/2))
+	def(&c.IdleTimeout, min(15*time.Second, c.ServerReadTimeout*2/3))
 	def(&c.HealthCheckAfter, time.Second)
 	def(&c.WriteTimeout, 5*time.Second)
 	def(&c.TCPKeepAlive, 15*time.Second)
@@ -77,8 +83,12 @@ func (c *Config) setDefaults() error {
 		return fmt.Errorf("%w: MaxConns %d: need at least 2 (shared and exclusive)", errConfig, c.MaxConns)
 	case c.SharedConns < 1 || c.SharedConns >= c.MaxConns:
 		return fmt.Errorf("%w: SharedConns %d must be at least 1 and less than MaxConns %d", errConfig, c.SharedConns, c.MaxConns)
-	case c.DialTimeout < 0 || c.KeepAlive < 0 || c.IdleTimeout < 0 || c.HealthCheckAfter < 0 || c.WriteTimeout < 0 || c.TCPKeepAlive < 0:
+	case c.DialTimeout < 0 || c.KeepAlive < 0 || c.IdleTimeout < 0 || c.HealthCheckAfter < 0 || c.WriteTimeout < 0 || c.TCPKeepAlive < 0 || c.ServerReadTimeout < 0:
 		return fmt.Errorf("%w: durations must not be negative", errConfig)
+	case c.KeepAlive >= c.ServerReadTimeout || c.IdleTimeout >= c.ServerReadTimeout:
+		// Past it the server closes the connection, and its "error" notice
+		// could be taken for the reply to a request sent at that moment.
+		return fmt.Errorf("%w: KeepAlive %v and IdleTimeout %v must be below ServerReadTimeout %v", errConfig, c.KeepAlive, c.IdleTimeout, c.ServerReadTimeout)
 	}
 	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"runtime"
 	"sync"
 	"time"
 
@@ -16,10 +17,11 @@ import (
 // Locks granted through it belong to it on the server, so it tracks them as
 // Holds and reports them lost if it breaks.
 type Conn struct {
-	p  *Pool
-	id uint64
-	nc net.Conn
-	lr *wire.LineReader
+	p      *Pool
+	id     uint64
+	nc     net.Conn
+	lr     *wire.LineReader
+	shared bool // carries pipelined requests of many callers
 
 	mu       sync.Mutex
 	wbuf     []byte // requests not yet written
@@ -63,12 +65,13 @@ func (cl *call) recycle() {
 	callPool.Put(cl)
 }
 
-func newConn(p *Pool, id uint64, nc net.Conn, lr *wire.LineReader) *Conn {
+func newConn(p *Pool, id uint64, nc net.Conn, lr *wire.LineReader, shared bool) *Conn {
 	c := &Conn{
 		p:        p,
 		id:       id,
 		nc:       nc,
 		lr:       lr,
+		shared:   shared,
 		holds:    make(map[*Hold]struct{}),
 		lastSent: time.Now(),
 		closed:   make(chan struct{}),
@@ -95,13 +98,6 @@ func (c *Conn) Holds() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return len(c.holds)
-}
-
-// inFlight returns how many requests await replies.
-func (c *Conn) inFlight() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return len(c.pending) - c.head
 }
 
 // Result is a reply and, when it grants a lock or slot, the Hold that ties
@@ -175,6 +171,13 @@ func (c *Conn) queueLocked(req *wire.Request, internal bool) (cl *call, write bo
 
 func (c *Conn) writeLoop() {
 	for {
+		if c.shared {
+			// Let callers that are ready to send append first: under load
+			// one write then carries many requests (and the server answers
+			// them in one write), instead of one syscall per request at
+			// each end. An exclusive connection has nobody to wait for.
+			runtime.Gosched()
+		}
 		c.mu.Lock()
 		if len(c.wbuf) == 0 || c.broken != nil {
 			c.writing = false
@@ -232,6 +235,10 @@ func (c *Conn) deliver(line []byte) error {
 	c.mu.Lock()
 	if c.head == len(c.pending) {
 		c.mu.Unlock()
+		if string(line) == "error" {
+			// The server's read timeout: it answers "error" and closes.
+			return errServerIdleClose
+		}
 		return fmt.Errorf("%w: reply %q to no request", ErrBroken, truncate(line))
 	}
 	cl := c.pending[c.head]
@@ -367,6 +374,10 @@ func (c *Conn) fail(err error) {
 func (c *Conn) close() { c.fail(errClosing) }
 
 var errClosing = fmt.Errorf("%w: closed by the pool", ErrBroken)
+
+// errServerIdleClose: the server timed the connection out. Harmless when
+// it held nothing; otherwise the server released its locks.
+var errServerIdleClose = fmt.Errorf("%w: closed by the server's read timeout", ErrBroken)
 
 // errNotSent marks a request refused before it was queued, because its
 // connection had already broken.

@@ -61,7 +61,7 @@ func New(addr string, cfg Config) (*Pool, error) {
 		maintDone: make(chan struct{}),
 	}
 	excl, err := puddle.NewPool(&puddle.Config[*Conn]{
-		Constructor: func(ctx context.Context) (*Conn, error) { return p.dial(ctx) },
+		Constructor: func(ctx context.Context) (*Conn, error) { return p.dial(ctx, false) },
 		Destructor:  func(c *Conn) { c.close() },
 		MaxSize:     int32(cfg.MaxConns - cfg.SharedConns),
 	})
@@ -141,7 +141,7 @@ func (p *Pool) sharedConn(ctx context.Context) (*Conn, error) {
 			p.cleanups.Add(1)
 			go func() {
 				defer p.cleanups.Done()
-				c, err := p.dial(context.Background())
+				c, err := p.dial(context.Background(), true)
 				s.mu.Lock()
 				s.c, s.err, s.dialing = c, err, nil
 				s.mu.Unlock()
@@ -167,8 +167,8 @@ func (p *Pool) sharedConn(ctx context.Context) (*Conn, error) {
 // dial opens, secures and authenticates a connection, within DialTimeout
 // whatever ctx says: puddle goes on constructing after the caller gives
 // up, and the connection then serves the next caller.
-func (p *Pool) dial(ctx context.Context) (*Conn, error) {
-	c, err := p.dialConn(ctx)
+func (p *Pool) dial(ctx context.Context, shared bool) (*Conn, error) {
+	c, err := p.dialConn(ctx, shared)
 	if err != nil {
 		p.dialErrors.Add(1)
 		p.log.Warn("pool: dial failed", "addr", p.addr, "err", err)
@@ -177,7 +177,7 @@ func (p *Pool) dial(ctx context.Context) (*Conn, error) {
 	return c, nil
 }
 
-func (p *Pool) dialConn(ctx context.Context) (*Conn, error) {
+func (p *Pool) dialConn(ctx context.Context, shared bool) (*Conn, error) {
 	p.dials.Add(1)
 	ctx, cancel := context.WithTimeout(ctx, p.cfg.DialTimeout)
 	defer cancel()
@@ -211,7 +211,7 @@ func (p *Pool) dialConn(ctx context.Context) (*Conn, error) {
 		nc.Close()
 		return nil, ErrClosed
 	}
-	c := newConn(p, p.ids.Add(1), nc, lr)
+	c := newConn(p, p.ids.Add(1), nc, lr, shared)
 	p.conns[c.id] = c
 	return c, nil
 }
@@ -245,7 +245,7 @@ func (p *Pool) connBroke(c *Conn, holds int, err error) {
 	p.mu.Lock()
 	delete(p.conns, c.id)
 	p.mu.Unlock()
-	if errors.Is(err, errClosing) {
+	if errors.Is(err, errClosing) || (holds == 0 && errors.Is(err, errServerIdleClose)) {
 		return
 	}
 	p.broken.Add(1)

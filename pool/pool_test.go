@@ -200,6 +200,8 @@ func TestConfig(t *testing.T) {
 		"one connection":     {MaxConns: 1},
 		"all shared":         {MaxConns: 4, SharedConns: 4},
 		"negative keepalive": {KeepAlive: -time.Second},
+		"keepalive too slow": {ServerReadTimeout: 2 * time.Second, KeepAlive: 3 * time.Second},
+		"idle too long":      {ServerReadTimeout: 2 * time.Second, IdleTimeout: 2 * time.Second},
 	} {
 		_, err := pool.New("127.0.0.1:1", cfg)
 		assert.Error(t, err, name)

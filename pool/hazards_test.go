@@ -1,0 +1,317 @@
+package pool_test
+
+import (
+	"bufio"
+	"context"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/dflock-go/dflock/fakeserver"
+	"github.com/dflock-go/dflock/pool"
+	"github.com/dflock-go/dflock/wire"
+)
+
+// Hazard 3: a connection that holds a lock survives idle periods longer
+// than the server's read timeout, even when renewals (here every 5 s, sent
+// on other connections) are rarer than that timeout (2 s).
+func TestHeldLockSurvivesReadTimeout(t *testing.T) {
+	if testing.Short() {
+		t.Skip("takes 12 s")
+	}
+	t.Parallel()
+	srv := startServer(t, fakeserver.Config{ReadTimeout: 2 * time.Second})
+	var logs logBuffer
+	p := newPool(t, srv.Addr(), pool.Config{ServerReadTimeout: 2 * time.Second, Logger: logs.logger()})
+
+	// A blocking acquire: the lock lives on an exclusive connection that
+	// then sits idle in the pool.
+	res, err := p.Do(ctxFor(t, wait), &wire.Request{Cmd: wire.CmdLock, Key: "k", Timeout: 5, Lease: 10})
+	require.NoError(t, err)
+	require.NoError(t, res.Resp.Err())
+	var lost atomic.Bool
+	res.Hold.OnLost(func(error) { lost.Store(true) })
+	owner := heldBy(srv, "k")
+
+	renew := &wire.Request{Cmd: wire.CmdRenew, Key: "k", Token: res.Resp.Token, Lease: 10}
+	deadline := time.Now().Add(12 * time.Second)
+	tick := time.NewTicker(5 * time.Second)
+	defer tick.Stop()
+	for time.Now().Before(deadline) {
+		select {
+		case <-tick.C:
+			rr, err := p.Do(ctxFor(t, wait), renew)
+			require.NoError(t, err)
+			require.NoError(t, rr.Resp.Err(), "renewal")
+		case <-time.After(time.Until(deadline)):
+		}
+	}
+	assert.False(t, lost.Load())
+	assert.Equal(t, owner, heldBy(srv, "k"), "still held by the same connection")
+	assert.Zero(t, p.Stats().BrokenConns)
+	assert.NotContains(t, logs.String(), "lost")
+}
+
+// Dropping every connection tells each holder at once, and the pool
+// dials again for the next request.
+func TestDroppedConnectionsNotifyHoldersAndRedial(t *testing.T) {
+	srv := startServer(t, fakeserver.Config{})
+	var logs logBuffer
+	p := newPool(t, srv.Addr(), pool.Config{Logger: logs.logger()})
+	var lost sync.WaitGroup
+	for _, k := range []string{"a", "b", "c"} {
+		_, h := grant(t, p, k)
+		lost.Add(1)
+		h.OnLost(func(err error) {
+			assert.ErrorIs(t, err, pool.ErrBroken)
+			lost.Done()
+		})
+	}
+	res, err := p.Do(ctxFor(t, wait), &wire.Request{Cmd: wire.CmdLock, Key: "d", Timeout: 5})
+	require.NoError(t, err)
+	lost.Add(1)
+	res.Hold.OnLost(func(error) { lost.Done() })
+	dials := p.Stats().Dials
+
+	srv.DropConnections()
+	done := make(chan struct{})
+	go func() { lost.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(wait):
+		t.Fatal("holders not told")
+	}
+	require.Eventually(t, func() bool { return p.Stats().Conns == 0 }, wait, time.Millisecond)
+	assert.GreaterOrEqual(t, p.Stats().BrokenConns, uint64(2))
+	assert.Contains(t, logs.String(), "locks are lost")
+
+	grant(t, p, "a")
+	assert.Greater(t, p.Stats().Dials, dials, "dialled again")
+	pin, err := p.Pin(ctxFor(t, wait))
+	require.NoError(t, err)
+	pin.Unpin()
+}
+
+// Hazard 2: cancelling a blocked acquire on a connection that holds
+// another lock leaves that lock held; what the abandoned wait is granted
+// later is released at once.
+func TestCancelledAcquireKeepsOtherLocks(t *testing.T) {
+	srv := startServer(t, fakeserver.Config{})
+	p := newPool(t, srv.Addr(), pool.Config{MaxConns: 3, SharedConns: 1})
+	other := newPool(t, srv.Addr(), pool.Config{})
+	otherTok, otherHold := grant(t, other, "b")
+
+	pin, err := p.Pin(ctxFor(t, wait))
+	require.NoError(t, err)
+	a, err := pin.Do(ctxFor(t, wait), tryLock("a"))
+	require.NoError(t, err)
+	require.NoError(t, a.Resp.Err())
+	var aLost atomic.Bool
+	a.Hold.OnLost(func(error) { aLost.Store(true) })
+	owner := heldBy(srv, "a")
+
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() {
+		_, err := pin.Do(ctx, &wire.Request{Cmd: wire.CmdLock, Key: "b", Timeout: 2})
+		errc <- err
+	}()
+	require.Eventually(t, func() bool { return srv.Busy() == 1 }, wait, time.Millisecond)
+	cancel()
+	select {
+	case err := <-errc:
+		assert.ErrorIs(t, err, context.Canceled)
+	case <-time.After(time.Second):
+		t.Fatal("cancel not honoured")
+	}
+	pin.Unpin()
+	assert.Equal(t, owner, heldBy(srv, "a"), "the other lock is still held by the same connection")
+	assert.False(t, aLost.Load())
+
+	// b is released by its holder: the abandoned wait is granted, and the
+	// pool gives it back at once.
+	rel, err := other.Do(ctxFor(t, wait), &wire.Request{Cmd: wire.CmdRelease, Key: "b", Token: otherTok})
+	require.NoError(t, err)
+	require.NoError(t, rel.Resp.Err())
+	otherHold.Done()
+	require.Eventually(t, func() bool { return heldBy(srv, "b") == 0 && srv.Busy() == 0 }, wait, time.Millisecond)
+	assert.Equal(t, owner, heldBy(srv, "a"))
+	assert.Equal(t, map[uint64]int{a.Hold.Conn().ID(): 1}, p.Stats().HoldsPerConn)
+	// The drained connection went back to the pool and serves again.
+	require.Eventually(t, func() bool { return p.Stats().IdleConns == 1 }, wait, time.Millisecond)
+	again, err := p.Pin(ctxFor(t, wait))
+	require.NoError(t, err)
+	assert.Same(t, a.Hold.Conn(), again.Conn())
+	again.Unpin()
+}
+
+// A blocked acquire on a connection that holds nothing is cancelled by
+// closing that connection: the server forgets the wait at once.
+func TestCancelledAcquireOnEmptyConnectionClosesIt(t *testing.T) {
+	srv := startServer(t, fakeserver.Config{})
+	p := newPool(t, srv.Addr(), pool.Config{})
+	grant(t, p, "b")
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() {
+		_, err := p.Do(ctx, &wire.Request{Cmd: wire.CmdLock, Key: "b", Timeout: 30})
+		errc <- err
+	}()
+	require.Eventually(t, func() bool { return srv.Stats().Locks[0].Waiters == 1 }, wait, time.Millisecond)
+	cancel()
+	assert.ErrorIs(t, <-errc, context.Canceled)
+	require.Eventually(t, func() bool { return srv.Stats().Locks[0].Waiters == 0 }, wait, time.Millisecond)
+	assert.Zero(t, p.Stats().PinnedConns)
+	assert.Zero(t, p.Stats().BrokenConns, "closed on purpose, not broken")
+}
+
+// A try-lock whose caller gave up (stalled server) is released when its
+// grant finally arrives.
+func TestAbandonedGrantIsReleased(t *testing.T) {
+	srv := startServer(t, fakeserver.Config{})
+	p := newPool(t, srv.Addr(), pool.Config{})
+	grant(t, p, "warm") // dial first, so only the stall delays the next reply
+	srv.Stall(time.Minute)
+	_, err := p.Do(ctxFor(t, 100*time.Millisecond), tryLock("k"))
+	assert.ErrorIs(t, err, context.DeadlineExceeded)
+	_, err = p.Do(ctxFor(t, 100*time.Millisecond), &wire.Request{Cmd: wire.CmdEnqueue, Key: "q"})
+	assert.ErrorIs(t, err, context.DeadlineExceeded)
+	srv.Unstall()
+	require.Eventually(t, func() bool { return heldBy(srv, "k") == 0 && p.Stats().InFlight == 0 }, wait, time.Millisecond)
+	// The abandoned enqueue was consumed too: q is free, not held.
+	_, h := grant(t, p, "q")
+	assert.NotNil(t, h)
+	_, h = grant(t, p, "k")
+	assert.NotNil(t, h)
+}
+
+// A stalled server never keeps a caller past its deadline by more than
+// 100 ms, on shared or exclusive connections, nor when waiting for one.
+func TestStalledServerHonoursDeadlines(t *testing.T) {
+	srv := startServer(t, fakeserver.Config{})
+	p := newPool(t, srv.Addr(), pool.Config{MaxConns: 4, SharedConns: 2})
+	grant(t, p, "warm")
+	srv.Stall(time.Minute)
+	defer srv.Unstall()
+	const deadline = 200 * time.Millisecond
+	var wg sync.WaitGroup
+	for i := range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			req := tryLock("k")
+			if i%2 == 1 {
+				req = &wire.Request{Cmd: wire.CmdLock, Key: "k", Timeout: 10}
+			}
+			began := time.Now()
+			_, err := p.Do(ctxFor(t, deadline), req)
+			took := time.Since(began)
+			assert.ErrorIs(t, err, context.DeadlineExceeded)
+			assert.Less(t, took, deadline+100*time.Millisecond, "request %d", i)
+		}()
+	}
+	wg.Wait()
+}
+
+// A reply that does not fit its request discards the connection with an
+// error naming the reply; the next request gets a fresh connection.
+func TestMalformedReplyDiscardsConnection(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer ln.Close()
+	var served sync.WaitGroup
+	served.Add(1)
+	go func() {
+		defer served.Done()
+		for n := 0; ; n++ {
+			nc, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			served.Add(1)
+			go func() {
+				defer served.Done()
+				defer nc.Close()
+				br := bufio.NewReader(nc)
+				for {
+					for range 3 {
+						if _, err := br.ReadString('\n'); err != nil {
+							return
+						}
+					}
+					reply := "banana\n"
+					if n > 0 {
+						reply = "ok 0123456789abcdef0123456789abcdef 33\n"
+					}
+					if _, err := nc.Write([]byte(reply)); err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	p := newPool(t, ln.Addr().String(), pool.Config{SharedConns: 1})
+	_, err = p.Do(ctxFor(t, wait), tryLock("k"))
+	require.ErrorIs(t, err, wire.ErrMalformedReply)
+	assert.Contains(t, err.Error(), "banana")
+	require.Eventually(t, func() bool { return p.Stats().BrokenConns == 1 }, wait, time.Millisecond)
+	res, err := p.Do(ctxFor(t, wait), tryLock("k"))
+	require.NoError(t, err)
+	assert.Equal(t, "0123456789abcdef0123456789abcdef", res.Resp.Token)
+	p.Close()
+	ln.Close()
+	served.Wait()
+}
+
+// A connection the server timed out while it held nothing is not broken,
+// and the next request gets a fresh one.
+func TestServerIdleCloseIsHarmless(t *testing.T) {
+	srv := startServer(t, fakeserver.Config{ReadTimeout: 100 * time.Millisecond})
+	// The pool believes the server waits 23 s: its connections outlive
+	// the real 100 ms, and the server closes them.
+	p := newPool(t, srv.Addr(), pool.Config{SharedConns: 1})
+	res, err := p.Do(ctxFor(t, wait), &wire.Request{Cmd: wire.CmdStats})
+	require.NoError(t, err)
+	require.NoError(t, res.Resp.Err())
+	require.Eventually(t, func() bool { return p.Stats().Conns == 0 }, wait, time.Millisecond)
+	assert.Zero(t, p.Stats().BrokenConns)
+	grant(t, p, "k")
+}
+
+// Connections that hold nothing are closed after IdleTimeout; one that
+// holds a lock stays.
+func TestIdleConnectionsClose(t *testing.T) {
+	srv := startServer(t, fakeserver.Config{})
+	p := newPool(t, srv.Addr(), pool.Config{IdleTimeout: 100 * time.Millisecond, KeepAlive: 50 * time.Millisecond})
+	_, h := grant(t, p, "held")
+	pin, err := p.Pin(ctxFor(t, wait))
+	require.NoError(t, err)
+	pin.Unpin()
+	require.Equal(t, 2, p.Stats().Conns)
+	require.Eventually(t, func() bool { return p.Stats().Conns == 1 }, wait, 5*time.Millisecond, "the idle exclusive connection closes")
+	assert.Equal(t, map[uint64]int{h.Conn().ID(): 1}, p.Stats().HoldsPerConn, "the connection holding a lock stays")
+	assert.NoError(t, h.Conn().Err())
+	assert.Equal(t, 1, srv.Stats().Connections)
+	assert.NotZero(t, heldBy(srv, "held"))
+}
+
+func TestTLS(t *testing.T) {
+	cert, roots := selfSigned(t)
+	srv := startServer(t, fakeserver.Config{TLS: cert})
+	p := newPool(t, srv.Addr(), pool.Config{TLS: roots})
+	grant(t, p, "k")
+	res, err := p.Do(ctxFor(t, wait), &wire.Request{Cmd: wire.CmdLock, Key: "k2", Timeout: 1})
+	require.NoError(t, err)
+	require.NoError(t, res.Resp.Err())
+
+	bad := newPool(t, srv.Addr(), pool.Config{TLS: &tlsConfigWithoutRoots})
+	_, err = bad.Do(ctxFor(t, wait), tryLock("k3"))
+	assert.Error(t, err)
+	assert.True(t, strings.Contains(err.Error(), "certificate"), err.Error())
+}
