@@ -291,7 +291,7 @@ func (c *Conn) deliver(line []byte) error {
 	}
 	if perr != nil {
 		// Out of step: every later reply would be misread.
-		return fmt.Errorf("%w: %v", ErrBroken, perr)
+		return fmt.Errorf("%w: %w", ErrBroken, perr)
 	}
 	return nil
 }

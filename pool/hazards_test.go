@@ -167,7 +167,8 @@ func TestCancelledAcquireOnEmptyConnectionClosesIt(t *testing.T) {
 	cancel()
 	assert.ErrorIs(t, <-errc, context.Canceled)
 	require.Eventually(t, func() bool { return srv.Stats().Locks[0].Waiters == 0 }, wait, time.Millisecond)
-	assert.Zero(t, p.Stats().PinnedConns)
+	// puddle destroys in the background.
+	require.Eventually(t, func() bool { return p.Stats().PinnedConns == 0 }, wait, time.Millisecond)
 	assert.Zero(t, p.Stats().BrokenConns, "closed on purpose, not broken")
 }
 
@@ -314,4 +315,43 @@ func TestTLS(t *testing.T) {
 	_, err = bad.Do(ctxFor(t, wait), tryLock("k3"))
 	assert.Error(t, err)
 	assert.True(t, strings.Contains(err.Error(), "certificate"), err.Error())
+}
+
+// Logs name the server and the connection, never a token, even when a
+// malformed reply carries one.
+func TestLogsHoldNoTokens(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer ln.Close()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		nc, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer nc.Close()
+		br := bufio.NewReader(nc)
+		for i := range 6 {
+			if _, err := br.ReadString('\n'); err != nil {
+				return
+			}
+			if i == 2 {
+				nc.Write([]byte("ok aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa 33\n"))
+			}
+		}
+		nc.Write([]byte("ok bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb 0\n"))
+	}()
+	var logs logBuffer
+	p := newPool(t, ln.Addr().String(), pool.Config{SharedConns: 1, Logger: logs.logger()})
+	res, err := p.Do(ctxFor(t, wait), tryLock("k"))
+	require.NoError(t, err)
+	_, err = p.Do(ctxFor(t, wait), tryLock("k2"))
+	require.ErrorIs(t, err, wire.ErrMalformedReply)
+	assert.Contains(t, err.Error(), "bbbb", "the caller's error names the reply")
+	require.Eventually(t, func() bool { return strings.Contains(logs.String(), "locks are lost") }, wait, time.Millisecond)
+	assert.NotContains(t, logs.String(), res.Resp.Token)
+	assert.NotContains(t, logs.String(), "bbbb")
+	p.Close()
+	<-done
 }

@@ -250,10 +250,20 @@ func (p *Pool) connBroke(c *Conn, holds int, err error) {
 	}
 	p.broken.Add(1)
 	if holds > 0 {
-		p.log.Warn("pool: connection broke; its locks are lost", "addr", p.addr, "conn", c.id, "locks", holds, "err", err)
+		p.log.Warn("pool: connection broke; its locks are lost", "addr", p.addr, "conn", c.id, "locks", holds, "err", loggable(err))
 	} else {
-		p.log.Debug("pool: connection broke", "addr", p.addr, "conn", c.id, "err", err)
+		p.log.Debug("pool: connection broke", "addr", p.addr, "conn", c.id, "err", loggable(err))
 	}
+}
+
+// loggable describes err without a malformed reply's text, which may hold
+// a token; callers still get the full error.
+func loggable(err error) string {
+	var re *wire.ReplyError
+	if errors.As(err, &re) {
+		return "malformed reply to " + re.Cmd.String() + ": " + re.Reason
+	}
+	return err.Error()
 }
 
 func (p *Pool) isClosing() bool {
