@@ -3,13 +3,7 @@ package fakeserver_test
 import (
 	"bufio"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"math/big"
 	"net"
 	"strings"
 	"testing"
@@ -19,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/dflock-go/dflock/fakeserver"
+	"github.com/dflock-go/dflock/internal/testcert"
 )
 
 func TestReadTimeoutClosesAndReleases(t *testing.T) {
@@ -93,11 +88,9 @@ func TestDisableAutoRelease(t *testing.T) {
 }
 
 func TestTLS(t *testing.T) {
-	cert := selfSigned(t)
-	srv := start(t, fakeserver.Config{TLS: &tls.Config{Certificates: []tls.Certificate{cert}}})
-	pool := x509.NewCertPool()
-	pool.AddCert(cert.Leaf)
-	nc, err := tls.Dial("tcp", srv.Addr(), &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"})
+	serverTLS, clientTLS := testcert.New(t)
+	srv := start(t, fakeserver.Config{TLS: serverTLS})
+	nc, err := tls.Dial("tcp", srv.Addr(), clientTLS)
 	require.NoError(t, err)
 	defer nc.Close()
 	c := &client{t: t, nc: nc, br: bufio.NewReader(nc)}
@@ -105,7 +98,7 @@ func TestTLS(t *testing.T) {
 	// A wait on TLS that ends in a grant leaves the stream usable.
 	other := dial(t, srv.Addr()) // plain TCP to a TLS server: never answered
 	other.nc.Close()
-	c2nc, err := tls.Dial("tcp", srv.Addr(), &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"})
+	c2nc, err := tls.Dial("tcp", srv.Addr(), clientTLS)
 	require.NoError(t, err)
 	defer c2nc.Close()
 	c2 := &client{t: t, nc: c2nc, br: bufio.NewReader(c2nc)}
@@ -126,26 +119,6 @@ func TestTLS(t *testing.T) {
 	// An untrusting client fails the handshake.
 	_, err = tls.Dial("tcp", srv.Addr(), &tls.Config{ServerName: "127.0.0.1"})
 	require.Error(t, err)
-}
-
-func selfSigned(t *testing.T) tls.Certificate {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	require.NoError(t, err)
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1),
-		Subject:      pkix.Name{CommonName: "fakeserver test"},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1")},
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	require.NoError(t, err)
-	leaf, err := x509.ParseCertificate(der)
-	require.NoError(t, err)
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}
 }
 
 func TestConfig(t *testing.T) {

@@ -115,16 +115,25 @@ func (c *Conn) do(ctx context.Context, req *wire.Request) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
+	res, _, err := c.await(ctx, cl)
+	return res, err
+}
+
+// await waits for cl's reply. If ctx ends first, it abandons cl (the
+// reader then releases any grant in its reply) and says so.
+func (c *Conn) await(ctx context.Context, cl *call) (res Result, abandoned bool, err error) {
 	select {
 	case <-cl.done:
-		return cl.result()
+		res, err = cl.result()
+		return res, false, err
 	case <-ctx.Done():
-		if c.abandon(cl) {
-			return Result{}, ctx.Err()
-		}
-		<-cl.done // the reply won the race
-		return cl.result()
 	}
+	if !c.abandon(cl) {
+		<-cl.done // the reply won the race
+		res, err = cl.result()
+		return res, false, err
+	}
+	return Result{}, true, ctx.Err()
 }
 
 func (cl *call) result() (Result, error) {

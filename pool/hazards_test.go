@@ -3,6 +3,7 @@ package pool_test
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"net"
 	"strings"
 	"sync"
@@ -14,6 +15,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/dflock-go/dflock/fakeserver"
+	"github.com/dflock-go/dflock/internal/testcert"
+	"github.com/dflock-go/dflock/internal/testlog"
 	"github.com/dflock-go/dflock/pool"
 	"github.com/dflock-go/dflock/wire"
 )
@@ -27,8 +30,8 @@ func TestHeldLockSurvivesReadTimeout(t *testing.T) {
 	}
 	t.Parallel()
 	srv := startServer(t, fakeserver.Config{ReadTimeout: 2 * time.Second})
-	var logs logBuffer
-	p := newPool(t, srv.Addr(), pool.Config{ServerReadTimeout: 2 * time.Second, Logger: logs.logger()})
+	var logs testlog.Buffer
+	p := newPool(t, srv.Addr(), pool.Config{ServerReadTimeout: 2 * time.Second, Logger: logs.Logger()})
 
 	// A blocking acquire: the lock lives on an exclusive connection that
 	// then sits idle in the pool.
@@ -62,8 +65,8 @@ func TestHeldLockSurvivesReadTimeout(t *testing.T) {
 // dials again for the next request.
 func TestDroppedConnectionsNotifyHoldersAndRedial(t *testing.T) {
 	srv := startServer(t, fakeserver.Config{})
-	var logs logBuffer
-	p := newPool(t, srv.Addr(), pool.Config{Logger: logs.logger()})
+	var logs testlog.Buffer
+	p := newPool(t, srv.Addr(), pool.Config{Logger: logs.Logger()})
 	var lost sync.WaitGroup
 	for _, k := range []string{"a", "b", "c"} {
 		_, h := grant(t, p, k)
@@ -303,7 +306,7 @@ func TestIdleConnectionsClose(t *testing.T) {
 }
 
 func TestTLS(t *testing.T) {
-	cert, roots := selfSigned(t)
+	cert, roots := testcert.New(t)
 	srv := startServer(t, fakeserver.Config{TLS: cert})
 	p := newPool(t, srv.Addr(), pool.Config{TLS: roots})
 	grant(t, p, "k")
@@ -311,7 +314,7 @@ func TestTLS(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, res.Resp.Err())
 
-	bad := newPool(t, srv.Addr(), pool.Config{TLS: &tlsConfigWithoutRoots})
+	bad := newPool(t, srv.Addr(), pool.Config{TLS: &tls.Config{}})
 	_, err = bad.Do(ctxFor(t, wait), tryLock("k3"))
 	assert.Error(t, err)
 	assert.True(t, strings.Contains(err.Error(), "certificate"), err.Error())
@@ -342,8 +345,8 @@ func TestLogsHoldNoTokens(t *testing.T) {
 		}
 		nc.Write([]byte("ok bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb 0\n"))
 	}()
-	var logs logBuffer
-	p := newPool(t, ln.Addr().String(), pool.Config{SharedConns: 1, Logger: logs.logger()})
+	var logs testlog.Buffer
+	p := newPool(t, ln.Addr().String(), pool.Config{SharedConns: 1, Logger: logs.Logger()})
 	res, err := p.Do(ctxFor(t, wait), tryLock("k"))
 	require.NoError(t, err)
 	_, err = p.Do(ctxFor(t, wait), tryLock("k2"))

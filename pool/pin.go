@@ -75,14 +75,9 @@ func (pn *Pinned) Do(ctx context.Context, req *wire.Request) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
-	select {
-	case <-cl.done:
-		return cl.result()
-	case <-ctx.Done():
-	}
-	if !c.abandon(cl) {
-		<-cl.done
-		return cl.result()
+	res, abandoned, err := c.await(ctx, cl)
+	if !abandoned {
+		return res, err
 	}
 	if c.Holds() == 0 {
 		c.close()

@@ -1,9 +1,7 @@
 package pool_test
 
 import (
-	"bytes"
 	"context"
-	"log/slog"
 	"strings"
 	"sync"
 	"testing"
@@ -14,6 +12,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/dflock-go/dflock/fakeserver"
+	"github.com/dflock-go/dflock/internal/testlog"
 	"github.com/dflock-go/dflock/pool"
 	"github.com/dflock-go/dflock/wire"
 )
@@ -67,28 +66,6 @@ func heldBy(srv *fakeserver.Server, key string) uint64 {
 		}
 	}
 	return 0
-}
-
-// logBuffer collects a pool's log lines.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-func (l *logBuffer) logger() *slog.Logger {
-	return slog.New(slog.NewTextHandler(l, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
 func TestDoAndHold(t *testing.T) {
@@ -183,11 +160,11 @@ func TestBlockingRequestsUseExclusiveConnections(t *testing.T) {
 
 func TestAuth(t *testing.T) {
 	srv := startServer(t, fakeserver.Config{AuthToken: "s3cret"})
-	var logs logBuffer
-	good := newPool(t, srv.Addr(), pool.Config{AuthToken: "s3cret", Logger: logs.logger()})
+	var logs testlog.Buffer
+	good := newPool(t, srv.Addr(), pool.Config{AuthToken: "s3cret", Logger: logs.Logger()})
 	grant(t, good, "k")
 
-	bad := newPool(t, srv.Addr(), pool.Config{AuthToken: "wrong", Logger: logs.logger()})
+	bad := newPool(t, srv.Addr(), pool.Config{AuthToken: "wrong", Logger: logs.Logger()})
 	_, err := bad.Do(ctxFor(t, wait), tryLock("k2"))
 	assert.ErrorIs(t, err, wire.ErrAuth)
 	assert.Equal(t, uint64(1), bad.Stats().DialErrors)

@@ -6,13 +6,14 @@ import (
 	"context"
 	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
+
+	"github.com/dflock-go/dflock/internal/testlog"
 )
 
 func TestMain(m *testing.M) {
@@ -69,7 +70,7 @@ func TestServeFlagErrors(t *testing.T) {
 func TestServeRunsAndShutsDown(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var logs syncBuffer
+	var logs testlog.Buffer
 	addrs := make(chan string, 1)
 	done := make(chan error, 1)
 	go func() {
@@ -112,21 +113,4 @@ func TestRunDispatch(t *testing.T) {
 	assert.Equal(t, 0, run(context.Background(), []string{"help"}, env(nil), &out, &errOut))
 	assert.True(t, strings.Contains(out.String(), "serve"))
 	assert.Equal(t, 2, run(context.Background(), []string{"serve", "-h"}, env(nil), &out, &errOut))
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

@@ -1,4 +1,6 @@
-package pool_test
+// Package testcert makes a throwaway TLS certificate for tests on
+// 127.0.0.1.
+package testcert
 
 import (
 	"crypto/ecdsa"
@@ -11,21 +13,19 @@ import (
 	"net"
 	"testing"
 	"time"
-
-	"github.com/stretchr/testify/require"
 )
 
-var tlsConfigWithoutRoots tls.Config
-
-// selfSigned returns a server TLS config for 127.0.0.1 and a client config
-// that trusts it.
-func selfSigned(t *testing.T) (*tls.Config, *tls.Config) {
+// New returns a server config with a self-signed certificate for
+// 127.0.0.1, valid for an hour, and a client config that trusts it.
+func New(t testing.TB) (server, client *tls.Config) {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	require.NoError(t, err)
+	if err != nil {
+		t.Fatal(err)
+	}
 	tmpl := &x509.Certificate{
 		SerialNumber: big.NewInt(1),
-		Subject:      pkix.Name{CommonName: "pool test"},
+		Subject:      pkix.Name{CommonName: "dflock test"},
 		NotBefore:    time.Now().Add(-time.Hour),
 		NotAfter:     time.Now().Add(time.Hour),
 		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1")},
@@ -33,11 +33,15 @@ func selfSigned(t *testing.T) (*tls.Config, *tls.Config) {
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	require.NoError(t, err)
+	if err != nil {
+		t.Fatal(err)
+	}
 	leaf, err := x509.ParseCertificate(der)
-	require.NoError(t, err)
+	if err != nil {
+		t.Fatal(err)
+	}
 	roots := x509.NewCertPool()
 	roots.AddCert(leaf)
-	return &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}}},
-		&tls.Config{RootCAs: roots}
+	cert := tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}
+	return &tls.Config{Certificates: []tls.Certificate{cert}}, &tls.Config{RootCAs: roots}
 }
