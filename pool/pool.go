@@ -114,6 +114,44 @@ func (p *Pool) Do(ctx context.Context, req *wire.Request) (Result, error) {
 	}
 }
 
+// DoAll sends non-blocking requests together on one shared connection, in
+// one write, and waits for all their replies (renewals due at the same
+// time, say). Result i and error i belong to request i. A blocking request
+// is refused (it would hold up the others); the rest are still sent.
+func (p *Pool) DoAll(ctx context.Context, reqs []wire.Request) ([]Result, []error) {
+	results := make([]Result, len(reqs))
+	errs := make([]error, len(reqs))
+	c, err := p.sharedConn(ctx)
+	if err != nil {
+		for i := range errs {
+			errs[i] = err
+		}
+		return results, errs
+	}
+	calls := make([]*call, len(reqs))
+	write := false
+	c.mu.Lock()
+	for i := range reqs {
+		if reqs[i].Blocking() {
+			errs[i] = fmt.Errorf("%w: DoAll takes only non-blocking requests, got %s", wire.ErrInvalidRequest, reqs[i].Cmd)
+			continue
+		}
+		var w bool
+		calls[i], w, errs[i] = c.queueLocked(&reqs[i], false)
+		write = write || w
+	}
+	c.mu.Unlock()
+	if write {
+		c.writeLoop()
+	}
+	for i, cl := range calls {
+		if cl != nil {
+			results[i], _, errs[i] = c.await(ctx, cl)
+		}
+	}
+	return results, errs
+}
+
 // sharedSlot is one shared connection, dialled on first use and again
 // after it breaks.
 type sharedSlot struct {

@@ -210,3 +210,28 @@ func TestCloseReleasesEverything(t *testing.T) {
 	assert.ErrorIs(t, err, pool.ErrClosed)
 	assert.True(t, strings.Contains(err.Error(), "closed"))
 }
+
+func TestDoAll(t *testing.T) {
+	srv := startServer(t, fakeserver.Config{})
+	p := newPool(t, srv.Addr(), pool.Config{})
+	tokA, ha := grant(t, p, "a")
+	_, hb := grant(t, p, "b")
+	results, errs := p.DoAll(ctxFor(t, wait), []wire.Request{
+		{Cmd: wire.CmdRenew, Key: "a", Token: tokA, Lease: 7},
+		{Cmd: wire.CmdRenew, Key: "b", Token: "ffffffffffffffffffffffffffffffff"},
+		{Cmd: wire.CmdRenew, Key: "bad key", Token: tokA},
+		{Cmd: wire.CmdLock, Key: "c"},
+	})
+	require.NoError(t, errs[0])
+	assert.Equal(t, 7, results[0].Resp.Lease)
+	require.NoError(t, errs[1])
+	assert.ErrorIs(t, results[1].Resp.Err(), wire.ErrServer)
+	assert.ErrorIs(t, errs[2], wire.ErrInvalidRequest)
+	require.NoError(t, errs[3])
+	assert.NotNil(t, results[3].Hold)
+	ha.Done()
+	hb.Done()
+
+	_, errs = p.DoAll(ctxFor(t, wait), []wire.Request{{Cmd: wire.CmdLock, Key: "d", Timeout: 5}})
+	assert.ErrorIs(t, errs[0], wire.ErrInvalidRequest, "blocking requests are refused")
+}
