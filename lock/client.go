@@ -1,0 +1,369 @@
+package lock
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/dflock-go/dflock/pool"
+	"github.com/dflock-go/dflock/shard"
+	"github.com/dflock-go/dflock/wire"
+)
+
+// Config configures a Client. The zero value of each field is its
+// documented default.
+type Config struct {
+	// Servers lists the fleet, host:port each. Default ["127.0.0.1:6388"].
+	// With the default strategy the order is part of where keys live:
+	// list the servers in the same order in every client (Python,
+	// TypeScript and Go alike).
+	Servers []string
+	// Strategy maps keys to servers. Default shard.StableHash over
+	// Servers, which agrees with the other dflockd clients. When set,
+	// Servers may be left empty: the strategy's servers are used.
+	Strategy shard.Strategy
+	// Pool tunes the connections to each server (see pool.Config): most
+	// connections per server, timeouts, keep-alive, and ServerReadTimeout,
+	// which must match a server started with a non-default -read-timeout.
+	Pool pool.Config
+	// TLS, when set, connects with TLS (it overrides Pool.TLS).
+	TLS *tls.Config
+	// AuthToken, when set, authenticates every connection (it overrides
+	// Pool.AuthToken).
+	AuthToken string
+	// Logger receives lost locks and connection events, with keys and
+	// servers but never tokens or the auth token. Nil discards them.
+	Logger *slog.Logger
+}
+
+// Client holds the connections to a fleet and renews every lock taken
+// through it. It is safe for concurrent use. Close it to release
+// everything it holds.
+type Client struct {
+	strategy     shard.Strategy
+	poolCfg      pool.Config
+	log          *slog.Logger
+	renewer      *renewer
+	closeTimeout time.Duration
+
+	mu     sync.RWMutex
+	pools  map[string]*pool.Pool
+	held   map[*Lock]struct{}
+	queued map[*Lock]struct{} // with an Enqueue awaiting its Wait
+	closed bool
+}
+
+// New returns a client for the fleet. It connects lazily.
+func New(cfg Config) (*Client, error) {
+	strategy := cfg.Strategy
+	if strategy == nil {
+		servers := cfg.Servers
+		if len(servers) == 0 {
+			servers = []string{"127.0.0.1:6388"}
+		}
+		var err error
+		if strategy, err = shard.NewStableHash(servers); err != nil {
+			return nil, err
+		}
+	}
+	pc := cfg.Pool
+	if cfg.TLS != nil {
+		pc.TLS = cfg.TLS
+	}
+	if cfg.AuthToken != "" {
+		pc.AuthToken = cfg.AuthToken
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	pc.Logger = log
+	c := &Client{
+		strategy:     strategy,
+		poolCfg:      pc,
+		log:          log,
+		closeTimeout: 5 * time.Second,
+		pools:        map[string]*pool.Pool{},
+		held:         map[*Lock]struct{}{},
+		queued:       map[*Lock]struct{}{},
+	}
+	for _, addr := range strategy.Servers() {
+		if _, err := c.addPool(addr); err != nil {
+			c.closePools()
+			return nil, err
+		}
+	}
+	c.renewer = newRenewer(c)
+	return c, nil
+}
+
+func (c *Client) addPool(addr string) (*pool.Pool, error) {
+	p, err := pool.New(addr, c.poolCfg)
+	if err != nil {
+		return nil, err
+	}
+	c.pools[addr] = p
+	return p, nil
+}
+
+// poolFor returns the pool of the server that owns key.
+func (c *Client) poolFor(key string) (*pool.Pool, error) {
+	addr, err := c.strategy.Server(key)
+	if err != nil {
+		return nil, err
+	}
+	c.mu.RLock()
+	p, closed := c.pools[addr], c.closed
+	c.mu.RUnlock()
+	if closed {
+		return nil, ErrClosed
+	}
+	if p != nil {
+		return p, nil
+	}
+	// A server that joined an elastic strategy after New.
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if p := c.pools[addr]; p != nil {
+		return p, nil
+	}
+	return c.addPool(addr)
+}
+
+// track keeps the set of held locks, for Close.
+func (c *Client) track(l *Lock, held bool) { c.mark(c.held, l, held) }
+
+// trackQueued keeps the set of pending enqueues, for Close.
+func (c *Client) trackQueued(l *Lock, queued bool) { c.mark(c.queued, l, queued) }
+
+func (c *Client) mark(set map[*Lock]struct{}, l *Lock, in bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if in {
+		set[l] = struct{}{}
+	} else {
+		delete(set, l)
+	}
+}
+
+// Lock returns a handle on the lock named key. Nothing is sent until it is
+// acquired; an invalid key or option is reported then.
+func (c *Client) Lock(key string, opts ...Option) *Lock {
+	return newLock(c, key, 0, opts)
+}
+
+// Semaphore returns a handle on one slot of the semaphore named key with
+// limit slots.
+func (c *Client) Semaphore(key string, limit int, opts ...Option) *Semaphore {
+	s := &Semaphore{newLock(c, key, limit, opts)}
+	if limit <= 0 && s.err == nil {
+		s.err = fmt.Errorf("lock: semaphore limit %d must be positive", limit)
+	}
+	return s
+}
+
+// WithLock runs fn while holding the lock named key: it acquires (up to
+// the acquire timeout, returning ErrTimeout if that passes), runs fn, and
+// releases when fn returns, fails or panics. The context fn gets is
+// cancelled, with context.Cause ErrLockLost, if the lock is lost while fn
+// runs. fn's error is returned as is.
+func (c *Client) WithLock(ctx context.Context, key string, fn func(ctx context.Context) error, opts ...Option) error {
+	return c.Lock(key, opts...).run(ctx, fn)
+}
+
+// WithSemaphore is WithLock for one slot of a semaphore.
+func (c *Client) WithSemaphore(ctx context.Context, key string, limit int, fn func(ctx context.Context) error, opts ...Option) error {
+	return c.Semaphore(key, limit, opts...).run(ctx, fn)
+}
+
+func (l *Lock) run(ctx context.Context, fn func(ctx context.Context) error) error {
+	ok, err := l.Acquire(ctx)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return fmt.Errorf("%w: %q not acquired within %v", ErrTimeout, l.key, l.opt.acquireTimeout)
+	}
+	fctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	l.mu.Lock()
+	l.cancel = cancel
+	lost := l.token == "" // lost between Acquire and here
+	l.mu.Unlock()
+	if lost {
+		cancel(ErrLockLost)
+	}
+	defer func() {
+		l.mu.Lock()
+		l.cancel = nil
+		l.mu.Unlock()
+		if err := l.Close(); err != nil {
+			l.c.log.Warn("lock: release after WithLock", "key", l.key, "err", err)
+		}
+	}()
+	return fn(fctx)
+}
+
+// ServerStats is one server's answer to stats.
+type ServerStats struct {
+	Addr  string
+	Stats wire.Stats
+	Err   error
+}
+
+// Stats asks every server of the fleet for its state.
+func (c *Client) Stats(ctx context.Context) []ServerStats {
+	addrs := c.strategy.Servers()
+	out := make([]ServerStats, len(addrs))
+	var wg sync.WaitGroup
+	for i, addr := range addrs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			out[i] = ServerStats{Addr: addr}
+			p, err := c.poolForAddr(addr)
+			if err != nil {
+				out[i].Err = err
+				return
+			}
+			res, err := p.Do(ctx, &wire.Request{Cmd: wire.CmdStats})
+			if err == nil {
+				err = res.Resp.Err()
+			}
+			if err == nil {
+				out[i].Stats, err = wire.ParseStats(res.Resp.Body)
+			}
+			out[i].Err = err
+		}()
+	}
+	wg.Wait()
+	return out
+}
+
+func (c *Client) poolForAddr(addr string) (*pool.Pool, error) {
+	c.mu.RLock()
+	p, closed := c.pools[addr], c.closed
+	c.mu.RUnlock()
+	if closed {
+		return nil, ErrClosed
+	}
+	if p == nil {
+		return nil, fmt.Errorf("lock: %s is not in the fleet", addr)
+	}
+	return p, nil
+}
+
+// PoolStats returns each server's connection statistics.
+func (c *Client) PoolStats() []pool.Stats {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	out := make([]pool.Stats, 0, len(c.pools))
+	for _, p := range c.pools {
+		out = append(out, p.Stats())
+	}
+	return out
+}
+
+// RenewalsSent counts the renewals the client has sent.
+func (c *Client) RenewalsSent() uint64 { return c.renewer.sent.Load() }
+
+// releaseQuietly gives back a lock nobody holds any more, without waiting.
+func (c *Client) releaseQuietly(p *pool.Pool, cmd wire.Command, key, token string) {
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), c.closeTimeout)
+		defer cancel()
+		if _, err := p.Do(ctx, &wire.Request{Cmd: cmd, Key: key, Token: token}); err != nil && !errors.Is(err, pool.ErrClosed) {
+			c.log.Debug("lock: releasing a lost lock", "key", key, "server", p.Addr(), "err", err)
+		}
+	}()
+}
+
+// Close releases every lock the client holds, stops renewing and closes
+// its connections (which releases, on the server, anything a release
+// could not reach). Safe to call twice.
+func (c *Client) Close() error {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return nil
+	}
+	held := make([]*Lock, 0, len(c.held))
+	for l := range c.held {
+		held = append(held, l)
+	}
+	queued := make([]*Lock, 0, len(c.queued))
+	for l := range c.queued {
+		queued = append(queued, l)
+	}
+	c.mu.Unlock()
+
+	ctx, cancel := context.WithTimeout(context.Background(), c.closeTimeout)
+	defer cancel()
+	for _, l := range queued {
+		// Pinned connections must go back before the pools can close.
+		l.withdraw(ctx)
+	}
+	c.releaseAll(ctx, held)
+	c.renewer.close()
+	c.mu.Lock()
+	c.closed = true
+	c.mu.Unlock()
+	c.closePools()
+	return nil
+}
+
+// releaseAll releases many locks, batched per server.
+func (c *Client) releaseAll(ctx context.Context, held []*Lock) {
+	type batch struct {
+		reqs []wire.Request
+	}
+	batches := map[*pool.Pool]*batch{}
+	for _, l := range held {
+		l.mu.Lock()
+		tok, p, h := l.token, l.p, l.hold
+		l.token, l.hold = "", nil
+		l.mu.Unlock()
+		if tok == "" {
+			continue
+		}
+		c.renewer.remove(l)
+		h.Done()
+		b := batches[p]
+		if b == nil {
+			b = &batch{}
+			batches[p] = b
+		}
+		b.reqs = append(b.reqs, wire.Request{Cmd: l.cmds.release, Key: l.key, Token: tok})
+	}
+	c.mu.Lock()
+	clear(c.held)
+	c.mu.Unlock()
+	var wg sync.WaitGroup
+	for p, b := range batches {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			const chunk = 4096
+			for i := 0; i < len(b.reqs); i += chunk {
+				p.DoAll(ctx, b.reqs[i:min(i+chunk, len(b.reqs))])
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+func (c *Client) closePools() {
+	c.mu.RLock()
+	pools := make([]*pool.Pool, 0, len(c.pools))
+	for _, p := range c.pools {
+		pools = append(pools, p)
+	}
+	c.mu.RUnlock()
+	for _, p := range pools {
+		p.Close()
+	}
+}

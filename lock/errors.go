@@ -1,0 +1,32 @@
+package lock
+
+import (
+	"errors"
+
+	"github.com/dflock-go/dflock/wire"
+)
+
+// Errors. Server statuses are the wire sentinels, re-exported here so one
+// import is enough; all of them work with errors.Is.
+var (
+	// ErrTimeout: not acquired within the acquire timeout. A cancelled or
+	// expired context is reported as the context's error instead.
+	ErrTimeout = wire.ErrTimeout
+	// ErrLockLost: a held lock was lost: its renewal was refused, its lease
+	// ran out before a renewal was confirmed, or the connection that held
+	// it broke. It is the cause of the context WithLock hands out.
+	ErrLockLost = errors.New("lock: lost")
+	// ErrNotHeld: Release of a lock that is not held.
+	ErrNotHeld = errors.New("lock: not held")
+	// ErrHeld: Acquire or Enqueue of a lock this handle already holds.
+	ErrHeld = errors.New("lock: already held")
+	// ErrClosed: the client was closed.
+	ErrClosed = errors.New("lock: client closed")
+
+	ErrMaxLocks        = wire.ErrMaxLocks        // the server tracks as many keys as it may
+	ErrMaxWaiters      = wire.ErrMaxWaiters      // the key's queue is full
+	ErrLimitMismatch   = wire.ErrLimitMismatch   // the key exists with another limit
+	ErrNotEnqueued     = wire.ErrNotEnqueued     // Wait without a pending Enqueue
+	ErrAlreadyEnqueued = wire.ErrAlreadyEnqueued // Enqueue while one is pending
+	ErrServer          = wire.ErrServer          // the server answered "error"
+)

@@ -1,0 +1,64 @@
+package lock_test
+
+import (
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+
+	"github.com/dflock-go/dflock/fakeserver"
+	"github.com/dflock-go/dflock/lock"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+const wait = 5 * time.Second
+
+// testFleet is where the behaviour suite runs: a fakeserver fleet, or the
+// real servers named by DFLOCK_TEST_SERVERS=host:port[,host:port...].
+type testFleet struct {
+	addrs []string
+	fake  *fakeserver.Fleet // nil against real servers
+}
+
+func newFleet(t *testing.T, n int, cfg fakeserver.Config) *testFleet {
+	t.Helper()
+	if env := os.Getenv("DFLOCK_TEST_SERVERS"); env != "" {
+		return &testFleet{addrs: strings.Split(env, ",")}
+	}
+	f, err := fakeserver.StartFleet(n, cfg)
+	require.NoError(t, err)
+	t.Cleanup(func() { f.Close() })
+	return &testFleet{addrs: f.Addrs(), fake: f}
+}
+
+// server returns the fake server at addr; tests that need fault hooks or
+// a particular server configuration skip against real servers.
+func (f *testFleet) server(t *testing.T, i int) *fakeserver.Server {
+	t.Helper()
+	if f.fake == nil {
+		t.Skip("needs the fakeserver's fault hooks or config")
+	}
+	return f.fake.Servers[i]
+}
+
+func (f *testFleet) client(t *testing.T, cfg lock.Config) *lock.Client {
+	t.Helper()
+	if cfg.Servers == nil && cfg.Strategy == nil {
+		cfg.Servers = f.addrs
+	}
+	c, err := lock.New(cfg)
+	require.NoError(t, err)
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// uniqueKey keeps tests apart on shared real servers.
+func uniqueKey(t *testing.T, name string) string {
+	return strings.NewReplacer("/", "-", " ", "_").Replace(t.Name()) + "-" + name
+}

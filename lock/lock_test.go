@@ -1,0 +1,345 @@
+package lock_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/dflock-go/dflock/fakeserver"
+	"github.com/dflock-go/dflock/internal/testlog"
+	"github.com/dflock-go/dflock/lock"
+)
+
+func ctxFor(t *testing.T, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func TestAcquireRelease(t *testing.T) {
+	f := newFleet(t, 3, fakeserver.Config{})
+	c := f.client(t, lock.Config{})
+	l := c.Lock(uniqueKey(t, "k"), lock.LeaseTTL(7*time.Second))
+	assert.Equal(t, "", l.Token())
+	assert.Zero(t, l.Lease())
+
+	ok, err := l.Acquire(ctxFor(t, wait))
+	require.NoError(t, err)
+	require.True(t, ok)
+	assert.Regexp(t, "^[0-9a-f]{32}$", l.Token())
+	assert.Equal(t, 7*time.Second, l.Lease())
+
+	ok, err = l.Acquire(ctxFor(t, wait))
+	assert.ErrorIs(t, err, lock.ErrHeld)
+	assert.False(t, ok)
+
+	other := c.Lock(l.Key(), lock.AcquireTimeout(0))
+	ok, err = other.Acquire(ctxFor(t, wait))
+	require.NoError(t, err)
+	assert.False(t, ok, "held by l")
+
+	require.NoError(t, l.Release(ctxFor(t, wait)))
+	assert.Equal(t, "", l.Token())
+	assert.ErrorIs(t, l.Release(ctxFor(t, wait)), lock.ErrNotHeld)
+	select {
+	case <-l.Lost():
+		t.Fatal("a released lock is not lost")
+	default:
+	}
+	ok, err = other.TryAcquire(ctxFor(t, wait))
+	require.NoError(t, err)
+	assert.True(t, ok)
+	require.NoError(t, other.Close())
+	require.NoError(t, other.Close())
+	require.NoError(t, l.Close())
+}
+
+func TestAcquireTimeoutIsNotAnError(t *testing.T) {
+	f := newFleet(t, 1, fakeserver.Config{})
+	c := f.client(t, lock.Config{})
+	key := uniqueKey(t, "k")
+	holder := c.Lock(key)
+	ok, err := holder.Acquire(ctxFor(t, wait))
+	require.NoError(t, err)
+	require.True(t, ok)
+
+	began := time.Now()
+	ok, err = c.Lock(key, lock.AcquireTimeout(time.Second)).Acquire(ctxFor(t, wait))
+	require.NoError(t, err)
+	assert.False(t, ok)
+	assert.GreaterOrEqual(t, time.Since(began), time.Second, "waited on the server")
+
+	err = c.WithLock(ctxFor(t, wait), key, func(context.Context) error {
+		t.Fatal("must not run")
+		return nil
+	}, lock.AcquireTimeout(0))
+	assert.ErrorIs(t, err, lock.ErrTimeout)
+}
+
+func TestCancellationIsNotATimeout(t *testing.T) {
+	f := newFleet(t, 1, fakeserver.Config{})
+	c := f.client(t, lock.Config{})
+	key := uniqueKey(t, "k")
+	holder := c.Lock(key)
+	_, err := holder.Acquire(ctxFor(t, wait))
+	require.NoError(t, err)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(100*time.Millisecond, cancel)
+	ok, err := c.Lock(key).Acquire(ctx)
+	assert.False(t, ok)
+	assert.ErrorIs(t, err, context.Canceled)
+	assert.NotErrorIs(t, err, lock.ErrTimeout)
+
+	ok, err = c.Lock(key).Acquire(ctxFor(t, 200*time.Millisecond))
+	assert.False(t, ok)
+	assert.ErrorIs(t, err, context.DeadlineExceeded)
+	assert.NotErrorIs(t, err, lock.ErrTimeout)
+
+	err = c.WithLock(ctxFor(t, 200*time.Millisecond), key, func(context.Context) error { return nil })
+	assert.ErrorIs(t, err, context.DeadlineExceeded)
+}
+
+func TestBadInputIsRefusedBeforeSending(t *testing.T) {
+	c, err := lock.New(lock.Config{Servers: []string{"127.0.0.1:1"}})
+	require.NoError(t, err)
+	defer c.Close()
+	for name, l := range map[string]interface {
+		Acquire(context.Context) (bool, error)
+	}{
+		"space in key":   c.Lock("a b"),
+		"empty key":      c.Lock(""),
+		"renew ratio":    c.Lock("k", lock.RenewRatio(1.5)),
+		"negative lease": c.Lock("k", lock.LeaseTTL(-time.Second)),
+		"zero limit":     c.Semaphore("k", 0),
+	} {
+		_, err := l.Acquire(ctxFor(t, wait))
+		assert.Error(t, err, name)
+	}
+	for _, ps := range c.PoolStats() {
+		assert.Zero(t, ps.Dials, "nothing was dialled")
+	}
+	_, err = lock.New(lock.Config{Servers: []string{"a:1", "a:1"}})
+	assert.Error(t, err)
+}
+
+func TestSemaphore(t *testing.T) {
+	f := newFleet(t, 2, fakeserver.Config{})
+	c := f.client(t, lock.Config{})
+	key := uniqueKey(t, "s")
+	a, b := c.Semaphore(key, 2), c.Semaphore(key, 2)
+	assert.Equal(t, 2, a.Limit())
+	for _, s := range []*lock.Semaphore{a, b} {
+		ok, err := s.Acquire(ctxFor(t, wait))
+		require.NoError(t, err)
+		require.True(t, ok)
+	}
+	ok, err := c.Semaphore(key, 2).TryAcquire(ctxFor(t, wait))
+	require.NoError(t, err)
+	assert.False(t, ok, "both slots taken")
+	_, err = c.Semaphore(key, 3).TryAcquire(ctxFor(t, wait))
+	assert.ErrorIs(t, err, lock.ErrLimitMismatch)
+	_, err = c.Lock(key).TryAcquire(ctxFor(t, wait))
+	assert.ErrorIs(t, err, lock.ErrLimitMismatch)
+
+	third := c.Semaphore(key, 2)
+	got := make(chan bool, 1)
+	go func() {
+		ok, err := third.Acquire(ctxFor(t, wait))
+		assert.NoError(t, err)
+		got <- ok
+	}()
+	require.NoError(t, a.Release(ctxFor(t, wait)))
+	assert.True(t, <-got)
+
+	ran := false
+	err = c.WithSemaphore(ctxFor(t, wait), uniqueKey(t, "s2"), 3, func(ctx context.Context) error {
+		ran = true
+		return nil
+	})
+	require.NoError(t, err)
+	assert.True(t, ran)
+}
+
+func TestWithLock(t *testing.T) {
+	f := newFleet(t, 1, fakeserver.Config{})
+	c := f.client(t, lock.Config{})
+	key := uniqueKey(t, "k")
+	sentinel := errors.New("from fn")
+	err := c.WithLock(ctxFor(t, wait), key, func(ctx context.Context) error {
+		ok, err := c.Lock(key).TryAcquire(ctx)
+		require.NoError(t, err)
+		assert.False(t, ok, "held while fn runs")
+		return sentinel
+	})
+	assert.ErrorIs(t, err, sentinel, "fn's error comes back as is")
+	ok, err := c.Lock(key).TryAcquire(ctxFor(t, wait))
+	require.NoError(t, err)
+	require.True(t, ok, "released after fn")
+	require.NoError(t, c.Close())
+
+	c = f.client(t, lock.Config{})
+	func() {
+		defer func() { assert.Equal(t, "boom", recover()) }()
+		_ = c.WithLock(ctxFor(t, wait), key+"p", func(context.Context) error { panic("boom") })
+	}()
+	ok, err = c.Lock(key+"p").TryAcquire(ctxFor(t, wait))
+	require.NoError(t, err)
+	assert.True(t, ok, "released after a panic")
+}
+
+// Hazard 6 (and 5's consequence): a lock lost while fn runs cancels fn's
+// context with cause ErrLockLost.
+func TestWithLockContextEndsWhenLost(t *testing.T) {
+	f := newFleet(t, 1, fakeserver.Config{})
+	srv := f.server(t, 0)
+	c := f.client(t, lock.Config{})
+	key := uniqueKey(t, "k")
+	err := c.WithLock(ctxFor(t, wait), key, func(ctx context.Context) error {
+		srv.DropConnections()
+		select {
+		case <-ctx.Done():
+			assert.ErrorIs(t, context.Cause(ctx), lock.ErrLockLost)
+			return ctx.Err()
+		case <-time.After(wait):
+			return errors.New("context not cancelled")
+		}
+	})
+	assert.ErrorIs(t, err, context.Canceled)
+}
+
+// Hazard 6: each way of losing a lock is reported: Token "", Lost closed,
+// the callback once, a log line with key and server and no token.
+func TestLostLocksAreReported(t *testing.T) {
+	cases := map[string]func(srv *fakeserver.Server, key string){
+		"connection dropped":   func(srv *fakeserver.Server, _ string) { srv.DropConnections() },
+		"renewal refused":      func(srv *fakeserver.Server, key string) { srv.ExpireNow(key) },
+		"no renewal confirmed": func(srv *fakeserver.Server, _ string) { srv.Stall(time.Minute) },
+	}
+	for name, fault := range cases {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			f := newFleet(t, 1, fakeserver.Config{})
+			srv := f.server(t, 0)
+			defer srv.Unstall()
+			var logs testlog.Buffer
+			c := f.client(t, lock.Config{Logger: logs.Logger()})
+			var calls atomic.Int32
+			lostKey := make(chan string, 2)
+			key := uniqueKey(t, "k")
+			l := c.Lock(key, lock.LeaseTTL(time.Second), lock.OnLost(func(k string, err error) {
+				assert.ErrorIs(t, err, lock.ErrLockLost)
+				calls.Add(1)
+				lostKey <- k
+			}))
+			ok, err := l.Acquire(ctxFor(t, wait))
+			require.NoError(t, err)
+			require.True(t, ok)
+			tok := l.Token()
+
+			fault(srv, key)
+			select {
+			case <-l.Lost():
+			case <-time.After(wait):
+				t.Fatal("loss not reported")
+			}
+			assert.Equal(t, "", l.Token())
+			assert.Equal(t, key, <-lostKey)
+			assert.ErrorIs(t, l.Release(ctxFor(t, wait)), lock.ErrLockLost)
+			require.NoError(t, l.Close(), "Close after loss is fine")
+			assert.Equal(t, int32(1), calls.Load())
+			out := logs.String()
+			assert.Contains(t, out, "lock lost")
+			assert.Contains(t, out, key)
+			assert.Contains(t, out, srv.Addr())
+			assert.NotContains(t, out, tok)
+		})
+	}
+}
+
+// Renewal keeps a short lease alive, resending the lease it was taken with
+// (hazard 5): the server's view never shows its 33 s default.
+func TestRenewalKeepsTheLease(t *testing.T) {
+	f := newFleet(t, 1, fakeserver.Config{})
+	srv := f.server(t, 0)
+	c := f.client(t, lock.Config{})
+	key := uniqueKey(t, "k")
+	l := c.Lock(key, lock.LeaseTTL(time.Second), lock.RenewRatio(0.3))
+	ok, err := l.Acquire(ctxFor(t, wait))
+	require.NoError(t, err)
+	require.True(t, ok)
+	tok := l.Token()
+	deadline := time.Now().Add(2500 * time.Millisecond)
+	for time.Now().Before(deadline) {
+		st := srv.Stats()
+		require.Len(t, st.Locks, 1, "still held")
+		assert.LessOrEqual(t, st.Locks[0].LeaseExpiresInS, 1.0, "renewed with its own 1 s lease")
+		time.Sleep(50 * time.Millisecond)
+	}
+	assert.Equal(t, tok, l.Token())
+	assert.GreaterOrEqual(t, c.RenewalsSent(), uint64(5))
+	select {
+	case <-l.Lost():
+		t.Fatal("lost")
+	default:
+	}
+}
+
+func TestCloseReleasesEverything(t *testing.T) {
+	f := newFleet(t, 3, fakeserver.Config{DisableAutoRelease: true})
+	c, err := lock.New(lock.Config{Servers: f.addrs})
+	require.NoError(t, err)
+	var locks []*lock.Lock
+	for i := range 30 {
+		l := c.Lock(uniqueKey(t, strings.Repeat("k", i+1)))
+		ok, err := l.Acquire(ctxFor(t, wait))
+		require.NoError(t, err)
+		require.True(t, ok)
+		locks = append(locks, l)
+	}
+	q := c.Lock(locks[0].Key())
+	st, err := q.Enqueue(ctxFor(t, wait))
+	require.NoError(t, err)
+	require.Equal(t, lock.Queued, st)
+
+	require.NoError(t, c.Close())
+	require.NoError(t, c.Close())
+	for _, l := range locks {
+		assert.Equal(t, "", l.Token())
+	}
+	if f.fake != nil {
+		// With auto-release off on the servers, only explicit releases
+		// free the keys.
+		for _, s := range f.fake.Servers {
+			assert.Empty(t, s.Stats().Locks)
+		}
+	}
+	_, err = c.Lock("after").Acquire(ctxFor(t, wait))
+	assert.ErrorIs(t, err, lock.ErrClosed)
+}
+
+func TestStats(t *testing.T) {
+	f := newFleet(t, 3, fakeserver.Config{})
+	c := f.client(t, lock.Config{})
+	l := c.Lock(uniqueKey(t, "k"))
+	_, err := l.Acquire(ctxFor(t, wait))
+	require.NoError(t, err)
+	stats := c.Stats(ctxFor(t, wait))
+	require.Len(t, stats, 3)
+	found := 0
+	for _, s := range stats {
+		require.NoError(t, s.Err)
+		for _, li := range s.Stats.Locks {
+			if li.Key == l.Key() {
+				found++
+			}
+		}
+	}
+	assert.Equal(t, 1, found)
+}
