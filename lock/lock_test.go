@@ -189,7 +189,7 @@ func TestWithLock(t *testing.T) {
 		defer func() { assert.Equal(t, "boom", recover()) }()
 		_ = c.WithLock(ctxFor(t, wait), key+"p", func(context.Context) error { panic("boom") })
 	}()
-	ok, err = c.Lock(key+"p").TryAcquire(ctxFor(t, wait))
+	ok, err = c.Lock(key + "p").TryAcquire(ctxFor(t, wait))
 	require.NoError(t, err)
 	assert.True(t, ok, "released after a panic")
 }
