@@ -29,4 +29,5 @@ var (
 	ErrNotEnqueued     = wire.ErrNotEnqueued     // Wait without a pending Enqueue
 	ErrAlreadyEnqueued = wire.ErrAlreadyEnqueued // Enqueue while one is pending
 	ErrServer          = wire.ErrServer          // the server answered "error"
+	ErrAuth            = wire.ErrAuth            // the server refused the auth token
 )

@@ -54,6 +54,9 @@ func (c *Conn) do(ctx context.Context, req *wire.Request) (wire.Response, error)
 	if err != nil {
 		if ctx.Err() != nil {
 			err = ctx.Err()
+		} else if dl, ok := ctx.Deadline(); ok && !time.Now().Before(dl) {
+			// The socket deadline fired a moment before ctx's own timer.
+			err = context.DeadlineExceeded
 		}
 		c.err = fmt.Errorf("lock: connection out of step after %v", err)
 		return wire.Response{}, err

@@ -1,0 +1,158 @@
+package lock_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/dflock-go/dflock/fakeserver"
+	"github.com/dflock-go/dflock/lock"
+)
+
+// exampleServer stands in for a dflockd at 127.0.0.1:6388.
+func exampleServer() (*fakeserver.Server, func()) {
+	srv, err := fakeserver.Start(fakeserver.Config{})
+	if err != nil {
+		panic(err)
+	}
+	return srv, func() { srv.Close() }
+}
+
+// The context manager: acquired on entry, released on exit (also on error
+// or panic). Not acquired within the timeout, it returns lock.ErrTimeout.
+func ExampleClient_WithLock() {
+	srv, stop := exampleServer()
+	defer stop()
+	c, err := lock.New(lock.Config{Servers: []string{srv.Addr()}})
+	if err != nil {
+		panic(err)
+	}
+	defer c.Close()
+
+	err = c.WithLock(context.Background(), "my-key", func(ctx context.Context) error {
+		// critical section; ctx ends if the lock is lost
+		fmt.Println("in the critical section")
+		return nil
+	}, lock.AcquireTimeout(10*time.Second))
+	if errors.Is(err, lock.ErrTimeout) {
+		fmt.Println("not acquired in time")
+	}
+	// Output: in the critical section
+}
+
+// Manual acquire and release: false on timeout instead of an error.
+func ExampleLock_Acquire() {
+	srv, stop := exampleServer()
+	defer stop()
+	c, _ := lock.New(lock.Config{Servers: []string{srv.Addr()}})
+	defer c.Close()
+	ctx := context.Background()
+
+	l := c.Lock("my-key", lock.AcquireTimeout(10*time.Second))
+	acquired, err := l.Acquire(ctx)
+	if err != nil {
+		panic(err)
+	}
+	if acquired {
+		fmt.Println("token:", len(l.Token()), "hex digits; lease:", l.Lease())
+		// critical section
+		if err := l.Release(ctx); err != nil {
+			panic(err)
+		}
+	}
+	// Output: token: 32 hex digits; lease: 33s
+}
+
+// Cleanup: Close releases (if held) and stops renewal; it is safe to call
+// twice and after a loss. Client.Close does it for every lock.
+func ExampleLock_Close() {
+	srv, stop := exampleServer()
+	defer stop()
+	c, _ := lock.New(lock.Config{Servers: []string{srv.Addr()}})
+	defer c.Close()
+
+	l := c.Lock("my-key")
+	defer l.Close()
+	if ok, _ := l.Acquire(context.Background()); ok {
+		fmt.Println("work")
+		if err := l.Release(context.Background()); err != nil {
+			panic(err)
+		}
+	}
+	// Output: work
+}
+
+// Two-phase acquisition: join the queue, tell someone, then wait.
+func ExampleLock_Enqueue() {
+	srv, stop := exampleServer()
+	defer stop()
+	c, _ := lock.New(lock.Config{Servers: []string{srv.Addr()}})
+	defer c.Close()
+	ctx := context.Background()
+
+	l := c.Lock("my-key", lock.AcquireTimeout(10*time.Second))
+	status, err := l.Enqueue(ctx) // lock.Acquired or lock.Queued
+	if err != nil {
+		panic(err)
+	}
+	fmt.Println("status:", status) // notify an external system here
+	if ok, err := l.Wait(ctx, 10*time.Second); err == nil && ok {
+		fmt.Println("critical section")
+		_ = l.Release(ctx)
+	}
+	// Output:
+	// status: acquired
+	// critical section
+}
+
+// The low-level calls on a connection you dialled yourself.
+func ExampleConn() {
+	srv, stop := exampleServer()
+	defer stop()
+	nc, err := net.Dial("tcp", srv.Addr())
+	if err != nil {
+		panic(err)
+	}
+	conn := lock.NewConn(nc)
+	defer conn.Close()
+	ctx := context.Background()
+
+	token, lease, err := conn.Acquire(ctx, "my-key", 10*time.Second, 0)
+	if err != nil {
+		panic(err)
+	}
+	remaining, _ := conn.Renew(ctx, "my-key", token, lease)
+	fmt.Println("lease:", lease, "renewed to:", remaining)
+	if err := conn.Release(ctx, "my-key", token); err != nil {
+		panic(err)
+	}
+	// Output: lease: 33s renewed to: 33s
+}
+
+// The two-phase low-level calls: enqueue and wait on the same connection.
+func ExampleConn_Enqueue() {
+	srv, stop := exampleServer()
+	defer stop()
+	nc, err := net.Dial("tcp", srv.Addr())
+	if err != nil {
+		panic(err)
+	}
+	conn := lock.NewConn(nc)
+	defer conn.Close()
+	ctx := context.Background()
+
+	status, token, _, err := conn.Enqueue(ctx, "my-key", 0)
+	if err != nil {
+		panic(err)
+	}
+	if status == lock.Queued {
+		if token, _, err = conn.Wait(ctx, "my-key", 10*time.Second); err != nil {
+			panic(err)
+		}
+	}
+	fmt.Println(status, len(token))
+	_ = conn.Release(ctx, "my-key", token)
+	// Output: acquired 32
+}
