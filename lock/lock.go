@@ -31,7 +31,7 @@ type Lock struct {
 	expires time.Time // the end of the last lease the server confirmed
 	p       *pool.Pool
 	hold    *pool.Hold
-	lost    chan struct{}
+	lost    chan struct{} // made on demand: most locks are never asked
 	lostErr error
 	pin     *pool.Pinned // between a queued Enqueue and its Wait
 	cancel  context.CancelCauseFunc
@@ -50,7 +50,7 @@ var (
 )
 
 func newLock(c *Client, key string, limit int, opts []Option) *Lock {
-	l := &Lock{c: c, key: key, limit: limit, cmds: lockCommands, opt: defaultOptions(), lost: make(chan struct{}), heapIdx: -1}
+	l := &Lock{c: c, key: key, limit: limit, cmds: lockCommands, opt: defaultOptions(), heapIdx: -1}
 	if limit > 0 {
 		l.cmds = semCommands
 	}
@@ -99,8 +99,17 @@ func (l *Lock) Lease() time.Duration {
 func (l *Lock) Lost() <-chan struct{} {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if l.lost == nil {
+		l.lost = make(chan struct{})
+	}
 	return l.lost
 }
+
+var closedChan = func() chan struct{} {
+	c := make(chan struct{})
+	close(c)
+	return c
+}()
 
 func (l *Lock) request(cmd wire.Command) wire.Request {
 	req := wire.Request{Cmd: cmd, Key: l.key, Limit: l.limit}
@@ -206,7 +215,7 @@ func (l *Lock) held(p *pool.Pool, h *pool.Hold, resp wire.Response, sent time.Ti
 	// the server thinks it does.
 	l.expires = sent.Add(lease)
 	if l.lostErr != nil {
-		l.lost, l.lostErr = make(chan struct{}), nil
+		l.lost, l.lostErr = nil, nil // a new acquisition, a new channel
 	}
 	l.mu.Unlock()
 	addr := p.Addr()
@@ -277,7 +286,11 @@ func (l *Lock) markLost(err error) {
 	}
 	tok, p, h, cancel := l.token, l.p, l.hold, l.cancel
 	l.token, l.hold, l.lostErr = "", nil, err
-	close(l.lost)
+	if l.lost != nil {
+		close(l.lost)
+	} else {
+		l.lost = closedChan
+	}
 	l.mu.Unlock()
 
 	l.c.renewer.remove(l)
