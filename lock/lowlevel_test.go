@@ -77,7 +77,7 @@ func TestLowLevel(t *testing.T) {
 
 	stats, err := a.Stats(ctx)
 	require.NoError(t, err)
-	assert.Equal(t, 2, stats.Connections)
+	assert.GreaterOrEqual(t, stats.Connections, 2)
 }
 
 func TestLowLevelCancelledCallSpoilsTheConnection(t *testing.T) {
