@@ -1,6 +1,7 @@
 package lock_test
 
 import (
+	"context"
 	"os"
 	"strings"
 	"testing"
@@ -61,4 +62,14 @@ func (f *testFleet) client(t *testing.T, cfg lock.Config) *lock.Client {
 // uniqueKey keeps tests apart on shared real servers.
 func uniqueKey(t *testing.T, name string) string {
 	return strings.NewReplacer("/", "-", " ", "_").Replace(t.Name()) + "-" + name
+}
+
+// mustAcquire acquires l or fails the test.
+func mustAcquire(t *testing.T, l interface {
+	Acquire(context.Context) (bool, error)
+}) {
+	t.Helper()
+	ok, err := l.Acquire(ctxFor(t, wait))
+	require.NoError(t, err)
+	require.True(t, ok)
 }

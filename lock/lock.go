@@ -61,9 +61,6 @@ func newLock(c *Client, key string, limit int, opts []Option) *Lock {
 	if l.err == nil {
 		l.err = wire.CheckKey(key)
 	}
-	if l.err == nil && limit <= 0 && l.cmds == semCommands {
-		l.err = fmt.Errorf("lock: semaphore limit %d must be positive", limit)
-	}
 	return l
 }
 
@@ -218,12 +215,14 @@ func (l *Lock) held(p *pool.Pool, h *pool.Hold, resp wire.Response, sent time.Ti
 		l.lost, l.lostErr = nil, nil // a new acquisition, a new channel
 	}
 	l.mu.Unlock()
+	l.c.track(l, true)
+	l.c.renewer.schedule(l, sent.Add(time.Duration(float64(lease)*l.opt.renewRatio)))
+	// Last: if the connection already broke, this reports the loss now,
+	// and markLost undoes the two lines above.
 	addr := p.Addr()
 	h.OnLost(func(err error) {
 		l.markLost(fmt.Errorf("%w: connection to %s broke: %v", ErrLockLost, addr, err))
 	})
-	l.c.track(l, true)
-	l.c.renewer.schedule(l, sent.Add(time.Duration(float64(lease)*l.opt.renewRatio)))
 }
 
 // Release releases the lock and stops renewing it. It returns ErrNotHeld

@@ -29,13 +29,11 @@ func TestAcquireRelease(t *testing.T) {
 	assert.Equal(t, "", l.Token())
 	assert.Zero(t, l.Lease())
 
-	ok, err := l.Acquire(ctxFor(t, wait))
-	require.NoError(t, err)
-	require.True(t, ok)
+	mustAcquire(t, l)
 	assert.Regexp(t, "^[0-9a-f]{32}$", l.Token())
 	assert.Equal(t, 7*time.Second, l.Lease())
 
-	ok, err = l.Acquire(ctxFor(t, wait))
+	ok, err := l.Acquire(ctxFor(t, wait))
 	assert.ErrorIs(t, err, lock.ErrHeld)
 	assert.False(t, ok)
 
@@ -65,12 +63,10 @@ func TestAcquireTimeoutIsNotAnError(t *testing.T) {
 	c := f.client(t, lock.Config{})
 	key := uniqueKey(t, "k")
 	holder := c.Lock(key)
-	ok, err := holder.Acquire(ctxFor(t, wait))
-	require.NoError(t, err)
-	require.True(t, ok)
+	mustAcquire(t, holder)
 
 	began := time.Now()
-	ok, err = c.Lock(key, lock.AcquireTimeout(time.Second)).Acquire(ctxFor(t, wait))
+	ok, err := c.Lock(key, lock.AcquireTimeout(time.Second)).Acquire(ctxFor(t, wait))
 	require.NoError(t, err)
 	assert.False(t, ok)
 	assert.GreaterOrEqual(t, time.Since(began), time.Second, "waited on the server")
@@ -271,9 +267,7 @@ func TestRenewalKeepsTheLease(t *testing.T) {
 	c := f.client(t, lock.Config{})
 	key := uniqueKey(t, "k")
 	l := c.Lock(key, lock.LeaseTTL(time.Second), lock.RenewRatio(0.3))
-	ok, err := l.Acquire(ctxFor(t, wait))
-	require.NoError(t, err)
-	require.True(t, ok)
+	mustAcquire(t, l)
 	tok := l.Token()
 	deadline := time.Now().Add(2500 * time.Millisecond)
 	for time.Now().Before(deadline) {
