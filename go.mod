@@ -1,14 +1,22 @@
 module github.com/dflock-go/dflock
 
-go 1.26
-
-require github.com/stretchr/testify v1.12.1
+go 1.26.0
 
 require (
-	github.com/buraksezer/consistent v1.0.0 // indirect
-	github.com/cespare/xxhash/v2 v2.3.0 // indirect
-	github.com/jackc/puddle/v2 v2.2.2 // indirect
-	go.uber.org/goleak v1.3.0 // indirect
+	github.com/HdrHistogram/hdrhistogram-go v1.1.2
+	github.com/buraksezer/consistent v1.0.0
+	github.com/cespare/xxhash/v2 v2.3.0
+	github.com/jackc/puddle/v2 v2.2.2
+	github.com/schollz/progressbar/v3 v3.19.1
+	github.com/stretchr/testify v1.12.1
+	go.uber.org/goleak v1.3.0
+	golang.org/x/term v0.48.0
+)
+
+require (
+	github.com/mitchellh/colorstring v0.0.0-20190213212951-d06e56a500db // indirect
+	github.com/rivo/uniseg v0.4.7 // indirect
 	go.yaml.in/yaml/v3 v3.0.5 // indirect
 	golang.org/x/sync v0.1.0 // indirect
+	golang.org/x/sys v0.50.0 // indirect
 )

@@ -1,0 +1,82 @@
+package bench
+
+import (
+	"crypto/tls"
+	"fmt"
+	"io"
+	"slices"
+	"time"
+)
+
+// Config says what to run. The zero value of each field is its default.
+type Config struct {
+	// Servers to measure. Default: an embedded fleet of 3 fakeservers on
+	// loopback.
+	Servers []string
+	// Strategy is stable, consistent or rendezvous. Default stable.
+	Strategy string
+	// Conns is the most connections per server. Default 16.
+	Conns int
+	// Workers is the number of closed-loop workers. Default 64.
+	Workers int
+	// Duration of each workload's measured run. Default 2 s.
+	Duration time.Duration
+	// Warmup runs each workload unmeasured first. Default 300 ms.
+	Warmup time.Duration
+	// Keys is the key space of the zipf workload. Default 10,000.
+	Keys int
+	// Lease asked for by every lock. Default 10 s.
+	Lease time.Duration
+	// HoldMany is how many locks the hold-many workload holds. Default
+	// 20,000.
+	HoldMany int
+	// Workloads to run, by name. Default all of Workloads().
+	Workloads []string
+	// AuthToken and TLS reach servers that need them; see lock.Config.
+	// The raw baseline runs only without them.
+	AuthToken string
+	TLS       *tls.Config
+	// Progress, when set, receives a progress bar.
+	Progress io.Writer
+}
+
+// Workloads lists the workloads in the order they run.
+func Workloads() []string {
+	return []string{"raw", "distinct", "hot", "zipf", "two-phase", "semaphore", "hold-many"}
+}
+
+func (c *Config) setDefaults() error {
+	if c.Strategy == "" {
+		c.Strategy = "stable"
+	}
+	def := func(v *int, d int) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	def(&c.Conns, 16)
+	def(&c.Workers, 64)
+	def(&c.Keys, 10_000)
+	def(&c.HoldMany, 20_000)
+	if c.Duration == 0 {
+		c.Duration = 2 * time.Second
+	}
+	if c.Warmup == 0 {
+		c.Warmup = 300 * time.Millisecond
+	}
+	if c.Lease == 0 {
+		c.Lease = 10 * time.Second
+	}
+	if len(c.Workloads) == 0 {
+		c.Workloads = Workloads()
+	}
+	for _, w := range c.Workloads {
+		if !slices.Contains(Workloads(), w) {
+			return fmt.Errorf("bench: unknown workload %q (have %v)", w, Workloads())
+		}
+	}
+	if c.Conns < 2 || c.Workers < 1 || c.Keys < 1 || c.HoldMany < 1 || c.Duration < 0 || c.Warmup < 0 {
+		return fmt.Errorf("bench: conns must be at least 2, and workers, keys and hold-many at least 1")
+	}
+	return nil
+}

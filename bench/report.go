@@ -1,0 +1,113 @@
+package bench
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"maps"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// Result is one workload's measurement.
+type Result struct {
+	Name string `json:"name"`
+	// What one operation is, for the reader.
+	Op      string  `json:"op"`
+	Ops     int64   `json:"ops"`
+	Seconds float64 `json:"seconds"`
+	// PerSecond is operations per second.
+	PerSecond float64 `json:"per_second"`
+	// VsRaw is PerSecond over the raw baseline's (0 for the baseline).
+	VsRaw float64 `json:"vs_raw"`
+	// Latency percentiles of one operation.
+	P50  time.Duration `json:"p50_ns"`
+	P90  time.Duration `json:"p90_ns"`
+	P99  time.Duration `json:"p99_ns"`
+	P999 time.Duration `json:"p999_ns"`
+	Max  time.Duration `json:"max_ns"`
+	// Errors counts failed operations by kind.
+	Errors map[string]int64 `json:"errors"`
+	// Extra holds workload-specific figures (hold-many: lost, renewals/s).
+	Extra map[string]float64 `json:"extra,omitempty"`
+}
+
+// Report is a whole run.
+type Report struct {
+	Servers  []string `json:"servers"`
+	Embedded bool     `json:"embedded"`
+	Strategy string   `json:"strategy"`
+	Workers  int      `json:"workers"`
+	Results  []Result `json:"results"`
+}
+
+// WriteJSON writes the report as JSON.
+func (r *Report) WriteJSON(w io.Writer) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(r)
+}
+
+// WriteTable writes the report as an aligned table.
+func (r *Report) WriteTable(w io.Writer) error {
+	where := strings.Join(r.Servers, ", ")
+	if r.Embedded {
+		where = fmt.Sprintf("embedded fleet of %d fakeservers (%s)", len(r.Servers), where)
+	}
+	fmt.Fprintf(w, "dflock bench: %s; strategy %s; %d workers\n\n", where, r.Strategy, r.Workers)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "workload\top/s\tvs raw\tp50\tp90\tp99\tp99.9\tmax\terrors\t")
+	for _, res := range r.Results {
+		vs := "-"
+		if res.VsRaw > 0 {
+			vs = fmt.Sprintf("%.0f%%", 100*res.VsRaw)
+		}
+		fmt.Fprintf(tw, "%s\t%.0f\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", res.Name, res.PerSecond, vs,
+			short(res.P50), short(res.P90), short(res.P99), short(res.P999), short(res.Max), errorsText(res.Errors))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	fmt.Fprintln(w)
+	for _, res := range r.Results {
+		line := res.Name + ": one op = " + res.Op
+		for _, k := range slices.Sorted(maps.Keys(res.Extra)) {
+			line += fmt.Sprintf("; %s %s", k, number(res.Extra[k]))
+		}
+		fmt.Fprintln(w, line)
+	}
+	return nil
+}
+
+func short(d time.Duration) string {
+	switch {
+	case d == 0:
+		return "-"
+	case d < time.Millisecond:
+		return fmt.Sprintf("%.0fµs", float64(d)/float64(time.Microsecond))
+	case d < time.Second:
+		return fmt.Sprintf("%.1fms", float64(d)/float64(time.Millisecond))
+	default:
+		return fmt.Sprintf("%.2fs", d.Seconds())
+	}
+}
+
+func number(v float64) string {
+	if v == float64(int64(v)) {
+		return fmt.Sprintf("%d", int64(v))
+	}
+	return fmt.Sprintf("%.1f", v)
+}
+
+func errorsText(errs map[string]int64) string {
+	if len(errs) == 0 {
+		return "0"
+	}
+	parts := []string{}
+	for _, k := range slices.Sorted(maps.Keys(errs)) {
+		parts = append(parts, fmt.Sprintf("%s:%d", k, errs[k]))
+	}
+	return strings.Join(parts, ",")
+}

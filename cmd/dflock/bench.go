@@ -1,0 +1,58 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"golang.org/x/term"
+
+	"github.com/dflock-go/dflock/bench"
+)
+
+// runBench runs the benchmark harness and prints its report.
+func runBench(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("dflock bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var (
+		cfg       bench.Config
+		servers   string
+		workloads string
+		asJSON    bool
+	)
+	fs.StringVar(&servers, "servers", getenv("DFLOCK_SERVERS"), "comma-separated servers to measure (default: an embedded fleet of 3 fakeservers)")
+	fs.StringVar(&cfg.Strategy, "strategy", "stable", "stable, consistent or rendezvous")
+	fs.IntVar(&cfg.Conns, "conns", 16, "most connections per server")
+	fs.IntVar(&cfg.Workers, "workers", 64, "closed-loop workers")
+	fs.DurationVar(&cfg.Duration, "duration", 2*time.Second, "measured run of each workload")
+	fs.DurationVar(&cfg.Warmup, "warmup", 300*time.Millisecond, "unmeasured run before each workload")
+	fs.IntVar(&cfg.Keys, "keys", 10_000, "key space of the zipf workload")
+	fs.IntVar(&cfg.HoldMany, "hold", 20_000, "locks held by the hold-many workload")
+	fs.DurationVar(&cfg.Lease, "lease", 10*time.Second, "lease of every lock")
+	fs.StringVar(&workloads, "workloads", strings.Join(bench.Workloads(), ","), "workloads to run")
+	fs.BoolVar(&asJSON, "json", false, "print the report as JSON")
+	if _, err := parseInterspersed(fs, args); err != nil {
+		return err
+	}
+	cfg.Servers = splitServers(servers)
+	cfg.Workloads = splitServers(workloads)
+	if f, ok := stderr.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+		cfg.Progress = stderr
+	}
+	rep, err := bench.Run(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	if asJSON {
+		return rep.WriteJSON(stdout)
+	}
+	if err := rep.WriteTable(stdout); err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout)
+	return nil
+}

@@ -1,0 +1,74 @@
+package main
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"flag"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/dflock-go/dflock/lock"
+)
+
+// clientFlags are the connection flags shared by the commands that talk
+// to servers. Each also comes from the environment.
+type clientFlags struct {
+	servers       string
+	authTokenFile string
+	tlsCA         string
+}
+
+func (f *clientFlags) register(fs *flag.FlagSet, getenv func(string) string) {
+	servers := getenv("DFLOCK_SERVERS")
+	if servers == "" {
+		servers = defaultServers
+	}
+	fs.StringVar(&f.servers, "servers", servers, "comma-separated servers, in the order every client uses (env DFLOCK_SERVERS)")
+	fs.StringVar(&f.authTokenFile, "auth-token-file", getenv("DFLOCK_AUTH_TOKEN_FILE"), "file holding the servers' auth token (env DFLOCK_AUTH_TOKEN_FILE)")
+	fs.StringVar(&f.tlsCA, "tls-ca", getenv("DFLOCK_TLS_CA"), "PEM file of the CA that signed the servers' certificates; enables TLS (env DFLOCK_TLS_CA)")
+}
+
+// authToken reads the token file; the token never goes on a command line,
+// where other users could read it.
+func (f *clientFlags) authToken() (string, error) {
+	if f.authTokenFile == "" {
+		return "", nil
+	}
+	b, err := os.ReadFile(f.authTokenFile)
+	if err != nil {
+		return "", fmt.Errorf("reading the auth token: %w", err)
+	}
+	return strings.TrimSpace(string(b)), nil
+}
+
+func (f *clientFlags) tlsConfig() (*tls.Config, error) {
+	if f.tlsCA == "" {
+		return nil, nil
+	}
+	pem, err := os.ReadFile(f.tlsCA)
+	if err != nil {
+		return nil, fmt.Errorf("reading the TLS CA: %w", err)
+	}
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("%s holds no PEM certificate", f.tlsCA)
+	}
+	return &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}, nil
+}
+
+func (f *clientFlags) config() (lock.Config, error) {
+	token, err := f.authToken()
+	if err != nil {
+		return lock.Config{}, err
+	}
+	tc, err := f.tlsConfig()
+	if err != nil {
+		return lock.Config{}, err
+	}
+	servers := splitServers(f.servers)
+	if len(servers) == 0 {
+		return lock.Config{}, fmt.Errorf("no servers")
+	}
+	return lock.Config{Servers: servers, AuthToken: token, TLS: tc}, nil
+}

@@ -1,0 +1,82 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"text/tabwriter"
+	"time"
+
+	"github.com/dflock-go/dflock/lock"
+)
+
+// runStats prints each server's state.
+func runStats(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("dflock stats", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var cf clientFlags
+	cf.register(fs, getenv)
+	asJSON := fs.Bool("json", false, "print the servers' stats documents as JSON")
+	if _, err := parseInterspersed(fs, args); err != nil {
+		return err
+	}
+	cfg, err := cf.config()
+	if err != nil {
+		return err
+	}
+	c, err := lock.New(cfg)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	stats := c.Stats(ctx)
+	if *asJSON {
+		type entry struct {
+			Server string `json:"server"`
+			Error  string `json:"error,omitempty"`
+			Stats  any    `json:"stats,omitempty"`
+		}
+		out := make([]entry, len(stats))
+		for i, s := range stats {
+			out[i] = entry{Server: s.Addr}
+			if s.Err != nil {
+				out[i].Error = s.Err.Error()
+			} else {
+				out[i].Stats = s.Stats
+			}
+		}
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(out)
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "server\tconnections\tlocks\tsemaphores\twaiters\tidle keys\t")
+	failed := 0
+	for _, s := range stats {
+		if s.Err != nil {
+			failed++
+			fmt.Fprintf(tw, "%s\terror: %v\t\t\t\t\t\n", s.Addr, s.Err)
+			continue
+		}
+		waiters := 0
+		for _, l := range s.Stats.Locks {
+			waiters += l.Waiters
+		}
+		for _, sem := range s.Stats.Semaphores {
+			waiters += sem.Waiters
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t\n", s.Addr, s.Stats.Connections, len(s.Stats.Locks), len(s.Stats.Semaphores),
+			waiters, len(s.Stats.IdleLocks)+len(s.Stats.IdleSemaphores))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if failed > 0 {
+		return fmt.Errorf("%d of %d servers did not answer", failed, len(stats))
+	}
+	return nil
+}
