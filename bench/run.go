@@ -31,7 +31,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		defer fleet.Close()
 		rep.Servers, rep.Embedded = fleet.Addrs(), true
 	}
-	strategy, err := newStrategy(cfg.Strategy, rep.Servers)
+	strategy, err := shard.ByName(cfg.Strategy, rep.Servers)
 	if err != nil {
 		return nil, err
 	}
@@ -103,18 +103,6 @@ func advance(bar *progressbar.ProgressBar, from int64) func() {
 		}
 	}()
 	return func() { close(done); wg.Wait() }
-}
-
-func newStrategy(name string, servers []string) (shard.Strategy, error) {
-	switch name {
-	case "stable":
-		return shard.NewStableHash(servers)
-	case "consistent":
-		return shard.NewConsistent(servers, shard.ConsistentConfig{})
-	case "rendezvous":
-		return shard.NewRendezvous(servers)
-	}
-	return nil, fmt.Errorf("unknown strategy %q (want stable, consistent or rendezvous)", name)
 }
 
 // op is one operation of a workload, by worker w; it returns the error

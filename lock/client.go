@@ -134,6 +134,9 @@ func (c *Client) poolFor(key string) (*pool.Pool, error) {
 	return c.addPool(addr)
 }
 
+// ServerFor returns the address of the server that owns key.
+func (c *Client) ServerFor(key string) (string, error) { return c.strategy.Server(key) }
+
 // track keeps the set of held locks, for Close.
 func (c *Client) track(l *Lock, held bool) { c.mark(c.held, l, held) }
 

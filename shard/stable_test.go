@@ -122,3 +122,15 @@ func TestFunc(t *testing.T) {
 	_, err = shard.NewFunc(servers, nil)
 	assert.Error(t, err)
 }
+
+func TestByName(t *testing.T) {
+	for _, name := range shard.Names() {
+		s, err := shard.ByName(name, []string{"a:1", "b:1"})
+		require.NoError(t, err, name)
+		got, err := s.Server("k")
+		require.NoError(t, err)
+		assert.Contains(t, []string{"a:1", "b:1"}, got)
+	}
+	_, err := shard.ByName("magic", []string{"a:1"})
+	assert.ErrorContains(t, err, `unknown strategy "magic"`)
+}

@@ -75,3 +75,20 @@ func Moves(keys []string, before, after Strategy) ([]Move, error) {
 	}
 	return moves, nil
 }
+
+// Names lists the built-in strategies ByName knows.
+func Names() []string { return []string{"stable", "consistent", "rendezvous"} }
+
+// ByName builds a built-in strategy over servers: "stable" (StableHash),
+// "consistent" (Consistent with the default config) or "rendezvous".
+func ByName(name string, servers []string) (Strategy, error) {
+	switch name {
+	case "stable":
+		return NewStableHash(servers)
+	case "consistent":
+		return NewConsistent(servers, ConsistentConfig{})
+	case "rendezvous":
+		return NewRendezvous(servers)
+	}
+	return nil, fmt.Errorf("shard: unknown strategy %q (want one of %v)", name, Names())
+}

@@ -20,11 +20,12 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 	fs.SetOutput(stderr)
 	var (
 		cfg       bench.Config
-		servers   string
+		cf        clientFlags
 		workloads string
 		asJSON    bool
 	)
-	fs.StringVar(&servers, "servers", getenv("DFLOCK_SERVERS"), "comma-separated servers to measure (default: an embedded fleet of 3 fakeservers)")
+	cf.register(fs, getenv)
+	fs.Lookup("servers").Usage = "comma-separated servers to measure (default: an embedded fleet of 3 fakeservers; env DFLOCK_SERVERS)"
 	fs.StringVar(&cfg.Strategy, "strategy", "stable", "stable, consistent or rendezvous")
 	fs.IntVar(&cfg.Conns, "conns", 16, "most connections per server")
 	fs.IntVar(&cfg.Workers, "workers", 64, "closed-loop workers")
@@ -38,7 +39,15 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 	if _, err := parseInterspersed(fs, args); err != nil {
 		return err
 	}
-	cfg.Servers = splitServers(servers)
+	serversGiven := getenv("DFLOCK_SERVERS") != ""
+	fs.Visit(func(f *flag.Flag) { serversGiven = serversGiven || f.Name == "servers" })
+	if serversGiven {
+		lc, err := cf.config()
+		if err != nil {
+			return err
+		}
+		cfg.Servers, cfg.AuthToken, cfg.TLS = lc.Servers, lc.AuthToken, lc.TLS
+	}
 	cfg.Workloads = splitServers(workloads)
 	if f, ok := stderr.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
 		cfg.Progress = stderr

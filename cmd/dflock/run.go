@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/dflock-go/dflock/lock"
-	"github.com/dflock-go/dflock/shard"
 )
 
 // Exit codes of dflock run besides the command's own.
@@ -87,7 +86,7 @@ func runRun(ctx context.Context, args []string, getenv func(string) string, stdo
 		return exitNotAcquired
 	}
 	defer l.Close()
-	server, _ := serverOf(cfg.Servers, key)
+	server, _ := c.ServerFor(key)
 
 	cmd := exec.Command(command[0], command[1:]...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, stdout, stderr
@@ -128,14 +127,6 @@ func runRun(ctx context.Context, args []string, getenv func(string) string, stdo
 			return exitLost
 		}
 	}
-}
-
-func serverOf(servers []string, key string) (string, error) {
-	s, err := shard.NewStableHash(servers)
-	if err != nil {
-		return "", err
-	}
-	return s.Server(key)
 }
 
 // exitStatus turns the command's end into dflock's exit code: its exit

@@ -44,19 +44,6 @@ func splitServers(list string) []string {
 	return out
 }
 
-func newStrategy(name string, servers []string) (shard.Strategy, error) {
-	switch name {
-	case "stable":
-		return shard.NewStableHash(servers)
-	case "consistent":
-		return shard.NewConsistent(servers, shard.ConsistentConfig{})
-	case "rendezvous":
-		return shard.NewRendezvous(servers)
-	default:
-		return nil, fmt.Errorf("unknown strategy %q (want stable, consistent or rendezvous)", name)
-	}
-}
-
 // runWhere prints the server each key maps to.
 func runWhere(args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("dflock where", flag.ContinueOnError)
@@ -84,7 +71,7 @@ func runWhere(args []string, getenv func(string) string, stdout, stderr io.Write
 			return err
 		}
 	}
-	s, err := newStrategy(*strategy, splitServers(servers))
+	s, err := shard.ByName(*strategy, splitServers(servers))
 	if err != nil {
 		return err
 	}
