@@ -49,6 +49,7 @@ type Client struct {
 	log          *slog.Logger
 	renewer      *renewer
 	closeTimeout time.Duration
+	background   sync.WaitGroup // releases of lost locks in flight
 
 	mu     sync.RWMutex
 	pools  map[string]*pool.Pool
@@ -276,7 +277,14 @@ func (c *Client) RenewalsSent() uint64 { return c.renewer.sent.Load() }
 
 // releaseQuietly gives back a lock nobody holds any more, without waiting.
 func (c *Client) releaseQuietly(p *pool.Pool, cmd wire.Command, key, token string) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	if c.closed {
+		return // the pools are closing: closing a connection releases its locks
+	}
+	c.background.Add(1)
 	go func() {
+		defer c.background.Done()
 		ctx, cancel := context.WithTimeout(context.Background(), c.closeTimeout)
 		defer cancel()
 		if _, err := p.Do(ctx, &wire.Request{Cmd: cmd, Key: key, Token: token}); err != nil && !errors.Is(err, pool.ErrClosed) {
@@ -315,6 +323,7 @@ func (c *Client) Close() error {
 	c.mu.Lock()
 	c.closed = true
 	c.mu.Unlock()
+	c.background.Wait()
 	c.closePools()
 	return nil
 }

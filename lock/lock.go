@@ -37,9 +37,37 @@ type Lock struct {
 	cancel  context.CancelCauseFunc
 
 	// Guarded by the renewer's lock.
-	due      time.Time
+	due      time.Time // when the renewer next looks at it
+	renewAt  time.Time // when the next renewal is due
 	heapIdx  int
 	renewing bool
+}
+
+// deadlineLocked is the moment the lock stops being ours, whichever comes
+// first: the end of the last lease the server confirmed, or the server's
+// read timeout on the connection that holds the lock, counted from the
+// last request it answered there (if that connection falls silent, say in
+// a partition, the server releases the lock then, even if the lease is
+// longer). l.mu must be held.
+func (l *Lock) deadlineLocked() time.Time {
+	// A margin so that the loss is reported (Lost closes, the callback
+	// runs) before the server can hand the lock on, despite timer slop.
+	d := l.expires.Add(-min(l.lease/20, 250*time.Millisecond))
+	if l.hold != nil {
+		if heard := l.hold.Conn().Heard(); !heard.IsZero() {
+			rt := l.p.ServerReadTimeout()
+			if c := heard.Add(rt - min(rt/10, time.Second)); c.Before(d) {
+				d = c
+			}
+		}
+	}
+	return d
+}
+
+func (l *Lock) deadline() time.Time {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.deadlineLocked()
 }
 
 type commands struct{ acquire, release, renew, enqueue, wait wire.Command }
@@ -71,7 +99,7 @@ func (l *Lock) Key() string { return l.key }
 // turns "" the moment the last confirmed lease ends without a renewal.
 func (l *Lock) Token() string {
 	l.mu.Lock()
-	tok, expired := l.token, l.token != "" && !time.Now().Before(l.expires)
+	tok, expired := l.token, l.token != "" && !time.Now().Before(l.deadlineLocked())
 	l.mu.Unlock()
 	if expired {
 		l.markLost(fmt.Errorf("%w: lease of %q ended before a renewal was confirmed", ErrLockLost, l.key))

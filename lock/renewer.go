@@ -41,9 +41,13 @@ func newRenewer(c *Client) *renewer {
 	return r
 }
 
+// schedule sets l's next renewal to at; the renewer also looks at it at
+// its deadline, if that comes sooner.
 func (r *renewer) schedule(l *Lock, at time.Time) {
+	deadline := l.deadline()
 	r.mu.Lock()
-	l.due, l.renewing = at, false
+	l.renewAt, l.renewing = at, false
+	l.due = minTime(at, deadline)
 	if l.heapIdx >= 0 {
 		heap.Fix(&r.locks, l.heapIdx)
 	} else {
@@ -103,17 +107,26 @@ func (r *renewer) tick(now time.Time) {
 	for len(r.locks) > 0 && !r.locks[0].due.After(now) {
 		l := r.locks[0]
 		l.mu.Lock()
-		expires, p := l.expires, l.p
+		deadline, p := l.deadlineLocked(), l.p
 		l.mu.Unlock()
-		if l.renewing || !now.Before(expires) {
-			// No renewal was confirmed before the lease ended.
+		switch {
+		case !now.Before(deadline):
+			// No renewal was confirmed before the lease ended, or the
+			// owning connection was silent for the server's read timeout.
 			heap.Pop(&r.locks)
 			lost = append(lost, l)
 			continue
+		case l.renewing:
+			// The reply is still awaited; the deadline moved (keep-alives
+			// answered on the owning connection).
+			l.due = deadline
+		case now.Before(l.renewAt):
+			l.due = minTime(l.renewAt, deadline)
+		default:
+			l.renewing, l.due = true, deadline
+			batches[p] = append(batches[p], l)
 		}
-		l.renewing, l.due = true, expires
 		heap.Fix(&r.locks, 0)
-		batches[p] = append(batches[p], l)
 	}
 	r.mu.Unlock()
 	for _, l := range lost {

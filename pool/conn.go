@@ -32,6 +32,7 @@ type Conn struct {
 	holds    map[*Hold]struct{}
 	broken   error
 	lastSent time.Time // when a request was last queued
+	heard    time.Time // when the latest answered request was queued
 
 	closed chan struct{} // closed when broken
 }
@@ -45,6 +46,7 @@ type call struct {
 	resp wire.Response
 	err  error
 	hold *Hold
+	sent time.Time     // when it was queued
 	done chan struct{} // buffered; receives once
 	// abandoned: the caller gave up; a grant in the reply is released.
 	abandoned bool
@@ -91,6 +93,16 @@ func (c *Conn) Err() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.broken
+}
+
+// Heard returns when the latest request that the server answered on this
+// connection was sent: the server read it after that moment, so its read
+// timeout cannot close the connection (and release its locks) before
+// Heard plus that timeout. Zero until a reply arrives.
+func (c *Conn) Heard() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.heard
 }
 
 // Holds returns how many locks the connection holds.
@@ -173,6 +185,7 @@ func (c *Conn) queueLocked(req *wire.Request, internal bool) (cl *call, write bo
 	cl.internal = internal
 	c.pending = append(c.pending, cl)
 	c.lastSent = time.Now()
+	cl.sent = c.lastSent
 	write = !c.writing
 	c.writing = true
 	return cl, write, nil
@@ -258,6 +271,9 @@ func (c *Conn) deliver(line []byte) error {
 	}
 	resp, perr := wire.ParseResponse(cl.req.Cmd, line)
 	cl.resp, cl.err = resp, perr
+	if perr == nil && cl.sent.After(c.heard) {
+		c.heard = cl.sent
+	}
 	unwanted := cl.abandoned || cl.internal
 	var cleanup *wire.Request
 	switch {

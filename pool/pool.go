@@ -76,6 +76,9 @@ func New(addr string, cfg Config) (*Pool, error) {
 // Addr is the server's address.
 func (p *Pool) Addr() string { return p.addr }
 
+// ServerReadTimeout is the server read timeout the pool works with.
+func (p *Pool) ServerReadTimeout() time.Duration { return p.cfg.ServerReadTimeout }
+
 // Do sends req and waits for its reply. Non-blocking requests share the
 // pipelined connections; a blocking one (a lock with a timeout, a wait)
 // runs on an exclusive connection (see Pin for what cancelling it does).

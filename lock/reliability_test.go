@@ -1,0 +1,214 @@
+package lock_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/dflock-go/dflock/fakeserver"
+	"github.com/dflock-go/dflock/lock"
+)
+
+// stress runs clients × workers contending for keys while faults are
+// injected, and checks mutual exclusion over everything they held.
+type stress struct {
+	clients, workers, keys, limit int
+	lease                         time.Duration
+	duration                      time.Duration
+	faults                        []fault
+}
+
+type fault struct {
+	name string
+	do   func(srv *fakeserver.Server, rng *rand.Rand)
+}
+
+var (
+	dropFault = fault{"drop connections", func(srv *fakeserver.Server, _ *rand.Rand) { srv.DropConnections() }}
+	// A stall longer than the lease: holders must give up before the
+	// server's sweep hands their locks on.
+	stallFault = fault{"stall past the lease", func(srv *fakeserver.Server, rng *rand.Rand) {
+		srv.Stall(time.Duration(1500+rng.IntN(1000)) * time.Millisecond)
+	}}
+	restartFault = fault{"restart", func(srv *fakeserver.Server, _ *rand.Rand) {
+		srv.Stop()
+		srv.Restart()
+	}}
+)
+
+type stressResult struct {
+	ops, acquired, lost, faults int64
+	violations                  []violation
+}
+
+// detectionWindow bounds how long after a server closes a connection (and
+// hands its locks on) the holder may still claim them: the time its
+// client takes to read the close. The protocol has no fencing, so this
+// window cannot be zero; it must stay small.
+const detectionWindow = 250 * time.Millisecond
+
+// notInherent returns the overlaps that are not the disconnect-detection
+// window (the earlier claim ended by loss, within detectionWindow).
+func (r stressResult) notInherent() []string {
+	var out []string
+	for _, v := range r.violations {
+		if !v.byLoss || v.overlap > detectionWindow {
+			out = append(out, fmt.Sprintf("%s (overlap %v)", v.text, v.overlap))
+		}
+	}
+	return out
+}
+
+func (r stressResult) longestOverlap() time.Duration {
+	var d time.Duration
+	for _, v := range r.violations {
+		d = max(d, v.overlap)
+	}
+	return d
+}
+
+func (s stress) run(t *testing.T) stressResult {
+	t.Helper()
+	f := newFleet(t, 2, fakeserver.Config{LeaseSweepInterval: 50 * time.Millisecond})
+	servers := []*fakeserver.Server{f.server(t, 0), f.server(t, 1)}
+	h := newHistory()
+	var res stressResult
+	var ops, acquired, lost, faults atomic.Int64
+	ctx, cancel := context.WithTimeout(context.Background(), s.duration)
+	defer cancel()
+
+	var wg sync.WaitGroup
+	for ci := range s.clients {
+		c := f.client(t, lock.Config{})
+		for wi := range s.workers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				rng := rand.New(rand.NewPCG(uint64(ci), uint64(wi)))
+				holder := fmt.Sprintf("c%d/w%d", ci, wi)
+				for ctx.Err() == nil {
+					key := fmt.Sprintf("stress-%d", rng.IntN(s.keys))
+					opts := []lock.Option{lock.LeaseTTL(s.lease), lock.AcquireTimeout(500 * time.Millisecond)}
+					var l *lock.Lock
+					if s.limit > 1 {
+						l = c.Semaphore(key, s.limit, opts...).Lock
+					} else {
+						l = c.Lock(key, opts...)
+					}
+					ops.Add(1)
+					ok, err := l.Acquire(ctx)
+					if err != nil || !ok {
+						continue
+					}
+					start := time.Now()
+					acquired.Add(1)
+					gone := l.Lost()
+					d := time.Duration(rng.IntN(20)) * time.Millisecond
+					if rng.IntN(10) == 0 {
+						// Some holds outlast the lease: renewal must work.
+						d = time.Duration(rng.Int64N(int64(2 * s.lease)))
+					}
+					hold := time.NewTimer(d)
+					var end time.Time
+					byLoss := false
+					select {
+					case <-hold.C:
+						end = time.Now() // Release begins: no longer claimed
+					case <-gone:
+						end, byLoss = time.Now(), true
+						lost.Add(1)
+					}
+					hold.Stop()
+					rctx, rcancel := context.WithTimeout(context.Background(), time.Second)
+					// A release that finds the lock gone means the claim
+					// ended by loss even if the hold ended first: the
+					// server had dropped the connection before the client
+					// noticed.
+					if err := l.Release(rctx); errors.Is(err, lock.ErrLockLost) {
+						byLoss = true
+					}
+					rcancel()
+					h.record(key, s.limit, holder, start, end, byLoss)
+				}
+			}()
+		}
+	}
+	if len(s.faults) > 0 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(7, 7))
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(time.Duration(200+rng.IntN(300)) * time.Millisecond):
+				}
+				fl := s.faults[rng.IntN(len(s.faults))]
+				fl.do(servers[rng.IntN(len(servers))], rng)
+				faults.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	for _, srv := range servers {
+		srv.Unstall()
+	}
+	res.ops, res.acquired, res.lost, res.faults = ops.Load(), acquired.Load(), lost.Load(), faults.Load()
+	res.violations = h.violations()
+	t.Logf("%s: %d operations, %d acquired, %d lost, %d faults, %d overlaps (longest %v)", t.Name(), res.ops, res.acquired, res.lost, res.faults, len(res.violations), res.longestOverlap())
+	for i, v := range res.violations {
+		if i < 10 {
+			t.Log(v.text)
+		}
+	}
+	return res
+}
+
+func TestMutualExclusionUnderFaults(t *testing.T) {
+	cases := []struct {
+		name string
+		s    stress
+		// disconnects: the server closes holders' connections, which
+		// opens the detection window.
+		disconnects bool
+	}{
+		{"no faults", stress{faults: nil}, false},
+		{"stalled server", stress{faults: []fault{stallFault}}, false},
+		{"dropped connections", stress{faults: []fault{dropFault}}, true},
+		{"restarted server", stress{faults: []fault{restartFault}}, true},
+		{"semaphore, all faults", stress{limit: 3, faults: []fault{dropFault, stallFault, restartFault}}, true},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			s := c.s
+			s.clients, s.workers, s.keys, s.lease, s.duration = 3, 6, 4, time.Second, 3*time.Second
+			if s.limit == 0 {
+				s.limit = 1
+			}
+			res := s.run(t)
+			assert.Positive(t, res.acquired)
+			if !c.disconnects {
+				assert.Empty(t, res.violations)
+				return
+			}
+			assert.Empty(t, res.notInherent(), "every overlap must be a holder learning of its closed connection within %v", detectionWindow)
+		})
+	}
+}
+
+// openFDs counts this process's open file descriptors.
+func openFDs(t *testing.T) int {
+	entries, err := os.ReadDir("/proc/self/fd")
+	require.NoError(t, err)
+	return len(entries)
+}
