@@ -34,6 +34,7 @@ type Lock struct {
 	lost    chan struct{} // made on demand: most locks are never asked
 	lostErr error
 	pin     *pool.Pinned // between a queued Enqueue and its Wait
+	pinPool *pool.Pool   // the server pin belongs to
 	cancel  context.CancelCauseFunc
 
 	// Guarded by the renewer's lock.

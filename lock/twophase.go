@@ -67,7 +67,7 @@ func (l *Lock) Enqueue(ctx context.Context) (Status, error) {
 		return Acquired, nil
 	case wire.StatusQueued:
 		l.mu.Lock()
-		l.pin = pin
+		l.pin, l.pinPool = pin, p
 		l.mu.Unlock()
 		l.c.trackQueued(l, true)
 		return Queued, nil
@@ -90,9 +90,8 @@ func (l *Lock) Wait(ctx context.Context, timeout time.Duration) (bool, error) {
 		return false, l.err
 	}
 	l.mu.Lock()
-	held, pin := l.token != "", l.pin
-	l.pin = nil
-	p := l.p
+	held, pin, p := l.token != "", l.pin, l.pinPool
+	l.pin, l.pinPool = nil, nil
 	l.mu.Unlock()
 	if held {
 		return true, nil
@@ -102,12 +101,6 @@ func (l *Lock) Wait(ctx context.Context, timeout time.Duration) (bool, error) {
 	}
 	l.c.trackQueued(l, false)
 	defer pin.Unpin()
-	if p == nil {
-		var err error
-		if p, err = l.c.poolFor(l.key); err != nil {
-			return false, err
-		}
-	}
 	secs := 0
 	if timeout > 0 {
 		var err error
@@ -128,7 +121,7 @@ func (l *Lock) Wait(ctx context.Context, timeout time.Duration) (bool, error) {
 func (l *Lock) withdraw(ctx context.Context) {
 	l.mu.Lock()
 	pin := l.pin
-	l.pin = nil
+	l.pin, l.pinPool = nil, nil
 	l.mu.Unlock()
 	if pin != nil {
 		l.c.trackQueued(l, false)
