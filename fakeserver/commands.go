@@ -59,29 +59,41 @@ func (c *conn) handle(req *wire.Request) outcome {
 	}
 }
 
+// admit applies, under s.mu, the rules that every acquire and enqueue
+// share: the key's limit and max-locks, eviction of expired holders, a
+// grant when a slot is free and nobody waits, then (if the request may
+// wait at all) max-waiters. It returns the key's entry and either a grant,
+// or a failure status, or neither: the request is to be queued.
+func (c *conn) admit(req *wire.Request, limit int, mayWait bool, now time.Time) (*entry, *holder, wire.Status) {
+	s := c.srv
+	e, st := s.lookup(req.Key, limit, now)
+	if st != 0 {
+		return nil, nil, st
+	}
+	s.evict(e, now)
+	e.lastActive = now
+	switch {
+	case e.free():
+		return e, s.grant(e, c, s.leaseOf(req), now), 0
+	case !mayWait:
+		return e, nil, wire.StatusTimeout
+	case s.cfg.MaxWaiters > 0 && e.waiters >= s.cfg.MaxWaiters:
+		return e, nil, wire.StatusErrorMaxWaiters
+	}
+	return e, nil, 0
+}
+
 func (c *conn) acquire(req *wire.Request, limit int) outcome {
 	s := c.srv
-	now := time.Now()
 	s.mu.Lock()
-	e, st := s.lookup(req.Key, limit, now)
+	e, h, st := c.admit(req, limit, req.Timeout > 0, time.Now())
 	if st != 0 {
 		s.mu.Unlock()
 		return reply(req.Cmd, st)
 	}
-	s.evict(e, now)
-	e.lastActive = now
-	if e.free() {
-		h := s.grant(e, c, s.leaseOf(req), now)
+	if h != nil {
 		s.mu.Unlock()
 		return granted(req.Cmd, wire.StatusOK, h)
-	}
-	if req.Timeout == 0 {
-		s.mu.Unlock()
-		return reply(req.Cmd, wire.StatusTimeout)
-	}
-	if s.cfg.MaxWaiters > 0 && e.waiters >= s.cfg.MaxWaiters {
-		s.mu.Unlock()
-		return reply(req.Cmd, wire.StatusErrorMaxWaiters)
 	}
 	w := &waiter{c: c, lease: s.leaseOf(req), ready: make(chan struct{})}
 	e.enqueue(w)
@@ -148,25 +160,18 @@ func (s *Server) holderOf(req *wire.Request, evictFirst bool, now time.Time) *ho
 
 func (c *conn) enqueue(req *wire.Request, limit int) outcome {
 	s := c.srv
-	now := time.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if _, dup := c.enq[req.Key]; dup {
 		return reply(req.Cmd, wire.StatusErrorAlreadyEnqueued)
 	}
-	e, st := s.lookup(req.Key, limit, now)
+	e, h, st := c.admit(req, limit, true, time.Now())
 	if st != 0 {
 		return reply(req.Cmd, st)
 	}
-	s.evict(e, now)
-	e.lastActive = now
-	if e.free() {
-		h := s.grant(e, c, s.leaseOf(req), now)
+	if h != nil {
 		c.enq[req.Key] = &waiter{c: c, e: e, lease: h.lease, granted: h}
 		return granted(req.Cmd, wire.StatusAcquired, h)
-	}
-	if s.cfg.MaxWaiters > 0 && e.waiters >= s.cfg.MaxWaiters {
-		return reply(req.Cmd, wire.StatusErrorMaxWaiters)
 	}
 	w := &waiter{c: c, lease: s.leaseOf(req), ready: make(chan struct{})}
 	e.enqueue(w)

@@ -73,9 +73,6 @@ func (s *Server) Addr() string {
 	return s.addr
 }
 
-// Config returns the configuration in force, defaults filled in.
-func (s *Server) Config() Config { return s.cfg }
-
 func (s *Server) listen() error {
 	ln, err := net.Listen("tcp", s.addr)
 	if err != nil {
@@ -206,11 +203,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		close(s.bgStop)
 		<-s.bgDone
 	}()
-	if s.ln != nil {
-		s.ln.Close()
-		<-s.accepted
-		s.ln = nil
-	}
+	s.closeListenerLocked()
 	s.mu.Lock()
 	for _, c := range s.conns {
 		c.mu.Lock()
@@ -242,15 +235,20 @@ func (s *Server) Shutdown(ctx context.Context) error {
 }
 
 func (s *Server) stopLocked() {
+	s.closeListenerLocked()
+	s.dropAll()
+	s.mu.Lock()
+	s.tab = newTable()
+	s.mu.Unlock()
+}
+
+// closeListenerLocked stops accepting and waits for the accept loop.
+func (s *Server) closeListenerLocked() {
 	if s.ln != nil {
 		s.ln.Close()
 		<-s.accepted
 		s.ln = nil
 	}
-	s.dropAll()
-	s.mu.Lock()
-	s.tab = newTable()
-	s.mu.Unlock()
 }
 
 // dropAll closes every connection and waits until each has released what
