@@ -34,7 +34,6 @@ type Conn struct {
 	lastSent time.Time // when a request was last queued
 	heard    time.Time // when the latest answered request was queued
 
-	closed chan struct{} // closed when broken
 }
 
 // ErrBroken wraps the reason a connection stopped working.
@@ -76,7 +75,6 @@ func newConn(p *Pool, id uint64, nc net.Conn, lr *wire.LineReader, shared bool) 
 		shared:   shared,
 		holds:    make(map[*Hold]struct{}),
 		lastSent: time.Now(),
-		closed:   make(chan struct{}),
 	}
 	go c.readLoop()
 	return c
@@ -84,9 +82,6 @@ func newConn(p *Pool, id uint64, nc net.Conn, lr *wire.LineReader, shared bool) 
 
 // ID is the connection's number within its pool.
 func (c *Conn) ID() uint64 { return c.id }
-
-// Closed is closed when the connection breaks or is closed.
-func (c *Conn) Closed() <-chan struct{} { return c.closed }
 
 // Err returns why the connection broke, or nil while it works.
 func (c *Conn) Err() error {
@@ -384,7 +379,6 @@ func (c *Conn) fail(err error) {
 			lost = append(lost, h.onLost)
 		}
 	}
-	close(c.closed)
 	c.mu.Unlock()
 
 	c.nc.Close()
