@@ -117,6 +117,12 @@ func (c *Client) poolFor(key string) (*pool.Pool, error) {
 	if err != nil {
 		return nil, err
 	}
+	return c.poolAt(addr)
+}
+
+// poolAt returns the pool for addr, making one for a server that joined an
+// elastic strategy after New.
+func (c *Client) poolAt(addr string) (*pool.Pool, error) {
 	c.mu.RLock()
 	p, closed := c.pools[addr], c.closed
 	c.mu.RUnlock()
@@ -126,7 +132,6 @@ func (c *Client) poolFor(key string) (*pool.Pool, error) {
 	if p != nil {
 		return p, nil
 	}
-	// A server that joined an elastic strategy after New.
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if p := c.pools[addr]; p != nil {
@@ -229,7 +234,7 @@ func (c *Client) Stats(ctx context.Context) []ServerStats {
 		go func() {
 			defer wg.Done()
 			out[i] = ServerStats{Addr: addr}
-			p, err := c.poolForAddr(addr)
+			p, err := c.poolAt(addr)
 			if err != nil {
 				out[i].Err = err
 				return
@@ -246,19 +251,6 @@ func (c *Client) Stats(ctx context.Context) []ServerStats {
 	}
 	wg.Wait()
 	return out
-}
-
-func (c *Client) poolForAddr(addr string) (*pool.Pool, error) {
-	c.mu.RLock()
-	p, closed := c.pools[addr], c.closed
-	c.mu.RUnlock()
-	if closed {
-		return nil, ErrClosed
-	}
-	if p == nil {
-		return nil, fmt.Errorf("lock: %s is not in the fleet", addr)
-	}
-	return p, nil
 }
 
 // PoolStats returns each server's connection statistics.
@@ -330,10 +322,7 @@ func (c *Client) Close() error {
 
 // releaseAll releases many locks, batched per server.
 func (c *Client) releaseAll(ctx context.Context, held []*Lock) {
-	type batch struct {
-		reqs []wire.Request
-	}
-	batches := map[*pool.Pool]*batch{}
+	batches := map[*pool.Pool][]wire.Request{}
 	for _, l := range held {
 		l.mu.Lock()
 		tok, p, h := l.token, l.p, l.hold
@@ -344,24 +333,19 @@ func (c *Client) releaseAll(ctx context.Context, held []*Lock) {
 		}
 		c.renewer.remove(l)
 		h.Done()
-		b := batches[p]
-		if b == nil {
-			b = &batch{}
-			batches[p] = b
-		}
-		b.reqs = append(b.reqs, wire.Request{Cmd: l.cmds.release, Key: l.key, Token: tok})
+		batches[p] = append(batches[p], wire.Request{Cmd: l.cmds.release, Key: l.key, Token: tok})
 	}
 	c.mu.Lock()
 	clear(c.held)
 	c.mu.Unlock()
 	var wg sync.WaitGroup
-	for p, b := range batches {
+	for p, reqs := range batches {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			const chunk = 4096
-			for i := 0; i < len(b.reqs); i += chunk {
-				p.DoAll(ctx, b.reqs[i:min(i+chunk, len(b.reqs))])
+			for i := 0; i < len(reqs); i += chunk {
+				p.DoAll(ctx, reqs[i:min(i+chunk, len(reqs))])
 			}
 		}()
 	}

@@ -65,6 +65,11 @@ func (l *Lock) deadlineLocked() time.Time {
 	return d
 }
 
+// expiredErr is the loss at the deadline.
+func (l *Lock) expiredErr() error {
+	return fmt.Errorf("%w: %q reached its deadline: no renewal confirmed within the lease, or no reply on its connection within the server's read timeout", ErrLockLost, l.key)
+}
+
 func (l *Lock) deadline() time.Time {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -103,7 +108,7 @@ func (l *Lock) Token() string {
 	tok, expired := l.token, l.token != "" && !time.Now().Before(l.deadlineLocked())
 	l.mu.Unlock()
 	if expired {
-		l.markLost(fmt.Errorf("%w: lease of %q ended before a renewal was confirmed", ErrLockLost, l.key))
+		l.markLost(l.expiredErr())
 		return ""
 	}
 	return tok

@@ -130,7 +130,7 @@ func (r *renewer) tick(now time.Time) {
 	}
 	r.mu.Unlock()
 	for _, l := range lost {
-		l.markLost(fmt.Errorf("%w: lease of %q ended before a renewal was confirmed", ErrLockLost, l.key))
+		l.markLost(l.expiredErr())
 	}
 	for p, ls := range batches {
 		r.batch.Add(1)

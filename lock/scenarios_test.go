@@ -221,6 +221,8 @@ func TestTLSAndAuthEndToEnd(t *testing.T) {
 	tok2 := l2.Token()
 	f.fake.Servers[0].DropConnections()
 	<-l2.Lost()
+	// Lost closes first; the log line follows.
+	require.Eventually(t, func() bool { return strings.Contains(logs.String(), "lock lost") }, wait, time.Millisecond)
 	out := logs.String()
 	assert.Contains(t, out, "lock lost")
 	for _, s := range []string{secret, "wrong-token-value", tok, tok2} {
