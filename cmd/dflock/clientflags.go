@@ -20,13 +20,19 @@ type clientFlags struct {
 }
 
 func (f *clientFlags) register(fs *flag.FlagSet, getenv func(string) string) {
-	servers := getenv("DFLOCK_SERVERS")
-	if servers == "" {
-		servers = defaultServers
-	}
-	fs.StringVar(&f.servers, "servers", servers, "comma-separated servers, in the order every client uses (env DFLOCK_SERVERS)")
+	serversFlag(fs, &f.servers, getenv)
 	fs.StringVar(&f.authTokenFile, "auth-token-file", getenv("DFLOCK_AUTH_TOKEN_FILE"), "file holding the servers' auth token (env DFLOCK_AUTH_TOKEN_FILE)")
 	fs.StringVar(&f.tlsCA, "tls-ca", getenv("DFLOCK_TLS_CA"), "PEM file of the CA that signed the servers' certificates; enables TLS (env DFLOCK_TLS_CA)")
+}
+
+// serversFlag registers --servers, defaulting to DFLOCK_SERVERS and then
+// to the local default server.
+func serversFlag(fs *flag.FlagSet, servers *string, getenv func(string) string) {
+	def := getenv("DFLOCK_SERVERS")
+	if def == "" {
+		def = defaultServers
+	}
+	fs.StringVar(servers, "servers", def, "comma-separated servers, in the order every client uses (env DFLOCK_SERVERS)")
 }
 
 // authToken reads the token file; the token never goes on a command line,

@@ -52,11 +52,8 @@ func runWhere(args []string, getenv func(string) string, stdout, stderr io.Write
 		fmt.Fprintln(stderr, "usage: dflock where KEY... [--servers host:port,...] [--strategy stable|consistent|rendezvous]")
 		fs.PrintDefaults()
 	}
-	servers := getenv("DFLOCK_SERVERS")
-	if servers == "" {
-		servers = defaultServers
-	}
-	fs.StringVar(&servers, "servers", servers, "comma-separated server addresses, in the order every client uses (env DFLOCK_SERVERS)")
+	var servers string
+	serversFlag(fs, &servers, getenv)
 	strategy := fs.String("strategy", "stable", "stable (CRC32, like the Python/TypeScript clients), consistent or rendezvous")
 	keys, err := parseInterspersed(fs, args)
 	if err != nil {
