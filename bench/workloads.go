@@ -96,15 +96,19 @@ func runHoldMany(ctx context.Context, cfg Config, newClient func() (*lock.Client
 	// Short leases make renewal work during the run.
 	lease := max(min(cfg.Lease, cfg.Duration/2), time.Second)
 	var lost atomic.Int64
-	before := heapBytes()
 	locks := make([]*lock.Lock, cfg.HoldMany)
 	var next atomic.Int64
 	hists := make([]*hdrhistogram.Histogram, cfg.Workers)
 	errs := make([]map[string]int64, cfg.Workers)
+	for w := range cfg.Workers {
+		hists[w], errs[w] = newHistogram(), map[string]int64{}
+	}
+	// After the harness's own tables: what grows from here is the
+	// client's cost of holding the locks.
+	before := heapBytes()
 	var wg sync.WaitGroup
 	began := time.Now()
 	for w := range cfg.Workers {
-		hists[w], errs[w] = newHistogram(), map[string]int64{}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
