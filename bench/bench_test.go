@@ -4,6 +4,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
 	"testing"
 	"time"
 
@@ -16,7 +20,22 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	if os.Getenv(bench.FleetEnv) != "" {
+		// Started by fleetInChild: be the fleet, not the tests.
+		if err := bench.ServeFleet(os.Stdin, os.Stdout); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
 	goleak.VerifyTestMain(m)
+}
+
+// fleetInChild runs the embedded fleet in this test binary started again,
+// as dflock bench does with the dflock binary.
+func fleetInChild() *exec.Cmd {
+	// Should TestMain ever miss FleetEnv, run no tests rather than all.
+	return exec.Command(os.Args[0], "-test.run=^$")
 }
 
 func TestRunEveryWorkload(t *testing.T) {
@@ -25,6 +44,7 @@ func TestRunEveryWorkload(t *testing.T) {
 	})
 	require.NoError(t, err)
 	assert.True(t, rep.Embedded)
+	assert.True(t, rep.ServersInProcess)
 	require.Len(t, rep.Servers, 3)
 	require.Len(t, rep.Results, len(bench.Workloads()))
 	for i, res := range rep.Results {
@@ -34,6 +54,7 @@ func TestRunEveryWorkload(t *testing.T) {
 		assert.Empty(t, res.Errors, res.Name)
 		assert.LessOrEqual(t, res.P50, res.P99, res.Name)
 		assert.LessOrEqual(t, res.P99, res.Max, res.Name)
+		assert.Positive(t, res.CPUPerOp, res.Name)
 		switch res.Name {
 		case "raw", "hold-many":
 			assert.Zero(t, res.VsRaw, res.Name)
@@ -49,10 +70,67 @@ func TestRunEveryWorkload(t *testing.T) {
 	require.NoError(t, rep.WriteTable(&table))
 	assert.Contains(t, table.String(), "p99.9")
 	assert.Contains(t, table.String(), "hold-many: one op = ")
+	assert.Contains(t, table.String(), "cpu/op*", "the column says it counts the servers")
+	assert.Contains(t, table.String(), "INCLUDING the embedded servers'")
 	require.NoError(t, rep.WriteJSON(&js))
 	var back bench.Report
 	require.NoError(t, json.Unmarshal(js.Bytes(), &back))
 	assert.Equal(t, rep.Results[1].Ops, back.Results[1].Ops)
+}
+
+func TestCPUPerOpWithFleetInChild(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	rep, err := bench.Run(ctx, bench.Config{
+		FleetCommand: fleetInChild,
+		Duration:     150 * time.Millisecond, Warmup: 20 * time.Millisecond, Workers: 8, HoldMany: 200, Keys: 100,
+	})
+	require.NoError(t, err)
+	assert.True(t, rep.Embedded)
+	assert.False(t, rep.ServersInProcess)
+	require.Len(t, rep.Servers, 3)
+	require.Len(t, rep.Results, len(bench.Workloads()))
+	for _, res := range rep.Results {
+		assert.Positive(t, res.Ops, res.Name)
+		assert.Empty(t, res.Errors, res.Name)
+		assert.Positive(t, res.CPUPerOp, res.Name)
+		assert.Less(t, res.CPUPerOp, time.Second, res.Name)
+	}
+
+	var table bytes.Buffer
+	require.NoError(t, rep.WriteTable(&table))
+	lines := strings.Split(table.String(), "\n")
+	require.Greater(t, len(lines), 3+len(rep.Results))
+	header := []rune(lines[2])
+	// The table aligns right, so every cell of a column ends where its
+	// heading does.
+	end := strings.Index(lines[2], " cpu/op ")
+	require.NotEqual(t, -1, end, "no cpu/op column in %q", lines[2])
+	end = len([]rune(lines[2][:end])) + len(" cpu/op")
+	for i, res := range rep.Results {
+		row := []rune(lines[3+i])
+		require.Len(t, row, len(header), "row %q", lines[3+i])
+		cells := strings.Fields(string(row[:end]))
+		assert.Equal(t, res.Name, cells[0])
+		assert.Regexp(t, `^[0-9.]+(ns|µs|ms|s)$`, cells[len(cells)-1], res.Name)
+	}
+	assert.Contains(t, table.String(), "in a child process")
+	assert.NotContains(t, table.String(), "cpu/op*")
+
+	var js bytes.Buffer
+	require.NoError(t, rep.WriteJSON(&js))
+	var back struct {
+		ServersInProcess bool `json:"servers_in_process"`
+		Results          []struct {
+			Name     string `json:"name"`
+			CPUPerOp int64  `json:"cpu_per_op_ns"`
+		} `json:"results"`
+	}
+	require.NoError(t, json.Unmarshal(js.Bytes(), &back))
+	assert.False(t, back.ServersInProcess)
+	for i, res := range back.Results {
+		assert.Equal(t, rep.Results[i].CPUPerOp.Nanoseconds(), res.CPUPerOp, res.Name)
+	}
 }
 
 func TestRunAgainstGivenServers(t *testing.T) {

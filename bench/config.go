@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"fmt"
 	"io"
+	"os/exec"
 	"slices"
 	"time"
 )
@@ -13,6 +14,12 @@ type Config struct {
 	// Servers to measure. Default: an embedded fleet of 3 fakeservers on
 	// loopback.
 	Servers []string
+	// FleetCommand, when set, runs the embedded fleet in the process it
+	// returns rather than in this one, so that cpu/op is the client's
+	// CPU alone. That process must call ServeFleet when it finds FleetEnv
+	// set; Run sets it and owns the command's stdin and stdout. Unset,
+	// the fleet shares this process and cpu/op counts the servers too.
+	FleetCommand func() *exec.Cmd
 	// Strategy is stable, consistent or rendezvous. Default stable.
 	Strategy string
 	// Conns is the most connections per server. Default 16.

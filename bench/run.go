@@ -11,7 +11,6 @@ import (
 	"github.com/HdrHistogram/hdrhistogram-go"
 	"github.com/schollz/progressbar/v3"
 
-	"github.com/dflock-go/dflock/fakeserver"
 	"github.com/dflock-go/dflock/lock"
 	"github.com/dflock-go/dflock/pool"
 	"github.com/dflock-go/dflock/shard"
@@ -23,13 +22,22 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		return nil, err
 	}
 	rep := &Report{Servers: cfg.Servers, Strategy: cfg.Strategy, Workers: cfg.Workers}
-	if len(cfg.Servers) == 0 {
-		fleet, err := fakeserver.StartFleet(3, fakeserver.Config{MaxLocks: -1})
+	switch {
+	case len(cfg.Servers) > 0:
+	case cfg.FleetCommand != nil:
+		addrs, stop, err := startChildFleet(ctx, cfg.FleetCommand())
+		if err != nil {
+			return nil, fmt.Errorf("bench: %w", err)
+		}
+		defer stop()
+		rep.Servers, rep.Embedded = addrs, true
+	default:
+		fleet, err := startEmbeddedFleet()
 		if err != nil {
 			return nil, err
 		}
 		defer fleet.Close()
-		rep.Servers, rep.Embedded = fleet.Addrs(), true
+		rep.Servers, rep.Embedded, rep.ServersInProcess = fleet.Addrs(), true, true
 	}
 	strategy, err := shard.ByName(cfg.Strategy, rep.Servers)
 	if err != nil {
@@ -112,10 +120,17 @@ type op func(ctx context.Context, w int, n int64) string
 // closedLoop runs workers that each do op back to back: unmeasured for
 // the warm-up, then measured for the duration. Latencies go to one HDR
 // histogram per worker, merged at the end.
+//
+// CPU time is sampled by the first worker to start an op in the measured
+// phase and by the first to find it over, so the span holds exactly the
+// starts of the ops counted; what ops in flight carry across either edge
+// cancels out in a steady state.
 func closedLoop(ctx context.Context, cfg Config, name, what string, do op) Result {
 	hists := make([]*hdrhistogram.Histogram, cfg.Workers)
 	errs := make([]map[string]int64, cfg.Workers)
 	var ops atomic.Int64
+	var cpu cpuSpan
+	var cpuFrom, cpuTo sync.Once
 	began := time.Now()
 	measureFrom := began.Add(cfg.Warmup)
 	end := measureFrom.Add(cfg.Duration)
@@ -129,7 +144,11 @@ func closedLoop(ctx context.Context, cfg Config, name, what string, do op) Resul
 			for n := int64(0); ctx.Err() == nil; n++ {
 				start := time.Now()
 				if !start.Before(end) {
+					cpuTo.Do(cpu.stop)
 					return
+				}
+				if !start.Before(measureFrom) {
+					cpuFrom.Do(cpu.start)
 				}
 				kind := do(ctx, w, n)
 				if start.Before(measureFrom) {
@@ -145,7 +164,10 @@ func closedLoop(ctx context.Context, cfg Config, name, what string, do op) Resul
 		}()
 	}
 	wg.Wait()
-	return summarise(name, what, hists, errs, ops.Load(), cfg.Duration)
+	// A cancelled run may never reach either edge.
+	cpuFrom.Do(cpu.start)
+	cpuTo.Do(cpu.stop)
+	return summarise(name, what, hists, errs, ops.Load(), cfg.Duration, &cpu)
 }
 
 func newHistogram() *hdrhistogram.Histogram {
@@ -153,7 +175,7 @@ func newHistogram() *hdrhistogram.Histogram {
 	return hdrhistogram.New(int64(time.Microsecond), int64(time.Minute), 3)
 }
 
-func summarise(name, what string, hists []*hdrhistogram.Histogram, errs []map[string]int64, ops int64, d time.Duration) Result {
+func summarise(name, what string, hists []*hdrhistogram.Histogram, errs []map[string]int64, ops int64, d time.Duration, cpu *cpuSpan) Result {
 	all := newHistogram()
 	for _, h := range hists {
 		all.Merge(h)
@@ -166,6 +188,7 @@ func summarise(name, what string, hists []*hdrhistogram.Histogram, errs []map[st
 		P99:       time.Duration(all.ValueAtQuantile(99)),
 		P999:      time.Duration(all.ValueAtQuantile(99.9)),
 		Max:       time.Duration(all.Max()),
+		CPUPerOp:  cpu.perOp(ops),
 		Errors:    map[string]int64{},
 	}
 	for _, m := range errs {

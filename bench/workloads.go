@@ -106,6 +106,10 @@ func runHoldMany(ctx context.Context, cfg Config, newClient func() (*lock.Client
 	// After the harness's own tables: what grows from here is the
 	// client's cost of holding the locks.
 	before := heapBytes()
+	// One op's CPU is its acquire and its share of the holding (renewals),
+	// but not the forced collection that measures the heap.
+	var cpu cpuSpan
+	cpu.start()
 	var wg sync.WaitGroup
 	began := time.Now()
 	for w := range cfg.Workers {
@@ -131,12 +135,15 @@ func runHoldMany(ctx context.Context, cfg Config, newClient func() (*lock.Client
 	}
 	wg.Wait()
 	acquiring := time.Since(began)
+	cpu.stop()
 	perLock := float64(heapBytes()-before) / float64(cfg.HoldMany)
 	sent := c.RenewalsSent()
+	cpu.start()
 	select {
 	case <-time.After(cfg.Duration):
 	case <-ctx.Done():
 	}
+	cpu.stop()
 	renewals := float64(c.RenewalsSent()-sent) / cfg.Duration.Seconds()
 	held, conns := 0, 0
 	for _, l := range locks {
@@ -147,7 +154,7 @@ func runHoldMany(ctx context.Context, cfg Config, newClient func() (*lock.Client
 	for _, ps := range c.PoolStats() {
 		conns = max(conns, ps.Conns)
 	}
-	res := summarise("hold-many", fmt.Sprintf("acquire of one of %d locks then held %v with a %v lease", cfg.HoldMany, cfg.Duration, lease), hists, errs, int64(held), acquiring)
+	res := summarise("hold-many", fmt.Sprintf("acquire of one of %d locks then held %v with a %v lease", cfg.HoldMany, cfg.Duration, lease), hists, errs, int64(held), acquiring, &cpu)
 	res.Extra = map[string]float64{
 		"lost":             float64(lost.Load()),
 		"held at end":      float64(held),
@@ -238,5 +245,6 @@ func runRaw(ctx context.Context, cfg Config, servers []string) (Result, error) {
 	// Each op above moved window pairs.
 	res.Ops *= window
 	res.PerSecond *= window
+	res.CPUPerOp /= window
 	return res, nil
 }

@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"strings"
+	"testing"
 	"time"
 
 	"golang.org/x/term"
@@ -16,6 +18,10 @@ import (
 
 // runBench runs the benchmark harness and prints its report.
 func runBench(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if getenv(bench.FleetEnv) != "" {
+		// This process is a parent bench's fleet (see below).
+		return bench.ServeFleet(os.Stdin, stdout)
+	}
 	fs := flag.NewFlagSet("dflock bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var (
@@ -25,7 +31,7 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 		asJSON    bool
 	)
 	cf.register(fs, getenv)
-	fs.Lookup("servers").Usage = "comma-separated servers to measure (default: an embedded fleet of 3 fakeservers; env DFLOCK_SERVERS)"
+	fs.Lookup("servers").Usage = "comma-separated servers to measure (default: an embedded fleet of 3 fakeservers in a child process; env DFLOCK_SERVERS)"
 	fs.StringVar(&cfg.Strategy, "strategy", "stable", "stable, consistent or rendezvous")
 	fs.IntVar(&cfg.Conns, "conns", 16, "most connections per server")
 	fs.IntVar(&cfg.Workers, "workers", 64, "closed-loop workers")
@@ -47,6 +53,13 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 			return err
 		}
 		cfg.Servers, cfg.AuthToken, cfg.TLS = lc.Servers, lc.AuthToken, lc.TLS
+	} else if exe, err := os.Executable(); err == nil && !testing.Testing() {
+		// The embedded fleet runs in a second dflock so that getrusage,
+		// and so cpu/op, sees the client alone. A test binary is no
+		// dflock: started again it would run the tests, not serve, so
+		// there (and without an executable to start) the fleet stays in
+		// this process and the report marks cpu/op as counting it.
+		cfg.FleetCommand = func() *exec.Cmd { return exec.Command(exe, "bench") }
 	}
 	cfg.Workloads = splitServers(workloads)
 	if f, ok := stderr.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
