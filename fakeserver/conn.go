@@ -104,6 +104,9 @@ func (c *conn) serve() {
 			if err != nil && disconnected(err) {
 				return
 			}
+			if isTimeout(err) {
+				c.srv.readTimeouts.Add(1)
+			}
 			log.Warn("authentication failed")
 			c.out = append(c.out, "error_auth\n"...)
 			c.flush()
@@ -125,6 +128,9 @@ func (c *conn) serve() {
 			default:
 				// Line too long or read timeout: the stream can no longer
 				// be trusted.
+				if isTimeout(err) {
+					c.srv.readTimeouts.Add(1)
+				}
 				log.Warn("protocol error, closing", "err", err)
 				c.out = append(c.out, "error\n"...)
 				c.flush()
@@ -215,9 +221,13 @@ func (c *conn) isShutting() bool {
 	return c.shutting
 }
 
-func disconnected(err error) bool {
+func isTimeout(err error) bool {
 	var ne net.Error
-	if errors.As(err, &ne) && ne.Timeout() {
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+func disconnected(err error) bool {
+	if isTimeout(err) {
 		return false // the read timeout, a protocol violation
 	}
 	var re *wire.RequestError

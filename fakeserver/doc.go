@@ -10,7 +10,11 @@
 //
 // Tests use its fault hooks: [Server.DropConnections], [Server.Stall],
 // [Server.RefuseConnections], [Server.Stop] and [Server.Restart],
-// [Server.ExpireNow].
+// [Server.ExpireNow]. [Server.TokenState] is the oracle for false losses:
+// whether the server still holds a token, for how long, and whether a fault
+// since its grant may excuse a client for giving it up; [Server.FaultCount]
+// and [Server.ReadTimeoutCloses] count the faults injected and the
+// connections closed for the read timeout.
 //
 //	srv, err := fakeserver.Start(fakeserver.Config{}) // 127.0.0.1, free port
 //	if err != nil { ... }

@@ -3,28 +3,49 @@ package fakeserver
 import "time"
 
 // Fault injection. Each hook acts at once and is safe for concurrent use.
+// Every call of a hook (but Unstall and RefuseConnections(false)) counts in
+// FaultCount, and TokenState reports the grants it may have cost a client.
 
 // DropConnections closes every open connection from the server's side, as a
 // network failure would, and returns how many it closed. When it returns,
 // their locks have been released (unless auto-release is disabled).
-func (s *Server) DropConnections() int { return s.dropAll() }
+func (s *Server) DropConnections() int {
+	s.fault()
+	return s.dropAll()
+}
 
 // Stall holds every request that arrives, or is already queued on a
 // connection, for d: no request is handled and no reply written until the
-// stall ends or Unstall is called. Leases keep running meanwhile.
+// stall ends or Unstall is called. Leases keep running meanwhile. A new
+// stall replaces one in force.
 func (s *Server) Stall(d time.Duration) {
+	now := time.Now()
+	s.mu.Lock()
+	s.faultLocked()
+	// A holder granted before the stall ends lived through it (one granted
+	// before it began is told by the epoch).
+	s.stallEnd = now.Add(max(d, 0))
+	s.mu.Unlock()
+
 	s.stallMu.Lock()
 	defer s.stallMu.Unlock()
-	s.stallUntil = time.Now().Add(d)
+	s.stallUntil = now.Add(d)
 }
 
 // Unstall ends a stall early.
 func (s *Server) Unstall() {
 	s.stallMu.Lock()
-	defer s.stallMu.Unlock()
 	s.stallUntil = time.Time{}
 	close(s.stallLifted)
 	s.stallLifted = make(chan struct{})
+	s.stallMu.Unlock()
+
+	now := time.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stallEnd.After(now) {
+		s.stallEnd = now
+	}
 }
 
 func (s *Server) stallState() (time.Time, <-chan struct{}) {
@@ -36,7 +57,19 @@ func (s *Server) stallState() (time.Time, <-chan struct{}) {
 // RefuseConnections makes the server accept new connections and close them
 // at once without a reply (as a full server does), until called with false.
 // Open connections are not affected.
-func (s *Server) RefuseConnections(refuse bool) { s.refusing.Store(refuse) }
+func (s *Server) RefuseConnections(refuse bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case refuse:
+		s.faultLocked()
+		s.refuseOn = true
+	case s.refuseOn:
+		s.refuseOn = false
+		s.refuseEnd = time.Now()
+	}
+	s.refusing.Store(refuse)
+}
 
 // Stop simulates the server dying: the listener and every connection close
 // and all state is lost. Restart brings it back on the same address.
@@ -46,6 +79,7 @@ func (s *Server) Stop() error {
 	if s.closed {
 		return ErrClosed
 	}
+	s.fault()
 	s.stopLocked()
 	return nil
 }
@@ -61,12 +95,15 @@ func (s *Server) Restart() error {
 	if s.ln != nil {
 		return nil
 	}
+	s.fault()
 	return s.listen()
 }
 
 // ExpireNow ends the lease of every holder of key now, granting the freed
-// slots to waiters, and returns how many holders it evicted.
+// slots to waiters, and returns how many holders it evicted. It is a fault
+// for those holders only.
 func (s *Server) ExpireNow(key string) int {
+	s.faults.Add(1)
 	now := time.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -76,6 +113,19 @@ func (s *Server) ExpireNow(key string) int {
 	}
 	for _, h := range e.holders {
 		h.expires = now
+		s.noteLostLocked(h)
 	}
 	return s.evict(e, now)
+}
+
+// fault counts a fault that may hit every holder of the server.
+func (s *Server) fault() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.faultLocked()
+}
+
+func (s *Server) faultLocked() {
+	s.faults.Add(1)
+	s.epoch++
 }

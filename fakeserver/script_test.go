@@ -116,9 +116,11 @@ var tokenVar = regexp.MustCompile(`\$[A-Z]`)
 //	N< reply         read one reply; $X matches a token and binds it (or
 //	                 must equal its earlier binding); ~ matches any number,
 //	                 * anything
-//	N~               no reply yet (still blocked)
+//	N~               no reply yet, and the server has N's request in a
+//	                 key's queue (so later requests queue behind it)
 //	N<closed         the server closed connection N
-//	N close          close connection N from the client side
+//	N close          close connection N from the client side, then wait
+//	                 until the server has noticed and released it
 //	expire KEY       the fault hook: end KEY's leases now
 //	// text          a comment
 //
@@ -164,13 +166,30 @@ func runScript(t *testing.T, srv *fakeserver.Server, script string) {
 		case strings.HasPrefix(op, "< "):
 			matchReply(t, step, get(n).read(), op[2:], vars)
 		case op == "~":
-			get(n).expectSilent()
+			c := get(n)
+			c.expectSilent()
+			waitPeer(t, srv, c.nc.LocalAddr().String(), step, func(open, waiting bool) bool { return waiting })
 		case op == " close":
-			get(n).nc.Close()
+			// The server must have the connection before the close, and
+			// have released it after: until then a request it read from
+			// it could still queue, and be granted to a dead wait.
+			c := get(n)
+			addr := c.nc.LocalAddr().String()
+			waitPeer(t, srv, addr, step, func(open, waiting bool) bool { return open })
+			c.nc.Close()
+			waitPeer(t, srv, addr, step, func(open, waiting bool) bool { return !open })
 		default:
 			t.Fatalf("bad step %q", step)
 		}
 	}
+}
+
+// waitPeer polls the server's view of the client connection whose local
+// address is addr until cond holds, failing the test after replyTimeout.
+func waitPeer(t *testing.T, srv *fakeserver.Server, addr, step string, cond func(open, waiting bool) bool) {
+	t.Helper()
+	require.Eventuallyf(t, func() bool { return cond(srv.PeerState(addr)) }, replyTimeout, time.Millisecond,
+		"step %q: the server's view of the connection never changed", step)
 }
 
 func matchReply(t *testing.T, step, got, want string, vars map[string]string) {

@@ -20,6 +20,15 @@ type Server struct {
 	mu    sync.Mutex // guards tab, conns and everything they point to
 	tab   *table
 	conns map[uint64]*conn
+	// Fault bookkeeping for TokenState, also guarded by mu: epoch counts
+	// the faults that may hit any holder; a holder granted before
+	// stallEnd or refuseEnd (or while refusing) lived through a stall or
+	// a refusal; lost remembers tokens removed after a fault touched them.
+	epoch     uint64
+	stallEnd  time.Time
+	refuseEnd time.Time
+	refuseOn  bool
+	lost      lostTokens
 
 	life     sync.Mutex // serialises Stop, Restart, Close and Shutdown
 	ln       net.Listener
@@ -31,6 +40,9 @@ type Server struct {
 	nextID   atomic.Uint64
 	refusing atomic.Bool
 	busy     atomic.Int64 // connections handling a request
+
+	faults       atomic.Uint64 // fault hooks called
+	readTimeouts atomic.Uint64 // connections closed for the read timeout
 
 	stallMu     sync.Mutex
 	stallUntil  time.Time
@@ -173,6 +185,11 @@ func (s *Server) Stats() wire.Stats { return s.snapshot(time.Now()) }
 // in a wait, held by a stall, or about to answer.
 func (s *Server) Busy() int { return int(s.busy.Load()) }
 
+// ReadTimeoutCloses returns how many connections the server has closed
+// because its read timeout ran out (including a first request that never
+// came on a server with an auth token).
+func (s *Server) ReadTimeoutCloses() uint64 { return s.readTimeouts.Load() }
+
 // Close stops the server at once: the listener and every connection are
 // closed and all state is dropped. It is safe to call twice.
 func (s *Server) Close() error {
@@ -238,6 +255,14 @@ func (s *Server) stopLocked() {
 	s.closeListenerLocked()
 	s.dropAll()
 	s.mu.Lock()
+	// Holders left (auto-release disabled) are forgotten with the table.
+	for _, e := range s.tab.keys {
+		for _, h := range e.holders {
+			if s.faultedLocked(h) {
+				s.noteLostLocked(h)
+			}
+		}
+	}
 	s.tab = newTable()
 	s.mu.Unlock()
 }

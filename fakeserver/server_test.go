@@ -31,6 +31,11 @@ func TestReadTimeoutClosesAndReleases(t *testing.T) {
 	assert.Equal(t, "error", line)
 	holder.expectClosed()
 	assert.Regexp(t, "^ok ", waiter.read())
+	assert.Equal(t, uint64(1), srv.ReadTimeoutCloses(), "counted before the reply")
+	// A client closing is no read timeout.
+	waiter.nc.Close()
+	require.Eventually(t, func() bool { return srv.Stats().Connections == 0 }, replyTimeout, time.Millisecond)
+	assert.Equal(t, uint64(1), srv.ReadTimeoutCloses())
 }
 
 func TestReadTimeoutCountsPerLine(t *testing.T) {
@@ -41,6 +46,15 @@ func TestReadTimeoutCountsPerLine(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, "error", line, "a half-sent request times out too")
 	c.expectClosed()
+	assert.Equal(t, uint64(1), srv.ReadTimeoutCloses())
+
+	// So does a first request that never comes on a server with a token.
+	srv = start(t, fakeserver.Config{ReadTimeout: 300 * time.Millisecond, AuthToken: "s3cret"})
+	c = dial(t, srv.Addr())
+	line, err = c.readLine(replyTimeout)
+	require.NoError(t, err)
+	assert.Equal(t, "error_auth", line)
+	assert.Equal(t, uint64(1), srv.ReadTimeoutCloses())
 }
 
 func TestMaxConnections(t *testing.T) {

@@ -39,6 +39,10 @@ type holder struct {
 	ownerID uint64
 	lease   time.Duration
 	expires time.Time
+	// granted and epoch record when the grant was made, for TokenState:
+	// the time, and Server.epoch then.
+	granted time.Time
+	epoch   uint64
 	// gone says why the holder left: 0 while held.
 	gone goneReason
 }
@@ -98,7 +102,8 @@ func (s *Server) lookup(key string, limit int, now time.Time) (*entry, wire.Stat
 func (e *entry) free() bool { return len(e.holders) < e.limit && e.head == nil }
 
 func (s *Server) grant(e *entry, c *conn, lease time.Duration, now time.Time) *holder {
-	h := &holder{token: s.tab.newToken(), e: e, owner: c, ownerID: c.id, lease: lease, expires: now.Add(lease)}
+	h := &holder{token: s.tab.newToken(), e: e, owner: c, ownerID: c.id, lease: lease, expires: now.Add(lease),
+		granted: now, epoch: s.epoch}
 	e.holders = append(e.holders, h)
 	c.held[h] = struct{}{}
 	e.lastActive = now
@@ -118,6 +123,9 @@ func (s *Server) removeHolder(h *holder, why goneReason, now time.Time) {
 	}
 	if h.owner != nil {
 		delete(h.owner.held, h)
+	}
+	if s.faultedLocked(h) {
+		s.noteLostLocked(h)
 	}
 	h.gone = why
 	e.lastActive = now
