@@ -49,13 +49,13 @@ type Client struct {
 	log          *slog.Logger
 	renewer      *renewer
 	closeTimeout time.Duration
-	background   sync.WaitGroup // releases of lost locks in flight
+	lossHook     func(g *pool.Grant, err error) // tests: runs on every reported loss
 
+	// mu guards the fields below. Lock order: Client.mu before Lock.mu.
 	mu     sync.RWMutex
 	pools  map[string]*pool.Pool
-	held   map[*Lock]struct{}
-	queued map[*Lock]struct{} // with an Enqueue awaiting its Wait
-	closed bool
+	active map[*Lock]struct{} // handles queued or held, for Close
+	closed bool               // Close has begun: nothing new is tracked
 }
 
 // New returns a client for the fleet. It connects lazily.
@@ -89,8 +89,8 @@ func New(cfg Config) (*Client, error) {
 		log:          log,
 		closeTimeout: 5 * time.Second,
 		pools:        map[string]*pool.Pool{},
-		held:         map[*Lock]struct{}{},
-		queued:       map[*Lock]struct{}{},
+		active:       map[*Lock]struct{}{},
+		lossHook:     func(*pool.Grant, error) {},
 	}
 	for _, addr := range strategy.Servers() {
 		if _, err := c.addPool(addr); err != nil {
@@ -143,20 +143,29 @@ func (c *Client) poolAt(addr string) (*pool.Pool, error) {
 // ServerFor returns the address of the server that owns key.
 func (c *Client) ServerFor(key string) (string, error) { return c.strategy.Server(key) }
 
-// track keeps the set of held locks, for Close.
-func (c *Client) track(l *Lock, held bool) { c.mark(c.held, l, held) }
-
-// trackQueued keeps the set of pending enqueues, for Close.
-func (c *Client) trackQueued(l *Lock, queued bool) { c.mark(c.queued, l, queued) }
-
-func (c *Client) mark(set map[*Lock]struct{}, l *Lock, in bool) {
+// track adds a handle that is becoming queued or held to the set Close
+// settles; false once Close has begun.
+func (c *Client) track(l *Lock) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if in {
-		set[l] = struct{}{}
-	} else {
-		delete(set, l)
+	if c.closed {
+		return false
 	}
+	c.active[l] = struct{}{}
+	return true
+}
+
+// untrack removes a handle that is no longer queued or held.
+func (c *Client) untrack(l *Lock) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.active, l)
+}
+
+// releaseUnwanted gives back a grant no handle will hold (it arrived as
+// the client closed, or its confirmation was cut short), without waiting.
+func (c *Client) releaseUnwanted(g *pool.Grant) {
+	g.Expire(errors.New("not wanted"))
 }
 
 // Lock returns a handle on the lock named key. Nothing is sent until it is
@@ -201,7 +210,7 @@ func (l *Lock) run(ctx context.Context, fn func(ctx context.Context) error) erro
 	defer cancel(nil)
 	l.mu.Lock()
 	l.cancel = cancel
-	lost := l.token == "" // lost between Acquire and here
+	lost := l.state != stateHeld // lost between Acquire and here
 	l.mu.Unlock()
 	if lost {
 		cancel(ErrLockLost)
@@ -267,89 +276,59 @@ func (c *Client) PoolStats() []pool.Stats {
 // RenewalsSent counts the renewals the client has sent.
 func (c *Client) RenewalsSent() uint64 { return c.renewer.sent.Load() }
 
-// releaseQuietly gives back a lock nobody holds any more, without waiting.
-func (c *Client) releaseQuietly(p *pool.Pool, cmd wire.Command, key, token string) {
-	c.mu.RLock()
-	defer c.mu.RUnlock()
-	if c.closed {
-		return // the pools are closing: closing a connection releases its locks
-	}
-	c.background.Add(1)
-	go func() {
-		defer c.background.Done()
-		ctx, cancel := context.WithTimeout(context.Background(), c.closeTimeout)
-		defer cancel()
-		if _, err := p.Do(ctx, &wire.Request{Cmd: cmd, Key: key, Token: token}); err != nil && !errors.Is(err, pool.ErrClosed) {
-			c.log.Debug("lock: releasing a lost lock", "key", key, "server", p.Addr(), "err", err)
-		}
-	}()
-}
-
-// Close releases every lock the client holds, stops renewing and closes
-// its connections (which releases, on the server, anything a release
-// could not reach). Safe to call twice.
+// Close releases every lock the client holds, withdraws pending
+// enqueues, stops renewing and closes its connections (which releases, on
+// the server, anything a release could not reach). A grant that arrives
+// for an Acquire still in flight is released, and that Acquire returns
+// ErrClosed. Safe to call twice.
 func (c *Client) Close() error {
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
 		return nil
 	}
-	held := make([]*Lock, 0, len(c.held))
-	for l := range c.held {
-		held = append(held, l)
+	c.closed = true
+	active := make([]*Lock, 0, len(c.active))
+	for l := range c.active {
+		active = append(active, l)
 	}
-	queued := make([]*Lock, 0, len(c.queued))
-	for l := range c.queued {
-		queued = append(queued, l)
-	}
+	clear(c.active)
 	c.mu.Unlock()
 
 	ctx, cancel := context.WithTimeout(context.Background(), c.closeTimeout)
 	defer cancel()
-	for _, l := range queued {
-		// Pinned connections must go back before the pools can close.
-		l.withdraw(ctx)
-	}
-	c.releaseAll(ctx, held)
-	c.renewer.close()
-	c.mu.Lock()
-	c.closed = true
-	c.mu.Unlock()
-	c.background.Wait()
-	c.closePools()
-	return nil
-}
-
-// releaseAll releases many locks, batched per server.
-func (c *Client) releaseAll(ctx context.Context, held []*Lock) {
-	batches := map[*pool.Pool][]wire.Request{}
-	for _, l := range held {
+	batches := map[*pool.Pool][]*pool.Grant{}
+	for _, l := range active {
 		l.mu.Lock()
-		tok, p, h := l.token, l.p, l.hold
-		l.token, l.hold = "", nil
-		l.mu.Unlock()
-		if tok == "" {
-			continue
+		st, g, e, pin := l.state, l.grant, l.entry, l.pin
+		switch st {
+		case stateHeld:
+			l.state, l.grant, l.entry = stateIdle, nil, nil
+		case stateQueued:
+			l.state, l.pin, l.pinPool = stateIdle, nil, nil
 		}
-		c.renewer.remove(l)
-		h.Done()
-		batches[p] = append(batches[p], wire.Request{Cmd: l.cmds.release, Key: l.key, Token: tok})
+		l.mu.Unlock()
+		switch st {
+		case stateHeld:
+			c.renewer.remove(e)
+			batches[e.p] = append(batches[e.p], g)
+		case stateQueued:
+			// Pinned connections must go back before the pools can close.
+			l.withdrawPinned(pin)
+		}
 	}
-	c.mu.Lock()
-	clear(c.held)
-	c.mu.Unlock()
 	var wg sync.WaitGroup
-	for p, reqs := range batches {
+	for p, gs := range batches {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			const chunk = 4096
-			for i := 0; i < len(reqs); i += chunk {
-				p.DoAll(ctx, reqs[i:min(i+chunk, len(reqs))])
-			}
+			p.ReleaseAll(ctx, gs)
 		}()
 	}
 	wg.Wait()
+	c.renewer.close()
+	c.closePools()
+	return nil
 }
 
 func (c *Client) closePools() {

@@ -15,6 +15,19 @@ import (
 // Semaphore). Handles are cheap; make one per critical section or keep one
 // and acquire it again. A handle's methods are not meant to be called
 // concurrently; they are serialised if they are.
+//
+// A handle is always in exactly one state:
+//
+//	idle    nothing held, nothing pending (a new handle, or after Release)
+//	queued  an Enqueue waits in the key's queue on a pinned connection
+//	held    it holds one grant, renewed in the background
+//	lost    its grant was lost; Release reports why, Acquire starts afresh
+//	closed  Close was called; every call but Close returns ErrClosed
+//
+// idle → held (Acquire, TryAcquire, Enqueue acquired at once),
+// idle → queued (Enqueue), queued → held or idle (Wait), held → idle
+// (Release), held → lost (the grant is lost), lost → idle (Release) or
+// held (Acquire), any → closed (Close).
 type Lock struct {
 	c     *Client
 	key   string
@@ -25,56 +38,29 @@ type Lock struct {
 
 	op sync.Mutex // serialises Acquire, Release, Enqueue, Wait, Close
 
+	// mu guards the fields below. Lock order: Lock.op, then Lock.mu, then
+	// the renewer's mu; a pool Grant's callbacks run with none of them
+	// held.
 	mu      sync.Mutex
-	token   string
-	lease   time.Duration
-	expires time.Time // the end of the last lease the server confirmed
-	p       *pool.Pool
-	hold    *pool.Hold
+	state   state
+	grant   *pool.Grant   // held, lost: the grant
+	entry   *renewal      // held: the grant's place in the renewer
+	pin     *pool.Pinned  // queued: the connection the enqueue waits on
+	pinPool *pool.Pool    // queued: the server pin belongs to
 	lost    chan struct{} // made on demand: most locks are never asked
 	lostErr error
-	pin     *pool.Pinned // between a queued Enqueue and its Wait
-	pinPool *pool.Pool   // the server pin belongs to
-	cancel  context.CancelCauseFunc
-
-	// Guarded by the renewer's lock.
-	due      time.Time // when the renewer next looks at it
-	renewAt  time.Time // when the next renewal is due
-	heapIdx  int
-	renewing bool
+	cancel  context.CancelCauseFunc // WithLock's, while fn runs
 }
 
-// deadlineLocked is the moment the lock stops being ours, whichever comes
-// first: the end of the last lease the server confirmed, or the server's
-// read timeout on the connection that holds the lock, counted from the
-// last request it answered there (if that connection falls silent, say in
-// a partition, the server releases the lock then, even if the lease is
-// longer). l.mu must be held.
-func (l *Lock) deadlineLocked() time.Time {
-	// A margin so that the loss is reported (Lost closes, the callback
-	// runs) before the server can hand the lock on, despite timer slop.
-	d := l.expires.Add(-min(l.lease/20, 250*time.Millisecond))
-	if l.hold != nil {
-		if heard := l.hold.Conn().Heard(); !heard.IsZero() {
-			rt := l.p.ServerReadTimeout()
-			if c := heard.Add(rt - min(rt/10, time.Second)); c.Before(d) {
-				d = c
-			}
-		}
-	}
-	return d
-}
+type state int
 
-// expiredErr is the loss at the deadline.
-func (l *Lock) expiredErr() error {
-	return fmt.Errorf("%w: %q reached its deadline: no renewal confirmed within the lease, or no reply on its connection within the server's read timeout", ErrLockLost, l.key)
-}
-
-func (l *Lock) deadline() time.Time {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.deadlineLocked()
-}
+const (
+	stateIdle state = iota
+	stateQueued
+	stateHeld
+	stateLost
+	stateClosed
+)
 
 type commands struct{ acquire, release, renew, enqueue, wait wire.Command }
 
@@ -84,7 +70,7 @@ var (
 )
 
 func newLock(c *Client, key string, limit int, opts []Option) *Lock {
-	l := &Lock{c: c, key: key, limit: limit, cmds: lockCommands, opt: defaultOptions(), heapIdx: -1}
+	l := &Lock{c: c, key: key, limit: limit, cmds: lockCommands, opt: defaultOptions()}
 	if limit > 0 {
 		l.cmds = semCommands
 	}
@@ -102,27 +88,44 @@ func newLock(c *Client, key string, limit int, opts []Option) *Lock {
 func (l *Lock) Key() string { return l.key }
 
 // Token returns the holder's token, or "" when the lock is not held. It
-// turns "" the moment the last confirmed lease ends without a renewal.
+// turns "" the moment the lock can no longer be known to be held: when
+// its lease, as the server counts it, may have run out without a
+// confirmed renewal.
 func (l *Lock) Token() string {
 	l.mu.Lock()
-	tok, expired := l.token, l.token != "" && !time.Now().Before(l.deadlineLocked())
+	g := l.grant
+	held := l.state == stateHeld
 	l.mu.Unlock()
-	if expired {
-		l.markLost(l.expiredErr())
+	if !held {
 		return ""
 	}
-	return tok
+	if !time.Now().Before(g.Deadline()) {
+		g.Expire(errDeadline)
+		return ""
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.state != stateHeld || l.grant != g {
+		return ""
+	}
+	return g.Token()
 }
+
+// errDeadline is why a grant is lost when its deadline passes.
+var errDeadline = errors.New("no renewal confirmed within its lease, or no reply on its connection within the server's read timeout")
 
 // Lease returns the lease the server granted (and last renewed), or 0
 // when the lock is not held.
 func (l *Lock) Lease() time.Duration {
 	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.token == "" {
+	g := l.grant
+	held := l.state == stateHeld
+	l.mu.Unlock()
+	if !held {
 		return 0
 	}
-	return l.lease
+	_, lease := g.Lease()
+	return lease
 }
 
 // Lost returns a channel that is closed when the lock, held, is lost. Each
@@ -150,11 +153,11 @@ func (l *Lock) request(cmd wire.Command) wire.Request {
 	return req
 }
 
-// Acquire takes the lock, waiting up to the acquire timeout. It returns
-// false with a nil error when the timeout passes, and ctx's error when ctx
-// ends first; a grant that arrives after that is released at once. Once
-// held, the lock is renewed in the background until Release, Close or
-// loss.
+// Acquire takes the lock, waiting up to the acquire timeout, including any
+// wait for a free connection. It returns false with a nil error when the
+// timeout passes, and ctx's error when ctx ends first; a grant that
+// arrives after that is released at once. Once held, the lock is renewed
+// in the background until Release, Close or loss.
 func (l *Lock) Acquire(ctx context.Context) (bool, error) {
 	return l.acquire(ctx, l.opt.acquireTimeout)
 }
@@ -165,9 +168,19 @@ func (l *Lock) TryAcquire(ctx context.Context) (bool, error) {
 	return l.acquire(ctx, 0)
 }
 
+// errWaitOver is the cause of an acquire's own deadline, to tell it from
+// the caller's.
+var errWaitOver = errors.New("lock: acquire timeout passed")
+
+// replySlack is how long past the timeout sent to the server an acquire
+// waits for its answer: the server rounds up to whole seconds and the
+// reply has to travel.
+const replySlack = 2 * time.Second
+
 func (l *Lock) acquire(ctx context.Context, timeout time.Duration) (bool, error) {
 	l.op.Lock()
 	defer l.op.Unlock()
+	deadline := time.Now().Add(timeout)
 	p, err := l.begin()
 	if err != nil {
 		return false, err
@@ -176,19 +189,36 @@ func (l *Lock) acquire(ctx context.Context, timeout time.Duration) (bool, error)
 	// costs one round trip and no exclusive connection. It never jumps a
 	// queue: the server refuses it while anyone waits.
 	req := l.request(l.cmds.acquire)
-	sent := time.Now()
 	res, err := p.Do(ctx, &req)
-	if ok, err := l.take(p, res, err, sent); ok || err != nil || timeout <= 0 {
+	if ok, err := l.take(ctx, p, res, err, false); ok || err != nil || timeout <= 0 {
 		return ok, err
 	}
-	secs, err := waitSeconds(ctx, timeout)
+
+	// The wait for a free connection counts against the timeout too.
+	wctx, cancel := context.WithDeadlineCause(ctx, deadline, errWaitOver)
+	defer cancel()
+	pin, err := p.Pin(wctx)
 	if err != nil {
+		return l.take(ctx, p, pool.Result{}, ownDeadline(ctx, wctx, err), false)
+	}
+	defer pin.Unpin()
+	if req.Timeout, err = waitSeconds(ctx, time.Until(deadline)); err != nil {
 		return false, err
 	}
-	req.Timeout = secs
-	sent = time.Now()
-	res, err = p.Do(ctx, &req)
-	return l.take(p, res, err, sent)
+	rctx, cancel := context.WithTimeoutCause(ctx, time.Duration(req.Timeout)*time.Second+replySlack, errWaitOver)
+	defer cancel()
+	res, err = pin.Do(rctx, &req)
+	pin.Unpin()
+	return l.take(ctx, p, res, ownDeadline(ctx, rctx, err), false)
+}
+
+// ownDeadline turns the end of a wait bounded by the acquire timeout into
+// "not acquired" (a nil error, for take), and leaves other errors alone.
+func ownDeadline(ctx, wctx context.Context, err error) error {
+	if err != nil && ctx.Err() == nil && context.Cause(wctx) == errWaitOver {
+		return wire.ErrTimeout
+	}
+	return err
 }
 
 // waitSeconds is how long the server may block: the timeout or what is
@@ -210,53 +240,69 @@ func (l *Lock) begin() (*pool.Pool, error) {
 		return nil, l.err
 	}
 	l.mu.Lock()
-	held, pinned := l.token != "", l.pin != nil
+	st := l.state
 	l.mu.Unlock()
-	if held {
+	switch st {
+	case stateHeld:
 		return nil, ErrHeld
-	}
-	if pinned {
+	case stateQueued:
 		return nil, ErrAlreadyEnqueued
+	case stateClosed:
+		return nil, ErrClosed
 	}
 	return l.c.poolFor(l.key)
 }
 
-// take records a grant, or turns the reply into Acquire's result.
-func (l *Lock) take(p *pool.Pool, res pool.Result, err error, sent time.Time) (bool, error) {
+// take turns a reply into Acquire's result, and makes a grant the
+// handle's. confirm asks for the grant to be confirmed whatever its age.
+func (l *Lock) take(ctx context.Context, p *pool.Pool, res pool.Result, err error, confirm bool) (bool, error) {
+	if err == nil {
+		err = res.Resp.Err()
+	}
+	if errors.Is(err, wire.ErrTimeout) {
+		return false, nil
+	}
 	if err != nil {
 		return false, err
 	}
-	if err := res.Resp.Err(); err != nil {
-		if errors.Is(err, wire.ErrTimeout) {
-			return false, nil
+	g := res.Grant
+	_, lease := g.Lease()
+	if late := time.Since(res.Sent); confirm || late >= min(time.Duration(float64(lease)*l.opt.renewRatio), p.KeepAlive()) {
+		// The grant waited on the server: its lease, and the server's
+		// read-timeout clock on its connection, started when the server
+		// granted it, an instant the client cannot see. Counted from the
+		// request, the lock would look nearly expired; a renewal on the
+		// owning connection proves both from now on.
+		if err := g.Confirm(ctx, seconds(lease)); err != nil {
+			if g.Err() == nil {
+				l.c.releaseUnwanted(g)
+			}
+			return false, fmt.Errorf("lock: %q was granted after a wait, but confirming it failed: %w", l.key, err)
 		}
+	}
+	if err := l.adopt(p, g); err != nil {
 		return false, err
 	}
-	l.held(p, res.Hold, res.Resp, sent)
 	return true, nil
 }
 
-// held makes the handle the holder of a grant that the server confirmed
-// after sent, and starts renewing it.
-func (l *Lock) held(p *pool.Pool, h *pool.Hold, resp wire.Response, sent time.Time) {
-	lease := time.Duration(resp.Lease) * time.Second
+// adopt makes the handle the holder of g and starts renewing it.
+func (l *Lock) adopt(p *pool.Pool, g *pool.Grant) error {
+	if !l.c.track(l) {
+		l.c.releaseUnwanted(g)
+		return ErrClosed
+	}
+	e := &renewal{l: l, g: g, p: p, idx: -1}
 	l.mu.Lock()
-	l.token, l.lease, l.p, l.hold = resp.Token, lease, p, h
-	// Measured from when the request left, the lease ends no later than
-	// the server thinks it does.
-	l.expires = sent.Add(lease)
+	l.state, l.grant, l.entry = stateHeld, g, e
 	if l.lostErr != nil {
 		l.lost, l.lostErr = nil, nil // a new acquisition, a new channel
 	}
 	l.mu.Unlock()
-	l.c.track(l, true)
-	l.c.renewer.schedule(l, sent.Add(time.Duration(float64(lease)*l.opt.renewRatio)))
-	// Last: if the connection already broke, this reports the loss now,
-	// and markLost undoes the two lines above.
-	addr := p.Addr()
-	h.OnLost(func(err error) {
-		l.markLost(fmt.Errorf("%w: connection to %s broke: %v", ErrLockLost, addr, err))
-	})
+	l.c.renewer.add(e)
+	// Last: if the grant is already lost, this reports it now.
+	g.OnLost(func(err error) { l.grantLost(g, err) })
+	return nil
 }
 
 // Release releases the lock and stops renewing it. It returns ErrNotHeld
@@ -270,55 +316,62 @@ func (l *Lock) Release(ctx context.Context) error {
 
 func (l *Lock) release(ctx context.Context) error {
 	l.mu.Lock()
-	tok, p, h, lostErr := l.token, l.p, l.hold, l.lostErr
-	l.token, l.hold = "", nil
+	st, g, e, lostErr := l.state, l.grant, l.entry, l.lostErr
+	switch st {
+	case stateHeld, stateLost:
+		l.state, l.grant, l.entry = stateIdle, nil, nil
+	}
 	l.mu.Unlock()
-	if tok == "" {
-		if lostErr != nil {
-			return lostErr
-		}
+	switch st {
+	case stateLost:
+		return lostErr
+	case stateHeld:
+	default:
 		return ErrNotHeld
 	}
-	l.c.renewer.remove(l)
-	l.c.track(l, false)
-	h.Done()
-	req := l.request(l.cmds.release)
-	req.Token = tok
-	res, err := p.Do(ctx, &req)
-	if err != nil {
-		return fmt.Errorf("lock: release of %q: %w (the lease will run out on the server)", l.key, err)
-	}
-	if err := res.Resp.Err(); err != nil {
-		return fmt.Errorf("%w: %q was no longer held on %s: %w", ErrLockLost, l.key, p.Addr(), err)
+	l.c.renewer.remove(e)
+	l.c.untrack(l)
+	if err := g.Release(ctx); err != nil {
+		if errors.Is(err, pool.ErrGrantLost) {
+			return fmt.Errorf("%w: %w", ErrLockLost, err)
+		}
+		return fmt.Errorf("lock: %w", err)
 	}
 	return nil
 }
 
-// Close releases the lock if held, withdraws a pending Enqueue, and stops
-// renewing. Safe to call twice, and after the lock was lost.
+// Close releases the lock if held, withdraws a pending Enqueue, stops
+// renewing, and retires the handle. Safe to call twice, and after the
+// lock was lost.
 func (l *Lock) Close() error {
 	l.op.Lock()
 	defer l.op.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), l.c.closeTimeout)
 	defer cancel()
-	l.withdraw(ctx)
-	if err := l.release(ctx); err != nil && !errors.Is(err, ErrNotHeld) && !errors.Is(err, ErrLockLost) {
+	l.withdraw()
+	err := l.release(ctx)
+	l.mu.Lock()
+	l.state = stateClosed
+	l.mu.Unlock()
+	if err != nil && !errors.Is(err, ErrNotHeld) && !errors.Is(err, ErrLockLost) {
 		return err
 	}
 	return nil
 }
 
-// markLost records that the lock is gone: Token turns "", Lost closes,
-// WithLock's context is cancelled, the OnLost callback runs. Only the
-// first call for an acquisition has an effect.
-func (l *Lock) markLost(err error) {
+// grantLost is g's loss callback: if g is still the handle's grant, the
+// lock is lost: Token turns "", Lost closes, WithLock's context is
+// cancelled, the OnLost option runs. A loss of any earlier grant is
+// ignored.
+func (l *Lock) grantLost(g *pool.Grant, err error) {
 	l.mu.Lock()
-	if l.token == "" {
+	if l.state != stateHeld || l.grant != g {
 		l.mu.Unlock()
 		return
 	}
-	tok, p, h, cancel := l.token, l.p, l.hold, l.cancel
-	l.token, l.hold, l.lostErr = "", nil, err
+	err = fmt.Errorf("%w: %q on %s: %w", ErrLockLost, l.key, g.Addr(), err)
+	e, cancel := l.entry, l.cancel
+	l.state, l.entry, l.lostErr = stateLost, nil, err
 	if l.lost != nil {
 		close(l.lost)
 	} else {
@@ -326,19 +379,14 @@ func (l *Lock) markLost(err error) {
 	}
 	l.mu.Unlock()
 
-	l.c.renewer.remove(l)
-	l.c.track(l, false)
-	h.Done()
-	l.c.log.Error("lock lost", "key", l.key, "server", p.Addr(), "err", err)
+	l.c.renewer.remove(e)
+	l.c.untrack(l)
+	l.c.log.Error("lock lost", "key", l.key, "server", g.Addr(), "err", err)
+	l.c.lossHook(g, err)
 	if cancel != nil {
 		cancel(ErrLockLost)
 	}
 	if f := l.opt.onLost; f != nil {
 		go f(l.key, err)
-	}
-	if h.Conn().Err() == nil {
-		// The server may still hold it (a stalled renewal, say): give it
-		// back so that it is not left held by nobody.
-		l.c.releaseQuietly(p, l.cmds.release, l.key, tok)
 	}
 }

@@ -26,7 +26,7 @@ type Conn struct {
 
 // NewConn wraps a connection to a dflockd server.
 func NewConn(nc net.Conn) *Conn {
-	return &Conn{nc: nc, lr: wire.NewLineReader(nc, wire.MaxResponseLen)}
+	return &Conn{nc: nc, lr: wire.NewLineReader(nc, wire.MaxStatsLen)}
 }
 
 // Close closes the connection; the server releases what it held.
@@ -68,7 +68,7 @@ func (c *Conn) exchange(frame []byte, cmd wire.Command) (wire.Response, error) {
 	if _, err := c.nc.Write(frame); err != nil {
 		return wire.Response{}, err
 	}
-	line, err := c.lr.ReadLine()
+	line, err := c.lr.ReadLineLimit(wire.ReplyLimit(cmd))
 	if err != nil {
 		return wire.Response{}, err
 	}

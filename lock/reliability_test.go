@@ -47,6 +47,8 @@ var (
 
 type stressResult struct {
 	ops, acquired, lost, faults int64
+	falseLosses                 int64
+	falseDetails                []string
 	violations                  []violation
 }
 
@@ -80,6 +82,7 @@ func (s stress) run(t *testing.T) stressResult {
 	t.Helper()
 	f := newFleet(t, 2, fakeserver.Config{LeaseSweepInterval: 50 * time.Millisecond})
 	servers := []*fakeserver.Server{f.server(t, 0), f.server(t, 1)}
+	detector := newLossDetector(t, f)
 	h := newHistory()
 	var res stressResult
 	var ops, acquired, lost, faults atomic.Int64
@@ -89,6 +92,7 @@ func (s stress) run(t *testing.T) stressResult {
 	var wg sync.WaitGroup
 	for ci := range s.clients {
 		c := f.client(t, lock.Config{})
+		detector.watch(c)
 		for wi := range s.workers {
 			wg.Add(1)
 			go func() {
@@ -165,7 +169,11 @@ func (s stress) run(t *testing.T) stressResult {
 	}
 	res.ops, res.acquired, res.lost, res.faults = ops.Load(), acquired.Load(), lost.Load(), faults.Load()
 	res.violations = h.violations()
-	t.Logf("%s: %d operations, %d acquired, %d lost, %d faults, %d overlaps (longest %v)", t.Name(), res.ops, res.acquired, res.lost, res.faults, len(res.violations), res.longestOverlap())
+	res.falseLosses, res.falseDetails = detector.falseLosses()
+	t.Logf("%s: %d operations, %d acquired, %d lost (%d false), %d faults, %d overlaps (longest %v)", t.Name(), res.ops, res.acquired, res.lost, res.falseLosses, res.faults, len(res.violations), res.longestOverlap())
+	for _, d := range res.falseDetails {
+		t.Log("false loss:", d)
+	}
 	for i, v := range res.violations {
 		if i < 10 {
 			t.Log(v.text)
@@ -197,6 +205,7 @@ func TestMutualExclusionUnderFaults(t *testing.T) {
 			}
 			res := s.run(t)
 			assert.Positive(t, res.acquired)
+			assert.Zero(t, res.falseLosses, "a lock reported lost while the server still held it, with no fault")
 			if !c.disconnects {
 				assert.Empty(t, res.violations)
 				return

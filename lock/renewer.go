@@ -3,25 +3,28 @@ package lock
 import (
 	"container/heap"
 	"context"
-	"fmt"
+	"errors"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/dflock-go/dflock/pool"
-	"github.com/dflock-go/dflock/wire"
 )
 
-// renewer renews every lock a Client holds: one goroutine and one timer
-// for all of them. Locks wait in a heap ordered by when they next need
-// attention. When renewals fall due, those for one server go out together
-// on one pipelined connection (pool.DoAll). While a renewal is in flight
-// the lock waits in the heap for the end of its confirmed lease: if the
-// reply has not come by then, the lock is lost at that moment.
+// renewer renews every grant a Client's locks hold: one goroutine and one
+// timer for all of them. Each grant has one entry, ordered in a heap by
+// when it next needs attention. When renewals fall due, those for one
+// server go out together on one pipelined connection (pool.Renew). While
+// a renewal is in flight the entry waits for the grant's deadline: if no
+// confirmation has moved it by then, the grant is lost at that moment.
+//
+// An entry belongs to one grant: whatever its renewal's answer, it is
+// applied to that grant by the pool, never to whatever the lock holds by
+// the time the answer comes.
 type renewer struct {
 	c     *Client
-	mu    sync.Mutex
-	locks lockHeap
+	mu    sync.Mutex // guards entries and every entry's renewer fields
+	heap  renewalHeap
 	wake  chan struct{}
 	stop  chan struct{}
 	done  chan struct{}
@@ -31,8 +34,21 @@ type renewer struct {
 	retries atomic.Uint64 // renewals that failed in transit and were retried
 }
 
+// renewal is one grant's entry in the renewer.
+type renewal struct {
+	l *Lock
+	g *pool.Grant
+	p *pool.Pool
+
+	// Guarded by renewer.mu.
+	due      time.Time // when the renewer next looks at it
+	renewAt  time.Time // when the next renewal is due
+	idx      int       // in the heap; -1 when out of it
+	inFlight bool
+}
+
 // retryDelay spaces out retries of a renewal that failed in transit (a
-// broken shared connection, say), while its lease lasts.
+// broken shared connection, say), while the grant's deadline lasts.
 const retryDelay = 100 * time.Millisecond
 
 func newRenewer(c *Client) *renewer {
@@ -41,19 +57,28 @@ func newRenewer(c *Client) *renewer {
 	return r
 }
 
-// schedule sets l's next renewal to at; the renewer also looks at it at
-// its deadline, if that comes sooner.
-func (r *renewer) schedule(l *Lock, at time.Time) {
-	deadline := l.deadline()
-	r.mu.Lock()
-	l.renewAt, l.renewing = at, false
-	l.due = minTime(at, deadline)
-	if l.heapIdx >= 0 {
-		heap.Fix(&r.locks, l.heapIdx)
-	} else {
-		heap.Push(&r.locks, l)
+// add starts renewing e's grant.
+func (r *renewer) add(e *renewal) { r.reschedule(e, false) }
+
+// reschedule sets e's next renewal from its grant's confirmed lease; the
+// renewer also looks at it at the grant's deadline, if that comes sooner.
+// retry asks for an early retry instead.
+func (r *renewer) reschedule(e *renewal, retry bool) {
+	since, lease := e.g.Lease()
+	at := since.Add(time.Duration(float64(lease) * e.l.opt.renewRatio))
+	if retry {
+		at = time.Now().Add(retryDelay)
 	}
-	first := l.heapIdx == 0
+	deadline := e.g.Deadline()
+	r.mu.Lock()
+	e.renewAt, e.inFlight = at, false
+	e.due = minTime(at, deadline)
+	if e.idx >= 0 {
+		heap.Fix(&r.heap, e.idx)
+	} else {
+		heap.Push(&r.heap, e)
+	}
+	first := e.idx == 0
 	r.mu.Unlock()
 	if first {
 		select {
@@ -63,11 +88,15 @@ func (r *renewer) schedule(l *Lock, at time.Time) {
 	}
 }
 
-func (r *renewer) remove(l *Lock) {
+// remove stops renewing e's grant; nil is a no-op.
+func (r *renewer) remove(e *renewal) {
+	if e == nil {
+		return
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if l.heapIdx >= 0 {
-		heap.Remove(&r.locks, l.heapIdx)
+	if e.idx >= 0 {
+		heap.Remove(&r.heap, e.idx)
 	}
 }
 
@@ -84,8 +113,8 @@ func (r *renewer) run() {
 	for {
 		r.mu.Lock()
 		next := time.Hour
-		if len(r.locks) > 0 {
-			next = time.Until(r.locks[0].due)
+		if len(r.heap) > 0 {
+			next = time.Until(r.heap[0].due)
 		}
 		r.mu.Unlock()
 		t.Reset(max(next, 0))
@@ -99,113 +128,80 @@ func (r *renewer) run() {
 	}
 }
 
-// tick handles every lock whose time has come.
+// tick handles every entry whose time has come.
 func (r *renewer) tick(now time.Time) {
-	var lost []*Lock
-	batches := map[*pool.Pool][]*Lock{}
+	var expired []*pool.Grant
+	batches := map[*pool.Pool][]*renewal{}
 	r.mu.Lock()
-	for len(r.locks) > 0 && !r.locks[0].due.After(now) {
-		l := r.locks[0]
-		l.mu.Lock()
-		deadline, p := l.deadlineLocked(), l.p
-		l.mu.Unlock()
+	for len(r.heap) > 0 && !r.heap[0].due.After(now) {
+		e := r.heap[0]
+		deadline := e.g.Deadline()
 		switch {
-		case !now.Before(deadline):
-			// No renewal was confirmed before the lease ended, or the
-			// owning connection was silent for the server's read timeout.
-			heap.Pop(&r.locks)
-			lost = append(lost, l)
+		case deadline.IsZero():
+			// Released or lost: nothing to renew.
+			heap.Pop(&r.heap)
 			continue
-		case l.renewing:
+		case !now.Before(deadline):
+			// No renewal was confirmed in time, or the owning connection
+			// was silent for the server's read timeout.
+			heap.Pop(&r.heap)
+			expired = append(expired, e.g)
+			continue
+		case e.inFlight:
 			// The reply is still awaited; the deadline moved (keep-alives
 			// answered on the owning connection).
-			l.due = deadline
-		case now.Before(l.renewAt):
-			l.due = minTime(l.renewAt, deadline)
+			e.due = deadline
+		case now.Before(e.renewAt):
+			e.due = minTime(e.renewAt, deadline)
 		default:
-			l.renewing, l.due = true, deadline
-			batches[p] = append(batches[p], l)
+			e.inFlight, e.due = true, deadline
+			batches[e.p] = append(batches[e.p], e)
 		}
-		heap.Fix(&r.locks, 0)
+		heap.Fix(&r.heap, 0)
 	}
 	r.mu.Unlock()
-	for _, l := range lost {
-		l.markLost(l.expiredErr())
+	for _, g := range expired {
+		g.Expire(errDeadline)
 	}
-	for p, ls := range batches {
+	for p, es := range batches {
 		r.batch.Add(1)
 		go func() {
 			defer r.batch.Done()
-			r.renew(p, ls)
+			r.renew(p, es)
 		}()
 	}
 }
 
 // renew sends the renewals due on one server in one batch. Each carries
-// the lease the lock holds, since a renew without one resets the lease to
-// the server's default.
-func (r *renewer) renew(p *pool.Pool, ls []*Lock) {
-	reqs := make([]wire.Request, 0, len(ls))
-	tokens := make([]string, 0, len(ls))
-	live := ls[:0]
+// the lease its grant holds, since a renew without one resets the lease
+// to the server's default.
+func (r *renewer) renew(p *pool.Pool, es []*renewal) {
+	rs := make([]pool.Renewal, len(es))
 	var deadline time.Time
-	for _, l := range ls {
-		l.mu.Lock()
-		tok, lease, expires := l.token, l.lease, l.expires
-		l.mu.Unlock()
-		if tok == "" {
-			continue // released or lost meanwhile
+	for i, e := range es {
+		_, lease := e.g.Lease()
+		rs[i] = pool.Renewal{Grant: e.g, Lease: seconds(lease)}
+		if d := e.g.Deadline(); d.After(deadline) {
+			deadline = d
 		}
-		req := l.request(l.cmds.renew)
-		req.Token, req.Lease = tok, int(lease/time.Second)
-		reqs = append(reqs, req)
-		tokens = append(tokens, tok)
-		live = append(live, l)
-		if expires.After(deadline) {
-			deadline = expires
-		}
-	}
-	if len(live) == 0 {
-		return
 	}
 	ctx, cancel := context.WithDeadline(context.Background(), deadline)
 	defer cancel()
-	sent := time.Now()
-	results, errs := p.DoAll(ctx, reqs)
-	r.sent.Add(uint64(len(reqs)))
-	for i, l := range live {
-		switch {
-		case errs[i] != nil:
-			// Lost in transit; try again while the lease lasts. The heap
-			// entry still waits for the lease's end meanwhile.
-			r.retries.Add(1)
-			r.retry(l, tokens[i])
-		case results[i].Resp.Err() != nil:
-			l.markLost(fmt.Errorf("%w: %s refused to renew %q: %w", ErrLockLost, p.Addr(), l.key, results[i].Resp.Err()))
+	errs := p.Renew(ctx, rs)
+	r.sent.Add(uint64(len(rs)))
+	for i, e := range es {
+		switch err := errs[i]; {
+		case err == nil:
+			r.reschedule(e, false)
+		case errors.Is(err, pool.ErrGrantLost), errors.Is(err, pool.ErrNotHeld):
+			// Lost (its callback told the lock) or released meanwhile.
+			r.remove(e)
 		default:
-			r.renewed(l, tokens[i], time.Duration(results[i].Resp.Lease)*time.Second, sent)
+			// Lost in transit: try again while the deadline lasts; the
+			// entry waits for the deadline meanwhile.
+			r.retries.Add(1)
+			r.reschedule(e, true)
 		}
-	}
-}
-
-func (r *renewer) renewed(l *Lock, tok string, lease time.Duration, sent time.Time) {
-	l.mu.Lock()
-	if l.token != tok {
-		l.mu.Unlock()
-		return // lost or released while the renewal was in flight
-	}
-	l.lease = lease
-	l.expires = sent.Add(lease)
-	l.mu.Unlock()
-	r.schedule(l, sent.Add(time.Duration(float64(lease)*l.opt.renewRatio)))
-}
-
-func (r *renewer) retry(l *Lock, tok string) {
-	l.mu.Lock()
-	held, expires := l.token == tok, l.expires
-	l.mu.Unlock()
-	if held {
-		r.schedule(l, minTime(time.Now().Add(retryDelay), expires))
 	}
 }
 
@@ -216,25 +212,25 @@ func minTime(a, b time.Time) time.Time {
 	return b
 }
 
-// lockHeap orders locks by due time.
-type lockHeap []*Lock
+// renewalHeap orders entries by due time.
+type renewalHeap []*renewal
 
-func (h lockHeap) Len() int           { return len(h) }
-func (h lockHeap) Less(i, j int) bool { return h[i].due.Before(h[j].due) }
-func (h lockHeap) Swap(i, j int) {
+func (h renewalHeap) Len() int           { return len(h) }
+func (h renewalHeap) Less(i, j int) bool { return h[i].due.Before(h[j].due) }
+func (h renewalHeap) Swap(i, j int) {
 	h[i], h[j] = h[j], h[i]
-	h[i].heapIdx, h[j].heapIdx = i, j
+	h[i].idx, h[j].idx = i, j
 }
-func (h *lockHeap) Push(x any) {
-	l := x.(*Lock)
-	l.heapIdx = len(*h)
-	*h = append(*h, l)
+func (h *renewalHeap) Push(x any) {
+	e := x.(*renewal)
+	e.idx = len(*h)
+	*h = append(*h, e)
 }
-func (h *lockHeap) Pop() any {
+func (h *renewalHeap) Pop() any {
 	old := *h
-	l := old[len(old)-1]
+	e := old[len(old)-1]
 	old[len(old)-1] = nil
-	l.heapIdx = -1
+	e.idx = -1
 	*h = old[:len(old)-1]
-	return l
+	return e
 }

@@ -34,7 +34,9 @@ func (s Status) String() string {
 // two-phase acquire: tell another system you are in line, then Wait. If
 // the key is free the lock is taken at once (Acquired) and renewed from
 // then on; otherwise (Queued) the request keeps its place on a connection
-// pinned to this handle until Wait or Close.
+// pinned to this handle until Wait or Close. The pool keeps that
+// connection talking meanwhile, so the server never times it out, however
+// long the wait for Wait.
 func (l *Lock) Enqueue(ctx context.Context) (Status, error) {
 	l.op.Lock()
 	defer l.op.Unlock()
@@ -47,42 +49,47 @@ func (l *Lock) Enqueue(ctx context.Context) (Status, error) {
 		return 0, err
 	}
 	req := l.request(l.cmds.enqueue)
-	sent := time.Now()
 	res, err := pin.Do(ctx, &req)
+	if err == nil {
+		err = res.Resp.Err()
+	}
 	if err != nil {
 		pin.Unpin()
 		return 0, err
 	}
-	switch res.Resp.Status {
-	case wire.StatusAcquired:
-		// Consume the registration now (a wait answers at once with the
-		// same token), so that Wait needs no round trip and the
-		// connection can serve others.
-		wait := wire.Request{Cmd: l.cmds.wait, Key: l.key, Timeout: 0}
-		if w, err := pin.Do(ctx, &wait); err == nil && w.Hold != nil {
-			w.Hold.Done() // the same grant, already held through res.Hold
+	if res.Resp.Status == wire.StatusQueued {
+		if !l.c.track(l) {
+			l.withdrawPinned(pin)
+			return 0, ErrClosed
 		}
-		pin.Unpin()
-		l.held(p, res.Hold, res.Resp, sent)
-		return Acquired, nil
-	case wire.StatusQueued:
 		l.mu.Lock()
-		l.pin, l.pinPool = pin, p
+		l.state, l.pin, l.pinPool = stateQueued, pin, p
 		l.mu.Unlock()
-		l.c.trackQueued(l, true)
 		return Queued, nil
-	default:
-		pin.Unpin()
-		return 0, res.Resp.Err()
 	}
+	// Acquired. Consume the registration now (a wait answers at once with
+	// the same token: the same grant), so that Wait needs no round trip
+	// and the connection is clean for its next user. Should this fail,
+	// the connection is closed once the grant ends.
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), l.c.closeTimeout)
+	defer cancel()
+	wait := wire.Request{Cmd: l.cmds.wait, Key: l.key, Timeout: 0}
+	if _, err := pin.Do(wctx, &wait); err != nil {
+		l.c.log.Debug("lock: consuming an enqueue acquired at once", "key", l.key, "err", err)
+	}
+	pin.Unpin()
+	if err := l.adopt(p, res.Grant); err != nil {
+		return 0, err
+	}
+	return Acquired, nil
 }
 
 // Wait completes a two-phase acquire: it returns true at once, without a
 // round trip, if Enqueue already acquired the lock; otherwise it waits up
 // to timeout (a ctx deadline that ends sooner wins) and returns false with
 // a nil error if the timeout passes, which also gives up the place in the
-// queue. Cancelling ctx returns ctx's error; a grant that arrives after
-// that is released at once.
+// queue. Cancelling ctx returns ctx's error and gives up the place (the
+// connection is closed: the protocol's only way to cancel a wait).
 func (l *Lock) Wait(ctx context.Context, timeout time.Duration) (bool, error) {
 	l.op.Lock()
 	defer l.op.Unlock()
@@ -90,58 +97,62 @@ func (l *Lock) Wait(ctx context.Context, timeout time.Duration) (bool, error) {
 		return false, l.err
 	}
 	l.mu.Lock()
-	held, pin, p := l.token != "", l.pin, l.pinPool
-	l.pin, l.pinPool = nil, nil
-	l.mu.Unlock()
-	if held {
-		return true, nil
+	st, pin, p := l.state, l.pin, l.pinPool
+	if st == stateQueued {
+		l.state, l.pin, l.pinPool = stateIdle, nil, nil
 	}
-	if pin == nil {
+	l.mu.Unlock()
+	switch st {
+	case stateHeld:
+		return true, nil
+	case stateClosed:
+		return false, ErrClosed
+	case stateQueued:
+	default:
 		return false, ErrNotEnqueued
 	}
-	l.c.trackQueued(l, false)
+	l.c.untrack(l)
 	defer pin.Unpin()
 	secs := 0
 	if timeout > 0 {
 		var err error
 		if secs, err = waitSeconds(ctx, timeout); err != nil {
-			wctx, cancel := context.WithTimeout(context.Background(), l.c.closeTimeout)
-			defer cancel()
-			l.withdrawPinned(wctx, pin)
+			l.withdrawPinned(pin)
 			return false, err
 		}
 	}
 	req := wire.Request{Cmd: l.cmds.wait, Key: l.key, Timeout: secs}
-	sent := time.Now()
-	res, err := pin.Do(ctx, &req)
-	return l.take(p, res, err, sent)
+	rctx, cancel := context.WithTimeoutCause(ctx, time.Duration(secs)*time.Second+replySlack, errWaitOver)
+	defer cancel()
+	res, err := pin.Do(rctx, &req)
+	pin.Unpin()
+	// Always confirmed: dflockd 1.10 answers a wait with the token of a
+	// grant it made earlier even when that grant's lease has run out
+	// meanwhile and it no longer holds it. Only a renewal tells.
+	return l.take(ctx, p, res, ownDeadline(ctx, rctx, err), true)
 }
 
 // withdraw gives up a pending Enqueue.
-func (l *Lock) withdraw(ctx context.Context) {
+func (l *Lock) withdraw() {
 	l.mu.Lock()
 	pin := l.pin
-	l.pin, l.pinPool = nil, nil
+	if l.state == stateQueued {
+		l.state, l.pin, l.pinPool = stateIdle, nil, nil
+	}
 	l.mu.Unlock()
 	if pin != nil {
-		l.c.trackQueued(l, false)
-		l.withdrawPinned(ctx, pin)
-		pin.Unpin()
+		l.c.untrack(l)
+		l.withdrawPinned(pin)
 	}
 }
 
-// withdrawPinned consumes the registration on pin with a wait that cannot
-// block and releases what it grants: the place in the queue is given up
-// and the connection is clean for its next user.
-func (l *Lock) withdrawPinned(ctx context.Context, pin *pool.Pinned) {
-	wait := wire.Request{Cmd: l.cmds.wait, Key: l.key, Timeout: 0}
-	res, err := pin.Do(ctx, &wait)
-	if err != nil || res.Hold == nil {
-		return
-	}
-	res.Hold.Done()
-	rel := wire.Request{Cmd: l.cmds.release, Key: l.key, Token: res.Resp.Token}
-	if _, err := pin.Do(ctx, &rel); err != nil {
+// withdrawPinned gives up the registration on pin (a lock it grants
+// meanwhile is released at once) and unpins it.
+func (l *Lock) withdrawPinned(pin *pool.Pinned) {
+	ctx, cancel := context.WithTimeout(context.Background(), l.c.closeTimeout)
+	defer cancel()
+	if err := pin.Withdraw(ctx, l.key, l.limit > 0); err != nil {
 		l.c.log.Debug("lock: withdrawing an enqueue", "key", l.key, "err", err)
 	}
+	pin.Unpin()
 }

@@ -144,13 +144,14 @@ func TestTwoPhaseCloseWithdraws(t *testing.T) {
 	assert.True(t, ok)
 }
 
-// Hazard 2: cancelling a blocked acquire on a connection that holds
-// another lock leaves that lock held.
+// Hazard 2: cancelling a blocked acquire never costs another lock: the
+// wait runs on a connection that holds nothing, and the lock a is granted
+// after a wait keeps its connection to itself.
 func TestCancelledAcquireKeepsOtherLocks(t *testing.T) {
 	f := newFleet(t, 1, fakeserver.Config{})
 	srv := f.server(t, 0)
-	// One exclusive connection: every blocking acquire shares it.
-	c := f.client(t, lock.Config{Pool: pool.Config{MaxConns: 2, SharedConns: 1}})
+	// Two exclusive connections: a keeps one, b's wait takes the other.
+	c := f.client(t, lock.Config{Pool: pool.Config{MaxConns: 3, SharedConns: 1}})
 	other := f.client(t, lock.Config{})
 	a, b := uniqueKey(t, "a"), uniqueKey(t, "b")
 
@@ -195,12 +196,66 @@ func TestCancelledAcquireKeepsOtherLocks(t *testing.T) {
 		t.Fatal("a was lost")
 	default:
 	}
-	// When b frees up, the abandoned wait's grant is given back.
+	// The cancelled wait's connection was closed, so the server forgets
+	// the wait (once it has noticed the close): b comes free.
 	require.NoError(t, hb.Release(ctxFor(t, wait)))
 	require.Eventually(t, func() bool {
 		ok, err := other.Lock(b).TryAcquire(ctxFor(t, wait))
 		return err == nil && ok
 	}, wait, 10*time.Millisecond)
+}
+
+// Item 5 of issue 10: the acquire timeout bounds the wait for a free
+// connection too. Here the only exclusive connection is kept by a lock
+// granted after a wait.
+func TestAcquireTimeoutBoundsTheWaitForAConnection(t *testing.T) {
+	f := newFleet(t, 1, fakeserver.Config{})
+	c := f.client(t, lock.Config{Pool: pool.Config{MaxConns: 2, SharedConns: 1}})
+	other := f.client(t, lock.Config{})
+	a, b := uniqueKey(t, "a"), uniqueKey(t, "b")
+	ha, hb := other.Lock(a), other.Lock(b)
+	for _, h := range []*lock.Lock{ha, hb} {
+		ok, err := h.Acquire(ctxFor(t, wait))
+		require.NoError(t, err)
+		require.True(t, ok)
+	}
+	la := c.Lock(a)
+	got := make(chan bool, 1)
+	go func() {
+		ok, err := la.Acquire(ctxFor(t, wait))
+		assert.NoError(t, err)
+		got <- ok
+	}()
+	require.Eventually(t, func() bool { return f.server(t, 0).Busy() == 1 }, wait, time.Millisecond)
+	require.NoError(t, ha.Release(ctxFor(t, wait)))
+	require.True(t, <-got)
+
+	start := time.Now()
+	ok, err := c.Lock(b, lock.AcquireTimeout(300*time.Millisecond)).Acquire(ctxFor(t, wait))
+	took := time.Since(start)
+	require.NoError(t, err)
+	assert.False(t, ok)
+	assert.Less(t, took, 800*time.Millisecond, "returned at its timeout, not when a connection came free")
+	assert.NotEmpty(t, la.Token())
+
+	// The same while the only exclusive connection of a second client
+	// carries another caller's long wait.
+	d := f.client(t, lock.Config{Pool: pool.Config{MaxConns: 2, SharedConns: 1}})
+	waiting := make(chan struct{})
+	go func() {
+		defer close(waiting)
+		ok, err := d.Lock(b, lock.AcquireTimeout(3*time.Second)).Acquire(ctxFor(t, wait))
+		assert.NoError(t, err)
+		assert.False(t, ok)
+	}()
+	require.Eventually(t, func() bool { return f.server(t, 0).Busy() == 1 }, wait, time.Millisecond)
+	start = time.Now()
+	ok, err = d.Lock(a, lock.AcquireTimeout(300*time.Millisecond)).Acquire(ctxFor(t, wait))
+	took = time.Since(start)
+	require.NoError(t, err)
+	assert.False(t, ok)
+	assert.Less(t, took, 800*time.Millisecond, "returned at its timeout, not after the other wait")
+	<-waiting
 }
 
 // Hazard 7: timeouts go to the server in whole seconds, rounded up, and

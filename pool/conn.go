@@ -9,48 +9,76 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jackc/puddle/v2"
+
 	"github.com/dflock-go/dflock/wire"
 )
 
 // Conn is one connection to a server. Requests from any number of
-// goroutines are pipelined on it: written together, answered in order.
-// Locks granted through it belong to it on the server, so it tracks them as
-// Holds and reports them lost if it breaks.
+// goroutines are pipelined on it: queued by the callers, written by the
+// connection's writer goroutine, answered in order to its reader
+// goroutine. Locks granted through it belong to it on the server; each is
+// a Grant, which the connection reports lost if it breaks.
+//
+// Lock order: Pool.mu before Conn.mu; Conn.mu is never held while calling
+// into puddle, writing to the socket, or running a caller's callback.
 type Conn struct {
 	p      *Pool
 	id     uint64
 	nc     net.Conn
 	lr     *wire.LineReader
-	shared bool // carries pipelined requests of many callers
+	shared bool          // carries pipelined requests of many callers
+	wake   chan struct{} // tells the writer that wbuf has requests; capacity 1
+	quit   chan struct{} // closed when the connection breaks
 
+	// mu guards every field below, and the mutable fields of the
+	// connection's Grants.
 	mu       sync.Mutex
-	wbuf     []byte // requests not yet written
-	spare    []byte // the other write buffer
-	writing  bool   // a goroutine is writing wbuf
+	wbuf     []byte // requests queued and not yet written
+	spare    []byte // the writer's other buffer
 	pending  []*call
-	head     int // pending[head:] await replies
-	holds    map[*Hold]struct{}
+	head     int               // pending[head:] await replies
+	grants   map[string]*Grant // live grants, by token
+	regs     map[string]bool   // keys with an enqueue registered and no wait yet
 	broken   error
 	lastSent time.Time // when a request was last queued
-	heard    time.Time // when the latest answered request was queued
-
+	// heard is when the latest request the server has answered was
+	// queued. The server wrote that reply after reading the request, and
+	// its read-timeout clock restarts no earlier than its last reply, so
+	// it cannot time the connection out before heard + its read timeout.
+	heard time.Time
+	owner owner                   // who holds res
+	res   *puddle.Resource[*Conn] // exclusive connections: our puddle slot
 }
+
+// owner says who decides an exclusive connection's return to puddle.
+type owner int
+
+const (
+	ownerPuddle owner = iota // idle in puddle (or a shared connection)
+	ownerPinner              // pinned by a caller
+	ownerGrants              // kept out of puddle by the grants it holds
+	ownerNone                // destroyed, or being destroyed
+)
 
 // ErrBroken wraps the reason a connection stopped working.
 var ErrBroken = errors.New("pool: connection broken")
 
 // call is one request awaiting its reply.
 type call struct {
-	req  wire.Request
-	resp wire.Response
-	err  error
-	hold *Hold
-	sent time.Time     // when it was queued
-	done chan struct{} // buffered; receives once
+	req   wire.Request
+	resp  wire.Response
+	err   error
+	grant *Grant
+	sent  time.Time     // when it was queued: no later than the server read it
+	done  chan struct{} // buffered; receives once
 	// abandoned: the caller gave up; a grant in the reply is released.
 	abandoned bool
 	// internal: sent by the pool (keep-alive, clean-up); nobody waits.
 	internal bool
+	// discard: the caller waits for the reply but wants no grant in it
+	// (withdrawing an enqueue); a grant is released like an abandoned one.
+	discard bool
 }
 
 var callPool = sync.Pool{New: func() any { return &call{done: make(chan struct{}, 1)} }}
@@ -73,10 +101,15 @@ func newConn(p *Pool, id uint64, nc net.Conn, lr *wire.LineReader, shared bool) 
 		nc:       nc,
 		lr:       lr,
 		shared:   shared,
-		holds:    make(map[*Hold]struct{}),
+		wake:     make(chan struct{}, 1),
+		quit:     make(chan struct{}),
+		grants:   make(map[string]*Grant),
+		regs:     make(map[string]bool),
 		lastSent: time.Now(),
 	}
+	p.goroutines.Add(2)
 	go c.readLoop()
+	go c.writeLoop()
 	return c
 }
 
@@ -90,33 +123,25 @@ func (c *Conn) Err() error {
 	return c.broken
 }
 
-// Heard returns when the latest request that the server answered on this
-// connection was sent: the server read it after that moment, so its read
-// timeout cannot close the connection (and release its locks) before
-// Heard plus that timeout. Zero until a reply arrives.
-func (c *Conn) Heard() time.Time {
+// Grants returns how many locks and slots the connection holds.
+func (c *Conn) Grants() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.heard
+	return len(c.grants)
 }
 
-// Holds returns how many locks the connection holds.
-func (c *Conn) Holds() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return len(c.holds)
-}
-
-// Result is a reply and, when it grants a lock or slot, the Hold that ties
-// the grant to this connection.
+// Result is a reply and, when it grants a lock or slot, the Grant that
+// owns it from now on.
 type Result struct {
-	Resp wire.Response
-	Hold *Hold
+	Resp  wire.Response
+	Grant *Grant
+	// Sent is when the request was queued: the server read it later.
+	Sent time.Time
 }
 
 // do sends req and waits for its reply or for ctx to end. If ctx ends
-// first, the request stays in the pipeline; a grant it brings is released
-// as soon as it arrives.
+// first, the request stays in the pipeline and its reply is handled as
+// unwanted: a lock it grants is released as soon as it arrives.
 func (c *Conn) do(ctx context.Context, req *wire.Request) (Result, error) {
 	cl, err := c.send(req, false)
 	if err != nil {
@@ -126,8 +151,8 @@ func (c *Conn) do(ctx context.Context, req *wire.Request) (Result, error) {
 	return res, err
 }
 
-// await waits for cl's reply. If ctx ends first, it abandons cl (the
-// reader then releases any grant in its reply) and says so.
+// await waits for cl's reply. If ctx ends first, it abandons cl and says
+// so.
 func (c *Conn) await(ctx context.Context, cl *call) (res Result, abandoned bool, err error) {
 	select {
 	case <-cl.done:
@@ -144,76 +169,80 @@ func (c *Conn) await(ctx context.Context, cl *call) (res Result, abandoned bool,
 }
 
 func (cl *call) result() (Result, error) {
-	r, err := Result{Resp: cl.resp, Hold: cl.hold}, cl.err
+	r, err := Result{Resp: cl.resp, Grant: cl.grant, Sent: cl.sent}, cl.err
 	cl.recycle()
 	return r, err
 }
 
-// send queues req for writing and returns its call. The caller that finds
-// no write in progress writes everything queued, its own request and
-// those that arrive meanwhile, so concurrent callers share syscalls.
+// send queues req for the writer and returns its call. It never blocks
+// on the socket: a peer that stops reading delays only the writer.
 func (c *Conn) send(req *wire.Request, internal bool) (*call, error) {
 	c.mu.Lock()
-	cl, write, err := c.queueLocked(req, internal)
+	cl, err := c.queueLocked(req, internal)
 	c.mu.Unlock()
-	if err != nil {
-		return nil, err
-	}
-	if write {
-		c.writeLoop()
-	}
-	return cl, nil
+	return cl, err
 }
 
 // queueLocked appends req to the write buffer and its call to the pending
-// queue; write reports whether the caller must now run writeLoop.
-func (c *Conn) queueLocked(req *wire.Request, internal bool) (cl *call, write bool, err error) {
+// queue, and wakes the writer.
+func (c *Conn) queueLocked(req *wire.Request, internal bool) (*call, error) {
 	if c.broken != nil {
-		return nil, false, fmt.Errorf("%w: %w", errNotSent, c.broken)
+		return nil, fmt.Errorf("%w: %w", errNotSent, c.broken)
 	}
 	buf, err := req.Append(c.wbuf)
 	if err != nil {
-		return nil, false, err
+		return nil, err
 	}
 	c.wbuf = buf
-	cl = newCall(req)
+	cl := newCall(req)
 	cl.internal = internal
 	c.pending = append(c.pending, cl)
 	c.lastSent = time.Now()
 	cl.sent = c.lastSent
-	write = !c.writing
-	c.writing = true
-	return cl, write, nil
+	select {
+	case c.wake <- struct{}{}:
+	default: // already awake; it will see this request
+	}
+	return cl, nil
 }
 
+// writeLoop writes queued requests until the connection breaks. Callers
+// only queue, so a caller's context is never held up by a slow socket.
 func (c *Conn) writeLoop() {
+	defer c.p.goroutines.Done()
 	for {
-		if c.shared {
-			// Let callers that are ready to send append first: under load
-			// one write then carries many requests (and the server answers
-			// them in one write), instead of one syscall per request at
-			// each end. An exclusive connection has nobody to wait for.
-			runtime.Gosched()
+		select {
+		case <-c.wake:
+		case <-c.quit:
+			return
 		}
-		c.mu.Lock()
-		if len(c.wbuf) == 0 || c.broken != nil {
-			c.writing = false
+		for {
+			if c.shared {
+				// Let callers that are ready to send append first: under
+				// load one write then carries many requests (and the
+				// server answers them in one write), instead of one
+				// syscall per request at each end.
+				runtime.Gosched()
+			}
+			c.mu.Lock()
+			if len(c.wbuf) == 0 || c.broken != nil {
+				c.mu.Unlock()
+				break
+			}
+			buf := c.wbuf
+			c.wbuf = c.spare[:0]
 			c.mu.Unlock()
-			return
-		}
-		buf := c.wbuf
-		c.wbuf = c.spare[:0]
-		c.mu.Unlock()
 
-		c.nc.SetWriteDeadline(time.Now().Add(c.p.cfg.WriteTimeout))
-		_, err := c.nc.Write(buf)
+			c.nc.SetWriteDeadline(time.Now().Add(c.p.cfg.WriteTimeout))
+			_, err := c.nc.Write(buf)
 
-		c.mu.Lock()
-		c.spare = buf
-		c.mu.Unlock()
-		if err != nil {
-			c.fail(fmt.Errorf("%w: write: %v", ErrBroken, err))
-			return
+			c.mu.Lock()
+			c.spare = buf[:0]
+			c.mu.Unlock()
+			if err != nil {
+				c.fail(fmt.Errorf("%w: write: %v", ErrBroken, err))
+				return
+			}
 		}
 	}
 }
@@ -234,8 +263,15 @@ func (c *Conn) abandon(cl *call) bool {
 }
 
 func (c *Conn) readLoop() {
+	defer c.p.goroutines.Done()
 	for {
-		line, err := c.lr.ReadLine()
+		// The longest a reply may be depends on the request it answers,
+		// which may not be queued yet when the read begins: read up to the
+		// stats bound, then hold the line to its own.
+		line, err := c.lr.ReadLineLimit(wire.MaxStatsLen)
+		if err == nil && len(line) > c.replyLimit() {
+			err = fmt.Errorf("reply of %d bytes: longer than %d", len(line), wire.MaxResponseLen)
+		}
 		if err != nil {
 			c.fail(fmt.Errorf("%w: read: %v", ErrBroken, err))
 			return
@@ -247,7 +283,20 @@ func (c *Conn) readLoop() {
 	}
 }
 
-// deliver matches a reply line to the oldest pending call.
+// replyLimit is the longest reply the next line may be: a stats reply
+// lists everything the server tracks and has no bound; any other reply
+// keeps the guard against a peer that is not a dflockd server.
+func (c *Conn) replyLimit() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.head < len(c.pending) {
+		return wire.ReplyLimit(c.pending[c.head].req.Cmd)
+	}
+	return wire.MaxResponseLen
+}
+
+// deliver matches a reply line to the oldest pending call and applies it
+// to the connection's grants and registrations.
 func (c *Conn) deliver(line []byte) error {
 	c.mu.Lock()
 	if c.head == len(c.pending) {
@@ -266,49 +315,60 @@ func (c *Conn) deliver(line []byte) error {
 	}
 	resp, perr := wire.ParseResponse(cl.req.Cmd, line)
 	cl.resp, cl.err = resp, perr
-	if perr == nil && cl.sent.After(c.heard) {
-		c.heard = cl.sent
-	}
-	unwanted := cl.abandoned || cl.internal
+	unwanted := cl.abandoned || cl.internal || cl.discard
 	var cleanup *wire.Request
-	switch {
-	case perr != nil:
-	case grants(&resp) && unwanted:
-		// Nobody wants this grant: give it back at once.
-		cleanup = releaseFor(&cl.req, resp.Token)
-	case grants(&resp):
-		h := &Hold{c: c, key: cl.req.Key, token: resp.Token}
-		c.holds[h] = struct{}{}
-		cl.hold = h
-	case resp.Status == wire.StatusQueued && unwanted:
-		// An enqueue nobody will wait for: consume the registration
-		// (a grant it brings comes back here and is released).
-		cleanup = &wire.Request{Cmd: waitFor(cl.req.Cmd), Key: cl.req.Key, Timeout: 0}
+	if perr == nil {
+		if cl.sent.After(c.heard) {
+			c.heard = cl.sent
+		}
+		cmd := cl.req.Cmd
+		if cmd == wire.CmdWait || cmd == wire.CmdSemWait {
+			delete(c.regs, cl.req.Key) // any reply to a wait ends the registration
+		}
+		enqueued := resp.Status == wire.StatusQueued || resp.Status == wire.StatusAcquired
+		switch {
+		case enqueued && unwanted:
+			// An enqueue nobody will wait for: consume the registration.
+			// A grant it brings comes back unwanted and is released.
+			c.regs[cl.req.Key] = true
+			cleanup = &wire.Request{Cmd: waitFor(cmd), Key: cl.req.Key, Timeout: 0}
+		case enqueued:
+			c.regs[cl.req.Key] = true
+		}
+		if grants(&resp) && cleanup == nil {
+			g := c.grants[resp.Token]
+			switch {
+			case g != nil:
+				// The same token again on the same connection (the wait
+				// after an enqueue acquired at once): the same grant,
+				// whose lease the server has just restarted.
+				g.extendLocked(cl.sent, resp.Lease)
+			case !unwanted:
+				g = newGrant(c, &cl.req, resp, cl.sent)
+				c.grants[resp.Token] = g
+			default:
+				cleanup = releaseFor(&cl.req, resp.Token)
+			}
+			if !unwanted {
+				cl.grant = g
+			}
+		}
 	}
-	write := false
 	if cleanup != nil {
-		// Queued now, under the lock, so that no request can get ahead
-		// of it on this connection.
-		var err error
-		if _, write, err = c.queueLocked(cleanup, true); err != nil {
+		// Queued now, under the lock, so that no request can get ahead of
+		// it on this connection.
+		if _, err := c.queueLocked(cleanup, true); err != nil {
 			c.p.log.Debug("pool: clean-up request not queued", "addr", c.p.addr, "cmd", cleanup.Cmd.String(), "err", err)
 		}
 	}
-	if unwanted {
+	if cl.abandoned || cl.internal {
 		cl.recycle()
 	} else {
 		cl.done <- struct{}{}
 	}
+	after := c.afterGrantsChangedLocked()
 	c.mu.Unlock()
-
-	if write {
-		// The write may block; the reader must keep reading.
-		c.p.cleanups.Add(1)
-		go func() {
-			defer c.p.cleanups.Done()
-			c.writeLoop()
-		}()
-	}
+	after()
 	if perr != nil {
 		// Out of step: every later reply would be misread.
 		return fmt.Errorf("%w: %w", ErrBroken, perr)
@@ -323,7 +383,7 @@ func waitFor(enqueue wire.Command) wire.Command {
 	return wire.CmdWait
 }
 
-// sendInternal sends a request nobody waits for (keep-alive).
+// sendInternal sends a request nobody waits for (keep-alive, clean-up).
 func (c *Conn) sendInternal(req *wire.Request) {
 	if _, err := c.send(req, true); err != nil {
 		c.p.log.Debug("pool: request not sent", "addr", c.p.addr, "cmd", req.Cmd.String(), "err", err)
@@ -351,9 +411,43 @@ func releaseFor(req *wire.Request, token string) *wire.Request {
 	return &wire.Request{Cmd: cmd, Key: req.Key, Token: token}
 }
 
-// fail breaks the connection once: pending callers get err, holders are
-// told their locks are lost, and the socket is closed (which makes the
-// server release everything the connection held).
+// afterGrantsChangedLocked hands a connection kept out of puddle by its
+// grants back once it holds none, or destroys it if it broke. It returns
+// what to do once c.mu is released.
+func (c *Conn) afterGrantsChangedLocked() func() {
+	if c.owner != ownerGrants || len(c.grants) > 0 {
+		return noop
+	}
+	c.owner = ownerNone
+	res := c.res
+	if c.broken != nil || !c.cleanLocked() {
+		// Broken, or not clean for its next user: close it.
+		return func() { c.close(); res.Destroy() }
+	}
+	c.owner = ownerPuddle
+	return res.Release
+}
+
+func noop() {}
+
+// cleanLocked reports whether the connection can serve its next user as
+// new: no enqueue registered on it and no blocking request still pending
+// (an abandoned wait would hold up whatever is sent next).
+func (c *Conn) cleanLocked() bool {
+	if len(c.regs) > 0 {
+		return false
+	}
+	for _, cl := range c.pending[c.head:] {
+		if holdsUp(&cl.req) {
+			return false
+		}
+	}
+	return true
+}
+
+// fail breaks the connection once: pending callers get err, every grant
+// it holds is lost, and the socket is closed (which makes the server
+// release everything the connection held).
 func (c *Conn) fail(err error) {
 	c.mu.Lock()
 	if c.broken != nil {
@@ -361,6 +455,7 @@ func (c *Conn) fail(err error) {
 		return
 	}
 	c.broken = err
+	close(c.quit)
 	for _, cl := range c.pending[c.head:] {
 		cl.err = err
 		if cl.abandoned || cl.internal {
@@ -370,21 +465,24 @@ func (c *Conn) fail(err error) {
 		}
 	}
 	c.pending, c.head = nil, 0
-	holds := c.holds
-	c.holds = make(map[*Hold]struct{})
-	var lost []func(error)
-	for h := range holds {
-		h.lost = err
-		if h.onLost != nil {
-			lost = append(lost, h.onLost)
-		}
+	lost := make([]*Grant, 0, len(c.grants))
+	for _, g := range c.grants {
+		lost = append(lost, g.loseLocked(fmt.Errorf("%w: connection to %s broke: %w", ErrGrantLost, c.p.addr, err)))
+	}
+	clear(c.regs)
+	var res *puddle.Resource[*Conn]
+	if c.owner == ownerGrants {
+		c.owner, res = ownerNone, c.res
 	}
 	c.mu.Unlock()
 
 	c.nc.Close()
-	c.p.connBroke(c, len(holds), err)
-	for _, f := range lost {
-		f(err)
+	c.p.connBroke(c, len(lost), err)
+	if res != nil {
+		res.Destroy()
+	}
+	for _, g := range lost {
+		g.notify()
 	}
 }
 
@@ -401,40 +499,3 @@ var errServerIdleClose = fmt.Errorf("%w: closed by the server's read timeout", E
 // errNotSent marks a request refused before it was queued, because its
 // connection had already broken.
 var errNotSent = errors.New("pool: request not sent")
-
-// Hold is one lock or slot held through a connection. The server releases
-// it if the connection closes, so the holder must learn when that happens.
-type Hold struct {
-	c          *Conn
-	key, token string
-	onLost     func(error)
-	lost       error
-	done       bool
-}
-
-// Conn returns the connection that holds the lock.
-func (h *Hold) Conn() *Conn { return h.c }
-
-// OnLost arranges for f to run once, with the reason, if the connection
-// breaks while the hold is active. If it already broke, f runs now.
-func (h *Hold) OnLost(f func(error)) {
-	h.c.mu.Lock()
-	lost := h.lost
-	if lost == nil && !h.done {
-		h.onLost = f
-	}
-	h.c.mu.Unlock()
-	if lost != nil && !h.done {
-		f(lost)
-	}
-}
-
-// Done stops tracking the hold: the lock was released or found lost. Safe
-// to call twice.
-func (h *Hold) Done() {
-	h.c.mu.Lock()
-	defer h.c.mu.Unlock()
-	h.done = true
-	h.onLost = nil
-	delete(h.c.holds, h)
-}

@@ -24,16 +24,23 @@ func Example() {
 	if err != nil || res.Resp.Err() != nil {
 		panic(fmt.Sprint(err, res.Resp.Err()))
 	}
-	res.Hold.OnLost(func(err error) { fmt.Println("lost:", err) })
-	fmt.Println("held; locks in the pool:", p.Stats().Holds)
+	g := res.Grant
+	g.OnLost(func(err error) { fmt.Println("lost:", err) })
+	fmt.Println("held; locks in the pool:", p.Stats().Grants)
 
-	rel := wire.Request{Cmd: wire.CmdRelease, Key: "orders", Token: res.Resp.Token}
-	if _, err := p.Do(ctx, &rel); err != nil {
+	// Renew it for 20 s: the pool applies the answer to this grant.
+	if errs := p.Renew(ctx, []pool.Renewal{{Grant: g, Lease: 20}}); errs[0] != nil {
+		panic(errs[0])
+	}
+	_, lease := g.Lease()
+	fmt.Println("renewed for", lease)
+
+	if err := g.Release(ctx); err != nil {
 		panic(err)
 	}
-	res.Hold.Done()
-	fmt.Println("released; locks in the pool:", p.Stats().Holds)
+	fmt.Println("released; locks in the pool:", p.Stats().Grants)
 	// Output:
 	// held; locks in the pool: 1
+	// renewed for 20s
 	// released; locks in the pool: 0
 }

@@ -39,23 +39,23 @@ func TestHeldLockSurvivesReadTimeout(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, res.Resp.Err())
 	var lost atomic.Bool
-	res.Hold.OnLost(func(error) { lost.Store(true) })
+	res.Grant.OnLost(func(error) { lost.Store(true) })
 	owner := heldBy(srv, "k")
 
-	renew := &wire.Request{Cmd: wire.CmdRenew, Key: "k", Token: res.Resp.Token, Lease: 10}
 	deadline := time.Now().Add(12 * time.Second)
 	tick := time.NewTicker(5 * time.Second)
 	defer tick.Stop()
 	for time.Now().Before(deadline) {
 		select {
 		case <-tick.C:
-			rr, err := p.Do(ctxFor(t, wait), renew)
-			require.NoError(t, err)
-			require.NoError(t, rr.Resp.Err(), "renewal")
+			errs := p.Renew(ctxFor(t, wait), []pool.Renewal{{Grant: res.Grant, Lease: 10}})
+			require.NoError(t, errs[0], "renewal")
+			assert.True(t, res.Grant.Deadline().After(time.Now()), "the keep-alives keep the read-timeout bound ahead")
 		case <-time.After(time.Until(deadline)):
 		}
 	}
 	assert.False(t, lost.Load())
+	assert.Zero(t, srv.ReadTimeoutCloses())
 	assert.Equal(t, owner, heldBy(srv, "k"), "still held by the same connection")
 	assert.Zero(t, p.Stats().BrokenConns)
 	assert.NotContains(t, logs.String(), "lost")
@@ -69,9 +69,9 @@ func TestDroppedConnectionsNotifyHoldersAndRedial(t *testing.T) {
 	p := newPool(t, srv.Addr(), pool.Config{Logger: logs.Logger()})
 	var lost sync.WaitGroup
 	for _, k := range []string{"a", "b", "c"} {
-		_, h := grant(t, p, k)
+		g := grant(t, p, k)
 		lost.Add(1)
-		h.OnLost(func(err error) {
+		g.OnLost(func(err error) {
 			assert.ErrorIs(t, err, pool.ErrBroken)
 			lost.Done()
 		})
@@ -79,7 +79,7 @@ func TestDroppedConnectionsNotifyHoldersAndRedial(t *testing.T) {
 	res, err := p.Do(ctxFor(t, wait), &wire.Request{Cmd: wire.CmdLock, Key: "d", Timeout: 5})
 	require.NoError(t, err)
 	lost.Add(1)
-	res.Hold.OnLost(func(error) { lost.Done() })
+	res.Grant.OnLost(func(error) { lost.Done() })
 	dials := p.Stats().Dials
 
 	srv.DropConnections()
@@ -101,14 +101,15 @@ func TestDroppedConnectionsNotifyHoldersAndRedial(t *testing.T) {
 	pin.Unpin()
 }
 
-// Hazard 2: cancelling a blocked acquire on a connection that holds
-// another lock leaves that lock held; what the abandoned wait is granted
-// later is released at once.
-func TestCancelledAcquireKeepsOtherLocks(t *testing.T) {
+// Hazard 2: a blocking request never runs on a connection that holds a
+// lock, so cancelling one (which closes its connection) costs no lock. A
+// connection holding a lock is kept out of the pool until the lock ends,
+// and the next blocking request gets a clean connection.
+func TestBlockingRequestsNeverRiskHeldLocks(t *testing.T) {
 	srv := startServer(t, fakeserver.Config{})
 	p := newPool(t, srv.Addr(), pool.Config{MaxConns: 3, SharedConns: 1})
 	other := newPool(t, srv.Addr(), pool.Config{})
-	otherTok, otherHold := grant(t, other, "b")
+	b := grant(t, other, "b")
 
 	pin, err := p.Pin(ctxFor(t, wait))
 	require.NoError(t, err)
@@ -116,13 +117,19 @@ func TestCancelledAcquireKeepsOtherLocks(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, a.Resp.Err())
 	var aLost atomic.Bool
-	a.Hold.OnLost(func(error) { aLost.Store(true) })
+	a.Grant.OnLost(func(error) { aLost.Store(true) })
 	owner := heldBy(srv, "a")
+	_, err = pin.Do(ctxFor(t, wait), &wire.Request{Cmd: wire.CmdLock, Key: "b", Timeout: 2})
+	assert.ErrorIs(t, err, pool.ErrHoldsLocks)
+	pin.Unpin()
+	assert.Equal(t, 1, p.Stats().ParkedConns)
 
+	// The next blocking request gets the other, clean, connection;
+	// cancelling it closes that one and leaves a alone.
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
 	go func() {
-		_, err := pin.Do(ctx, &wire.Request{Cmd: wire.CmdLock, Key: "b", Timeout: 2})
+		_, err := p.Do(ctx, &wire.Request{Cmd: wire.CmdLock, Key: "b", Timeout: 30})
 		errc <- err
 	}()
 	require.Eventually(t, func() bool { return srv.Busy() == 1 }, wait, time.Millisecond)
@@ -133,25 +140,41 @@ func TestCancelledAcquireKeepsOtherLocks(t *testing.T) {
 	case <-time.After(time.Second):
 		t.Fatal("cancel not honoured")
 	}
-	pin.Unpin()
+	require.Eventually(t, func() bool { return srv.Busy() == 0 }, wait, time.Millisecond)
 	assert.Equal(t, owner, heldBy(srv, "a"), "the other lock is still held by the same connection")
 	assert.False(t, aLost.Load())
+	require.NoError(t, b.Release(ctxFor(t, wait)))
+	assert.Zero(t, heldBy(srv, "b"), "the cancelled wait was not granted")
 
-	// b is released by its holder: the abandoned wait is granted, and the
-	// pool gives it back at once.
-	rel, err := other.Do(ctxFor(t, wait), &wire.Request{Cmd: wire.CmdRelease, Key: "b", Token: otherTok})
+	// With one slot pinned and the other kept by a's connection, a Pin
+	// waits until a ends, and then gets that connection back, clean.
+	busy, err := p.Pin(ctxFor(t, wait))
 	require.NoError(t, err)
-	require.NoError(t, rel.Resp.Err())
-	otherHold.Done()
-	require.Eventually(t, func() bool { return heldBy(srv, "b") == 0 && srv.Busy() == 0 }, wait, time.Millisecond)
-	assert.Equal(t, owner, heldBy(srv, "a"))
-	assert.Equal(t, map[uint64]int{a.Hold.Conn().ID(): 1}, p.Stats().HoldsPerConn)
-	// The drained connection went back to the pool and serves again.
-	require.Eventually(t, func() bool { return p.Stats().IdleConns == 1 }, wait, time.Millisecond)
-	again, err := p.Pin(ctxFor(t, wait))
-	require.NoError(t, err)
-	assert.Same(t, a.Hold.Conn(), again.Conn())
+	defer busy.Unpin()
+	pinned := make(chan *pool.Pinned, 1)
+	go func() {
+		pn, err := p.Pin(ctxFor(t, wait))
+		assert.NoError(t, err)
+		pinned <- pn
+	}()
+	require.NoError(t, a.Grant.Release(ctxFor(t, wait)))
+	again := <-pinned
+	assert.Same(t, a.Grant.Conn(), again.Conn())
 	again.Unpin()
+}
+
+// Pin honours its context while every connection is taken, including by
+// the locks they hold.
+func TestPinHonoursContextWhenFull(t *testing.T) {
+	srv := startServer(t, fakeserver.Config{})
+	p := newPool(t, srv.Addr(), pool.Config{MaxConns: 2, SharedConns: 1})
+	res, err := p.Do(ctxFor(t, wait), &wire.Request{Cmd: wire.CmdLock, Key: "a", Timeout: 1})
+	require.NoError(t, err)
+	require.NotNil(t, res.Grant)
+	start := time.Now()
+	_, err = p.Pin(ctxFor(t, 200*time.Millisecond))
+	assert.ErrorIs(t, err, context.DeadlineExceeded)
+	assert.Less(t, time.Since(start), 400*time.Millisecond)
 }
 
 // A blocked acquire on a connection that holds nothing is cancelled by
@@ -189,10 +212,8 @@ func TestAbandonedGrantIsReleased(t *testing.T) {
 	srv.Unstall()
 	require.Eventually(t, func() bool { return heldBy(srv, "k") == 0 && p.Stats().InFlight == 0 }, wait, time.Millisecond)
 	// The abandoned enqueue was consumed too: q is free, not held.
-	_, h := grant(t, p, "q")
-	assert.NotNil(t, h)
-	_, h = grant(t, p, "k")
-	assert.NotNil(t, h)
+	assert.NotNil(t, grant(t, p, "q"))
+	assert.NotNil(t, grant(t, p, "k"))
 }
 
 // A stalled server never keeps a caller past its deadline by more than
@@ -293,13 +314,13 @@ func TestServerIdleCloseIsHarmless(t *testing.T) {
 func TestIdleConnectionsClose(t *testing.T) {
 	srv := startServer(t, fakeserver.Config{})
 	p := newPool(t, srv.Addr(), pool.Config{IdleTimeout: 100 * time.Millisecond, KeepAlive: 50 * time.Millisecond})
-	_, h := grant(t, p, "held")
+	h := grant(t, p, "held")
 	pin, err := p.Pin(ctxFor(t, wait))
 	require.NoError(t, err)
 	pin.Unpin()
 	require.Equal(t, 2, p.Stats().Conns)
 	require.Eventually(t, func() bool { return p.Stats().Conns == 1 }, wait, 5*time.Millisecond, "the idle exclusive connection closes")
-	assert.Equal(t, map[uint64]int{h.Conn().ID(): 1}, p.Stats().HoldsPerConn, "the connection holding a lock stays")
+	assert.Equal(t, map[uint64]int{h.Conn().ID(): 1}, p.Stats().GrantsPerConn, "the connection holding a lock stays")
 	assert.NoError(t, h.Conn().Err())
 	assert.Equal(t, 1, srv.Stats().Connections)
 	assert.NotZero(t, heldBy(srv, "held"))
@@ -358,3 +379,45 @@ func TestLogsHoldNoTokens(t *testing.T) {
 	p.Close()
 	<-done
 }
+
+// A caller's context is honoured while its request waits to be written:
+// callers only queue, and the connection's writer alone waits for a peer
+// that has stopped reading.
+func TestContextHonouredAgainstAPeerThatStopsReading(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer ln.Close()
+	accepted := make(chan net.Conn, 4)
+	go func() {
+		for {
+			nc, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted <- nc // never read from
+		}
+	}()
+	defer func() {
+		for len(accepted) > 0 {
+			(<-accepted).Close()
+		}
+	}()
+	p := newPool(t, ln.Addr().String(), pool.Config{SharedConns: 1, WriteTimeout: 10 * time.Second})
+	key := strings.Repeat("k", 200)
+	reqs := make([]wire.Request, 50000) // ~12 MB: more than the sockets buffer
+	for i := range reqs {
+		reqs[i] = wire.Request{Cmd: wire.CmdRelease, Key: key, Token: "0123456789abcdef0123456789abcdef"}
+	}
+	start := time.Now()
+	_, errs := p.DoAll(ctxFor(t, 200*time.Millisecond), reqs)
+	assert.ErrorIs(t, errs[0], context.DeadlineExceeded)
+	assert.Less(t, time.Since(start), time.Second)
+
+	// A second caller on the same stuck connection is not held up either.
+	start = time.Now()
+	_, err = p.Do(ctxFor(t, 200*time.Millisecond), &keepAliveLike)
+	assert.ErrorIs(t, err, context.DeadlineExceeded)
+	assert.Less(t, time.Since(start), time.Second)
+}
+
+var keepAliveLike = wire.Request{Cmd: wire.CmdRelease, Key: "k", Token: "0123456789abcdef0123456789abcdef"}

@@ -2,8 +2,9 @@ package pool
 
 import "time"
 
-// maintain keeps connections that hold locks talking and closes idle ones
-// that hold nothing. It never closes a connection that holds a lock.
+// maintain keeps connections that hold locks or enqueue registrations
+// talking, and closes idle ones that hold nothing. It never closes a
+// connection that holds a lock.
 func (p *Pool) maintain() {
 	defer close(p.maintDone)
 	period := max(min(p.cfg.KeepAlive, p.cfg.IdleTimeout)/4, 10*time.Millisecond)
@@ -30,11 +31,8 @@ func (p *Pool) tend(now time.Time) {
 			s.c = nil
 		}
 		s.mu.Unlock()
-		if c == nil {
-			continue
-		}
-		if !c.closeIfIdle(now, p.cfg.IdleTimeout) {
-			p.keepTalking(c, now)
+		if c != nil {
+			c.closeIfIdle(now, p.cfg.IdleTimeout)
 		}
 	}
 	for _, res := range p.excl.AcquireAllIdle() {
@@ -45,21 +43,37 @@ func (p *Pool) tend(now time.Time) {
 		case c.closeIfIdle(now, p.cfg.IdleTimeout):
 			res.Destroy()
 		default:
-			p.keepTalking(c, now)
 			res.ReleaseUnused()
 		}
 	}
+	// Every connection, pinned ones included: a connection pinned by a
+	// queued enqueue must stay open until its wait, and one that holds
+	// locks for as long as it does.
+	p.mu.Lock()
+	conns := make([]*Conn, 0, len(p.conns))
+	for _, c := range p.conns {
+		conns = append(conns, c)
+	}
+	p.mu.Unlock()
+	for _, c := range conns {
+		c.keepTalking(now, p.cfg.KeepAlive)
+	}
 }
 
-// keepTalking sends a no-op on a connection that holds locks and has been
-// quiet for KeepAlive, so the server's read timeout never closes it.
-func (p *Pool) keepTalking(c *Conn, now time.Time) {
+// keepTalking sends a no-op on a connection that holds locks or an
+// enqueue registration and has been quiet for every, so the server's
+// read timeout never closes it. A connection with a request pending needs
+// none: the server is handling it, and its clock does not run meanwhile.
+func (c *Conn) keepTalking(now time.Time, every time.Duration) {
 	c.mu.Lock()
-	quiet := c.broken == nil && len(c.holds) > 0 && now.Sub(c.lastSent) >= p.cfg.KeepAlive
-	c.mu.Unlock()
+	quiet := c.broken == nil && (len(c.grants) > 0 || len(c.regs) > 0) &&
+		c.head == len(c.pending) && now.Sub(c.lastSent) >= every
 	if quiet {
-		c.sendInternal(&keepAlive)
+		if _, err := c.queueLocked(&keepAlive, true); err != nil {
+			c.p.log.Debug("pool: keep-alive not queued", "addr", c.p.addr, "err", err)
+		}
 	}
+	c.mu.Unlock()
 }
 
 // idle reports whether c holds nothing, awaits nothing and has been unused
@@ -71,7 +85,7 @@ func (c *Conn) idle(now time.Time, d time.Duration) bool {
 }
 
 func (c *Conn) idleLocked(now time.Time, d time.Duration) bool {
-	return c.broken == nil && len(c.holds) == 0 && c.head == len(c.pending) && now.Sub(c.lastSent) >= d
+	return c.broken == nil && len(c.grants) == 0 && len(c.regs) == 0 && c.head == len(c.pending) && now.Sub(c.lastSent) >= d
 }
 
 // closeIfIdle closes c if it is idle, checked under the same lock that

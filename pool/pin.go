@@ -2,20 +2,24 @@ package pool
 
 import (
 	"context"
-
-	"github.com/jackc/puddle/v2"
+	"errors"
+	"fmt"
 
 	"github.com/dflock-go/dflock/wire"
 )
 
 // Pinned is an exclusive connection, for blocking requests and for the
 // enqueue and wait of a two-phase acquire, which must share a connection.
+//
+// Pin hands out only clean connections: they hold no lock, have no
+// enqueue registered and no request pending. So a blocking request never
+// waits on a connection that holds locks, and cancelling it (which closes
+// the connection: the protocol's only way to cancel a wait) costs no other
+// lock. A connection that holds locks when it is unpinned stays out of
+// the pool, kept talking by the pool, until the last of them ends.
 type Pinned struct {
-	p   *Pool
-	res *puddle.Resource[*Conn]
-	c   *Conn
-	// unpinned is set once the connection went back (or will go back, when
-	// an abandoned request drains) to the pool.
+	p        *Pool
+	c        *Conn
 	unpinned bool
 }
 
@@ -24,8 +28,15 @@ type Pinned struct {
 // not grow with the number of keys the server tracks.
 var keepAlive = wire.Request{Cmd: wire.CmdRelease, Key: "_dflock_keepalive", Token: "keepalive"}
 
-// Pin takes an exclusive connection, dialling one if none is idle and the
-// pool has room, else waiting for one until ctx ends.
+// ErrHoldsLocks refuses a blocking request on a pinned connection that
+// holds locks: if the request were cancelled, closing the connection would
+// release them.
+var ErrHoldsLocks = errors.New("pool: blocking request on a connection that holds locks")
+
+// Pin takes a clean exclusive connection, dialling one if none is idle and
+// the pool has room, else waiting until one is free or ctx ends (its error
+// is returned then). Connections kept by the locks they hold count against
+// MaxConns.
 func (p *Pool) Pin(ctx context.Context) (*Pinned, error) {
 	for {
 		if p.isClosing() {
@@ -36,26 +47,35 @@ func (p *Pool) Pin(ctx context.Context) (*Pinned, error) {
 			if ctx.Err() != nil {
 				return nil, ctx.Err()
 			}
+			if p.isClosing() {
+				return nil, ErrClosed
+			}
 			return nil, err
 		}
 		c := res.Value()
-		if c.Err() != nil {
+		c.mu.Lock()
+		broken := c.broken != nil
+		if !broken {
+			c.owner, c.res = ownerPinner, res
+		}
+		c.mu.Unlock()
+		if broken {
 			res.Destroy()
 			continue
 		}
 		if res.IdleDuration() > p.cfg.HealthCheckAfter {
 			// It sat idle: the server may have closed it meanwhile.
 			if _, err := c.do(ctx, &keepAlive); err != nil {
+				pn := &Pinned{p: p, c: c}
 				if c.Err() == nil {
-					// ctx ended; the ping drains harmlessly.
-					res.Release()
+					pn.Unpin() // ctx ended; the ping drains harmlessly
 					return nil, err
 				}
-				res.Destroy()
+				pn.Unpin()
 				continue
 			}
 		}
-		return &Pinned{p: p, res: res, c: c}, nil
+		return &Pinned{p: p, c: c}, nil
 	}
 }
 
@@ -64,54 +84,85 @@ func (pn *Pinned) Conn() *Conn { return pn.c }
 
 // Do sends req on the pinned connection and waits for its reply.
 //
-// Cancelling ctx while a blocking request waits on the server returns at
-// once and never costs another lock: if the connection holds no lock, it
-// is closed, which is the protocol's only way to cancel a wait; if it
-// holds locks, the wait runs out on the server and whatever it grants is
-// released at once, and the connection returns to the pool only then.
+// If ctx ends first, Do returns ctx's error at once. A blocking request is
+// then cancelled on the server by closing the connection, which holds no
+// lock (ErrHoldsLocks refuses a blocking request otherwise). Any other
+// request is left to its reply, and a lock that reply grants is released
+// at once.
 func (pn *Pinned) Do(ctx context.Context, req *wire.Request) (Result, error) {
+	return pn.do(ctx, req, false)
+}
+
+// Withdraw gives up the enqueue registered for key on the pinned
+// connection: a wait that cannot block consumes the registration, and a
+// lock it grants (the key was freed for us meanwhile) is released at
+// once. The connection is clean afterwards.
+func (pn *Pinned) Withdraw(ctx context.Context, key string, semaphore bool) error {
+	cmd := wire.CmdWait
+	if semaphore {
+		cmd = wire.CmdSemWait
+	}
+	_, err := pn.do(ctx, &wire.Request{Cmd: cmd, Key: key, Timeout: 0}, true)
+	return err
+}
+
+func (pn *Pinned) do(ctx context.Context, req *wire.Request, discard bool) (Result, error) {
+	if err := req.Validate(); err != nil {
+		return Result{}, err
+	}
+	if pn.unpinned {
+		return Result{}, fmt.Errorf("%w: the connection was unpinned", errNotSent)
+	}
 	c := pn.c
-	cl, err := c.send(req, false)
+	c.mu.Lock()
+	if holdsUp(req) && len(c.grants) > 0 {
+		c.mu.Unlock()
+		return Result{}, ErrHoldsLocks
+	}
+	cl, err := c.queueLocked(req, false)
+	if cl != nil {
+		cl.discard = discard
+	}
+	c.mu.Unlock()
 	if err != nil {
 		return Result{}, err
 	}
 	res, abandoned, err := c.await(ctx, cl)
-	if !abandoned {
-		return res, err
-	}
-	if c.Holds() == 0 {
+	if abandoned && holdsUp(req) {
+		// The server forgets the wait (and any registration) when the
+		// connection closes; the connection holds no lock to lose.
 		c.close()
-		return Result{}, ctx.Err()
 	}
-	// The marker's reply comes after the abandoned one, and after the
-	// release of anything it granted is queued.
-	marker, err := c.send(&keepAlive, false)
-	if err == nil && !pn.unpinned {
-		pn.unpinned = true
-		pn.p.cleanups.Add(1)
-		go func() {
-			defer pn.p.cleanups.Done()
-			<-marker.done
-			marker.recycle()
-			pn.giveBack()
-		}()
-	}
-	return Result{}, ctx.Err()
+	return res, err
 }
 
-// Unpin returns the connection to the pool. Safe to call twice.
+// Unpin returns the connection to the pool: clean, it is idle for the
+// next caller; holding locks, it stays out of the pool until they end;
+// otherwise (broken, or an enqueue still registered) it is closed. Safe to
+// call twice.
 func (pn *Pinned) Unpin() {
 	if pn.unpinned {
 		return
 	}
 	pn.unpinned = true
-	pn.giveBack()
+	c := pn.c
+	c.mu.Lock()
+	res := c.res
+	var after func()
+	switch {
+	case c.broken != nil:
+		c.owner, after = ownerNone, res.Destroy
+	case len(c.grants) > 0:
+		c.owner, after = ownerGrants, noop
+	case !c.cleanLocked():
+		c.owner, after = ownerNone, func() { c.close(); res.Destroy() }
+	default:
+		c.owner, after = ownerPuddle, res.Release
+	}
+	c.mu.Unlock()
+	after()
 }
 
-func (pn *Pinned) giveBack() {
-	if pn.c.Err() != nil {
-		pn.res.Destroy()
-		return
-	}
-	pn.res.Release()
-}
+// holdsUp reports whether the server may sit on req: a lock or wait with
+// a timeout. A wait with none answers at once.
+func holdsUp(req *wire.Request) bool { return req.Blocking() && req.Timeout > 0 }

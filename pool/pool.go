@@ -17,6 +17,9 @@ import (
 )
 
 // Pool keeps the connections to one server.
+//
+// mu guards conns. Lock order: Pool.mu, then a sharedSlot's mu, then
+// Conn.mu.
 type Pool struct {
 	addr string
 	cfg  Config
@@ -34,10 +37,10 @@ type Pool struct {
 	dialErrors atomic.Uint64
 	broken     atomic.Uint64
 
-	cleanups  sync.WaitGroup
-	closing   chan struct{}
-	closeOnce sync.Once
-	maintDone chan struct{}
+	goroutines sync.WaitGroup // each connection's reader and writer, dials
+	closing    chan struct{}
+	closeOnce  sync.Once
+	maintDone  chan struct{}
 }
 
 // ErrClosed is returned by a closed pool.
@@ -76,25 +79,28 @@ func New(addr string, cfg Config) (*Pool, error) {
 // Addr is the server's address.
 func (p *Pool) Addr() string { return p.addr }
 
-// ServerReadTimeout is the server read timeout the pool works with.
-func (p *Pool) ServerReadTimeout() time.Duration { return p.cfg.ServerReadTimeout }
+// KeepAlive is how often a connection that holds locks carries a request.
+func (p *Pool) KeepAlive() time.Duration { return p.cfg.KeepAlive }
 
 // Do sends req and waits for its reply. Non-blocking requests share the
-// pipelined connections; a blocking one (a lock with a timeout, a wait)
-// runs on an exclusive connection (see Pin for what cancelling it does).
-// Invalid requests are refused before anything is sent.
+// pipelined connections; a blocking one (a lock with a timeout, a wait),
+// and stats, whose reply may be megabytes, run on a clean exclusive
+// connection (see Pin). Invalid requests are refused before anything is
+// sent.
 //
-// If ctx ends before the reply, Do returns ctx's error at once. The
-// request has been sent and is answered later; a lock it grants then is
-// released right away, never left held.
+// If ctx ends before the reply, Do returns ctx's error at once: the
+// caller only queues its request, and never waits for a socket. The
+// request may still be answered later; a lock it grants then is released
+// right away, never left held.
 //
-// A reply that grants a lock or slot comes with a Hold: the lock lives and
-// dies with the connection that carried it.
+// A reply that grants a lock or slot comes with a Grant, which owns it
+// from then on: the lock lives and dies with the connection that carried
+// it.
 func (p *Pool) Do(ctx context.Context, req *wire.Request) (Result, error) {
 	if err := req.Validate(); err != nil {
 		return Result{}, err
 	}
-	if req.Blocking() {
+	if req.Blocking() || req.Cmd == wire.CmdStats {
 		pin, err := p.Pin(ctx)
 		if err != nil {
 			return Result{}, err
@@ -132,21 +138,15 @@ func (p *Pool) DoAll(ctx context.Context, reqs []wire.Request) ([]Result, []erro
 		return results, errs
 	}
 	calls := make([]*call, len(reqs))
-	write := false
 	c.mu.Lock()
 	for i := range reqs {
-		if reqs[i].Blocking() {
+		if reqs[i].Blocking() || reqs[i].Cmd == wire.CmdStats {
 			errs[i] = fmt.Errorf("%w: DoAll takes only non-blocking requests, got %s", wire.ErrInvalidRequest, reqs[i].Cmd)
 			continue
 		}
-		var w bool
-		calls[i], w, errs[i] = c.queueLocked(&reqs[i], false)
-		write = write || w
+		calls[i], errs[i] = c.queueLocked(&reqs[i], false)
 	}
 	c.mu.Unlock()
-	if write {
-		c.writeLoop()
-	}
 	for i, cl := range calls {
 		if cl != nil {
 			results[i], _, errs[i] = c.await(ctx, cl)
@@ -179,9 +179,9 @@ func (p *Pool) sharedConn(ctx context.Context) (*Conn, error) {
 		if s.dialing == nil {
 			ch := make(chan struct{})
 			s.dialing, s.c = ch, nil
-			p.cleanups.Add(1)
+			p.goroutines.Add(1)
 			go func() {
-				defer p.cleanups.Done()
+				defer p.goroutines.Done()
 				c, err := p.dial(context.Background(), true)
 				s.mu.Lock()
 				s.c, s.err, s.dialing = c, err, nil
@@ -239,7 +239,7 @@ func (p *Pool) dialConn(ctx context.Context, shared bool) (*Conn, error) {
 		}
 		nc = tc
 	}
-	lr := wire.NewLineReader(nc, wire.MaxResponseLen)
+	lr := wire.NewLineReader(nc, wire.MaxStatsLen)
 	if p.cfg.AuthToken != "" {
 		if err := authenticate(ctx, nc, lr, p.cfg.AuthToken); err != nil {
 			nc.Close()
@@ -270,7 +270,7 @@ func authenticate(ctx context.Context, nc net.Conn, lr *wire.LineReader, secret 
 	if _, err := nc.Write(buf); err != nil {
 		return err
 	}
-	line, err := lr.ReadLine()
+	line, err := lr.ReadLineLimit(wire.MaxResponseLen)
 	if err != nil {
 		return fmt.Errorf("pool: auth: %w", err)
 	}
@@ -333,6 +333,6 @@ func (p *Pool) Close() {
 			c.close()
 		}
 		p.excl.Close()
-		p.cleanups.Wait()
+		p.goroutines.Wait()
 	})
 }

@@ -2,8 +2,10 @@ package pool_test
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -49,14 +51,15 @@ func tryLock(key string) *wire.Request {
 	return &wire.Request{Cmd: wire.CmdLock, Key: key, Timeout: 0}
 }
 
-// grant takes key with a try-lock and returns its hold.
-func grant(t *testing.T, p *pool.Pool, key string) (string, *pool.Hold) {
+// grant takes key with a try-lock and returns its grant.
+func grant(t *testing.T, p *pool.Pool, key string) *pool.Grant {
 	t.Helper()
 	res, err := p.Do(ctxFor(t, wait), tryLock(key))
 	require.NoError(t, err)
 	require.NoError(t, res.Resp.Err())
-	require.NotNil(t, res.Hold)
-	return res.Resp.Token, res.Hold
+	require.NotNil(t, res.Grant)
+	require.Equal(t, res.Resp.Token, res.Grant.Token())
+	return res.Grant
 }
 
 func heldBy(srv *fakeserver.Server, key string) uint64 {
@@ -68,27 +71,28 @@ func heldBy(srv *fakeserver.Server, key string) uint64 {
 	return 0
 }
 
-func TestDoAndHold(t *testing.T) {
+func TestDoAndGrant(t *testing.T) {
 	srv := startServer(t, fakeserver.Config{})
 	p := newPool(t, srv.Addr(), pool.Config{})
-	tok, h := grant(t, p, "k")
+	g := grant(t, p, "k")
+	tok := g.Token()
 	assert.Len(t, tok, 32)
 	assert.NotZero(t, heldBy(srv, "k"))
 	st := p.Stats()
-	assert.Equal(t, 1, st.Holds)
-	assert.Equal(t, map[uint64]int{h.Conn().ID(): 1}, st.HoldsPerConn)
-	assert.Equal(t, 1, h.Conn().Holds())
+	assert.Equal(t, 1, st.Grants)
+	assert.Equal(t, map[uint64]int{g.Conn().ID(): 1}, st.GrantsPerConn)
+	assert.Equal(t, 1, g.Conn().Grants())
+	assert.NoError(t, g.Err())
+	assert.True(t, g.Deadline().After(time.Now().Add(20*time.Second)), "33 s lease, 23 s read timeout")
 
-	res, err := p.Do(ctxFor(t, wait), &wire.Request{Cmd: wire.CmdRelease, Key: "k", Token: tok})
-	require.NoError(t, err)
-	require.NoError(t, res.Resp.Err())
-	assert.Nil(t, res.Hold)
-	h.Done()
-	h.Done()
-	assert.Zero(t, p.Stats().Holds)
+	require.NoError(t, g.Release(ctxFor(t, wait)))
+	assert.ErrorIs(t, g.Release(ctxFor(t, wait)), pool.ErrNotHeld, "twice is safe")
+	assert.ErrorIs(t, g.Err(), pool.ErrNotHeld)
+	assert.True(t, g.Deadline().IsZero())
+	assert.Zero(t, p.Stats().Grants)
 	assert.Zero(t, heldBy(srv, "k"))
 
-	res, err = p.Do(ctxFor(t, wait), &wire.Request{Cmd: wire.CmdRelease, Key: "k", Token: tok})
+	res, err := p.Do(ctxFor(t, wait), &wire.Request{Cmd: wire.CmdRelease, Key: "k", Token: tok})
 	require.NoError(t, err)
 	assert.ErrorIs(t, res.Resp.Err(), wire.ErrServer, "server failures are replies, not pool errors")
 }
@@ -116,12 +120,9 @@ func TestPipelining(t *testing.T) {
 				if !assert.NoError(t, err) || !assert.NoError(t, res.Resp.Err()) {
 					return
 				}
-				rel := &wire.Request{Cmd: wire.CmdRelease, Key: key, Token: res.Resp.Token}
-				rres, err := p.Do(context.Background(), rel)
-				if !assert.NoError(t, err) || !assert.NoError(t, rres.Resp.Err(), "release of %s", key) {
+				if !assert.NoError(t, res.Grant.Release(context.Background()), "release of %s", key) {
 					return
 				}
-				res.Hold.Done()
 			}
 		}()
 	}
@@ -130,14 +131,14 @@ func TestPipelining(t *testing.T) {
 	assert.Equal(t, 2, st.SharedConns)
 	assert.Equal(t, 2, st.Conns, "no exclusive connection was needed")
 	assert.Zero(t, st.InFlight)
-	assert.Zero(t, st.Holds)
+	assert.Zero(t, st.Grants)
 	assert.Equal(t, 2, srv.Stats().Connections)
 }
 
 func TestBlockingRequestsUseExclusiveConnections(t *testing.T) {
 	srv := startServer(t, fakeserver.Config{})
 	p := newPool(t, srv.Addr(), pool.Config{})
-	_, holder := grant(t, p, "k")
+	holder := grant(t, p, "k")
 
 	got := make(chan pool.Result, 1)
 	go func() {
@@ -147,15 +148,20 @@ func TestBlockingRequestsUseExclusiveConnections(t *testing.T) {
 	}()
 	require.Eventually(t, func() bool { return srv.Stats().Locks[0].Waiters == 1 }, wait, time.Millisecond)
 	// The shared connections stay free while the blocking request waits.
-	_, other := grant(t, p, "other")
-	require.Equal(t, 1, srv.ExpireNow("k"))
-	holder.Done()
+	other := grant(t, p, "other")
+	require.NoError(t, holder.Release(ctxFor(t, wait)))
 	res := <-got
 	require.NoError(t, res.Resp.Err())
-	require.NotNil(t, res.Hold)
-	assert.NotSame(t, other.Conn(), res.Hold.Conn())
-	assert.NotSame(t, holder.Conn(), res.Hold.Conn())
-	assert.Equal(t, 1, p.Stats().PinnedConns+p.Stats().IdleConns)
+	require.NotNil(t, res.Grant)
+	assert.NotSame(t, other.Conn(), res.Grant.Conn())
+	assert.NotSame(t, holder.Conn(), res.Grant.Conn())
+	st := p.Stats()
+	assert.Equal(t, 1, st.ParkedConns, "kept out of the pool by its lock")
+	assert.Zero(t, st.PinnedConns+st.IdleConns)
+	require.NoError(t, res.Grant.Release(ctxFor(t, wait)))
+	st = p.Stats()
+	assert.Equal(t, 1, st.IdleConns, "clean again, back in the pool")
+	assert.Zero(t, st.ParkedConns)
 }
 
 func TestAuth(t *testing.T) {
@@ -191,9 +197,9 @@ func TestCloseReleasesEverything(t *testing.T) {
 	srv := startServer(t, fakeserver.Config{})
 	p, err := pool.New(srv.Addr(), pool.Config{})
 	require.NoError(t, err)
-	_, h := grant(t, p, "k")
+	g := grant(t, p, "k")
 	lost := make(chan error, 1)
-	h.OnLost(func(err error) { lost <- err })
+	g.OnLost(func(err error) { lost <- err })
 	p.Close()
 	p.Close()
 	require.Eventually(t, func() bool { return srv.Stats().Connections == 0 }, wait, time.Millisecond)
@@ -201,6 +207,7 @@ func TestCloseReleasesEverything(t *testing.T) {
 	select {
 	case err := <-lost:
 		assert.ErrorIs(t, err, pool.ErrBroken)
+		assert.ErrorIs(t, err, pool.ErrGrantLost)
 	case <-time.After(wait):
 		t.Fatal("holder not told")
 	}
@@ -214,8 +221,9 @@ func TestCloseReleasesEverything(t *testing.T) {
 func TestDoAll(t *testing.T) {
 	srv := startServer(t, fakeserver.Config{})
 	p := newPool(t, srv.Addr(), pool.Config{})
-	tokA, ha := grant(t, p, "a")
-	_, hb := grant(t, p, "b")
+	ga := grant(t, p, "a")
+	tokA := ga.Token()
+	gb := grant(t, p, "b")
 	results, errs := p.DoAll(ctxFor(t, wait), []wire.Request{
 		{Cmd: wire.CmdRenew, Key: "a", Token: tokA, Lease: 7},
 		{Cmd: wire.CmdRenew, Key: "b", Token: "ffffffffffffffffffffffffffffffff"},
@@ -228,10 +236,41 @@ func TestDoAll(t *testing.T) {
 	assert.ErrorIs(t, results[1].Resp.Err(), wire.ErrServer)
 	assert.ErrorIs(t, errs[2], wire.ErrInvalidRequest)
 	require.NoError(t, errs[3])
-	assert.NotNil(t, results[3].Hold)
-	ha.Done()
-	hb.Done()
+	assert.NotNil(t, results[3].Grant)
+	require.NoError(t, ga.Release(ctxFor(t, wait)))
+	require.NoError(t, gb.Release(ctxFor(t, wait)))
 
 	_, errs = p.DoAll(ctxFor(t, wait), []wire.Request{{Cmd: wire.CmdLock, Key: "d", Timeout: 5}})
 	assert.ErrorIs(t, errs[0], wire.ErrInvalidRequest, "blocking requests are refused")
+}
+
+// Renew applies each answer to the grant it was sent for: a refusal loses
+// that grant and nothing else, and an answer about a grant released
+// meanwhile belongs to nothing.
+func TestRenew(t *testing.T) {
+	srv := startServer(t, fakeserver.Config{})
+	p := newPool(t, srv.Addr(), pool.Config{})
+	a := grant(t, p, "a")
+	b := grant(t, p, "b")
+	srv.ExpireNow("b")
+	old := grant(t, p, "c")
+	require.NoError(t, old.Release(ctxFor(t, wait)))
+	c := grant(t, p, "c") // the same key again: a new grant
+
+	var bLost, cLost atomic.Bool
+	b.OnLost(func(err error) { bLost.Store(errors.Is(err, pool.ErrGrantLost)) })
+	c.OnLost(func(error) { cLost.Store(true) })
+	before, _ := a.Lease()
+	errs := p.Renew(ctxFor(t, wait), []pool.Renewal{{Grant: a, Lease: 7}, {Grant: b, Lease: 7}, {Grant: old, Lease: 7}})
+	require.NoError(t, errs[0])
+	since, lease := a.Lease()
+	assert.Equal(t, 7*time.Second, lease)
+	assert.True(t, since.After(before))
+	assert.ErrorIs(t, errs[1], pool.ErrGrantLost)
+	assert.True(t, bLost.Load(), "b's callback ran before Renew returned")
+	assert.ErrorIs(t, b.Err(), pool.ErrGrantLost)
+	assert.ErrorIs(t, errs[2], pool.ErrNotHeld)
+	assert.False(t, cLost.Load(), "the refusal for the old token never touches the new grant")
+	assert.NoError(t, c.Err())
+	assert.Equal(t, 2, p.Stats().Grants)
 }

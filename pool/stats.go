@@ -16,21 +16,24 @@ type Stats struct {
 	// BrokenConns counts connections that broke (not those the pool
 	// closed on purpose).
 	BrokenConns uint64
-	// Holds counts the locks and slots held through the pool.
-	Holds int
-	// HoldsPerConn maps connection ID to the locks it holds, for the
+	// Grants counts the locks and slots held through the pool.
+	Grants int
+	// GrantsPerConn maps connection ID to the locks it holds, for the
 	// connections that hold any.
-	HoldsPerConn map[uint64]int
+	GrantsPerConn map[uint64]int
+	// ParkedConns counts exclusive connections kept out of the pool by the
+	// locks they hold (they serve no blocking request until those end).
+	ParkedConns int
 }
 
 // Stats returns a snapshot of the pool.
 func (p *Pool) Stats() Stats {
 	st := Stats{
-		Addr:         p.addr,
-		Dials:        p.dials.Load(),
-		DialErrors:   p.dialErrors.Load(),
-		BrokenConns:  p.broken.Load(),
-		HoldsPerConn: map[uint64]int{},
+		Addr:          p.addr,
+		Dials:         p.dials.Load(),
+		DialErrors:    p.dialErrors.Load(),
+		BrokenConns:   p.broken.Load(),
+		GrantsPerConn: map[uint64]int{},
 	}
 	p.mu.Lock()
 	conns := make([]*Conn, 0, len(p.conns))
@@ -42,9 +45,12 @@ func (p *Pool) Stats() Stats {
 	for _, c := range conns {
 		c.mu.Lock()
 		st.InFlight += len(c.pending) - c.head
-		if n := len(c.holds); n > 0 {
-			st.Holds += n
-			st.HoldsPerConn[c.id] = n
+		if n := len(c.grants); n > 0 {
+			st.Grants += n
+			st.GrantsPerConn[c.id] = n
+		}
+		if c.owner == ownerGrants {
+			st.ParkedConns++
 		}
 		c.mu.Unlock()
 	}
@@ -58,6 +64,6 @@ func (p *Pool) Stats() Stats {
 	}
 	ps := p.excl.Stat()
 	st.IdleConns = int(ps.IdleResources())
-	st.PinnedConns = int(ps.AcquiredResources())
+	st.PinnedConns = int(ps.AcquiredResources()) - st.ParkedConns
 	return st
 }

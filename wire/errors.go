@@ -11,11 +11,25 @@ const (
 	// not counting the '\n' (a trailing '\r' counts).
 	MaxLineLen = 256
 
-	// MaxResponseLen is the longest response line a client accepts. Stats
-	// replies grow with the number of keys a server tracks; anything longer
-	// is refused and the connection must be discarded.
+	// MaxResponseLen is the longest response line a client accepts, but
+	// for stats; anything longer is refused and the connection must be
+	// discarded.
 	MaxResponseLen = 64 << 10
+
+	// MaxStatsLen is the longest stats reply a client accepts. The
+	// server's has no bound: it lists every key the server tracks. This
+	// cap only keeps a peer that is not a dflockd server from exhausting
+	// memory.
+	MaxStatsLen = 1 << 30
 )
+
+// ReplyLimit is the longest reply to cmd a client should accept.
+func ReplyLimit(cmd Command) int {
+	if cmd == CmdStats {
+		return MaxStatsLen
+	}
+	return MaxResponseLen
+}
 
 // Sentinel errors for every status a server can answer besides success, and
 // for the ways a frame can be wrong. Check them with [errors.Is].

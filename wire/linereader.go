@@ -39,23 +39,33 @@ func NewLineReader(r io.Reader, max int) *LineReader {
 // stream is then out of step and must be closed. End of input before any
 // byte of a line is io.EOF; within a line, io.ErrUnexpectedEOF.
 func (lr *LineReader) ReadLine() ([]byte, error) {
+	return lr.ReadLineLimit(lr.max)
+}
+
+// ReadLineLimit is ReadLine with a cap of its own for this line, for a
+// reader whose lines differ in their bounds (a client expecting a stats
+// reply, which has none).
+func (lr *LineReader) ReadLineLimit(max int) ([]byte, error) {
+	if cap(lr.scratch) > 64<<10 {
+		lr.scratch = nil // a stats reply's megabytes are not kept for ever
+	}
 	line, err := lr.br.ReadSlice('\n')
 	if err == nil {
-		return lr.finish(line[:len(line)-1])
+		return lr.finish(line[:len(line)-1], max)
 	}
 	if err != bufio.ErrBufferFull {
 		return nil, lr.eof(len(line), err)
 	}
 	lr.scratch = append(lr.scratch[:0], line...)
 	for {
-		if len(lr.scratch) > lr.max {
-			return nil, lr.tooLong()
+		if len(lr.scratch) > max {
+			return nil, lr.tooLong(max)
 		}
 		line, err = lr.br.ReadSlice('\n')
 		lr.scratch = append(lr.scratch, line...)
 		switch err {
 		case nil:
-			return lr.finish(lr.scratch[:len(lr.scratch)-1])
+			return lr.finish(lr.scratch[:len(lr.scratch)-1], max)
 		case bufio.ErrBufferFull:
 		default:
 			return nil, lr.eof(len(lr.scratch), err)
@@ -63,15 +73,15 @@ func (lr *LineReader) ReadLine() ([]byte, error) {
 	}
 }
 
-func (lr *LineReader) finish(line []byte) ([]byte, error) {
-	if len(line) > lr.max {
-		return nil, lr.tooLong()
+func (lr *LineReader) finish(line []byte, max int) ([]byte, error) {
+	if len(line) > max {
+		return nil, lr.tooLong(max)
 	}
 	return bytes.TrimRight(line, "\r"), nil
 }
 
-func (lr *LineReader) tooLong() error {
-	return &RequestError{Field: "line", Value: "", Rule: "longer than " + strconv.Itoa(lr.max) + " bytes", TooLong: true}
+func (lr *LineReader) tooLong(max int) error {
+	return &RequestError{Field: "line", Value: "", Rule: "longer than " + strconv.Itoa(max) + " bytes", TooLong: true}
 }
 
 func (lr *LineReader) eof(n int, err error) error {

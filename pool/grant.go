@@ -1,0 +1,338 @@
+package pool
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/dflock-go/dflock/wire"
+)
+
+// Grant is one lock or slot the server granted: one token, held through
+// the connection whose request it answered, from the reply that granted
+// it to its release or loss. Everything that happens to the grant (a
+// renewal confirmed or refused, its release, the connection breaking, its
+// deadline passing) applies to this object alone; a reply about another
+// token can never touch it.
+//
+// A Grant's mutable fields are guarded by its connection's mutex.
+type Grant struct {
+	c     *Conn
+	key   string
+	token string
+	sem   bool
+
+	// Guarded by c.mu.
+	since  time.Time     // the server's lease began no earlier than this
+	lease  time.Duration // the lease the server last confirmed
+	state  grantState
+	err    error       // why it was lost
+	onLost func(error) // runs once, outside any lock, when it is lost
+}
+
+type grantState int
+
+const (
+	grantHeld grantState = iota
+	grantReleased
+	grantLost
+)
+
+// ErrGrantLost wraps every reason a grant was lost: its connection
+// broke, a renewal was refused, or its deadline passed.
+var ErrGrantLost = errors.New("pool: grant lost")
+
+// ErrNotHeld is returned for a grant already released or lost.
+var ErrNotHeld = errors.New("pool: grant not held")
+
+func newGrant(c *Conn, req *wire.Request, resp wire.Response, sent time.Time) *Grant {
+	return &Grant{
+		c:     c,
+		key:   req.Key,
+		token: resp.Token,
+		sem:   req.Cmd.Semaphore(),
+		since: sent,
+		lease: time.Duration(resp.Lease) * time.Second,
+	}
+}
+
+// Key returns the key the grant is for.
+func (g *Grant) Key() string { return g.key }
+
+// Token returns the server's token for the grant.
+func (g *Grant) Token() string { return g.token }
+
+// Addr returns the server's address.
+func (g *Grant) Addr() string { return g.c.p.addr }
+
+// Conn returns the connection that owns the grant on the server.
+func (g *Grant) Conn() *Conn { return g.c }
+
+// Lease returns the last lease the server confirmed and the moment it
+// began at the earliest: the request that obtained it was queued then,
+// and the server counts the lease from when it handled it, later.
+func (g *Grant) Lease() (since time.Time, lease time.Duration) {
+	g.c.mu.Lock()
+	defer g.c.mu.Unlock()
+	return g.since, g.lease
+}
+
+// Deadline is the moment up to which the grant is certainly still ours,
+// less a margin, so that a loss is reported before the server could hand
+// the lock on. The server keeps the grant until the earlier of the end of
+// its lease (counted from its start at the earliest) and its read timeout
+// on the owning connection (counted from the last request it answered
+// there). Zero once the grant is released or lost.
+func (g *Grant) Deadline() time.Time {
+	g.c.mu.Lock()
+	defer g.c.mu.Unlock()
+	if g.state != grantHeld {
+		return time.Time{}
+	}
+	return g.deadlineLocked()
+}
+
+func (g *Grant) deadlineLocked() time.Time {
+	d := g.since.Add(g.lease - min(g.lease/20, 250*time.Millisecond))
+	rt := g.c.p.cfg.ServerReadTimeout
+	if c := g.c.heard.Add(rt - min(rt/10, time.Second)); c.Before(d) {
+		d = c
+	}
+	return d
+}
+
+// Err returns nil while the grant is held, why it was lost, or ErrNotHeld
+// once released.
+func (g *Grant) Err() error {
+	g.c.mu.Lock()
+	defer g.c.mu.Unlock()
+	switch g.state {
+	case grantLost:
+		return g.err
+	case grantReleased:
+		return ErrNotHeld
+	}
+	return nil
+}
+
+// OnLost arranges for f to run once, with the reason, when the grant is
+// lost. If it is lost already, f runs now. It replaces an earlier f.
+func (g *Grant) OnLost(f func(error)) {
+	g.c.mu.Lock()
+	lost, err := g.state == grantLost, g.err
+	if !lost {
+		g.onLost = f
+	}
+	g.c.mu.Unlock()
+	if lost {
+		f(err)
+	}
+}
+
+// extendLocked records a lease the server confirmed (or restarted) for a
+// request queued at sent. The server sets the lease to end its length
+// after it handled the request, so the newest request's answer is the
+// server's state (which may end sooner than before, for a shorter lease).
+func (g *Grant) extendLocked(sent time.Time, leaseSecs int) {
+	if g.state != grantHeld || sent.Before(g.since) {
+		return
+	}
+	g.since, g.lease = sent, time.Duration(leaseSecs)*time.Second
+}
+
+// loseLocked ends a held grant as lost; the caller calls notify once c.mu
+// is released. It returns g for that.
+func (g *Grant) loseLocked(err error) *Grant {
+	if g.state != grantHeld {
+		return nil
+	}
+	g.state, g.err = grantLost, err
+	delete(g.c.grants, g.token)
+	return g
+}
+
+// notify runs the loss callback of a grant that loseLocked ended; nil is
+// a no-op, so callers may pass loseLocked's result straight on.
+func (g *Grant) notify() {
+	if g == nil {
+		return
+	}
+	g.c.mu.Lock()
+	f := g.onLost
+	g.onLost = nil
+	err := g.err
+	g.c.mu.Unlock()
+	if f != nil {
+		f(err)
+	}
+}
+
+// Expire ends the grant as lost because its deadline passed without a
+// confirmed renewal, and gives it back to the server in case the server
+// still holds it (a renewal stuck behind a stalled server, say), so that
+// it is never left held by nobody. A no-op unless held.
+func (g *Grant) Expire(reason error) {
+	c := g.c
+	c.mu.Lock()
+	lost := g.loseLocked(fmt.Errorf("%w: %w", ErrGrantLost, reason))
+	after := c.afterGrantsChangedLocked()
+	c.mu.Unlock()
+	if lost == nil {
+		return
+	}
+	// The holder hears first; only then does the release go out, on the
+	// owning connection, behind whatever it carries.
+	lost.notify()
+	c.mu.Lock()
+	if c.broken == nil {
+		if _, err := c.queueLocked(g.releaseRequest(), true); err != nil {
+			c.p.log.Debug("pool: release of an expired grant not queued", "addr", c.p.addr, "err", err)
+		}
+	}
+	c.mu.Unlock()
+	after()
+}
+
+// lose ends the grant as lost for err (a refused renewal): the server no
+// longer holds it, so there is nothing to give back.
+func (g *Grant) lose(err error) {
+	c := g.c
+	c.mu.Lock()
+	lost := g.loseLocked(err)
+	after := c.afterGrantsChangedLocked()
+	c.mu.Unlock()
+	after()
+	lost.notify()
+}
+
+func (g *Grant) releaseRequest() *wire.Request {
+	cmd := wire.CmdRelease
+	if g.sem {
+		cmd = wire.CmdSemRelease
+	}
+	return &wire.Request{Cmd: cmd, Key: g.key, Token: g.token}
+}
+
+func (g *Grant) renewRequest(leaseSecs int) wire.Request {
+	cmd := wire.CmdRenew
+	if g.sem {
+		cmd = wire.CmdSemRenew
+	}
+	return wire.Request{Cmd: cmd, Key: g.key, Token: g.token, Lease: leaseSecs}
+}
+
+// end marks a held grant released; false if it was not held.
+func (g *Grant) end() (bool, error) {
+	c := g.c
+	c.mu.Lock()
+	if g.state != grantHeld {
+		err := g.err
+		c.mu.Unlock()
+		if err == nil {
+			err = ErrNotHeld
+		}
+		return false, err
+	}
+	g.state, g.onLost = grantReleased, nil
+	delete(c.grants, g.token)
+	after := c.afterGrantsChangedLocked()
+	c.mu.Unlock()
+	after()
+	return true, nil
+}
+
+// Release gives the grant back to the server. If the grant was lost it
+// returns the loss (matching ErrGrantLost) and sends nothing; if the
+// server no longer held it (its lease ran out), an error matching
+// ErrGrantLost. Safe to call twice: the second call returns ErrNotHeld.
+func (g *Grant) Release(ctx context.Context) error {
+	if ok, err := g.end(); !ok {
+		return err
+	}
+	res, err := g.c.p.Do(ctx, g.releaseRequest())
+	if err != nil {
+		return fmt.Errorf("pool: release of %q on %s: %w (its lease will run out on the server)", g.key, g.Addr(), err)
+	}
+	if err := res.Resp.Err(); err != nil {
+		return fmt.Errorf("%w: %q was no longer held on %s: %w", ErrGrantLost, g.key, g.Addr(), err)
+	}
+	return nil
+}
+
+// Confirm renews the grant on its own connection and waits for the
+// answer, which proves both its lease and the connection alive from the
+// moment it was sent. A grant that reached the client late (after a long
+// blocking wait) is confirmed before it is handed out. A refusal means the
+// server no longer held it: the grant is lost and the error says so.
+func (g *Grant) Confirm(ctx context.Context, leaseSecs int) error {
+	req := g.renewRequest(leaseSecs)
+	res, err := g.c.do(ctx, &req)
+	if err != nil {
+		return err
+	}
+	return g.apply(res)
+}
+
+// apply records the server's answer to a renewal of g.
+func (g *Grant) apply(res Result) error {
+	if err := res.Resp.Err(); err != nil {
+		err = fmt.Errorf("%w: %s refused to renew %q: %w", ErrGrantLost, g.Addr(), g.key, err)
+		g.lose(err)
+		return err
+	}
+	g.c.mu.Lock()
+	g.extendLocked(res.Sent, res.Resp.Lease)
+	g.c.mu.Unlock()
+	return nil
+}
+
+// Renewal is one grant to renew and the lease, in whole seconds, to renew
+// it for. Send the lease it was taken with: without one the server resets
+// it to its default.
+type Renewal struct {
+	Grant *Grant
+	Lease int
+}
+
+// Renew renews grants held through this pool's server, in one write on a
+// shared connection. Error i is nil when grant i was renewed; it matches
+// ErrGrantLost when the server refused (the grant is then lost, and its
+// OnLost callback has run); any other error means the renewal did not get
+// through and may be tried again while the grant's deadline lasts.
+// Grants no longer held are skipped with ErrNotHeld.
+func (p *Pool) Renew(ctx context.Context, rs []Renewal) []error {
+	reqs := make([]wire.Request, len(rs))
+	for i, r := range rs {
+		reqs[i] = r.Grant.renewRequest(r.Lease)
+	}
+	results, errs := p.DoAll(ctx, reqs)
+	for i, r := range rs {
+		if errs[i] != nil {
+			continue
+		}
+		if r.Grant.Err() != nil {
+			// Released or lost while the renewal was in flight: its
+			// answer belongs to nothing now.
+			errs[i] = ErrNotHeld
+			continue
+		}
+		errs[i] = r.Grant.apply(results[i])
+	}
+	return errs
+}
+
+// ReleaseAll gives many grants back in batches on shared connections,
+// best effort (Client.Close, say). Grants not held are skipped.
+func (p *Pool) ReleaseAll(ctx context.Context, gs []*Grant) {
+	reqs := make([]wire.Request, 0, len(gs))
+	for _, g := range gs {
+		if ok, _ := g.end(); ok {
+			reqs = append(reqs, *g.releaseRequest())
+		}
+	}
+	const chunk = 4096
+	for i := 0; i < len(reqs); i += chunk {
+		p.DoAll(ctx, reqs[i:min(i+chunk, len(reqs))])
+	}
+}
