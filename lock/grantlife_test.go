@@ -38,9 +38,7 @@ func TestStaleRenewalNeverTouchesANewGrant(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			f := newFleet(t, 1, fakeserver.Config{})
-			d := newLossDetector(t, f)
-			c := f.client(t, lock.Config{})
-			d.watch(c)
+			d, c, _ := watched(t, f, lock.Config{})
 			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 			defer cancel()
 			var acquired, lost atomic.Int64
@@ -85,22 +83,32 @@ func shortReadTimeout(t *testing.T) (*testFleet, *fakeserver.Server, lock.Config
 	return f, f.server(t, 0), lock.Config{Pool: pool.Config{ServerReadTimeout: 2 * time.Second, MaxConns: 3, SharedConns: 1}}
 }
 
-// holdAfterWait makes l hold its key through a blocking acquire (so on an
-// exclusive connection): other holds the key and frees it once l waits.
-func holdAfterWait(t *testing.T, srv *fakeserver.Server, other *lock.Client, l *lock.Lock) {
+// acquireAfterWait makes l hold its key through a blocking acquire (so on
+// an exclusive connection): other holds the key, and frees it once l has
+// waited for pause on the server.
+func acquireAfterWait(t *testing.T, srv *fakeserver.Server, other *lock.Client, l *lock.Lock, pause time.Duration) {
 	t.Helper()
 	first := other.Lock(l.Key())
 	mustAcquire(t, first)
 	busy := srv.Busy()
 	got := make(chan bool, 1)
 	go func() {
-		ok, err := l.Acquire(ctxFor(t, wait))
+		ok, err := l.Acquire(ctxFor(t, pause+wait))
 		assert.NoError(t, err)
 		got <- ok
 	}()
 	require.Eventually(t, func() bool { return srv.Busy() == busy+1 }, wait, time.Millisecond)
+	time.Sleep(pause) // the scenario: how long the wait lasts
 	require.NoError(t, first.Release(ctxFor(t, wait)))
 	require.True(t, <-got)
+}
+
+// watched returns a client whose losses d checks, and another client.
+func watched(t *testing.T, f *testFleet, cfg lock.Config) (d *lossDetector, c, other *lock.Client) {
+	d = newLossDetector(t, f)
+	c = f.client(t, cfg)
+	d.watch(c)
+	return d, c, f.client(t, cfg)
 }
 
 // Item 2: a wait longer than the server's read timeout loses neither the
@@ -109,28 +117,15 @@ func holdAfterWait(t *testing.T, srv *fakeserver.Server, other *lock.Client, l *
 func TestLongWaitKeepsEveryLock(t *testing.T) {
 	t.Parallel()
 	f, srv, cfg := shortReadTimeout(t)
-	d := newLossDetector(t, f)
-	c := f.client(t, cfg)
-	d.watch(c)
-	other := f.client(t, cfg)
+	d, c, other := watched(t, f, cfg)
 
 	a := c.Lock(uniqueKey(t, "a"), lock.LeaseTTL(10*time.Second))
-	holdAfterWait(t, srv, other, a)
+	acquireAfterWait(t, srv, other, a, 0)
 	aTok := a.Token()
 
-	hb := other.Lock(uniqueKey(t, "b"))
-	mustAcquire(t, hb)
+	// A wait past the read timeout, while a is held.
 	b := c.Lock(uniqueKey(t, "b"), lock.LeaseTTL(10*time.Second), lock.AcquireTimeout(10*time.Second))
-	got := make(chan bool, 1)
-	go func() {
-		ok, err := b.Acquire(ctxFor(t, 15*time.Second))
-		assert.NoError(t, err)
-		got <- ok
-	}()
-	require.Eventually(t, func() bool { return srv.Busy() == 1 }, wait, time.Millisecond)
-	time.Sleep(3 * time.Second) // the scenario: a wait past the read timeout
-	require.NoError(t, hb.Release(ctxFor(t, wait)))
-	require.True(t, <-got)
+	acquireAfterWait(t, srv, other, b, 3*time.Second)
 	bTok := b.Token()
 	require.NotEmpty(t, bTok, "granted after a long wait, and held")
 
@@ -151,25 +146,10 @@ func TestWaitLongerThanTheLease(t *testing.T) {
 	t.Parallel()
 	f := newFleet(t, 1, fakeserver.Config{LeaseSweepInterval: 50 * time.Millisecond})
 	srv := f.server(t, 0)
-	d := newLossDetector(t, f)
-	c := f.client(t, lock.Config{})
-	d.watch(c)
-	other := f.client(t, lock.Config{})
+	d, c, other := watched(t, f, lock.Config{})
 	key := uniqueKey(t, "k")
-	first := other.Lock(key)
-	mustAcquire(t, first)
-
 	l := c.Lock(key, lock.LeaseTTL(time.Second), lock.AcquireTimeout(5*time.Second))
-	got := make(chan bool, 1)
-	go func() {
-		ok, err := l.Acquire(ctxFor(t, wait))
-		assert.NoError(t, err)
-		got <- ok
-	}()
-	require.Eventually(t, func() bool { return srv.Busy() == 1 }, wait, time.Millisecond)
-	time.Sleep(1500 * time.Millisecond) // the scenario: a wait past the lease
-	require.NoError(t, first.Release(ctxFor(t, wait)))
-	require.True(t, <-got)
+	acquireAfterWait(t, srv, other, l, 1500*time.Millisecond)
 	tok := l.Token()
 	require.NotEmpty(t, tok)
 	time.Sleep(1500 * time.Millisecond) // renewed past its lease
@@ -184,9 +164,7 @@ func TestWaitLongerThanTheLease(t *testing.T) {
 func TestStatsOfAnyLength(t *testing.T) {
 	t.Parallel()
 	f := newFleet(t, 1, fakeserver.Config{MaxLocks: -1})
-	d := newLossDetector(t, f)
-	c := f.client(t, lock.Config{})
-	d.watch(c)
+	d, c, _ := watched(t, f, lock.Config{})
 	pad := strings.Repeat("x", 180)
 	held := make([]*lock.Lock, 1000)
 	for i := range held {
@@ -215,10 +193,7 @@ func TestStatsOfAnyLength(t *testing.T) {
 func TestQueuedEnqueueOutlivesTheReadTimeout(t *testing.T) {
 	t.Parallel()
 	f, srv, cfg := shortReadTimeout(t)
-	d := newLossDetector(t, f)
-	c := f.client(t, cfg)
-	d.watch(c)
-	other := f.client(t, cfg)
+	d, c, other := watched(t, f, cfg)
 	key := uniqueKey(t, "k")
 	first := other.Lock(key)
 	mustAcquire(t, first)

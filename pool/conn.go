@@ -383,13 +383,6 @@ func waitFor(enqueue wire.Command) wire.Command {
 	return wire.CmdWait
 }
 
-// sendInternal sends a request nobody waits for (keep-alive, clean-up).
-func (c *Conn) sendInternal(req *wire.Request) {
-	if _, err := c.send(req, true); err != nil {
-		c.p.log.Debug("pool: request not sent", "addr", c.p.addr, "cmd", req.Cmd.String(), "err", err)
-	}
-}
-
 func truncate(b []byte) string {
 	if len(b) > 64 {
 		return string(b[:64]) + "..."

@@ -1,27 +1,33 @@
 // Package pool keeps the connections to one dflockd server.
 //
 // A lock belongs to the connection that took it: closing that connection
-// releases the lock. So the pool
+// releases the lock. Each lock the server grants is a [Grant], from the
+// reply that grants it to its release or loss; everything that happens to
+// it (a renewal confirmed or refused, its release, its connection
+// breaking, its deadline passing) applies to that object alone. The pool
 //
 //   - never closes a connection that holds a lock (for idleness or
-//     anything else) and keeps such a connection talking more often than
-//     the server's read timeout;
-//   - reports each lock held through a connection that breaks, at once,
-//     through its [Hold];
-//   - cancels a blocking request without costing other locks: a waiting
-//     connection that holds nothing is closed, one that holds locks lets
-//     the wait run out and releases whatever it grants;
+//     anything else) and keeps such a connection, and one pinned by a
+//     queued enqueue, talking more often than the server's read timeout;
+//   - reports each grant held through a connection that breaks, at once
+//     ([Grant.OnLost]);
+//   - runs blocking requests (a lock with a timeout, a wait) and stats
+//     only on clean exclusive connections, which hold no lock: cancelling
+//     one closes its connection (the protocol's only way to cancel a
+//     wait) and costs nothing else. A connection that holds locks stays
+//     out of the pool until they end;
 //   - releases any grant whose caller gave up.
 //
-// Non-blocking requests (try-locks, releases, renewals, stats) from any
-// number of goroutines share a few connections and are pipelined: written
-// together, answered in order. Blocking requests (a lock with a timeout, a
-// wait) take an exclusive connection from a puddle pool, as do two-phase
-// acquires, which must send enqueue and wait on one connection ([Pin]).
+// Non-blocking requests (try-locks, releases, renewals) from any number
+// of goroutines share a few connections and are pipelined: queued by the
+// callers, written together by the connection's writer goroutine,
+// answered in order. A caller never waits on a socket, so its context is
+// honoured even against a peer that stopped reading.
 //
 //	p, err := pool.New("127.0.0.1:6388", pool.Config{})
 //	res, err := p.Do(ctx, &wire.Request{Cmd: wire.CmdLock, Key: "orders", Timeout: 10})
 //	if err == nil && res.Resp.Err() == nil {
-//		res.Hold.OnLost(func(err error) { /* the lock is gone */ })
+//		res.Grant.OnLost(func(err error) { /* the lock is gone */ })
+//		defer res.Grant.Release(ctx)
 //	}
 package pool

@@ -49,13 +49,7 @@ func (p *Pool) tend(now time.Time) {
 	// Every connection, pinned ones included: a connection pinned by a
 	// queued enqueue must stay open until its wait, and one that holds
 	// locks for as long as it does.
-	p.mu.Lock()
-	conns := make([]*Conn, 0, len(p.conns))
-	for _, c := range p.conns {
-		conns = append(conns, c)
-	}
-	p.mu.Unlock()
-	for _, c := range conns {
+	for _, c := range p.connList() {
 		c.keepTalking(now, p.cfg.KeepAlive)
 	}
 }

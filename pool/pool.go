@@ -323,16 +323,21 @@ func (p *Pool) Close() {
 	p.closeOnce.Do(func() {
 		close(p.closing)
 		<-p.maintDone
-		p.mu.Lock()
-		conns := make([]*Conn, 0, len(p.conns))
-		for _, c := range p.conns {
-			conns = append(conns, c)
-		}
-		p.mu.Unlock()
-		for _, c := range conns {
+		for _, c := range p.connList() {
 			c.close()
 		}
 		p.excl.Close()
 		p.goroutines.Wait()
 	})
+}
+
+// connList returns every open connection.
+func (p *Pool) connList() []*Conn {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	conns := make([]*Conn, 0, len(p.conns))
+	for _, c := range p.conns {
+		conns = append(conns, c)
+	}
+	return conns
 }

@@ -35,12 +35,7 @@ func (p *Pool) Stats() Stats {
 		BrokenConns:   p.broken.Load(),
 		GrantsPerConn: map[uint64]int{},
 	}
-	p.mu.Lock()
-	conns := make([]*Conn, 0, len(p.conns))
-	for _, c := range p.conns {
-		conns = append(conns, c)
-	}
-	p.mu.Unlock()
+	conns := p.connList()
 	st.Conns = len(conns)
 	for _, c := range conns {
 		c.mu.Lock()
