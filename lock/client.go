@@ -179,7 +179,7 @@ func (c *Client) Lock(key string, opts ...Option) *Lock {
 func (c *Client) Semaphore(key string, limit int, opts ...Option) *Semaphore {
 	s := &Semaphore{newLock(c, key, limit, opts)}
 	if limit <= 0 && s.err == nil {
-		s.err = fmt.Errorf("lock: semaphore limit %d must be positive", limit)
+		s.err = fmt.Errorf("%w: semaphore limit %d must be positive", ErrInvalid, limit)
 	}
 	return s
 }
@@ -188,7 +188,8 @@ func (c *Client) Semaphore(key string, limit int, opts ...Option) *Semaphore {
 // the acquire timeout, returning ErrTimeout if that passes), runs fn, and
 // releases when fn returns, fails or panics. The context fn gets is
 // cancelled, with context.Cause ErrLockLost, if the lock is lost while fn
-// runs. fn's error is returned as is.
+// runs. fn's error is returned; if the lock was lost meanwhile, the
+// returned error also matches ErrLockLost, even when fn returned nil.
 func (c *Client) WithLock(ctx context.Context, key string, fn func(ctx context.Context) error, opts ...Option) error {
 	return c.Lock(key, opts...).run(ctx, fn)
 }
@@ -216,14 +217,27 @@ func (l *Lock) run(ctx context.Context, fn func(ctx context.Context) error) erro
 		cancel(ErrLockLost)
 	}
 	defer func() {
+		// Also when fn panics.
 		l.mu.Lock()
 		l.cancel = nil
 		l.mu.Unlock()
-		if err := l.Close(); err != nil {
-			l.c.log.Warn("lock: release after WithLock", "key", l.key, "err", err)
+		if cerr := l.Close(); cerr != nil {
+			l.c.log.Warn("lock: release after WithLock", "key", l.key, "err", cerr)
 		}
 	}()
-	return fn(fctx)
+	err = fn(fctx)
+	l.mu.Lock()
+	lostErr := l.lostErr
+	if l.state != stateLost {
+		lostErr = nil
+	}
+	l.mu.Unlock()
+	if lostErr != nil && !errors.Is(err, ErrLockLost) {
+		// fn may not have looked at its context: the loss must not go
+		// unnoticed.
+		return errors.Join(err, lostErr)
+	}
+	return err
 }
 
 // ServerStats is one server's answer to stats.
@@ -233,8 +247,19 @@ type ServerStats struct {
 	Err   error
 }
 
-// Stats asks every server of the fleet for its state.
+// statsTimeout bounds Stats when ctx has no deadline.
+const statsTimeout = 10 * time.Second
+
+// Stats asks every server of the fleet for its state. Each request runs on
+// an exclusive connection that holds no lock (a reply lists everything the
+// server tracks, megabytes on a busy server), so it waits for one when all
+// are taken; with no deadline in ctx it gives up after 10 s.
 func (c *Client) Stats(ctx context.Context) []ServerStats {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, statsTimeout)
+		defer cancel()
+	}
 	addrs := c.strategy.Servers()
 	out := make([]ServerStats, len(addrs))
 	var wg sync.WaitGroup

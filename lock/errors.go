@@ -9,8 +9,10 @@ import (
 // Errors. Server statuses are the wire sentinels, re-exported here so one
 // import is enough; all of them work with errors.Is.
 var (
-	// ErrTimeout: not acquired within the acquire timeout. A cancelled or
-	// expired context is reported as the context's error instead.
+	// ErrTimeout: WithLock did not acquire within the acquire timeout
+	// (Acquire and Wait report that as false with a nil error). A
+	// cancelled or expired context is reported as the context's error
+	// instead.
 	ErrTimeout = wire.ErrTimeout
 	// ErrLockLost: a held lock was lost: its renewal was refused, its lease
 	// ran out before a renewal was confirmed, or the connection that held
@@ -20,8 +22,11 @@ var (
 	ErrNotHeld = errors.New("lock: not held")
 	// ErrHeld: Acquire or Enqueue of a lock this handle already holds.
 	ErrHeld = errors.New("lock: already held")
-	// ErrClosed: the client was closed.
-	ErrClosed = errors.New("lock: client closed")
+	// ErrClosed: the client, or the handle, was closed.
+	ErrClosed = errors.New("lock: closed")
+	// ErrInvalid: a key, option or argument that the protocol does not
+	// allow, refused before anything was sent.
+	ErrInvalid = wire.ErrInvalidRequest
 
 	ErrMaxLocks        = wire.ErrMaxLocks        // the server tracks as many keys as it may
 	ErrMaxWaiters      = wire.ErrMaxWaiters      // the key's queue is full

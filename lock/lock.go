@@ -22,7 +22,8 @@ import (
 //	queued  an Enqueue waits in the key's queue on a pinned connection
 //	held    it holds one grant, renewed in the background
 //	lost    its grant was lost; Release reports why, Acquire starts afresh
-//	closed  Close was called; every call but Close returns ErrClosed
+//	closed  Close was called; Close again is a no-op, Release returns
+//	        ErrNotHeld, every other call ErrClosed
 //
 // idle → held (Acquire, TryAcquire, Enqueue acquired at once),
 // idle → queued (Enqueue), queued → held or idle (Wait), held → idle
@@ -198,6 +199,11 @@ func (l *Lock) acquire(ctx context.Context, timeout time.Duration) (bool, error)
 	wctx, cancel := context.WithDeadlineCause(ctx, deadline, errWaitOver)
 	defer cancel()
 	pin, err := p.Pin(wctx)
+	if err != nil && ctx.Err() == nil && context.Cause(wctx) == errWaitOver {
+		// Not the key's fault: every exclusive connection was busy, or
+		// kept by a lock taken after a wait.
+		l.c.log.Warn("lock: acquire timed out waiting for a free connection; raise Pool.MaxConns", "key", l.key, "server", p.Addr())
+	}
 	if err != nil {
 		return l.take(ctx, p, pool.Result{}, ownDeadline(ctx, wctx, err), false)
 	}

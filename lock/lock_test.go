@@ -208,6 +208,16 @@ func TestWithLockContextEndsWhenLost(t *testing.T) {
 		}
 	})
 	assert.ErrorIs(t, err, context.Canceled)
+	assert.ErrorIs(t, err, lock.ErrLockLost, "the loss is in the error too")
+
+	// A callback that ignores its context and returns nil still hears of
+	// the loss.
+	err = c.WithLock(ctxFor(t, wait), key, func(ctx context.Context) error {
+		srv.DropConnections()
+		<-ctx.Done()
+		return nil
+	})
+	assert.ErrorIs(t, err, lock.ErrLockLost)
 }
 
 // Hazard 6: each way of losing a lock is reported: Token "", Lost closed,

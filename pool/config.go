@@ -12,7 +12,11 @@ import (
 // is its documented default.
 type Config struct {
 	// MaxConns bounds the connections to the server, shared and exclusive
-	// together. Default 16.
+	// together. Default 16. Blocking requests (an acquire that waits, a
+	// two-phase wait, stats) each need an exclusive connection that holds
+	// no lock, and a lock granted after a wait keeps its connection until
+	// it is released: with more of those than MaxConns-SharedConns at
+	// once, further waits wait for a connection (within their timeout).
 	MaxConns int
 	// SharedConns is how many connections carry pipelined non-blocking
 	// requests (try-locks, releases, renewals, stats); the rest serve
@@ -24,7 +28,10 @@ type Config struct {
 	// ServerReadTimeout is the server's read timeout: it closes a
 	// connection that sends nothing for that long, releasing its locks.
 	// KeepAlive and IdleTimeout must stay below it. Default 23 s, the
-	// server's default.
+	// server's default. Never set it above the server's: the client would
+	// then claim locks the server may already have released (in a
+	// partition) and let its connections be timed out. Below it only costs
+	// more keep-alives.
 	ServerReadTimeout time.Duration
 	// KeepAlive: a connection that holds locks carries a request at least
 	// this often, so the server never times it out. Default 10 s, or half

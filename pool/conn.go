@@ -19,9 +19,6 @@ import (
 // connection's writer goroutine, answered in order to its reader
 // goroutine. Locks granted through it belong to it on the server; each is
 // a Grant, which the connection reports lost if it breaks.
-//
-// Lock order: Pool.mu before Conn.mu; Conn.mu is never held while calling
-// into puddle, writing to the socket, or running a caller's callback.
 type Conn struct {
 	p      *Pool
 	id     uint64
@@ -32,7 +29,9 @@ type Conn struct {
 	quit   chan struct{} // closed when the connection breaks
 
 	// mu guards every field below, and the mutable fields of the
-	// connection's Grants.
+	// connection's Grants. Lock order: Pool.mu before Conn.mu; Conn.mu is
+	// never held while calling into puddle, writing to the socket, or
+	// running a callback.
 	mu       sync.Mutex
 	wbuf     []byte // requests queued and not yet written
 	spare    []byte // the writer's other buffer

@@ -15,15 +15,13 @@ import (
 // renewal confirmed or refused, its release, the connection breaking, its
 // deadline passing) applies to this object alone; a reply about another
 // token can never touch it.
-//
-// A Grant's mutable fields are guarded by its connection's mutex.
 type Grant struct {
 	c     *Conn
 	key   string
 	token string
 	sem   bool
 
-	// Guarded by c.mu.
+	// Guarded by c.mu (the connection's mutex).
 	since  time.Time     // the server's lease began no earlier than this
 	lease  time.Duration // the lease the server last confirmed
 	state  grantState

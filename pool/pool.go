@@ -17,9 +17,6 @@ import (
 )
 
 // Pool keeps the connections to one server.
-//
-// mu guards conns. Lock order: Pool.mu, then a sharedSlot's mu, then
-// Conn.mu.
 type Pool struct {
 	addr string
 	cfg  Config
@@ -29,6 +26,8 @@ type Pool struct {
 	next   atomic.Uint32
 	excl   *puddle.Pool[*Conn]
 
+	// mu guards conns. Lock order: Pool.mu, then a sharedSlot's mu, then
+	// Conn.mu.
 	mu    sync.Mutex
 	conns map[uint64]*Conn // every open connection
 
