@@ -55,10 +55,11 @@
 //     lock, so cancelling it (which closes that connection: the protocol
 //     has no other way) never costs another lock. A lock granted after a
 //     wait keeps its connection to itself until it is released: such a
-//     connection serves no other blocking request meanwhile, and counts
-//     against pool.Config.MaxConns. A client that holds many locks each
-//     taken after a wait needs MaxConns above their number per server; a
-//     free key is taken with a pipelined try-lock and needs none.
+//     connection serves no other blocking request meanwhile, and does not
+//     count against pool.Config.MaxConns, which bounds the waits in
+//     progress at once. A client holding many locks each taken after a
+//     wait has one connection per lock; a free key is taken with a
+//     pipelined try-lock and needs none.
 //   - Connections that hold locks, or a queued Enqueue, are kept talking
 //     more often than the server's read timeout. Set
 //     pool.Config.ServerReadTimeout for a server started with another

@@ -244,3 +244,23 @@ func TestCloseRacesAcquire(t *testing.T) {
 		require.Eventually(t, func() bool { return len(srv.Stats().Locks) == 0 }, wait, time.Millisecond, "nothing left held")
 	}
 }
+
+// Locks taken after a wait keep their connections, but not the slots
+// that waits need: a client whose pool has room for two waits at once
+// holds four such locks and can still wait for a fifth.
+func TestLocksHeldAfterWaitsDoNotStarveWaits(t *testing.T) {
+	f := newFleet(t, 1, fakeserver.Config{})
+	srv := f.server(t, 0)
+	d, c, other := watched(t, f, lock.Config{Pool: pool.Config{MaxConns: 3, SharedConns: 1}})
+	held := make([]*lock.Lock, 5)
+	for i := range held {
+		held[i] = c.Lock(fmt.Sprintf("%s-%d", uniqueKey(t, "k"), i), lock.AcquireTimeout(2*time.Second))
+		acquireAfterWait(t, srv, other, held[i], 0)
+	}
+	for _, l := range held {
+		assert.NotEmpty(t, l.Token())
+	}
+	st := c.PoolStats()[0]
+	assert.Equal(t, 5, st.ParkedConns)
+	assert.Zero(t, d.reported.Load())
+}

@@ -206,40 +206,16 @@ func TestCancelledAcquireKeepsOtherLocks(t *testing.T) {
 }
 
 // Item 5 of issue 10: the acquire timeout bounds the wait for a free
-// connection too. Here the only exclusive connection is kept by a lock
-// granted after a wait.
+// connection too, here while the only exclusive connection carries
+// another caller's long wait.
 func TestAcquireTimeoutBoundsTheWaitForAConnection(t *testing.T) {
 	f := newFleet(t, 1, fakeserver.Config{})
-	c := f.client(t, lock.Config{Pool: pool.Config{MaxConns: 2, SharedConns: 1}})
+	srv := f.server(t, 0)
 	other := f.client(t, lock.Config{})
 	a, b := uniqueKey(t, "a"), uniqueKey(t, "b")
-	ha, hb := other.Lock(a), other.Lock(b)
-	for _, h := range []*lock.Lock{ha, hb} {
-		ok, err := h.Acquire(ctxFor(t, wait))
-		require.NoError(t, err)
-		require.True(t, ok)
+	for _, h := range []*lock.Lock{other.Lock(a), other.Lock(b)} {
+		mustAcquire(t, h)
 	}
-	la := c.Lock(a)
-	got := make(chan bool, 1)
-	go func() {
-		ok, err := la.Acquire(ctxFor(t, wait))
-		assert.NoError(t, err)
-		got <- ok
-	}()
-	require.Eventually(t, func() bool { return f.server(t, 0).Busy() == 1 }, wait, time.Millisecond)
-	require.NoError(t, ha.Release(ctxFor(t, wait)))
-	require.True(t, <-got)
-
-	start := time.Now()
-	ok, err := c.Lock(b, lock.AcquireTimeout(300*time.Millisecond)).Acquire(ctxFor(t, wait))
-	took := time.Since(start)
-	require.NoError(t, err)
-	assert.False(t, ok)
-	assert.Less(t, took, 800*time.Millisecond, "returned at its timeout, not when a connection came free")
-	assert.NotEmpty(t, la.Token())
-
-	// The same while the only exclusive connection of a second client
-	// carries another caller's long wait.
 	d := f.client(t, lock.Config{Pool: pool.Config{MaxConns: 2, SharedConns: 1}})
 	waiting := make(chan struct{})
 	go func() {
@@ -248,10 +224,10 @@ func TestAcquireTimeoutBoundsTheWaitForAConnection(t *testing.T) {
 		assert.NoError(t, err)
 		assert.False(t, ok)
 	}()
-	require.Eventually(t, func() bool { return f.server(t, 0).Busy() == 1 }, wait, time.Millisecond)
-	start = time.Now()
-	ok, err = d.Lock(a, lock.AcquireTimeout(300*time.Millisecond)).Acquire(ctxFor(t, wait))
-	took = time.Since(start)
+	require.Eventually(t, func() bool { return srv.Busy() == 1 }, wait, time.Millisecond)
+	start := time.Now()
+	ok, err := d.Lock(a, lock.AcquireTimeout(300*time.Millisecond)).Acquire(ctxFor(t, wait))
+	took := time.Since(start)
 	require.NoError(t, err)
 	assert.False(t, ok)
 	assert.Less(t, took, 800*time.Millisecond, "returned at its timeout, not after the other wait")

@@ -12,11 +12,12 @@ import (
 // is its documented default.
 type Config struct {
 	// MaxConns bounds the connections to the server, shared and exclusive
-	// together. Default 16. Blocking requests (an acquire that waits, a
-	// two-phase wait, stats) each need an exclusive connection that holds
-	// no lock, and a lock granted after a wait keeps its connection until
-	// it is released: with more of those than MaxConns-SharedConns at
-	// once, further waits wait for a connection (within their timeout).
+	// together, that serve requests. Default 16. Blocking requests (an
+	// acquire that waits, a two-phase wait, stats) each need an exclusive
+	// connection that holds no lock, so at most MaxConns-SharedConns run
+	// at once; more wait for a connection (within their timeout). A lock
+	// granted after a wait keeps its connection until it is released;
+	// such connections do not count here (there is one per such lock).
 	MaxConns int
 	// SharedConns is how many connections carry pipelined non-blocking
 	// requests (try-locks, releases, renewals, stats); the rest serve

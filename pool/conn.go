@@ -54,10 +54,10 @@ type Conn struct {
 type owner int
 
 const (
-	ownerPuddle owner = iota // idle in puddle (or a shared connection)
+	ownerPuddle owner = iota // idle in puddle or in Pool.freed (or a shared connection)
 	ownerPinner              // pinned by a caller
-	ownerGrants              // kept out of puddle by the grants it holds
-	ownerNone                // destroyed, or being destroyed
+	ownerGrants              // out of puddle, kept by the grants it holds
+	ownerNone                // closed, or being closed
 )
 
 // ErrBroken wraps the reason a connection stopped working.
@@ -403,21 +403,19 @@ func releaseFor(req *wire.Request, token string) *wire.Request {
 	return &wire.Request{Cmd: cmd, Key: req.Key, Token: token}
 }
 
-// afterGrantsChangedLocked hands a connection kept out of puddle by its
-// grants back once it holds none, or destroys it if it broke. It returns
-// what to do once c.mu is released.
+// afterGrantsChangedLocked offers a connection kept by its grants to the
+// next blocking request once it holds none (or closes it, if it broke or
+// is not clean). It returns what to do once c.mu is released.
 func (c *Conn) afterGrantsChangedLocked() func() {
 	if c.owner != ownerGrants || len(c.grants) > 0 {
 		return noop
 	}
-	c.owner = ownerNone
-	res := c.res
 	if c.broken != nil || !c.cleanLocked() {
-		// Broken, or not clean for its next user: close it.
-		return func() { c.close(); res.Destroy() }
+		c.owner = ownerNone
+		return c.close
 	}
 	c.owner = ownerPuddle
-	return res.Release
+	return func() { c.p.addFreed(c) }
 }
 
 func noop() {}
@@ -462,17 +460,13 @@ func (c *Conn) fail(err error) {
 		lost = append(lost, g.loseLocked(fmt.Errorf("%w: connection to %s broke: %w", ErrGrantLost, c.p.addr, err)))
 	}
 	clear(c.regs)
-	var res *puddle.Resource[*Conn]
 	if c.owner == ownerGrants {
-		c.owner, res = ownerNone, c.res
+		c.owner = ownerNone
 	}
 	c.mu.Unlock()
 
 	c.nc.Close()
 	c.p.connBroke(c, len(lost), err)
-	if res != nil {
-		res.Destroy()
-	}
 	for _, g := range lost {
 		g.notify()
 	}

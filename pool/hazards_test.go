@@ -146,31 +146,33 @@ func TestBlockingRequestsNeverRiskHeldLocks(t *testing.T) {
 	require.NoError(t, b.Release(ctxFor(t, wait)))
 	assert.Zero(t, heldBy(srv, "b"), "the cancelled wait was not granted")
 
-	// With one slot pinned and the other kept by a's connection, a Pin
-	// waits until a ends, and then gets that connection back, clean.
-	busy, err := p.Pin(ctxFor(t, wait))
+	// a's connection is out of puddle: both slots are free for waits, and
+	// when a ends its connection serves the next Pin.
+	assert.Equal(t, 1, p.Stats().ParkedConns)
+	p1, err := p.Pin(ctxFor(t, wait))
 	require.NoError(t, err)
-	defer busy.Unpin()
-	pinned := make(chan *pool.Pinned, 1)
-	go func() {
-		pn, err := p.Pin(ctxFor(t, wait))
-		assert.NoError(t, err)
-		pinned <- pn
-	}()
+	p2, err := p.Pin(ctxFor(t, wait))
+	require.NoError(t, err)
 	require.NoError(t, a.Grant.Release(ctxFor(t, wait)))
-	again := <-pinned
+	again, err := p.Pin(ctxFor(t, wait))
+	require.NoError(t, err)
 	assert.Same(t, a.Grant.Conn(), again.Conn())
-	again.Unpin()
+	for _, pn := range []*pool.Pinned{p1, p2, again} {
+		pn.Unpin()
+	}
 }
 
-// Pin honours its context while every connection is taken, including by
-// the locks they hold.
+// Pin honours its context while every connection is pinned, and a lock
+// held after a wait does not take a slot.
 func TestPinHonoursContextWhenFull(t *testing.T) {
 	srv := startServer(t, fakeserver.Config{})
 	p := newPool(t, srv.Addr(), pool.Config{MaxConns: 2, SharedConns: 1})
 	res, err := p.Do(ctxFor(t, wait), &wire.Request{Cmd: wire.CmdLock, Key: "a", Timeout: 1})
 	require.NoError(t, err)
 	require.NotNil(t, res.Grant)
+	pn, err := p.Pin(ctxFor(t, wait))
+	require.NoError(t, err, "the held lock keeps its own connection")
+	defer pn.Unpin()
 	start := time.Now()
 	_, err = p.Pin(ctxFor(t, 200*time.Millisecond))
 	assert.ErrorIs(t, err, context.DeadlineExceeded)

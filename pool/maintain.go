@@ -46,6 +46,22 @@ func (p *Pool) tend(now time.Time) {
 			res.ReleaseUnused()
 		}
 	}
+	p.freedMu.Lock()
+	kept := p.freed[:0]
+	var closing []*Conn
+	for _, f := range p.freed {
+		if now.Sub(f.since) >= p.cfg.IdleTimeout || f.c.Err() != nil {
+			closing = append(closing, f.c)
+		} else {
+			kept = append(kept, f)
+		}
+	}
+	clear(p.freed[len(kept):])
+	p.freed = kept
+	p.freedMu.Unlock()
+	for _, c := range closing {
+		c.close()
+	}
 	// Every connection, pinned ones included: a connection pinned by a
 	// queued enqueue must stay open until its wait, and one that holds
 	// locks for as long as it does.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/dflock-go/dflock/wire"
 )
@@ -15,8 +16,10 @@ import (
 // enqueue registered and no request pending. So a blocking request never
 // waits on a connection that holds locks, and cancelling it (which closes
 // the connection: the protocol's only way to cancel a wait) costs no other
-// lock. A connection that holds locks when it is unpinned stays out of
-// the pool, kept talking by the pool, until the last of them ends.
+// lock. A connection that holds locks when it is unpinned leaves puddle
+// (so it no longer counts against MaxConns, and a lock held after a wait
+// never starves the next wait of a connection); the pool keeps it talking
+// until the last of its locks ends, then offers it to the next Pin.
 type Pinned struct {
 	p        *Pool
 	c        *Conn
@@ -42,28 +45,32 @@ func (p *Pool) Pin(ctx context.Context) (*Pinned, error) {
 		if p.isClosing() {
 			return nil, ErrClosed
 		}
-		res, err := p.excl.Acquire(ctx)
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil, ctx.Err()
+		c, idle := p.takeFreed()
+		if c == nil {
+			res, err := p.excl.Acquire(ctx)
+			if err != nil {
+				if ctx.Err() != nil {
+					return nil, ctx.Err()
+				}
+				if p.isClosing() {
+					return nil, ErrClosed
+				}
+				return nil, err
 			}
-			if p.isClosing() {
-				return nil, ErrClosed
-			}
-			return nil, err
+			c, idle = res.Value(), res.IdleDuration()
+			c.res = res
 		}
-		c := res.Value()
 		c.mu.Lock()
 		broken := c.broken != nil
 		if !broken {
-			c.owner, c.res = ownerPinner, res
+			c.owner = ownerPinner
 		}
 		c.mu.Unlock()
 		if broken {
-			res.Destroy()
+			(&Pinned{p: p, c: c}).Unpin()
 			continue
 		}
-		if res.IdleDuration() > p.cfg.HealthCheckAfter {
+		if idle > p.cfg.HealthCheckAfter {
 			// It sat idle: the server may have closed it meanwhile.
 			if _, err := c.do(ctx, &keepAlive); err != nil {
 				pn := &Pinned{p: p, c: c}
@@ -148,19 +155,67 @@ func (pn *Pinned) Unpin() {
 	c := pn.c
 	c.mu.Lock()
 	res := c.res
-	var after func()
+	next := ownerPuddle
 	switch {
-	case c.broken != nil:
-		c.owner, after = ownerNone, res.Destroy
 	case len(c.grants) > 0:
-		c.owner, after = ownerGrants, noop
-	case !c.cleanLocked():
-		c.owner, after = ownerNone, func() { c.close(); res.Destroy() }
-	default:
-		c.owner, after = ownerPuddle, res.Release
+		next = ownerGrants
+	case c.broken != nil || !c.cleanLocked():
+		next = ownerNone
+	}
+	c.owner = next
+	if next != ownerPuddle {
+		c.res = nil
 	}
 	c.mu.Unlock()
-	after()
+	switch {
+	case next == ownerGrants && res != nil:
+		// Out of puddle: the lock keeps the connection, not a slot.
+		res.Hijack()
+	case next == ownerNone:
+		c.close()
+		if res != nil {
+			res.Destroy()
+		}
+	case next == ownerPuddle && res != nil:
+		res.Release()
+	case next == ownerPuddle:
+		pn.p.addFreed(c)
+	}
+}
+
+// addFreed offers a clean connection that left puddle while it held locks
+// to the next Pin, or closes it if enough wait already.
+func (p *Pool) addFreed(c *Conn) {
+	p.freedMu.Lock()
+	keep := !p.isClosing() && len(p.freed) < p.cfg.MaxConns-p.cfg.SharedConns
+	if keep {
+		p.freed = append(p.freed, freedConn{c: c, since: time.Now()})
+	}
+	p.freedMu.Unlock()
+	if !keep {
+		c.close()
+	}
+}
+
+// takeFreed returns a connection from the freed list, and how long it sat
+// there, or nil.
+func (p *Pool) takeFreed() (*Conn, time.Duration) {
+	p.freedMu.Lock()
+	defer p.freedMu.Unlock()
+	n := len(p.freed)
+	if n == 0 {
+		return nil, 0
+	}
+	f := p.freed[n-1]
+	p.freed[n-1] = freedConn{}
+	p.freed = p.freed[:n-1]
+	return f.c, time.Since(f.since)
+}
+
+// freedConn is a clean connection outside puddle, waiting for a Pin.
+type freedConn struct {
+	c     *Conn
+	since time.Time
 }
 
 // holdsUp reports whether the server may sit on req: a lock or wait with

@@ -27,9 +27,12 @@ type Pool struct {
 	excl   *puddle.Pool[*Conn]
 
 	// mu guards conns. Lock order: Pool.mu, then a sharedSlot's mu, then
-	// Conn.mu.
+	// Conn.mu; freedMu is never held with another.
 	mu    sync.Mutex
 	conns map[uint64]*Conn // every open connection
+
+	freedMu sync.Mutex
+	freed   []freedConn // clean exclusive connections outside puddle
 
 	ids        atomic.Uint64
 	dials      atomic.Uint64

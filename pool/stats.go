@@ -21,8 +21,9 @@ type Stats struct {
 	// GrantsPerConn maps connection ID to the locks it holds, for the
 	// connections that hold any.
 	GrantsPerConn map[uint64]int
-	// ParkedConns counts exclusive connections kept out of the pool by the
-	// locks they hold (they serve no blocking request until those end).
+	// ParkedConns counts exclusive connections kept by the locks they hold
+	// (granted after a wait). They serve no blocking request until those
+	// end, and do not count against MaxConns.
 	ParkedConns int
 }
 
@@ -58,7 +59,10 @@ func (p *Pool) Stats() Stats {
 		s.mu.Unlock()
 	}
 	ps := p.excl.Stat()
-	st.IdleConns = int(ps.IdleResources())
-	st.PinnedConns = int(ps.AcquiredResources()) - st.ParkedConns
+	p.freedMu.Lock()
+	freed := len(p.freed)
+	p.freedMu.Unlock()
+	st.IdleConns = int(ps.IdleResources()) + freed
+	st.PinnedConns = max(0, st.Conns-st.SharedConns-st.IdleConns-st.ParkedConns)
 	return st
 }
