@@ -22,8 +22,8 @@ func (s *Server) Stall(d time.Duration) {
 	now := time.Now()
 	s.mu.Lock()
 	s.faultLocked()
-	// A holder granted before the stall ends lived through it (one granted
-	// before it began is told by the epoch).
+	// A grant before the stall ends is made during it (one before it
+	// began is told by the epoch).
 	s.stallEnd = now.Add(max(d, 0))
 	s.mu.Unlock()
 
@@ -60,14 +60,10 @@ func (s *Server) stallState() (time.Time, <-chan struct{}) {
 func (s *Server) RefuseConnections(refuse bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	switch {
-	case refuse:
+	if refuse {
 		s.faultLocked()
-		s.refuseOn = true
-	case s.refuseOn:
-		s.refuseOn = false
-		s.refuseEnd = time.Now()
 	}
+	s.refuseOn = refuse
 	s.refusing.Store(refuse)
 }
 

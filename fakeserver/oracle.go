@@ -44,7 +44,9 @@ func (s *Server) FaultCount() uint64 { return s.faults.Load() }
 // faultedLocked reports whether a fault may have cost h's client the grant.
 // It runs on every removal, so it must stay cheap.
 func (s *Server) faultedLocked(h *holder) bool {
-	return h.epoch != s.epoch || s.refuseOn || h.granted.Before(s.stallEnd) || h.granted.Before(s.refuseEnd)
+	// A stall or refusal that began after the grant moved the epoch; one
+	// that began before and overlaps the hold was in force at the grant.
+	return h.epoch != s.epoch || h.disrupted
 }
 
 func (s *Server) noteLostLocked(h *holder) { s.lost.add(h.e.key, h.token) }

@@ -21,14 +21,13 @@ type Server struct {
 	tab   *table
 	conns map[uint64]*conn
 	// Fault bookkeeping for TokenState, also guarded by mu: epoch counts
-	// the faults that may hit any holder; a holder granted before
-	// stallEnd or refuseEnd (or while refusing) lived through a stall or
-	// a refusal; lost remembers tokens removed after a fault touched them.
-	epoch     uint64
-	stallEnd  time.Time
-	refuseEnd time.Time
-	refuseOn  bool
-	lost      lostTokens
+	// the faults that may hit any holder; a grant before stallEnd, or
+	// while refuseOn, is made during a stall or a refusal; lost remembers
+	// tokens removed after a fault touched them.
+	epoch    uint32
+	stallEnd time.Time
+	refuseOn bool
+	lost     lostTokens
 
 	life     sync.Mutex // serialises Stop, Restart, Close and Shutdown
 	ln       net.Listener

@@ -39,12 +39,13 @@ type holder struct {
 	ownerID uint64
 	lease   time.Duration
 	expires time.Time
-	// granted and epoch record when the grant was made, for TokenState:
-	// the time, and Server.epoch then.
-	granted time.Time
-	epoch   uint64
 	// gone says why the holder left: 0 while held.
 	gone goneReason
+	// For TokenState: a stall or a refusal was in force at the grant, and
+	// Server.epoch then. They fit in the padding after gone, so a holder
+	// stays 80 bytes.
+	disrupted bool
+	epoch     uint32
 }
 
 type goneReason uint8
@@ -103,7 +104,7 @@ func (e *entry) free() bool { return len(e.holders) < e.limit && e.head == nil }
 
 func (s *Server) grant(e *entry, c *conn, lease time.Duration, now time.Time) *holder {
 	h := &holder{token: s.tab.newToken(), e: e, owner: c, ownerID: c.id, lease: lease, expires: now.Add(lease),
-		granted: now, epoch: s.epoch}
+		disrupted: s.refuseOn || now.Before(s.stallEnd), epoch: s.epoch}
 	e.holders = append(e.holders, h)
 	c.held[h] = struct{}{}
 	e.lastActive = now
