@@ -90,17 +90,26 @@ func acquireAfterWait(t *testing.T, srv *fakeserver.Server, other *lock.Client, 
 	t.Helper()
 	first := other.Lock(l.Key())
 	mustAcquire(t, first)
-	busy := srv.Busy()
 	got := make(chan bool, 1)
 	go func() {
 		ok, err := l.Acquire(ctxFor(t, pause+wait))
 		assert.NoError(t, err)
 		got <- ok
 	}()
-	require.Eventually(t, func() bool { return srv.Busy() == busy+1 }, wait, time.Millisecond)
+	require.Eventually(t, func() bool { return waiters(srv, l.Key()) == 1 }, wait, time.Millisecond)
 	time.Sleep(pause) // the scenario: how long the wait lasts
 	require.NoError(t, first.Release(ctxFor(t, wait)))
 	require.True(t, <-got)
+}
+
+// waiters returns how many requests wait in key's queue on srv.
+func waiters(srv *fakeserver.Server, key string) int {
+	for _, li := range srv.Stats().Locks {
+		if li.Key == key {
+			return li.Waiters
+		}
+	}
+	return 0
 }
 
 // watched returns a client whose losses d checks, and another client.

@@ -33,7 +33,7 @@ type Lock struct {
 	c     *Client
 	key   string
 	limit int // 0 for a lock
-	cmds  commands
+	cmds  *wire.Family
 	opt   options
 	err   error // a bad option, reported by every call
 
@@ -63,17 +63,10 @@ const (
 	stateClosed
 )
 
-type commands struct{ acquire, release, renew, enqueue, wait wire.Command }
-
-var (
-	lockCommands = commands{wire.CmdLock, wire.CmdRelease, wire.CmdRenew, wire.CmdEnqueue, wire.CmdWait}
-	semCommands  = commands{wire.CmdSemLock, wire.CmdSemRelease, wire.CmdSemRenew, wire.CmdSemEnqueue, wire.CmdSemWait}
-)
-
 func newLock(c *Client, key string, limit int, opts []Option) *Lock {
-	l := &Lock{c: c, key: key, limit: limit, cmds: lockCommands, opt: defaultOptions()}
+	l := &Lock{c: c, key: key, limit: limit, cmds: &wire.LockFamily, opt: defaultOptions()}
 	if limit > 0 {
-		l.cmds = semCommands
+		l.cmds = &wire.SemaphoreFamily
 	}
 	for _, o := range opts {
 		o(&l.opt)
@@ -146,12 +139,10 @@ var closedChan = func() chan struct{} {
 	return c
 }()
 
+// request builds an acquire or enqueue of the key, with the lease to ask
+// for.
 func (l *Lock) request(cmd wire.Command) wire.Request {
-	req := wire.Request{Cmd: cmd, Key: l.key, Limit: l.limit}
-	if cmd == l.cmds.acquire || cmd == l.cmds.enqueue || cmd == l.cmds.renew {
-		req.Lease = seconds(l.opt.lease)
-	}
-	return req
+	return wire.Request{Cmd: cmd, Key: l.key, Limit: l.limit, Lease: seconds(l.opt.lease)}
 }
 
 // Acquire takes the lock, waiting up to the acquire timeout, including any
@@ -189,7 +180,7 @@ func (l *Lock) acquire(ctx context.Context, timeout time.Duration) (bool, error)
 	// A try-lock first, pipelined on a shared connection: a free key
 	// costs one round trip and no exclusive connection. It never jumps a
 	// queue: the server refuses it while anyone waits.
-	req := l.request(l.cmds.acquire)
+	req := l.request(l.cmds.Acquire)
 	res, err := p.Do(ctx, &req)
 	if ok, err := l.take(ctx, p, res, err, false); ok || err != nil || timeout <= 0 {
 		return ok, err
@@ -207,15 +198,23 @@ func (l *Lock) acquire(ctx context.Context, timeout time.Duration) (bool, error)
 	if err != nil {
 		return l.take(ctx, p, pool.Result{}, ownDeadline(ctx, wctx, err), false)
 	}
-	defer pin.Unpin()
 	if req.Timeout, err = waitSeconds(ctx, time.Until(deadline)); err != nil {
+		pin.Unpin()
 		return false, err
 	}
+	return l.waitOn(ctx, p, pin, &req, false)
+}
+
+// waitOn sends a blocking request (a lock with a timeout, a wait) on pin,
+// unpins, and takes what it grants. The server answers by its timeout;
+// past that and replySlack the server is taken to be stuck, and the
+// result is "not acquired".
+func (l *Lock) waitOn(ctx context.Context, p *pool.Pool, pin *pool.Pinned, req *wire.Request, confirm bool) (bool, error) {
 	rctx, cancel := context.WithTimeoutCause(ctx, time.Duration(req.Timeout)*time.Second+replySlack, errWaitOver)
 	defer cancel()
-	res, err = pin.Do(rctx, &req)
+	res, err := pin.Do(rctx, req)
 	pin.Unpin()
-	return l.take(ctx, p, res, ownDeadline(ctx, rctx, err), false)
+	return l.take(ctx, p, res, ownDeadline(ctx, rctx, err), confirm)
 }
 
 // ownDeadline turns the end of a wait bounded by the acquire timeout into

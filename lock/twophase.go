@@ -48,7 +48,7 @@ func (l *Lock) Enqueue(ctx context.Context) (Status, error) {
 	if err != nil {
 		return 0, err
 	}
-	req := l.request(l.cmds.enqueue)
+	req := l.request(l.cmds.Enqueue)
 	res, err := pin.Do(ctx, &req)
 	if err == nil {
 		err = res.Resp.Err()
@@ -73,7 +73,7 @@ func (l *Lock) Enqueue(ctx context.Context) (Status, error) {
 	// the connection is closed once the grant ends.
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), l.c.closeTimeout)
 	defer cancel()
-	wait := wire.Request{Cmd: l.cmds.wait, Key: l.key, Timeout: 0}
+	wait := wire.Request{Cmd: l.cmds.Wait, Key: l.key, Timeout: 0}
 	if _, err := pin.Do(wctx, &wait); err != nil {
 		l.c.log.Debug("lock: consuming an enqueue acquired at once", "key", l.key, "err", err)
 	}
@@ -112,7 +112,6 @@ func (l *Lock) Wait(ctx context.Context, timeout time.Duration) (bool, error) {
 		return false, ErrNotEnqueued
 	}
 	l.c.untrack(l)
-	defer pin.Unpin()
 	secs := 0
 	if timeout > 0 {
 		var err error
@@ -121,15 +120,10 @@ func (l *Lock) Wait(ctx context.Context, timeout time.Duration) (bool, error) {
 			return false, err
 		}
 	}
-	req := wire.Request{Cmd: l.cmds.wait, Key: l.key, Timeout: secs}
-	rctx, cancel := context.WithTimeoutCause(ctx, time.Duration(secs)*time.Second+replySlack, errWaitOver)
-	defer cancel()
-	res, err := pin.Do(rctx, &req)
-	pin.Unpin()
 	// Always confirmed: dflockd 1.10 answers a wait with the token of a
 	// grant it made earlier even when that grant's lease has run out
 	// meanwhile and it no longer holds it. Only a renewal tells.
-	return l.take(ctx, p, res, ownDeadline(ctx, rctx, err), true)
+	return l.waitOn(ctx, p, pin, &wire.Request{Cmd: l.cmds.Wait, Key: l.key, Timeout: secs}, true)
 }
 
 // withdraw gives up a pending Enqueue.

@@ -266,11 +266,8 @@ func (c *Conn) readLoop() {
 	for {
 		// The longest a reply may be depends on the request it answers,
 		// which may not be queued yet when the read begins: read up to the
-		// stats bound, then hold the line to its own.
+		// stats bound; deliver holds the line to its own.
 		line, err := c.lr.ReadLineLimit(wire.MaxStatsLen)
-		if err == nil && len(line) > c.replyLimit() {
-			err = fmt.Errorf("reply of %d bytes: longer than %d", len(line), wire.MaxResponseLen)
-		}
 		if err != nil {
 			c.fail(fmt.Errorf("%w: read: %v", ErrBroken, err))
 			return
@@ -280,18 +277,6 @@ func (c *Conn) readLoop() {
 			return
 		}
 	}
-}
-
-// replyLimit is the longest reply the next line may be: a stats reply
-// lists everything the server tracks and has no bound; any other reply
-// keeps the guard against a peer that is not a dflockd server.
-func (c *Conn) replyLimit() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.head < len(c.pending) {
-		return wire.ReplyLimit(c.pending[c.head].req.Cmd)
-	}
-	return wire.MaxResponseLen
 }
 
 // deliver matches a reply line to the oldest pending call and applies it
@@ -307,6 +292,12 @@ func (c *Conn) deliver(line []byte) error {
 		return fmt.Errorf("%w: reply %q to no request", ErrBroken, truncate(line))
 	}
 	cl := c.pending[c.head]
+	if limit := wire.ReplyLimit(cl.req.Cmd); len(line) > limit {
+		// A stats reply has no bound; any other keeps the guard against a
+		// peer that is not a dflockd server.
+		c.mu.Unlock()
+		return fmt.Errorf("%w: read: reply to %s of %d bytes: longer than %d", ErrBroken, cl.req.Cmd, len(line), limit)
+	}
 	c.pending[c.head] = nil
 	c.head++
 	if c.head == len(c.pending) {
@@ -330,7 +321,7 @@ func (c *Conn) deliver(line []byte) error {
 			// An enqueue nobody will wait for: consume the registration.
 			// A grant it brings comes back unwanted and is released.
 			c.regs[cl.req.Key] = true
-			cleanup = &wire.Request{Cmd: waitFor(cmd), Key: cl.req.Key, Timeout: 0}
+			cleanup = &wire.Request{Cmd: wire.FamilyOf(cmd).Wait, Key: cl.req.Key, Timeout: 0}
 		case enqueued:
 			c.regs[cl.req.Key] = true
 		}
@@ -346,7 +337,7 @@ func (c *Conn) deliver(line []byte) error {
 				g = newGrant(c, &cl.req, resp, cl.sent)
 				c.grants[resp.Token] = g
 			default:
-				cleanup = releaseFor(&cl.req, resp.Token)
+				cleanup = &wire.Request{Cmd: wire.FamilyOf(cmd).Release, Key: cl.req.Key, Token: resp.Token}
 			}
 			if !unwanted {
 				cl.grant = g
@@ -375,13 +366,6 @@ func (c *Conn) deliver(line []byte) error {
 	return nil
 }
 
-func waitFor(enqueue wire.Command) wire.Command {
-	if enqueue == wire.CmdSemEnqueue {
-		return wire.CmdSemWait
-	}
-	return wire.CmdWait
-}
-
 func truncate(b []byte) string {
 	if len(b) > 64 {
 		return string(b[:64]) + "..."
@@ -392,15 +376,6 @@ func truncate(b []byte) string {
 // grants reports whether resp gives its requester a lock or slot.
 func grants(resp *wire.Response) bool {
 	return resp.Token != "" && (resp.Status == wire.StatusOK || resp.Status == wire.StatusAcquired)
-}
-
-// releaseFor builds the release of a grant to req.
-func releaseFor(req *wire.Request, token string) *wire.Request {
-	cmd := wire.CmdRelease
-	if req.Cmd.Semaphore() {
-		cmd = wire.CmdSemRelease
-	}
-	return &wire.Request{Cmd: cmd, Key: req.Key, Token: token}
 }
 
 // afterGrantsChangedLocked offers a connection kept by its grants to the

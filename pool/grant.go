@@ -19,7 +19,7 @@ type Grant struct {
 	c     *Conn
 	key   string
 	token string
-	sem   bool
+	fam   *wire.Family
 
 	// Guarded by c.mu (the connection's mutex).
 	since  time.Time     // the server's lease began no earlier than this
@@ -49,7 +49,7 @@ func newGrant(c *Conn, req *wire.Request, resp wire.Response, sent time.Time) *G
 		c:     c,
 		key:   req.Key,
 		token: resp.Token,
-		sem:   req.Cmd.Semaphore(),
+		fam:   wire.FamilyOf(req.Cmd),
 		since: sent,
 		lease: time.Duration(resp.Lease) * time.Second,
 	}
@@ -171,17 +171,13 @@ func (g *Grant) notify() {
 // still holds it (a renewal stuck behind a stalled server, say), so that
 // it is never left held by nobody. A no-op unless held.
 func (g *Grant) Expire(reason error) {
-	c := g.c
-	c.mu.Lock()
-	lost := g.loseLocked(fmt.Errorf("%w: %w", ErrGrantLost, reason))
-	after := c.afterGrantsChangedLocked()
-	c.mu.Unlock()
-	if lost == nil {
+	if !g.lose(fmt.Errorf("%w: %w", ErrGrantLost, reason)) {
 		return
 	}
-	// The holder hears first; only then does the release go out, on the
-	// owning connection, behind whatever it carries.
-	lost.notify()
+	// The holder has heard; only now does the release go out, on the
+	// owning connection (unless it has just been closed, which releases
+	// it too).
+	c := g.c
 	c.mu.Lock()
 	if c.broken == nil {
 		if _, err := c.queueLocked(g.releaseRequest(), true); err != nil {
@@ -189,12 +185,12 @@ func (g *Grant) Expire(reason error) {
 		}
 	}
 	c.mu.Unlock()
-	after()
 }
 
-// lose ends the grant as lost for err (a refused renewal): the server no
-// longer holds it, so there is nothing to give back.
-func (g *Grant) lose(err error) {
+// lose ends the grant as lost for err and runs its loss callback; false
+// if it was not held. A refused renewal loses a grant this way: the server
+// no longer holds it, so there is nothing to give back.
+func (g *Grant) lose(err error) bool {
 	c := g.c
 	c.mu.Lock()
 	lost := g.loseLocked(err)
@@ -202,22 +198,15 @@ func (g *Grant) lose(err error) {
 	c.mu.Unlock()
 	after()
 	lost.notify()
+	return lost != nil
 }
 
 func (g *Grant) releaseRequest() *wire.Request {
-	cmd := wire.CmdRelease
-	if g.sem {
-		cmd = wire.CmdSemRelease
-	}
-	return &wire.Request{Cmd: cmd, Key: g.key, Token: g.token}
+	return &wire.Request{Cmd: g.fam.Release, Key: g.key, Token: g.token}
 }
 
 func (g *Grant) renewRequest(leaseSecs int) wire.Request {
-	cmd := wire.CmdRenew
-	if g.sem {
-		cmd = wire.CmdSemRenew
-	}
-	return wire.Request{Cmd: cmd, Key: g.key, Token: g.token, Lease: leaseSecs}
+	return wire.Request{Cmd: g.fam.Renew, Key: g.key, Token: g.token, Lease: leaseSecs}
 }
 
 // end marks a held grant released; false if it was not held.
@@ -272,16 +261,22 @@ func (g *Grant) Confirm(ctx context.Context, leaseSecs int) error {
 	return g.apply(res)
 }
 
-// apply records the server's answer to a renewal of g.
+// apply records the server's answer to a renewal of g. An answer for a
+// grant released or lost meanwhile belongs to nothing: ErrNotHeld.
 func (g *Grant) apply(res Result) error {
 	if err := res.Resp.Err(); err != nil {
 		err = fmt.Errorf("%w: %s refused to renew %q: %w", ErrGrantLost, g.Addr(), g.key, err)
-		g.lose(err)
+		if !g.lose(err) {
+			return ErrNotHeld
+		}
 		return err
 	}
 	g.c.mu.Lock()
+	defer g.c.mu.Unlock()
+	if g.state != grantHeld {
+		return ErrNotHeld
+	}
 	g.extendLocked(res.Sent, res.Resp.Lease)
-	g.c.mu.Unlock()
 	return nil
 }
 
@@ -306,16 +301,9 @@ func (p *Pool) Renew(ctx context.Context, rs []Renewal) []error {
 	}
 	results, errs := p.DoAll(ctx, reqs)
 	for i, r := range rs {
-		if errs[i] != nil {
-			continue
+		if errs[i] == nil {
+			errs[i] = r.Grant.apply(results[i])
 		}
-		if r.Grant.Err() != nil {
-			// Released or lost while the renewal was in flight: its
-			// answer belongs to nothing now.
-			errs[i] = ErrNotHeld
-			continue
-		}
-		errs[i] = r.Grant.apply(results[i])
 	}
 	return errs
 }

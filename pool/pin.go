@@ -38,8 +38,8 @@ var ErrHoldsLocks = errors.New("pool: blocking request on a connection that hold
 
 // Pin takes a clean exclusive connection, dialling one if none is idle and
 // the pool has room, else waiting until one is free or ctx ends (its error
-// is returned then). Connections kept by the locks they hold count against
-// MaxConns.
+// is returned then). Connections kept by the locks they hold do not count
+// against MaxConns.
 func (p *Pool) Pin(ctx context.Context) (*Pinned, error) {
 	for {
 		if p.isClosing() {
@@ -105,11 +105,11 @@ func (pn *Pinned) Do(ctx context.Context, req *wire.Request) (Result, error) {
 // lock it grants (the key was freed for us meanwhile) is released at
 // once. The connection is clean afterwards.
 func (pn *Pinned) Withdraw(ctx context.Context, key string, semaphore bool) error {
-	cmd := wire.CmdWait
+	fam := &wire.LockFamily
 	if semaphore {
-		cmd = wire.CmdSemWait
+		fam = &wire.SemaphoreFamily
 	}
-	_, err := pn.do(ctx, &wire.Request{Cmd: cmd, Key: key, Timeout: 0}, true)
+	_, err := pn.do(ctx, &wire.Request{Cmd: fam.Wait, Key: key, Timeout: 0}, true)
 	return err
 }
 

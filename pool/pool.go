@@ -102,7 +102,7 @@ func (p *Pool) Do(ctx context.Context, req *wire.Request) (Result, error) {
 	if err := req.Validate(); err != nil {
 		return Result{}, err
 	}
-	if req.Blocking() || req.Cmd == wire.CmdStats {
+	if needsCleanConn(req) {
 		pin, err := p.Pin(ctx)
 		if err != nil {
 			return Result{}, err
@@ -142,7 +142,7 @@ func (p *Pool) DoAll(ctx context.Context, reqs []wire.Request) ([]Result, []erro
 	calls := make([]*call, len(reqs))
 	c.mu.Lock()
 	for i := range reqs {
-		if reqs[i].Blocking() || reqs[i].Cmd == wire.CmdStats {
+		if needsCleanConn(&reqs[i]) {
 			errs[i] = fmt.Errorf("%w: DoAll takes only non-blocking requests, got %s", wire.ErrInvalidRequest, reqs[i].Cmd)
 			continue
 		}
@@ -155,6 +155,12 @@ func (p *Pool) DoAll(ctx context.Context, reqs []wire.Request) ([]Result, []erro
 		}
 	}
 	return results, errs
+}
+
+// needsCleanConn reports whether req must run alone on a clean exclusive
+// connection: it may block, or (stats) its reply may be megabytes.
+func needsCleanConn(req *wire.Request) bool {
+	return req.Blocking() || req.Cmd == wire.CmdStats
 }
 
 // sharedSlot is one shared connection, dialled on first use and again

@@ -58,6 +58,24 @@ func ParseCommand(b []byte) (Command, bool) {
 // Semaphore reports whether the command belongs to the semaphore family.
 func (c Command) Semaphore() bool { return c >= CmdSemLock && c <= CmdSemWait }
 
+// Family is the set of commands that act on one kind of key: locks, or
+// semaphores.
+type Family struct{ Acquire, Release, Renew, Enqueue, Wait Command }
+
+// The two families.
+var (
+	LockFamily      = Family{CmdLock, CmdRelease, CmdRenew, CmdEnqueue, CmdWait}
+	SemaphoreFamily = Family{CmdSemLock, CmdSemRelease, CmdSemRenew, CmdSemEnqueue, CmdSemWait}
+)
+
+// FamilyOf returns the family c belongs to (locks for stats and auth).
+func FamilyOf(c Command) *Family {
+	if c.Semaphore() {
+		return &SemaphoreFamily
+	}
+	return &LockFamily
+}
+
 // grants reports whether a success reply carries TOKEN LEASE.
 func (c Command) grants() bool {
 	switch c {
