@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"fmt"
 	"os"
 	"os/exec"
 	"strings"
@@ -20,14 +19,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	if os.Getenv(bench.FleetEnv) != "" {
-		// Started by fleetInChild: be the fleet, not the tests.
-		if err := bench.ServeFleet(os.Stdin, os.Stdout); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			os.Exit(1)
-		}
-		os.Exit(0)
-	}
+	bench.ServeFleetIfAsked() // started by fleetInChild: be the fleet
 	goleak.VerifyTestMain(m)
 }
 
@@ -38,10 +30,11 @@ func fleetInChild() *exec.Cmd {
 	return exec.Command(os.Args[0], "-test.run=^$")
 }
 
+// shortRun is a run of every workload that takes about a second.
+var shortRun = bench.Config{Duration: 150 * time.Millisecond, Warmup: 20 * time.Millisecond, Workers: 8, HoldMany: 200, Keys: 100}
+
 func TestRunEveryWorkload(t *testing.T) {
-	rep, err := bench.Run(context.Background(), bench.Config{
-		Duration: 150 * time.Millisecond, Warmup: 20 * time.Millisecond, Workers: 8, HoldMany: 200, Keys: 100,
-	})
+	rep, err := bench.Run(context.Background(), shortRun)
 	require.NoError(t, err)
 	assert.True(t, rep.Embedded)
 	assert.True(t, rep.ServersInProcess)
@@ -81,10 +74,9 @@ func TestRunEveryWorkload(t *testing.T) {
 func TestCPUPerOpWithFleetInChild(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	rep, err := bench.Run(ctx, bench.Config{
-		FleetCommand: fleetInChild,
-		Duration:     150 * time.Millisecond, Warmup: 20 * time.Millisecond, Workers: 8, HoldMany: 200, Keys: 100,
-	})
+	cfg := shortRun
+	cfg.FleetCommand = fleetInChild
+	rep, err := bench.Run(ctx, cfg)
 	require.NoError(t, err)
 	assert.True(t, rep.Embedded)
 	assert.False(t, rep.ServersInProcess)
@@ -96,6 +88,8 @@ func TestCPUPerOpWithFleetInChild(t *testing.T) {
 		assert.Positive(t, res.CPUPerOp, res.Name)
 		assert.Less(t, res.CPUPerOp, time.Second, res.Name)
 	}
+	// The servers' heap is elsewhere, so the client's per lock is known.
+	assert.Positive(t, rep.Results[len(rep.Results)-1].Extra["client heap B/lock"])
 
 	var table bytes.Buffer
 	require.NoError(t, rep.WriteTable(&table))

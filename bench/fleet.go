@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"os/exec"
 	"strings"
 	"time"
@@ -40,6 +41,21 @@ func ServeFleet(r io.Reader, w io.Writer) error {
 	}
 	_, err = io.Copy(io.Discard, r)
 	return err
+}
+
+// ServeFleetIfAsked makes a process that Config.FleetCommand started
+// serve the fleet (ServeFleet on stdin and stdout) and exit; in any other
+// process it returns at once. A test binary that names itself as the
+// FleetCommand calls it first thing in TestMain.
+func ServeFleetIfAsked() {
+	if os.Getenv(FleetEnv) == "" {
+		return
+	}
+	if err := ServeFleet(os.Stdin, os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	os.Exit(0)
 }
 
 // firstLine hands on the first line written to it and drops the rest, so

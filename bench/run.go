@@ -68,7 +68,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		case "raw":
 			res, err = runRaw(ctx, cfg, rep.Servers)
 		case "hold-many":
-			res, err = runHoldMany(ctx, cfg, newClient, rep.Embedded)
+			res, err = runHoldMany(ctx, cfg, newClient, rep.ServersInProcess)
 		default:
 			res, err = runLockWorkload(ctx, cfg, name, newClient)
 		}

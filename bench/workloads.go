@@ -87,7 +87,7 @@ func orTimeout(err error) string {
 
 // runHoldMany takes HoldMany locks, holds them with renewal for the
 // duration, and reports what holding costs. One op is one acquire.
-func runHoldMany(ctx context.Context, cfg Config, newClient func() (*lock.Client, error), embedded bool) (Result, error) {
+func runHoldMany(ctx context.Context, cfg Config, newClient func() (*lock.Client, error), serversInProcess bool) (Result, error) {
 	c, err := newClient()
 	if err != nil {
 		return Result{}, err
@@ -161,8 +161,8 @@ func runHoldMany(ctx context.Context, cfg Config, newClient func() (*lock.Client
 		"renewals/s":       float64(int64(renewals)),
 		"max conns/server": float64(conns),
 	}
-	if !embedded {
-		// With an embedded fleet the process heap holds the servers too.
+	if !serversInProcess {
+		// With the fleet in this process the heap holds the servers too.
 		res.Extra["client heap B/lock"] = float64(int64(perLock))
 	}
 	runtime.KeepAlive(locks)

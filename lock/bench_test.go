@@ -1,12 +1,10 @@
 package lock_test
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"os"
 	"os/exec"
-	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -52,23 +50,6 @@ func BenchmarkAcquireRelease(b *testing.B) {
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "pairs/s")
 }
 
-// TestHelperFleet is not a test: BenchmarkHoldMany runs the test binary
-// with DFLOCK_HELPER_FLEET=n to get a fleet in another process, so that
-// the servers' memory does not count as the client's.
-func TestHelperFleet(t *testing.T) {
-	if os.Getenv("DFLOCK_HELPER_FLEET") == "" {
-		t.Skip("helper process for BenchmarkHoldMany")
-	}
-	f, err := fakeserver.StartFleet(3, fakeserver.Config{MaxLocks: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	fmt.Println("FLEET", strings.Join(f.Addrs(), ","))
-	// Serve until the benchmark closes our stdin.
-	bufio.NewReader(os.Stdin).ReadString('\n')
-}
-
 // BenchmarkHoldMany holds 100,000 locks over 3 servers with a 3 s lease
 // for 10 s and reports connections per server, client heap per held lock,
 // renewals per second and locks lost. Run it alone:
@@ -80,36 +61,14 @@ func BenchmarkHoldMany(b *testing.B) {
 		lease = 3 * time.Second
 		hold  = 10 * time.Second
 	)
-	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperFleet$")
-	cmd.Env = append(os.Environ(), "DFLOCK_HELPER_FLEET=1")
-	stdin, _ := cmd.StdinPipe()
-	stdout, _ := cmd.StdoutPipe()
-	if err := cmd.Start(); err != nil {
-		b.Fatal(err)
-	}
-	defer func() { stdin.Close(); cmd.Wait() }()
-	sc := bufio.NewScanner(stdout)
-	var addrs []string
-	for sc.Scan() {
-		if a, ok := strings.CutPrefix(sc.Text(), "FLEET "); ok {
-			addrs = strings.Split(a, ",")
-			break
-		}
-	}
-	if len(addrs) != 3 {
-		b.Fatal("no fleet")
-	}
-	go func() {
-		for sc.Scan() {
-		}
-	}()
-
 	for range b.N {
 		// The harness's hold-many workload, against servers in another
-		// process, so that its heap figure is the client's alone.
+		// process (this test binary again), so that its heap figure is the
+		// client's alone.
 		rep, err := bench.Run(context.Background(), bench.Config{
-			Servers: addrs, Workloads: []string{"hold-many"},
-			HoldMany: locks, Lease: lease, Duration: hold, Workers: 200,
+			FleetCommand: func() *exec.Cmd { return exec.Command(os.Args[0], "-test.run=^$") },
+			Workloads:    []string{"hold-many"},
+			HoldMany:     locks, Lease: lease, Duration: hold, Workers: 200,
 		})
 		if err != nil {
 			b.Fatal(err)

@@ -10,11 +10,13 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
+	"github.com/dflock-go/dflock/bench"
 	"github.com/dflock-go/dflock/fakeserver"
 	"github.com/dflock-go/dflock/lock"
 )
 
 func TestMain(m *testing.M) {
+	bench.ServeFleetIfAsked() // BenchmarkHoldMany's fleet in another process
 	goleak.VerifyTestMain(m)
 }
 
