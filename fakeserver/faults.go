@@ -63,7 +63,6 @@ func (s *Server) RefuseConnections(refuse bool) {
 	if refuse {
 		s.faultLocked()
 	}
-	s.refuseOn = refuse
 	s.refusing.Store(refuse)
 }
 

@@ -22,11 +22,10 @@ type Server struct {
 	conns map[uint64]*conn
 	// Fault bookkeeping for TokenState, also guarded by mu: epoch counts
 	// the faults that may hit any holder; a grant before stallEnd, or
-	// while refuseOn, is made during a stall or a refusal; lost remembers
+	// while refusing, is made during a stall or a refusal; lost remembers
 	// tokens removed after a fault touched them.
 	epoch    uint32
 	stallEnd time.Time
-	refuseOn bool
 	lost     lostTokens
 
 	life     sync.Mutex // serialises Stop, Restart, Close and Shutdown
