@@ -324,22 +324,11 @@ func (c *Client) Close() error {
 	defer cancel()
 	batches := map[*pool.Pool][]*pool.Grant{}
 	for _, l := range active {
-		l.mu.Lock()
-		st, g, e, pin := l.state, l.grant, l.entry, l.pin
-		switch st {
-		case stateHeld:
-			l.state, l.grant, l.entry = stateIdle, nil, nil
-		case stateQueued:
-			l.state, l.pin, l.pinPool = stateIdle, nil, nil
-		}
-		l.mu.Unlock()
-		switch st {
-		case stateHeld:
-			c.renewer.remove(e)
-			batches[e.p] = append(batches[e.p], g)
-		case stateQueued:
-			// Pinned connections must go back before the pools can close.
-			l.withdrawPinned(pin)
+		// Pinned connections must go back before the pools can close.
+		l.withdraw()
+		if g, _ := l.letGo(); g != nil {
+			p := g.Pool()
+			batches[p] = append(batches[p], g)
 		}
 	}
 	var wg sync.WaitGroup

@@ -47,7 +47,6 @@ type Lock struct {
 	grant   *pool.Grant   // held, lost: the grant
 	entry   *renewal      // held: the grant's place in the renewer
 	pin     *pool.Pinned  // queued: the connection the enqueue waits on
-	pinPool *pool.Pool    // queued: the server pin belongs to
 	lost    chan struct{} // made on demand: most locks are never asked
 	lostErr error
 	cancel  context.CancelCauseFunc // WithLock's, while fn runs
@@ -182,7 +181,7 @@ func (l *Lock) acquire(ctx context.Context, timeout time.Duration) (bool, error)
 	// queue: the server refuses it while anyone waits.
 	req := l.request(l.cmds.Acquire)
 	res, err := p.Do(ctx, &req)
-	if ok, err := l.take(ctx, p, res, err, false); ok || err != nil || timeout <= 0 {
+	if ok, err := l.take(ctx, res, err, false); ok || err != nil || timeout <= 0 {
 		return ok, err
 	}
 
@@ -196,25 +195,25 @@ func (l *Lock) acquire(ctx context.Context, timeout time.Duration) (bool, error)
 		l.c.log.Warn("lock: acquire timed out waiting for a free connection; raise Pool.MaxConns", "key", l.key, "server", p.Addr())
 	}
 	if err != nil {
-		return l.take(ctx, p, pool.Result{}, ownDeadline(ctx, wctx, err), false)
+		return l.take(ctx, pool.Result{}, ownDeadline(ctx, wctx, err), false)
 	}
 	if req.Timeout, err = waitSeconds(ctx, time.Until(deadline)); err != nil {
 		pin.Unpin()
 		return false, err
 	}
-	return l.waitOn(ctx, p, pin, &req, false)
+	return l.waitOn(ctx, pin, &req, false)
 }
 
 // waitOn sends a blocking request (a lock with a timeout, a wait) on pin,
 // unpins, and takes what it grants. The server answers by its timeout;
 // past that and replySlack the server is taken to be stuck, and the
 // result is "not acquired".
-func (l *Lock) waitOn(ctx context.Context, p *pool.Pool, pin *pool.Pinned, req *wire.Request, confirm bool) (bool, error) {
+func (l *Lock) waitOn(ctx context.Context, pin *pool.Pinned, req *wire.Request, confirm bool) (bool, error) {
 	rctx, cancel := context.WithTimeoutCause(ctx, time.Duration(req.Timeout)*time.Second+replySlack, errWaitOver)
 	defer cancel()
 	res, err := pin.Do(rctx, req)
 	pin.Unpin()
-	return l.take(ctx, p, res, ownDeadline(ctx, rctx, err), confirm)
+	return l.take(ctx, res, ownDeadline(ctx, rctx, err), confirm)
 }
 
 // ownDeadline turns the end of a wait bounded by the acquire timeout into
@@ -260,7 +259,7 @@ func (l *Lock) begin() (*pool.Pool, error) {
 
 // take turns a reply into Acquire's result, and makes a grant the
 // handle's. confirm asks for the grant to be confirmed whatever its age.
-func (l *Lock) take(ctx context.Context, p *pool.Pool, res pool.Result, err error, confirm bool) (bool, error) {
+func (l *Lock) take(ctx context.Context, res pool.Result, err error, confirm bool) (bool, error) {
 	if err == nil {
 		err = res.Resp.Err()
 	}
@@ -272,7 +271,7 @@ func (l *Lock) take(ctx context.Context, p *pool.Pool, res pool.Result, err erro
 	}
 	g := res.Grant
 	_, lease := g.Lease()
-	if late := time.Since(res.Sent); confirm || late >= min(time.Duration(float64(lease)*l.opt.renewRatio), p.KeepAlive()) {
+	if late := time.Since(res.Sent); confirm || late >= min(time.Duration(float64(lease)*l.opt.renewRatio), g.Pool().KeepAlive()) {
 		// The grant waited on the server: its lease, and the server's
 		// read-timeout clock on its connection, started when the server
 		// granted it, an instant the client cannot see. Counted from the
@@ -285,19 +284,19 @@ func (l *Lock) take(ctx context.Context, p *pool.Pool, res pool.Result, err erro
 			return false, fmt.Errorf("lock: %q was granted after a wait, but confirming it failed: %w", l.key, err)
 		}
 	}
-	if err := l.adopt(p, g); err != nil {
+	if err := l.adopt(g); err != nil {
 		return false, err
 	}
 	return true, nil
 }
 
 // adopt makes the handle the holder of g and starts renewing it.
-func (l *Lock) adopt(p *pool.Pool, g *pool.Grant) error {
+func (l *Lock) adopt(g *pool.Grant) error {
 	if !l.c.track(l) {
 		l.c.releaseUnwanted(g)
 		return ErrClosed
 	}
-	e := &renewal{l: l, g: g, p: p, idx: -1}
+	e := &renewal{l: l, g: g, idx: -1}
 	l.mu.Lock()
 	l.state, l.grant, l.entry = stateHeld, g, e
 	if l.lostErr != nil {
@@ -320,6 +319,23 @@ func (l *Lock) Release(ctx context.Context) error {
 }
 
 func (l *Lock) release(ctx context.Context) error {
+	g, err := l.letGo()
+	if g == nil {
+		return err
+	}
+	if err := g.Release(ctx); err != nil {
+		if errors.Is(err, pool.ErrGrantLost) {
+			return fmt.Errorf("%w: %w", ErrLockLost, err)
+		}
+		return fmt.Errorf("lock: %w", err)
+	}
+	return nil
+}
+
+// letGo moves a held or lost handle to idle and stops renewing; it
+// returns the grant to give back if the lock was held, else why not
+// (the loss, or ErrNotHeld).
+func (l *Lock) letGo() (*pool.Grant, error) {
 	l.mu.Lock()
 	st, g, e, lostErr := l.state, l.grant, l.entry, l.lostErr
 	switch st {
@@ -329,20 +345,13 @@ func (l *Lock) release(ctx context.Context) error {
 	l.mu.Unlock()
 	switch st {
 	case stateLost:
-		return lostErr
+		return nil, lostErr
 	case stateHeld:
-	default:
-		return ErrNotHeld
+		l.c.renewer.remove(e)
+		l.c.untrack(l)
+		return g, nil
 	}
-	l.c.renewer.remove(e)
-	l.c.untrack(l)
-	if err := g.Release(ctx); err != nil {
-		if errors.Is(err, pool.ErrGrantLost) {
-			return fmt.Errorf("%w: %w", ErrLockLost, err)
-		}
-		return fmt.Errorf("lock: %w", err)
-	}
-	return nil
+	return nil, ErrNotHeld
 }
 
 // Close releases the lock if held, withdraws a pending Enqueue, stops

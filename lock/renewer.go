@@ -38,7 +38,6 @@ type renewer struct {
 type renewal struct {
 	l *Lock
 	g *pool.Grant
-	p *pool.Pool
 
 	// Guarded by renewer.mu.
 	due      time.Time // when the renewer next looks at it
@@ -155,7 +154,8 @@ func (r *renewer) tick(now time.Time) {
 			e.due = minTime(e.renewAt, deadline)
 		default:
 			e.inFlight, e.due = true, deadline
-			batches[e.p] = append(batches[e.p], e)
+			p := e.g.Pool()
+			batches[p] = append(batches[p], e)
 		}
 		heap.Fix(&r.heap, 0)
 	}

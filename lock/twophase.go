@@ -63,7 +63,7 @@ func (l *Lock) Enqueue(ctx context.Context) (Status, error) {
 			return 0, ErrClosed
 		}
 		l.mu.Lock()
-		l.state, l.pin, l.pinPool = stateQueued, pin, p
+		l.state, l.pin = stateQueued, pin
 		l.mu.Unlock()
 		return Queued, nil
 	}
@@ -78,7 +78,7 @@ func (l *Lock) Enqueue(ctx context.Context) (Status, error) {
 		l.c.log.Debug("lock: consuming an enqueue acquired at once", "key", l.key, "err", err)
 	}
 	pin.Unpin()
-	if err := l.adopt(p, res.Grant); err != nil {
+	if err := l.adopt(res.Grant); err != nil {
 		return 0, err
 	}
 	return Acquired, nil
@@ -97,9 +97,9 @@ func (l *Lock) Wait(ctx context.Context, timeout time.Duration) (bool, error) {
 		return false, l.err
 	}
 	l.mu.Lock()
-	st, pin, p := l.state, l.pin, l.pinPool
+	st, pin := l.state, l.pin
 	if st == stateQueued {
-		l.state, l.pin, l.pinPool = stateIdle, nil, nil
+		l.state, l.pin = stateIdle, nil
 	}
 	l.mu.Unlock()
 	switch st {
@@ -123,7 +123,7 @@ func (l *Lock) Wait(ctx context.Context, timeout time.Duration) (bool, error) {
 	// Always confirmed: dflockd 1.10 answers a wait with the token of a
 	// grant it made earlier even when that grant's lease has run out
 	// meanwhile and it no longer holds it. Only a renewal tells.
-	return l.waitOn(ctx, p, pin, &wire.Request{Cmd: l.cmds.Wait, Key: l.key, Timeout: secs}, true)
+	return l.waitOn(ctx, pin, &wire.Request{Cmd: l.cmds.Wait, Key: l.key, Timeout: secs}, true)
 }
 
 // withdraw gives up a pending Enqueue.
@@ -131,7 +131,7 @@ func (l *Lock) withdraw() {
 	l.mu.Lock()
 	pin := l.pin
 	if l.state == stateQueued {
-		l.state, l.pin, l.pinPool = stateIdle, nil, nil
+		l.state, l.pin = stateIdle, nil
 	}
 	l.mu.Unlock()
 	if pin != nil {

@@ -64,6 +64,9 @@ func (g *Grant) Token() string { return g.token }
 // Addr returns the server's address.
 func (g *Grant) Addr() string { return g.c.p.addr }
 
+// Pool returns the pool of the grant's server.
+func (g *Grant) Pool() *Pool { return g.c.p }
+
 // Conn returns the connection that owns the grant on the server.
 func (g *Grant) Conn() *Conn { return g.c }
 
