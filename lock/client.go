@@ -162,11 +162,6 @@ func (c *Client) untrack(l *Lock) {
 	delete(c.active, l)
 }
 
-// releaseUnwanted gives back a grant no handle will hold (it arrived as
-// the client closed, or its confirmation was cut short), without waiting.
-func (c *Client) releaseUnwanted(g *pool.Grant) {
-	g.Expire(errors.New("not wanted"))
-}
 
 // Lock returns a handle on the lock named key. Nothing is sent until it is
 // acquired; an invalid key or option is reported then.

@@ -93,7 +93,7 @@ func (l *Lock) Token() string {
 		return ""
 	}
 	if !time.Now().Before(g.Deadline()) {
-		g.Expire(errDeadline)
+		g.Drop(errDeadline)
 		return ""
 	}
 	l.mu.Lock()
@@ -103,6 +103,10 @@ func (l *Lock) Token() string {
 	}
 	return g.Token()
 }
+
+// errUnwanted is why a grant no handle will hold (it arrived as the
+// client closed, or its confirmation was cut short) is dropped.
+var errUnwanted = errors.New("not wanted")
 
 // errDeadline is why a grant is lost when its deadline passes.
 var errDeadline = errors.New("no renewal confirmed within its lease, or no reply on its connection within the server's read timeout")
@@ -279,7 +283,7 @@ func (l *Lock) take(ctx context.Context, res pool.Result, err error, confirm boo
 		// owning connection proves both from now on.
 		if err := g.Confirm(ctx, seconds(lease)); err != nil {
 			if g.Err() == nil {
-				l.c.releaseUnwanted(g)
+				g.Drop(errUnwanted)
 			}
 			return false, fmt.Errorf("lock: %q was granted after a wait, but confirming it failed: %w", l.key, err)
 		}
@@ -293,7 +297,7 @@ func (l *Lock) take(ctx context.Context, res pool.Result, err error, confirm boo
 // adopt makes the handle the holder of g and starts renewing it.
 func (l *Lock) adopt(g *pool.Grant) error {
 	if !l.c.track(l) {
-		l.c.releaseUnwanted(g)
+		g.Drop(errUnwanted)
 		return ErrClosed
 	}
 	e := &renewal{l: l, g: g, idx: -1}

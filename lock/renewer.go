@@ -161,7 +161,7 @@ func (r *renewer) tick(now time.Time) {
 	}
 	r.mu.Unlock()
 	for _, g := range expired {
-		g.Expire(errDeadline)
+		g.Drop(errDeadline)
 	}
 	for p, es := range batches {
 		r.batch.Add(1)

@@ -38,7 +38,7 @@ const (
 )
 
 // ErrGrantLost wraps every reason a grant was lost: its connection
-// broke, a renewal was refused, or its deadline passed.
+// broke, a renewal was refused, or it was dropped (its deadline passed).
 var ErrGrantLost = errors.New("pool: grant lost")
 
 // ErrNotHeld is returned for a grant already released or lost.
@@ -169,11 +169,12 @@ func (g *Grant) notify() {
 	}
 }
 
-// Expire ends the grant as lost because its deadline passed without a
-// confirmed renewal, and gives it back to the server in case the server
-// still holds it (a renewal stuck behind a stalled server, say), so that
-// it is never left held by nobody. A no-op unless held.
-func (g *Grant) Expire(reason error) {
+// Drop ends the grant as lost for reason (its deadline passed without a
+// confirmed renewal, say, or nobody wants it) and gives it back without
+// waiting, in case the server still holds it (a renewal stuck behind a
+// stalled server), so that it is never left held by nobody. A no-op
+// unless held.
+func (g *Grant) Drop(reason error) {
 	if !g.lose(fmt.Errorf("%w: %w", ErrGrantLost, reason)) {
 		return
 	}
