@@ -162,7 +162,6 @@ func (c *Client) untrack(l *Lock) {
 	delete(c.active, l)
 }
 
-
 // Lock returns a handle on the lock named key. Nothing is sent until it is
 // acquired; an invalid key or option is reported then.
 func (c *Client) Lock(key string, opts ...Option) *Lock {
