@@ -224,7 +224,7 @@ func TestAcquireTimeoutBoundsTheWaitForAConnection(t *testing.T) {
 		assert.NoError(t, err)
 		assert.False(t, ok)
 	}()
-	require.Eventually(t, func() bool { return srv.Busy() == 1 }, wait, time.Millisecond)
+	require.Eventually(t, func() bool { return waiters(srv, b) == 1 }, wait, time.Millisecond)
 	start := time.Now()
 	ok, err := d.Lock(a, lock.AcquireTimeout(300*time.Millisecond)).Acquire(ctxFor(t, wait))
 	took := time.Since(start)

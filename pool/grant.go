@@ -233,17 +233,44 @@ func (g *Grant) end() (bool, error) {
 	return true, nil
 }
 
-// Release gives the grant back to the server. If the grant was lost it
-// returns the loss (matching ErrGrantLost) and sends nothing; if the
-// server no longer held it (its lease ran out), an error matching
-// ErrGrantLost. Safe to call twice: the second call returns ErrNotHeld.
+// Release gives the grant back to the server, on the connection that
+// owns it. If the grant was lost it returns the loss (matching
+// ErrGrantLost) and sends nothing. If that connection breaks before the
+// answer, the server released the grant with it, maybe before this call:
+// an error matching ErrGrantLost. So is the server's answer that it no
+// longer held the grant (its lease ran out). If ctx ends first, the
+// release still goes out. Safe to call twice: the second call returns
+// ErrNotHeld.
 func (g *Grant) Release(ctx context.Context) error {
-	if ok, err := g.end(); !ok {
+	c := g.c
+	c.mu.Lock()
+	if g.state != grantHeld {
+		err := g.err
+		c.mu.Unlock()
+		if err == nil {
+			err = ErrNotHeld
+		}
 		return err
 	}
-	res, err := g.c.p.Do(ctx, g.releaseRequest())
+	g.state, g.onLost = grantReleased, nil
+	delete(c.grants, g.token)
+	// Queued before the connection can move on (to the next Pin, or
+	// closed if it is not clean), so the release goes out first.
+	cl, err := c.queueLocked(g.releaseRequest(), false)
+	after := c.afterGrantsChangedLocked()
+	c.mu.Unlock()
+	after()
 	if err != nil {
-		return fmt.Errorf("pool: release of %q on %s: %w (its lease will run out on the server)", g.key, g.Addr(), err)
+		return fmt.Errorf("%w: %q: its connection to %s broke, which released it: %w", ErrGrantLost, g.key, g.Addr(), err)
+	}
+	res, _, err := c.await(ctx, cl)
+	switch {
+	case errors.Is(err, ErrBroken):
+		// Released with the connection, if not by the request: perhaps
+		// before this Release, so it is reported as lost.
+		return fmt.Errorf("%w: %q: its connection to %s broke, which released it: %w", ErrGrantLost, g.key, g.Addr(), err)
+	case err != nil:
+		return fmt.Errorf("pool: release of %q on %s: %w (it goes out when the connection can write)", g.key, g.Addr(), err)
 	}
 	if err := res.Resp.Err(); err != nil {
 		return fmt.Errorf("%w: %q was no longer held on %s: %w", ErrGrantLost, g.key, g.Addr(), err)
