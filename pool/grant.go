@@ -213,24 +213,17 @@ func (g *Grant) renewRequest(leaseSecs int) wire.Request {
 	return wire.Request{Cmd: g.fam.Renew, Key: g.key, Token: g.token, Lease: leaseSecs}
 }
 
-// end marks a held grant released; false if it was not held.
-func (g *Grant) end() (bool, error) {
-	c := g.c
-	c.mu.Lock()
+// endLocked marks a held grant released, or says why it was not held.
+func (g *Grant) endLocked() error {
 	if g.state != grantHeld {
-		err := g.err
-		c.mu.Unlock()
-		if err == nil {
-			err = ErrNotHeld
+		if g.err != nil {
+			return g.err
 		}
-		return false, err
+		return ErrNotHeld
 	}
 	g.state, g.onLost = grantReleased, nil
-	delete(c.grants, g.token)
-	after := c.afterGrantsChangedLocked()
-	c.mu.Unlock()
-	after()
-	return true, nil
+	delete(g.c.grants, g.token)
+	return nil
 }
 
 // Release gives the grant back to the server, on the connection that
@@ -244,16 +237,10 @@ func (g *Grant) end() (bool, error) {
 func (g *Grant) Release(ctx context.Context) error {
 	c := g.c
 	c.mu.Lock()
-	if g.state != grantHeld {
-		err := g.err
+	if err := g.endLocked(); err != nil {
 		c.mu.Unlock()
-		if err == nil {
-			err = ErrNotHeld
-		}
 		return err
 	}
-	g.state, g.onLost = grantReleased, nil
-	delete(c.grants, g.token)
 	// Queued before the connection can move on (to the next Pin, or
 	// closed if it is not clean), so the release goes out first.
 	cl, err := c.queueLocked(g.releaseRequest(), false)
@@ -344,7 +331,12 @@ func (p *Pool) Renew(ctx context.Context, rs []Renewal) []error {
 func (p *Pool) ReleaseAll(ctx context.Context, gs []*Grant) {
 	reqs := make([]wire.Request, 0, len(gs))
 	for _, g := range gs {
-		if ok, _ := g.end(); ok {
+		g.c.mu.Lock()
+		err := g.endLocked()
+		after := g.c.afterGrantsChangedLocked()
+		g.c.mu.Unlock()
+		after()
+		if err == nil {
 			reqs = append(reqs, *g.releaseRequest())
 		}
 	}
