@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -48,13 +50,31 @@ type Pool struct {
 // ErrClosed is returned by a closed pool.
 var ErrClosed = errors.New("pool: closed")
 
+// CheckAddr reports whether addr names a server the way a pool needs
+// it: host:port, with a numeric port from 1 to 65535 and a host with no
+// spaces or control characters (an empty host is the local machine). It
+// catches a mistyped address before anything is dialled.
+func CheckAddr(addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("server address %q is not host:port", addr)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 || strings.TrimLeft(port, "0123456789") != "" {
+		return fmt.Errorf("server address %q: the port must be a number from 1 to 65535", addr)
+	}
+	if strings.IndexFunc(host, func(r rune) bool { return r <= ' ' || r == 0x7f }) >= 0 {
+		return fmt.Errorf("server address %q: the host has a space or control character", addr)
+	}
+	return nil
+}
+
 // New returns a pool for the server at addr (host:port). It dials lazily.
 func New(addr string, cfg Config) (*Pool, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
 	}
-	if _, _, err := net.SplitHostPort(addr); err != nil {
-		return nil, fmt.Errorf("%w: address %q: %v", errConfig, addr, err)
+	if err := CheckAddr(addr); err != nil {
+		return nil, fmt.Errorf("%w: %v", errConfig, err)
 	}
 	p := &Pool{
 		addr:      addr,

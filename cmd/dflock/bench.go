@@ -61,7 +61,7 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 		// this process and the report marks cpu/op as counting it.
 		cfg.FleetCommand = func() *exec.Cmd { return exec.Command(exe, "bench") }
 	}
-	cfg.Workloads = splitServers(workloads)
+	cfg.Workloads = splitList(workloads)
 	if f, ok := stderr.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
 		cfg.Progress = stderr
 	}

@@ -72,9 +72,9 @@ func (f *clientFlags) config() (lock.Config, error) {
 	if err != nil {
 		return lock.Config{}, err
 	}
-	servers := splitServers(f.servers)
-	if len(servers) == 0 {
-		return lock.Config{}, fmt.Errorf("no servers")
+	servers, err := parseServers(f.servers)
+	if err != nil {
+		return lock.Config{}, err
 	}
 	return lock.Config{Servers: servers, AuthToken: token, TLS: tc}, nil
 }

@@ -17,10 +17,13 @@ package main
 
 import (
 	"context"
+	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 )
 
@@ -47,37 +50,65 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		fmt.Fprint(stderr, usage)
 		return 2
 	}
-	switch args[0] {
+	name, rest := args[0], args[1:]
+	var err error
+	switch name {
 	case "serve":
-		return exitCode(stderr, runServe(ctx, args[1:], getenv, stderr, nil))
+		err = runServe(ctx, rest, getenv, stdout, stderr, nil)
 	case "bench":
-		return exitCode(stderr, runBench(ctx, args[1:], getenv, stdout, stderr))
+		err = runBench(ctx, rest, getenv, stdout, stderr)
 	case "where":
-		return exitCode(stderr, runWhere(args[1:], getenv, stdout, stderr))
+		err = runWhere(rest, getenv, stdout, stderr)
 	case "run":
-		return runRun(ctx, args[1:], getenv, stdout, stderr)
+		return runRun(ctx, rest, getenv, stdout, stderr)
 	case "stats":
-		return exitCode(stderr, runStats(ctx, args[1:], getenv, stdout, stderr))
+		err = runStats(ctx, rest, getenv, stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0
 	default:
-		fmt.Fprintf(stderr, "dflock: unknown command %q\n%s", args[0], usage)
+		fmt.Fprintf(stderr, "dflock: unknown command %q\n%s", name, usage)
 		return 2
 	}
+	return exitCode(stderr, name, err)
 }
 
 // errUsage marks an error already reported by a flag set.
 type errUsage struct{ error }
 
-func exitCode(stderr io.Writer, err error) int {
-	switch err.(type) {
-	case nil:
+func (e errUsage) Unwrap() error { return e.error }
+
+// usageError prints a problem with the command line, then the usage,
+// as the flag package does for a flag it does not know.
+func usageError(fs *flag.FlagSet, format string, args ...any) error {
+	err := fmt.Errorf(format, args...)
+	fmt.Fprintln(fs.Output(), err)
+	fs.Usage()
+	return errUsage{err}
+}
+
+// exitCode reports err, prefixed with the command's name, and returns
+// the exit code: 0 for success and for -h, 2 for a usage error (already
+// printed by the flag set), 1 otherwise.
+func exitCode(stderr io.Writer, command string, err error) int {
+	var usageErr errUsage
+	switch {
+	case err == nil, errors.Is(err, flag.ErrHelp):
 		return 0
-	case errUsage:
+	case errors.As(err, &usageErr):
 		return 2
 	default:
-		fmt.Fprintln(stderr, "dflock:", err)
+		fmt.Fprintf(stderr, "dflock %s: %v\n", command, err)
 		return 1
 	}
+}
+
+// dflockVersion is the module version dflock was built from, as the go
+// command recorded it ("(devel)" for a build from a work tree).
+func dflockVersion() string {
+	v := "(devel)"
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
+		v = bi.Main.Version
+	}
+	return "dflock " + v + " (serves the protocol of dflockd v1.10)"
 }

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -19,8 +20,12 @@ func runStats(ctx context.Context, args []string, getenv func(string) string, st
 	var cf clientFlags
 	cf.register(fs, getenv)
 	asJSON := fs.Bool("json", false, "print the servers' stats documents as JSON")
-	if _, err := parseInterspersed(fs, args); err != nil {
+	extra, err := parseInterspersed(fs, args)
+	if err != nil {
 		return err
+	}
+	if len(extra) > 0 {
+		return usageError(fs, "unexpected arguments: %s", strings.Join(extra, " "))
 	}
 	cfg, err := cf.config()
 	if err != nil {
@@ -54,12 +59,13 @@ func runStats(ctx context.Context, args []string, getenv func(string) string, st
 		return enc.Encode(out)
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "server\tconnections\tlocks\tsemaphores\twaiters\tidle keys\t")
-	failed := 0
+	// Cells end with a tab except the last of each row, so no row ends
+	// in padding.
+	fmt.Fprintln(tw, "server\tconnections\tlocks\tsemaphores\twaiters\tidle keys")
+	var failed []error
 	for _, s := range stats {
 		if s.Err != nil {
-			failed++
-			fmt.Fprintf(tw, "%s\terror: %v\t\t\t\t\t\n", s.Addr, s.Err)
+			failed = append(failed, fmt.Errorf("%s: %w", s.Addr, s.Err))
 			continue
 		}
 		waiters := 0
@@ -69,14 +75,17 @@ func runStats(ctx context.Context, args []string, getenv func(string) string, st
 		for _, sem := range s.Stats.Semaphores {
 			waiters += sem.Waiters
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t\n", s.Addr, s.Stats.Connections, len(s.Stats.Locks), len(s.Stats.Semaphores),
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\n", s.Addr, s.Stats.Connections, len(s.Stats.Locks), len(s.Stats.Semaphores),
 			waiters, len(s.Stats.IdleLocks)+len(s.Stats.IdleSemaphores))
 	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	if failed > 0 {
-		return fmt.Errorf("%d of %d servers did not answer", failed, len(stats))
+	for _, err := range failed {
+		fmt.Fprintf(stderr, "dflock stats: %v\n", err)
+	}
+	if len(failed) > 0 {
+		return fmt.Errorf("%d of %d servers did not answer", len(failed), len(stats))
 	}
 	return nil
 }

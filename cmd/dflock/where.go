@@ -7,6 +7,7 @@ import (
 	"strings"
 	"text/tabwriter"
 
+	"github.com/dflock-go/dflock/pool"
 	"github.com/dflock-go/dflock/shard"
 	"github.com/dflock-go/dflock/wire"
 )
@@ -15,26 +16,30 @@ const defaultServers = "127.0.0.1:6388"
 
 // parseInterspersed parses flags that may come before, between or after
 // positional arguments ("where KEY... --servers a:1"), and returns the
-// positional ones. "--" ends the flags.
+// positional ones. After "--" every argument is positional, even one that
+// starts with a dash.
 func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
 	var rest []string
 	for {
 		if err := fs.Parse(args); err != nil {
 			return nil, errUsage{err}
 		}
-		args = fs.Args()
-		if len(args) == 0 {
+		left := fs.Args()
+		// The flag package swallows the "--" that stopped it; see whether
+		// that is why it stopped.
+		if consumed := len(args) - len(left); consumed > 0 && args[consumed-1] == "--" {
+			return append(rest, left...), nil
+		}
+		if len(left) == 0 {
 			return rest, nil
 		}
-		if args[0] == "--" {
-			return append(rest, args[1:]...), nil
-		}
-		rest = append(rest, args[0])
-		args = args[1:]
+		rest = append(rest, left[0])
+		args = left[1:]
 	}
 }
 
-func splitServers(list string) []string {
+// splitList splits a comma-separated list, dropping blanks.
+func splitList(list string) []string {
 	var out []string
 	for _, s := range strings.Split(list, ",") {
 		if s = strings.TrimSpace(s); s != "" {
@@ -42,6 +47,21 @@ func splitServers(list string) []string {
 		}
 	}
 	return out
+}
+
+// parseServers splits a comma-separated server list and checks each
+// address, so a typo is reported before anything is dialled.
+func parseServers(list string) ([]string, error) {
+	out := splitList(list)
+	for _, s := range out {
+		if err := pool.CheckAddr(s); err != nil {
+			return nil, err
+		}
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("no servers given")
+	}
+	return out, nil
 }
 
 // runWhere prints the server each key maps to.
@@ -60,15 +80,18 @@ func runWhere(args []string, getenv func(string) string, stdout, stderr io.Write
 		return err
 	}
 	if len(keys) == 0 {
-		fs.Usage()
-		return errUsage{fmt.Errorf("no keys")}
+		return usageError(fs, "no keys given")
 	}
 	for _, k := range keys {
 		if err := wire.CheckKey(k); err != nil {
 			return err
 		}
 	}
-	s, err := shard.ByName(*strategy, splitServers(servers))
+	list, err := parseServers(servers)
+	if err != nil {
+		return err
+	}
+	s, err := shard.ByName(*strategy, list)
 	if err != nil {
 		return err
 	}

@@ -57,3 +57,32 @@ func TestWhereErrors(t *testing.T) {
 	assert.Equal(t, 1, code)
 	assert.Contains(t, errOut, "must not contain a space")
 }
+
+func TestWhereTakesEveryArgumentAfterDoubleDashAsAKey(t *testing.T) {
+	out, errOut, code := where(t, nil, "--servers", "a:1", "--", "k1", "-abc", "k2")
+	require.Equal(t, 0, code, errOut)
+	assert.Equal(t, "k1    a:1\n-abc  a:1\nk2    a:1\n", out)
+}
+
+func TestEveryCommandChecksServerAddresses(t *testing.T) {
+	for _, servers := range []string{"127.0.0.1:notaport", "a b", "a b:1", "h:0", "h:70000", "h:+1", "nohost"} {
+		for _, cmd := range [][]string{{"where", "k"}, {"stats"}, {"run", "k", "--", "true"}} {
+			var out, errOut bytes.Buffer
+			args := append([]string{cmd[0], "--servers", servers}, cmd[1:]...)
+			code := run(context.Background(), args, env(nil), &out, &errOut)
+			assert.NotEqual(t, 0, code, "%v", args)
+			assert.Contains(t, errOut.String(), "dflock "+cmd[0]+": server address", "%v", args)
+		}
+	}
+}
+
+func TestHelpExitsZeroAndErrorsNameTheCommand(t *testing.T) {
+	for cmd, flagName := range map[string]string{"serve": "-max-locks", "bench": "-servers", "where": "-servers", "stats": "-servers"} {
+		var out, errOut bytes.Buffer
+		assert.Equal(t, 0, run(context.Background(), []string{cmd, "-h"}, env(nil), &out, &errOut), cmd)
+		assert.Contains(t, out.String()+errOut.String(), flagName, cmd)
+	}
+	var out, errOut bytes.Buffer
+	assert.Equal(t, 2, run(context.Background(), []string{"stats", "extra"}, env(nil), &out, &errOut))
+	assert.Contains(t, errOut.String(), "unexpected arguments: extra")
+}
