@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -15,9 +16,43 @@ import (
 	"github.com/dflock-go/dflock/fakeserver"
 )
 
-// serveFlags are the real dflockd's flags. Each may also come from the
-// environment as DFLOCKD_<NAME> (dashes as underscores); a flag given on
-// the command line wins.
+// serveSetting is one setting of the real dflockd: its flag, the
+// environment variable it falls back to, and the name a user might
+// guess for that variable when the real server reads another.
+type serveSetting struct {
+	flag    string
+	env     string
+	guessed string // DFLOCKD_<FLAG>, when env is something else
+}
+
+// serveSettings lists every flag of dflockd v1.10 with its environment
+// variable, as the real server reads them. Seven variables do not follow
+// DFLOCKD_<FLAG>; the real server silently ignores the guessed names, so
+// dflock serve refuses them instead.
+var serveSettings = []serveSetting{
+	{flag: "host", env: "DFLOCKD_HOST"},
+	{flag: "port", env: "DFLOCKD_PORT"},
+	{flag: "default-lease-ttl", env: "DFLOCKD_DEFAULT_LEASE_TTL_S", guessed: "DFLOCKD_DEFAULT_LEASE_TTL"},
+	{flag: "lease-sweep-interval", env: "DFLOCKD_LEASE_SWEEP_INTERVAL_S", guessed: "DFLOCKD_LEASE_SWEEP_INTERVAL"},
+	{flag: "gc-interval", env: "DFLOCKD_GC_LOOP_SLEEP", guessed: "DFLOCKD_GC_INTERVAL"},
+	{flag: "gc-max-idle", env: "DFLOCKD_GC_MAX_UNUSED_TIME", guessed: "DFLOCKD_GC_MAX_IDLE"},
+	{flag: "max-locks", env: "DFLOCKD_MAX_LOCKS"},
+	{flag: "max-connections", env: "DFLOCKD_MAX_CONNECTIONS"},
+	{flag: "max-waiters", env: "DFLOCKD_MAX_WAITERS"},
+	{flag: "read-timeout", env: "DFLOCKD_READ_TIMEOUT_S", guessed: "DFLOCKD_READ_TIMEOUT"},
+	{flag: "write-timeout", env: "DFLOCKD_WRITE_TIMEOUT_S", guessed: "DFLOCKD_WRITE_TIMEOUT"},
+	{flag: "shutdown-timeout", env: "DFLOCKD_SHUTDOWN_TIMEOUT_S", guessed: "DFLOCKD_SHUTDOWN_TIMEOUT"},
+	{flag: "auto-release-on-disconnect", env: "DFLOCKD_AUTO_RELEASE_ON_DISCONNECT"},
+	{flag: "tls-cert", env: "DFLOCKD_TLS_CERT"},
+	{flag: "tls-key", env: "DFLOCKD_TLS_KEY"},
+	// The token has its own order; see serveFlags.resolveAuthToken.
+	{flag: "auth-token", env: "DFLOCKD_AUTH_TOKEN"},
+	{flag: "auth-token-file", env: "DFLOCKD_AUTH_TOKEN_FILE"},
+	{flag: "debug", env: "DFLOCKD_DEBUG"},
+	{flag: "version"},
+}
+
+// serveFlags are the real dflockd's flags, with its defaults.
 type serveFlags struct {
 	host                    string
 	port                    int
@@ -33,9 +68,11 @@ type serveFlags struct {
 	shutdownTimeout         int
 	autoReleaseOnDisconnect bool
 	authToken               string
+	authTokenFile           string
 	tlsCert                 string
 	tlsKey                  string
 	debug                   bool
+	version                 bool
 }
 
 func newServeFlagSet(f *serveFlags, stderr io.Writer) *flag.FlagSet {
@@ -53,44 +90,115 @@ func newServeFlagSet(f *serveFlags, stderr io.Writer) *flag.FlagSet {
 	fs.IntVar(&f.maxConnections, "max-connections", d.MaxConnections, "most open connections (0: unlimited)")
 	fs.IntVar(&f.maxWaiters, "max-waiters", d.MaxWaiters, "most waiters per key (0: unlimited)")
 	fs.IntVar(&f.readTimeout, "read-timeout", secs(d.ReadTimeout), "seconds a connection may stay silent between requests")
-	fs.IntVar(&f.writeTimeout, "write-timeout", secs(d.WriteTimeout), "seconds a write of replies may take")
-	fs.IntVar(&f.shutdownTimeout, "shutdown-timeout", secs(d.ShutdownTimeout), "seconds a graceful shutdown may take")
+	fs.IntVar(&f.writeTimeout, "write-timeout", secs(d.WriteTimeout), "seconds a write of replies may take (0: no limit)")
+	fs.IntVar(&f.shutdownTimeout, "shutdown-timeout", secs(d.ShutdownTimeout), "seconds a graceful shutdown may take (0: wait for every connection)")
 	fs.BoolVar(&f.autoReleaseOnDisconnect, "auto-release-on-disconnect", !d.DisableAutoRelease, "release a connection's locks when it closes")
-	fs.StringVar(&f.authToken, "auth-token", "", "shared secret every connection must send first (unset: no auth)")
+	fs.StringVar(&f.authToken, "auth-token", "", "shared secret every connection must send first; visible to other users, prefer -auth-token-file")
+	fs.StringVar(&f.authTokenFile, "auth-token-file", "", "file holding the shared secret (surrounding whitespace trimmed)")
 	fs.StringVar(&f.tlsCert, "tls-cert", "", "PEM certificate file; with -tls-key, serve TLS")
 	fs.StringVar(&f.tlsKey, "tls-key", "", "PEM private key file")
 	fs.BoolVar(&f.debug, "debug", false, "log every connection")
+	fs.BoolVar(&f.version, "version", false, "print the version and exit")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "usage: dflock serve [flags]\n\nAn in-memory dflockd. Every flag also comes from its DFLOCKD_* variable, as the real server reads them; a flag on the command line wins, except DFLOCKD_AUTH_TOKEN, which wins over -auth-token.\n\n")
+		fs.PrintDefaults()
+	}
 	return fs
 }
 
-// parseServeFlags reads the environment first, then the command line.
+// parseServeFlags resolves the settings as dflockd v1.10 does: a flag on
+// the command line wins over its environment variable, which wins over
+// the default. Where the real server is silent about a mistake (a value
+// it cannot parse, a variable name it does not read, an empty token
+// file), dflock serve refuses to start instead: a server that quietly
+// runs with other settings than asked, or without auth, is worse than
+// one that does not start.
 func parseServeFlags(args []string, getenv func(string) string, stderr io.Writer) (serveFlags, error) {
 	var f serveFlags
 	fs := newServeFlagSet(&f, stderr)
-	var envErr error
-	fs.VisitAll(func(fl *flag.Flag) {
-		name := "DFLOCKD_" + strings.ToUpper(strings.ReplaceAll(fl.Name, "-", "_"))
-		if v := getenv(name); v != "" && envErr == nil {
-			if err := fl.Value.Set(v); err != nil {
-				envErr = fmt.Errorf("%s=%q: %v", name, v, err)
-			}
-		}
-	})
-	if envErr != nil {
-		return f, envErr
-	}
 	if err := fs.Parse(args); err != nil {
 		// The flag set has already printed the problem and the usage.
 		return f, errUsage{err}
 	}
 	if fs.NArg() > 0 {
-		return f, fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
+		return f, usageError(fs, "unexpected arguments: %s", strings.Join(fs.Args(), " "))
+	}
+	onCommandLine := map[string]bool{}
+	fs.Visit(func(fl *flag.Flag) { onCommandLine[fl.Name] = true })
+	for _, s := range serveSettings {
+		if s.guessed != "" && getenv(s.guessed) != "" {
+			return f, fmt.Errorf("%s is not a dflockd setting (dflockd ignores it); use %s", s.guessed, s.env)
+		}
+		if s.env == "" || onCommandLine[s.flag] || s.flag == "auth-token" || s.flag == "auth-token-file" {
+			continue
+		}
+		if v := getenv(s.env); v != "" {
+			if err := fs.Lookup(s.flag).Value.Set(envBool(v)); err != nil {
+				return f, fmt.Errorf("%s=%q: not a valid value for -%s", s.env, v, s.flag)
+			}
+		}
+	}
+	if err := f.resolveAuthToken(getenv); err != nil {
+		return f, err
 	}
 	return f, nil
 }
 
+// envBool maps the spellings dflockd accepts for a true or false
+// variable (1/yes/true, 0/no/false, any case) onto ones flag accepts;
+// other values pass through unchanged.
+func envBool(v string) string {
+	switch strings.ToLower(v) {
+	case "yes":
+		return "true"
+	case "no":
+		return "false"
+	}
+	return v
+}
+
+// resolveAuthToken applies dflockd's order for the token, the one
+// setting where the environment beats the command line:
+// DFLOCKD_AUTH_TOKEN, then -auth-token, then the file named by
+// -auth-token-file, else by DFLOCKD_AUTH_TOKEN_FILE.
+func (f *serveFlags) resolveAuthToken(getenv func(string) string) error {
+	if v := getenv("DFLOCKD_AUTH_TOKEN"); v != "" {
+		f.authToken = v
+		return nil
+	}
+	if f.authToken != "" {
+		return nil
+	}
+	path := f.authTokenFile
+	if path == "" {
+		path = getenv("DFLOCKD_AUTH_TOKEN_FILE")
+	}
+	if path == "" {
+		return nil
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("reading the auth token file: %w", err)
+	}
+	f.authToken = strings.TrimSpace(string(b))
+	if f.authToken == "" {
+		// dflockd would serve everyone here; refuse rather than run open.
+		return fmt.Errorf("auth token file %s is empty: refusing to serve without auth", path)
+	}
+	return nil
+}
+
+// noLimit stands for "no deadline" (a write or shutdown timeout of 0),
+// which fakeserver.Config spells as a long one.
+const noLimit = 100 * 365 * 24 * time.Hour
+
 func (f serveFlags) config(log *slog.Logger) (fakeserver.Config, error) {
-	sec := func(n int) time.Duration { return time.Duration(n) * time.Second }
+	sec := func(n int) time.Duration {
+		if n == 0 {
+			return noLimit
+		}
+		return time.Duration(n) * time.Second
+	}
 	cfg := fakeserver.Config{
 		Host:               f.host,
 		Port:               f.port,
@@ -108,17 +216,23 @@ func (f serveFlags) config(log *slog.Logger) (fakeserver.Config, error) {
 		AuthToken:          f.authToken,
 		Logger:             log,
 	}
-	for name, v := range map[string]int{
-		"default-lease-ttl": f.defaultLeaseTTL, "lease-sweep-interval": f.leaseSweepInterval,
-		"gc-interval": f.gcInterval, "gc-max-idle": f.gcMaxIdle, "read-timeout": f.readTimeout,
-		"write-timeout": f.writeTimeout, "shutdown-timeout": f.shutdownTimeout,
+	for _, c := range []struct {
+		flag string
+		v    int
+		min  int
+	}{
+		{"max-locks", f.maxLocks, 1}, {"default-lease-ttl", f.defaultLeaseTTL, 1},
+		{"lease-sweep-interval", f.leaseSweepInterval, 1}, {"gc-interval", f.gcInterval, 1},
+		{"read-timeout", f.readTimeout, 1}, {"write-timeout", f.writeTimeout, 0},
+		{"shutdown-timeout", f.shutdownTimeout, 0}, {"max-connections", f.maxConnections, 0},
+		{"max-waiters", f.maxWaiters, 0}, {"gc-max-idle", f.gcMaxIdle, 1},
 	} {
-		if v <= 0 {
-			return cfg, fmt.Errorf("-%s must be at least 1 second, got %d", name, v)
+		if c.v < c.min {
+			return cfg, fmt.Errorf("-%s must be at least %d, got %d", c.flag, c.min, c.v)
 		}
 	}
-	if f.maxLocks <= 0 {
-		return cfg, fmt.Errorf("-max-locks must be positive, got %d", f.maxLocks)
+	if f.port < 0 || f.port > 65535 {
+		return cfg, fmt.Errorf("-port must be 0-65535, got %d", f.port)
 	}
 	if (f.tlsCert == "") != (f.tlsKey == "") {
 		return cfg, errors.New("-tls-cert and -tls-key go together")
@@ -135,10 +249,14 @@ func (f serveFlags) config(log *slog.Logger) (fakeserver.Config, error) {
 
 // runServe serves until ctx ends, then shuts down gracefully. ready, when
 // set, receives the listening address.
-func runServe(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer, ready func(addr string)) error {
+func runServe(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer, ready func(addr string)) error {
 	f, err := parseServeFlags(args, getenv, stderr)
 	if err != nil {
 		return err
+	}
+	if f.version {
+		fmt.Fprintln(stdout, dflockVersion())
+		return nil
 	}
 	level := slog.LevelInfo
 	if f.debug {
