@@ -1,0 +1,26 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func TestStatsTableHasNoPaddingAndReportsFailuresApart(t *testing.T) {
+	srv := startServer(t)
+	var out, errOut bytes.Buffer
+	code := run(context.Background(), []string{"stats", "--servers", srv.Addr() + ",127.0.0.1:1"}, env(nil), &out, &errOut)
+	assert.Equal(t, 1, code)
+	lines := strings.Split(strings.TrimSuffix(out.String(), "\n"), "\n")
+	require.Len(t, lines, 2, "a header and the server that answered: %q", out.String())
+	assert.Equal(t, []string{srv.Addr(), "1", "0", "0", "0", "0"}, strings.Fields(lines[1]))
+	for _, l := range lines {
+		assert.Equal(t, strings.TrimRight(l, " "), l, "no trailing spaces")
+	}
+	assert.Regexp(t, `(?m)^dflock stats: 127\.0\.0\.1:1: .*\n`, errOut.String())
+	assert.Contains(t, errOut.String(), "dflock stats: 1 of 2 servers did not answer\n")
+}
