@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"runtime"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/jackc/puddle/v2"
@@ -46,8 +48,11 @@ type Conn struct {
 	// its read-timeout clock restarts no earlier than its last reply, so
 	// it cannot time the connection out before heard + its read timeout.
 	heard time.Time
-	owner owner                   // who holds res
-	res   *puddle.Resource[*Conn] // exclusive connections: our puddle slot
+	// answered: the server has answered a request on this connection,
+	// so it did not refuse it.
+	answered bool
+	owner    owner                   // who holds res
+	res      *puddle.Resource[*Conn] // exclusive connections: our puddle slot
 }
 
 // owner says who decides an exclusive connection's return to puddle.
@@ -62,6 +67,20 @@ const (
 
 // ErrBroken wraps the reason a connection stopped working.
 var ErrBroken = errors.New("pool: connection broken")
+
+// ErrRefused: the server closed a new connection before answering
+// anything on it. A dflockd server does that to every connection over its
+// --max-connections limit (and a server shutting down, to new ones).
+var ErrRefused = errors.New("pool: the server closed the connection before answering; it may be at its --max-connections limit")
+
+// refusal marks err as ErrRefused when it is the peer closing or
+// resetting the connection; other errors pass unchanged.
+func refusal(err error) error {
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) {
+		return fmt.Errorf("%w (%v)", ErrRefused, err)
+	}
+	return err
+}
 
 // call is one request awaiting its reply.
 type call struct {
@@ -105,6 +124,8 @@ func newConn(p *Pool, id uint64, nc net.Conn, lr *wire.LineReader, shared bool) 
 		grants:   make(map[string]*Grant),
 		regs:     make(map[string]bool),
 		lastSent: time.Now(),
+		// The server answered the auth request, if there was one.
+		answered: p.cfg.AuthToken != "",
 	}
 	p.goroutines.Add(2)
 	go c.readLoop()
@@ -269,7 +290,15 @@ func (c *Conn) readLoop() {
 		// stats bound; deliver holds the line to its own.
 		line, err := c.lr.ReadLineLimit(wire.MaxStatsLen)
 		if err != nil {
-			c.fail(fmt.Errorf("%w: read: %v", ErrBroken, err))
+			c.mu.Lock()
+			refused := !c.answered && c.broken == nil
+			c.mu.Unlock()
+			if refused {
+				if err = refusal(err); errors.Is(err, ErrRefused) {
+					c.p.connFailed(err)
+				}
+			}
+			c.fail(fmt.Errorf("%w: read: %w", ErrBroken, err))
 			return
 		}
 		if err := c.deliver(line); err != nil {
@@ -302,6 +331,10 @@ func (c *Conn) deliver(line []byte) error {
 	c.head++
 	if c.head == len(c.pending) {
 		c.pending, c.head = c.pending[:0], 0
+	}
+	if !c.answered {
+		c.answered = true
+		c.p.connAnswered()
 	}
 	resp, perr := wire.ParseResponse(cl.req.Cmd, line)
 	cl.resp, cl.err = resp, perr

@@ -229,11 +229,13 @@ func (g *Grant) endLocked() error {
 // Release gives the grant back to the server, on the connection that
 // owns it. If the grant was lost it returns the loss (matching
 // ErrGrantLost) and sends nothing. If that connection breaks before the
-// answer, the server released the grant with it, maybe before this call:
-// an error matching ErrGrantLost. So is the server's answer that it no
-// longer held the grant (its lease ran out). If ctx ends first, the
-// release still goes out. Safe to call twice: the second call returns
-// ErrNotHeld.
+// answer, the release is sent again on another connection: tokens are
+// unique, so it can only end this grant. An "ok" there means the server
+// still held the grant, and Release succeeds; a refusal means the server
+// had let it go (with the connection, maybe before this call, or its lease
+// ran out): an error matching ErrGrantLost. So is the server's refusal on
+// the owning connection. If ctx ends first, the release still goes out.
+// Safe to call twice: the second call returns ErrNotHeld.
 func (g *Grant) Release(ctx context.Context) error {
 	c := g.c
 	c.mu.Lock()
@@ -247,20 +249,37 @@ func (g *Grant) Release(ctx context.Context) error {
 	after := c.afterGrantsChangedLocked()
 	c.mu.Unlock()
 	after()
-	if err != nil {
-		return fmt.Errorf("%w: %q: its connection to %s broke, which released it: %w", ErrGrantLost, g.key, g.Addr(), err)
+	var res Result
+	if err == nil {
+		res, _, err = c.await(ctx, cl)
 	}
-	res, _, err := c.await(ctx, cl)
 	switch {
-	case errors.Is(err, ErrBroken):
-		// Released with the connection, if not by the request: perhaps
-		// before this Release, so it is reported as lost.
-		return fmt.Errorf("%w: %q: its connection to %s broke, which released it: %w", ErrGrantLost, g.key, g.Addr(), err)
+	case errors.Is(err, ErrBroken), errors.Is(err, errNotSent):
+		return g.releaseElsewhere(ctx, err)
 	case err != nil:
 		return fmt.Errorf("pool: release of %q on %s: %w (it goes out when the connection can write)", g.key, g.Addr(), err)
 	}
 	if err := res.Resp.Err(); err != nil {
 		return fmt.Errorf("%w: %q was no longer held on %s: %w", ErrGrantLost, g.key, g.Addr(), err)
+	}
+	return nil
+}
+
+// releaseElsewhere sends the release of a grant whose connection broke
+// before the answer on another connection. Without it, a server that
+// keeps locks after a disconnect (-auto-release-on-disconnect=false)
+// would hold this one for its whole lease.
+func (g *Grant) releaseElsewhere(ctx context.Context, broke error) error {
+	lost := fmt.Errorf("%w: %q: its connection to %s broke before the release was answered, which released it: %w", ErrGrantLost, g.key, g.Addr(), broke)
+	if ctx.Err() != nil {
+		return lost
+	}
+	res, err := g.c.p.Do(ctx, g.releaseRequest())
+	if err == nil {
+		err = res.Resp.Err()
+	}
+	if err != nil {
+		return fmt.Errorf("%w (sent again on another connection: %w)", lost, err)
 	}
 	return nil
 }

@@ -36,6 +36,14 @@ type Pool struct {
 	freedMu sync.Mutex
 	freed   []freedConn // clean exclusive connections outside puddle
 
+	// backoffMu guards the dial backoff: after failures in a row, no
+	// dial before retryAt, so a server that refuses every connection is
+	// not dialled in a tight loop.
+	backoffMu sync.Mutex
+	failures  int
+	retryAt   time.Time
+	lastErr   error
+
 	ids        atomic.Uint64
 	dials      atomic.Uint64
 	dialErrors atomic.Uint64
@@ -235,15 +243,57 @@ func (p *Pool) sharedConn(ctx context.Context) (*Conn, error) {
 
 // dial opens, secures and authenticates a connection, within DialTimeout
 // whatever ctx says: puddle goes on constructing after the caller gives
-// up, and the connection then serves the next caller.
+// up, and the connection then serves the next caller. After a failure,
+// dials back off (see dialBackoff); one asked for meanwhile fails at once
+// with the last failure.
 func (p *Pool) dial(ctx context.Context, shared bool) (*Conn, error) {
+	p.backoffMu.Lock()
+	if wait := time.Until(p.retryAt); wait > 0 {
+		n, err := p.failures, p.lastErr
+		p.backoffMu.Unlock()
+		return nil, fmt.Errorf("%w (%d failed connections to %s in a row; next try in %v)", err, n, p.addr, wait.Round(time.Millisecond))
+	}
+	p.backoffMu.Unlock()
 	c, err := p.dialConn(ctx, shared)
 	if err != nil {
 		p.dialErrors.Add(1)
-		p.log.Warn("pool: dial failed", "addr", p.addr, "err", err)
+		p.connFailed(err)
 		return nil, err
 	}
 	return c, nil
+}
+
+// Dial backoff: the first retry after a failure waits minBackoff, each
+// further one twice as long, up to maxBackoff.
+const (
+	minBackoff = 10 * time.Millisecond
+	maxBackoff = 2 * time.Second
+)
+
+// connFailed records a dial that failed, or a connection the server
+// closed before answering anything, and sets when the next dial may go.
+func (p *Pool) connFailed(err error) {
+	p.backoffMu.Lock()
+	p.failures++
+	wait := min(minBackoff<<min(p.failures-1, 16), maxBackoff)
+	p.retryAt, p.lastErr = time.Now().Add(wait), err
+	n := p.failures
+	p.backoffMu.Unlock()
+	// Logged at the first failure and then at powers of two, so a server
+	// down for an hour does not flood the log.
+	if n&(n-1) == 0 {
+		p.log.Warn("pool: cannot connect", "addr", p.addr, "failures", n, "retry_in", wait, "err", err)
+	}
+}
+
+// connAnswered records that a connection got its first reply: the
+// server takes connections again.
+func (p *Pool) connAnswered() {
+	p.backoffMu.Lock()
+	if p.failures > 0 {
+		p.failures, p.retryAt, p.lastErr = 0, time.Time{}, nil
+	}
+	p.backoffMu.Unlock()
 }
 
 func (p *Pool) dialConn(ctx context.Context, shared bool) (*Conn, error) {
@@ -273,6 +323,7 @@ func (p *Pool) dialConn(ctx context.Context, shared bool) (*Conn, error) {
 			nc.Close()
 			return nil, err
 		}
+		p.connAnswered()
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -300,7 +351,7 @@ func authenticate(ctx context.Context, nc net.Conn, lr *wire.LineReader, secret 
 	}
 	line, err := lr.ReadLineLimit(wire.MaxResponseLen)
 	if err != nil {
-		return fmt.Errorf("pool: auth: %w", err)
+		return fmt.Errorf("pool: auth: %w", refusal(err))
 	}
 	resp, err := wire.ParseResponse(wire.CmdAuth, line)
 	if err != nil {

@@ -1,0 +1,83 @@
+package pool_test
+
+import (
+	"net"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/dflock-go/dflock/fakeserver"
+	"github.com/dflock-go/dflock/internal/testlog"
+	"github.com/dflock-go/dflock/pool"
+)
+
+// TestRefusalOverMaxConnectionsIsNamedAndBacksOff: a server at its
+// --max-connections closes every new connection before answering. That
+// used to surface as EOF or "connection reset by peer", and every request
+// dialled again at once.
+func TestRefusalOverMaxConnectionsIsNamedAndBacksOff(t *testing.T) {
+	srv := startServer(t, fakeserver.Config{MaxConnections: 1})
+	holder, err := net.DialTimeout("tcp", srv.Addr(), wait)
+	require.NoError(t, err)
+	// The server counts the holder once it answers on it.
+	holder.SetDeadline(time.Now().Add(wait))
+	_, err = holder.Write([]byte("l\nheld-by-holder\n0\n"))
+	require.NoError(t, err)
+	_, err = holder.Read(make([]byte, 1))
+	require.NoError(t, err)
+
+	var logs testlog.Buffer
+	p := newPool(t, srv.Addr(), pool.Config{Logger: logs.Logger()})
+	_, err = p.Do(ctxFor(t, wait), tryLock("k"))
+	require.ErrorIs(t, err, pool.ErrRefused)
+	assert.ErrorContains(t, err, "--max-connections")
+
+	for range 200 {
+		_, err = p.Do(ctxFor(t, wait), tryLock("k"))
+		require.ErrorIs(t, err, pool.ErrRefused, "each failure names the refusal")
+	}
+	assert.Less(t, p.Stats().Dials, uint64(10), "200 requests in a row do not dial 200 times")
+	assert.Contains(t, logs.String(), "pool: cannot connect")
+
+	// Once a connection is free, the pool connects again.
+	holder.Close()
+	deadline := time.Now().Add(wait)
+	for {
+		if _, err = p.Do(ctxFor(t, wait), tryLock("k")); err == nil || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(5 * time.Millisecond) // polling the backoff, with a deadline
+	}
+	require.NoError(t, err)
+}
+
+// TestReleaseRetriedWhenItsConnectionBreaks: the owning connection breaks
+// with the release unanswered, on a server that keeps locks after a
+// disconnect. The release goes out again on another connection, instead
+// of leaving the lock held for its whole lease.
+func TestReleaseRetriedWhenItsConnectionBreaks(t *testing.T) {
+	srv := startServer(t, fakeserver.Config{DisableAutoRelease: true})
+	p := newPool(t, srv.Addr(), pool.Config{})
+	g := grant(t, p, "k")
+
+	srv.Stall(wait)
+	done := make(chan error, 1)
+	go func() { done <- g.Release(ctxFor(t, wait)) }()
+	require.Eventually(t, func() bool { return srv.Busy() == 1 }, wait, time.Millisecond, "the release reached the server")
+	srv.DropConnections()
+	srv.Unstall()
+
+	select {
+	case err := <-done:
+		require.NoError(t, err, "the server still held the lock; the retry released it")
+	case <-time.After(wait):
+		t.Fatal("release did not return")
+	}
+	assert.False(t, srv.TokenState("k", g.Token()).Held)
+	res, err := p.Do(ctxFor(t, wait), tryLock("k"))
+	require.NoError(t, err)
+	require.NoError(t, res.Resp.Err(), "the key is free at once, not after a lease")
+	require.NoError(t, res.Grant.Release(ctxFor(t, wait)))
+}
