@@ -32,12 +32,23 @@ func NewConn(nc net.Conn) *Conn {
 // Close closes the connection; the server releases what it held.
 func (c *Conn) Close() error { return c.nc.Close() }
 
-// do sends one request and reads its reply. A well-formed failure reply is
-// returned as the error (ErrTimeout, ErrMaxLocks, ...).
-func (c *Conn) do(ctx context.Context, req *wire.Request) (wire.Response, error) {
+// do sends one request, with timeout and lease rounded up to whole
+// seconds, and reads its reply. A well-formed failure reply is returned as
+// the error (ErrTimeout, ErrMaxLocks, ...).
+func (c *Conn) do(ctx context.Context, req *wire.Request, timeout, lease time.Duration) (wire.Response, error) {
 	if c.err != nil {
 		return wire.Response{}, c.err
 	}
+	// Rounded up, -500ms would become a try-lock and -2s a lease of -1.
+	for _, d := range []struct {
+		field string
+		v     time.Duration
+	}{{"timeout", timeout}, {"lease", lease}} {
+		if d.v < 0 {
+			return wire.Response{}, &wire.RequestError{Cmd: req.Cmd, Field: d.field, Value: d.v.String(), Rule: "must not be negative"}
+		}
+	}
+	req.Timeout, req.Lease = seconds(timeout), seconds(lease)
 	buf, err := req.Append(c.buf[:0])
 	if err != nil {
 		return wire.Response{}, err
@@ -81,20 +92,20 @@ func durationOf(secs int) time.Duration { return time.Duration(secs) * time.Seco
 // is a try-lock) and asking for lease (0: the server's default). It
 // returns the token and the granted lease, or ErrTimeout.
 func (c *Conn) Acquire(ctx context.Context, key string, timeout, lease time.Duration) (string, time.Duration, error) {
-	resp, err := c.do(ctx, &wire.Request{Cmd: wire.CmdLock, Key: key, Timeout: seconds(timeout), Lease: seconds(lease)})
+	resp, err := c.do(ctx, &wire.Request{Cmd: wire.CmdLock, Key: key}, timeout, lease)
 	return resp.Token, durationOf(resp.Lease), err
 }
 
 // Release releases key held with token (from any connection).
 func (c *Conn) Release(ctx context.Context, key, token string) error {
-	_, err := c.do(ctx, &wire.Request{Cmd: wire.CmdRelease, Key: key, Token: token})
+	_, err := c.do(ctx, &wire.Request{Cmd: wire.CmdRelease, Key: key, Token: token}, 0, 0)
 	return err
 }
 
 // Renew extends key's lease to lease (0: the server's default, which is
 // not necessarily the lease it was taken with) and returns the new lease.
 func (c *Conn) Renew(ctx context.Context, key, token string, lease time.Duration) (time.Duration, error) {
-	resp, err := c.do(ctx, &wire.Request{Cmd: wire.CmdRenew, Key: key, Token: token, Lease: seconds(lease)})
+	resp, err := c.do(ctx, &wire.Request{Cmd: wire.CmdRenew, Key: key, Token: token}, 0, lease)
 	return durationOf(resp.Lease), err
 }
 
@@ -102,11 +113,11 @@ func (c *Conn) Renew(ctx context.Context, key, token string, lease time.Duration
 // the status is Acquired with the token and lease; otherwise Queued, and
 // Wait on this same connection completes it.
 func (c *Conn) Enqueue(ctx context.Context, key string, lease time.Duration) (Status, string, time.Duration, error) {
-	return c.enqueue(ctx, &wire.Request{Cmd: wire.CmdEnqueue, Key: key, Lease: seconds(lease)})
+	return c.enqueue(ctx, &wire.Request{Cmd: wire.CmdEnqueue, Key: key}, lease)
 }
 
-func (c *Conn) enqueue(ctx context.Context, req *wire.Request) (Status, string, time.Duration, error) {
-	resp, err := c.do(ctx, req)
+func (c *Conn) enqueue(ctx context.Context, req *wire.Request, lease time.Duration) (Status, string, time.Duration, error) {
+	resp, err := c.do(ctx, req, 0, lease)
 	if err != nil {
 		return 0, "", 0, err
 	}
@@ -120,42 +131,42 @@ func (c *Conn) enqueue(ctx context.Context, req *wire.Request) (Status, string, 
 // key, and returns its token and lease (the lease restarts now), or
 // ErrTimeout.
 func (c *Conn) Wait(ctx context.Context, key string, timeout time.Duration) (string, time.Duration, error) {
-	resp, err := c.do(ctx, &wire.Request{Cmd: wire.CmdWait, Key: key, Timeout: seconds(timeout)})
+	resp, err := c.do(ctx, &wire.Request{Cmd: wire.CmdWait, Key: key}, timeout, 0)
 	return resp.Token, durationOf(resp.Lease), err
 }
 
 // SemAcquire takes one of limit slots of key; see Acquire.
 func (c *Conn) SemAcquire(ctx context.Context, key string, limit int, timeout, lease time.Duration) (string, time.Duration, error) {
-	resp, err := c.do(ctx, &wire.Request{Cmd: wire.CmdSemLock, Key: key, Limit: limit, Timeout: seconds(timeout), Lease: seconds(lease)})
+	resp, err := c.do(ctx, &wire.Request{Cmd: wire.CmdSemLock, Key: key, Limit: limit}, timeout, lease)
 	return resp.Token, durationOf(resp.Lease), err
 }
 
 // SemRelease releases a slot of key held with token.
 func (c *Conn) SemRelease(ctx context.Context, key, token string) error {
-	_, err := c.do(ctx, &wire.Request{Cmd: wire.CmdSemRelease, Key: key, Token: token})
+	_, err := c.do(ctx, &wire.Request{Cmd: wire.CmdSemRelease, Key: key, Token: token}, 0, 0)
 	return err
 }
 
 // SemRenew extends a slot's lease; see Renew.
 func (c *Conn) SemRenew(ctx context.Context, key, token string, lease time.Duration) (time.Duration, error) {
-	resp, err := c.do(ctx, &wire.Request{Cmd: wire.CmdSemRenew, Key: key, Token: token, Lease: seconds(lease)})
+	resp, err := c.do(ctx, &wire.Request{Cmd: wire.CmdSemRenew, Key: key, Token: token}, 0, lease)
 	return durationOf(resp.Lease), err
 }
 
 // SemEnqueue joins the queue of a semaphore of limit slots; see Enqueue.
 func (c *Conn) SemEnqueue(ctx context.Context, key string, limit int, lease time.Duration) (Status, string, time.Duration, error) {
-	return c.enqueue(ctx, &wire.Request{Cmd: wire.CmdSemEnqueue, Key: key, Limit: limit, Lease: seconds(lease)})
+	return c.enqueue(ctx, &wire.Request{Cmd: wire.CmdSemEnqueue, Key: key, Limit: limit}, lease)
 }
 
 // SemWait completes a SemEnqueue; see Wait.
 func (c *Conn) SemWait(ctx context.Context, key string, timeout time.Duration) (string, time.Duration, error) {
-	resp, err := c.do(ctx, &wire.Request{Cmd: wire.CmdSemWait, Key: key, Timeout: seconds(timeout)})
+	resp, err := c.do(ctx, &wire.Request{Cmd: wire.CmdSemWait, Key: key}, timeout, 0)
 	return resp.Token, durationOf(resp.Lease), err
 }
 
 // Stats returns the server's state.
 func (c *Conn) Stats(ctx context.Context) (wire.Stats, error) {
-	resp, err := c.do(ctx, &wire.Request{Cmd: wire.CmdStats})
+	resp, err := c.do(ctx, &wire.Request{Cmd: wire.CmdStats}, 0, 0)
 	if err != nil {
 		return wire.Stats{}, err
 	}
@@ -165,6 +176,6 @@ func (c *Conn) Stats(ctx context.Context) (wire.Stats, error) {
 // Auth authenticates the connection; it must be the first call on a server
 // with an auth token. A wrong secret is ErrAuth, and the server closes.
 func (c *Conn) Auth(ctx context.Context, secret string) error {
-	_, err := c.do(ctx, &wire.Request{Cmd: wire.CmdAuth, Secret: secret})
+	_, err := c.do(ctx, &wire.Request{Cmd: wire.CmdAuth, Secret: secret}, 0, 0)
 	return err
 }

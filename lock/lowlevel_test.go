@@ -107,3 +107,30 @@ func TestLowLevelAuth(t *testing.T) {
 	require.NoError(t, err)
 	assert.True(t, ok)
 }
+
+// TestLowLevelRefusesNegativeDurations: rounded up to whole seconds, a
+// negative timeout became a try-lock and a negative lease "-1"; neither
+// is sent now, and the connection stays usable.
+func TestLowLevelRefusesNegativeDurations(t *testing.T) {
+	f := newFleet(t, 1, fakeserver.Config{})
+	ctx := ctxFor(t, wait)
+	c := dialLow(t, f.addrs[0])
+	key := uniqueKey(t, "k")
+
+	_, _, err := c.Acquire(ctx, key, -500*time.Millisecond, 0)
+	assert.ErrorIs(t, err, lock.ErrInvalid)
+	assert.ErrorContains(t, err, `invalid timeout "-500ms": must not be negative`)
+	_, _, err = c.Acquire(ctx, key, 0, -2*time.Second)
+	assert.ErrorContains(t, err, `invalid lease "-2s": must not be negative`)
+	_, _, _, err = c.SemEnqueue(ctx, key, 2, -time.Second)
+	assert.ErrorIs(t, err, lock.ErrInvalid)
+	_, _, err = c.Wait(ctx, key, -time.Second)
+	assert.ErrorIs(t, err, lock.ErrInvalid)
+	_, err = c.Renew(ctx, key, "0123456789abcdef0123456789abcdef", -time.Second)
+	assert.ErrorIs(t, err, lock.ErrInvalid)
+
+	tok, lease, err := c.Acquire(ctx, key, 0, 0)
+	require.NoError(t, err, "nothing was sent: the connection is still in step")
+	assert.Equal(t, 33*time.Second, lease)
+	require.NoError(t, c.Release(ctx, key, tok))
+}

@@ -36,24 +36,24 @@ func ReplyLimit(cmd Command) int {
 var (
 	// ErrTimeout: the server answered "timeout" (not granted in time, or a
 	// try-lock found the key taken).
-	ErrTimeout = errors.New("dflockd: timeout")
+	ErrTimeout = errors.New("dflockd: not granted before the timeout")
 	// ErrServer: the server answered plain "error" (unknown key or token,
 	// expired lease, or a request it found malformed).
-	ErrServer = errors.New("dflockd: error")
+	ErrServer = errors.New("dflockd: refused")
 	// ErrAuth: the server answered "error_auth" and closes the connection.
-	ErrAuth = errors.New("dflockd: authentication failed")
+	ErrAuth = errors.New("dflockd: the server requires an auth token, and none was sent or it did not match")
 	// ErrMaxLocks: the server tracks as many keys as it may.
-	ErrMaxLocks = errors.New("dflockd: too many keys (max-locks)")
+	ErrMaxLocks = errors.New("dflockd: the server tracks as many keys as its --max-locks allows")
 	// ErrMaxWaiters: the key's queue is full.
-	ErrMaxWaiters = errors.New("dflockd: too many waiters on key (max-waiters)")
+	ErrMaxWaiters = errors.New("dflockd: the key's queue is full (the server's --max-waiters)")
 	// ErrLimitMismatch: the key exists with another semaphore limit.
-	ErrLimitMismatch = errors.New("dflockd: limit does not match the key's limit")
+	ErrLimitMismatch = errors.New("dflockd: the semaphore is held with another limit; all its holders must use the same one")
 	// ErrAlreadyEnqueued: this connection already enqueued for the key.
-	ErrAlreadyEnqueued = errors.New("dflockd: already enqueued on this connection")
+	ErrAlreadyEnqueued = errors.New("dflockd: already enqueued for the key on this connection")
 	// ErrNotEnqueued: wait without a prior enqueue on this connection.
-	ErrNotEnqueued = errors.New("dflockd: not enqueued on this connection")
+	ErrNotEnqueued = errors.New("dflockd: nothing enqueued for the key on this connection")
 	// ErrLeaseExpired: the grant of an enqueue expired before the wait.
-	ErrLeaseExpired = errors.New("dflockd: lease expired before wait")
+	ErrLeaseExpired = errors.New("dflockd: the lease granted at enqueue ran out before the wait")
 
 	// ErrMalformedReply: a reply that is not valid for the request it
 	// answers. The connection is out of step and must be discarded.
@@ -73,9 +73,22 @@ type ServerError struct {
 	Status Status
 }
 
-// Error says which request got which reply.
+// Error says what the refusal means, then the raw reply and the request
+// it answers.
 func (e *ServerError) Error() string {
-	return "dflockd: " + e.Cmd.String() + ": " + e.Status.String()
+	what := "dflockd: status " + e.Status.String()
+	if err := e.Status.sentinel(); err != nil {
+		what = err.Error()
+	}
+	if e.Status == StatusError {
+		switch e.Cmd {
+		case CmdRelease, CmdRenew, CmdSemRelease, CmdSemRenew:
+			what = "dflockd: the server does not hold this token (its lease ran out, or it was released)"
+		default:
+			what = "dflockd: the server refused the request"
+		}
+	}
+	return what + " (reply " + strconv.Quote(e.Status.String()) + " to " + e.Cmd.String() + ")"
 }
 
 // Reply is the raw reply line as the server sent it.
