@@ -3,6 +3,7 @@ package lock
 import (
 	"errors"
 
+	"github.com/dflock-go/dflock/pool"
 	"github.com/dflock-go/dflock/wire"
 )
 
@@ -35,4 +36,9 @@ var (
 	ErrAlreadyEnqueued = wire.ErrAlreadyEnqueued // Enqueue while one is pending
 	ErrServer          = wire.ErrServer          // the server answered "error"
 	ErrAuth            = wire.ErrAuth            // the server refused the auth token
+
+	// ErrRefused: the server closed a new connection before answering,
+	// as dflockd does over its --max-connections. New connections to it
+	// then back off for a while (up to 2 s), failing at once meanwhile.
+	ErrRefused = pool.ErrRefused
 )

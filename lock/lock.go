@@ -271,7 +271,7 @@ func (l *Lock) take(ctx context.Context, res pool.Result, err error, confirm boo
 		return false, nil
 	}
 	if err != nil {
-		return false, err
+		return false, l.describe(err)
 	}
 	g := res.Grant
 	_, lease := g.Lease()
@@ -292,6 +292,23 @@ func (l *Lock) take(ctx context.Context, res pool.Result, err error, confirm boo
 		return false, err
 	}
 	return true, nil
+}
+
+// describe says which key, of which kind, on which server an error of a
+// request for it is about; it still matches the same sentinels. The
+// caller's own context errors pass unchanged.
+func (l *Lock) describe(err error) error {
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	what := fmt.Sprintf("lock %q", l.key)
+	if l.limit > 0 {
+		what = fmt.Sprintf("semaphore %q (limit %d)", l.key, l.limit)
+	}
+	if addr, serr := l.c.strategy.Server(l.key); serr == nil {
+		what += " on " + addr
+	}
+	return fmt.Errorf("%s: %w", what, err)
 }
 
 // adopt makes the handle the holder of g and starts renewing it.

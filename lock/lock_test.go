@@ -14,6 +14,7 @@ import (
 	"github.com/dflock-go/dflock/fakeserver"
 	"github.com/dflock-go/dflock/internal/testlog"
 	"github.com/dflock-go/dflock/lock"
+	"github.com/dflock-go/dflock/shard"
 )
 
 func ctxFor(t *testing.T, d time.Duration) context.Context {
@@ -141,8 +142,15 @@ func TestSemaphore(t *testing.T) {
 	assert.False(t, ok, "both slots taken")
 	_, err = c.Semaphore(key, 3).TryAcquire(ctxFor(t, wait))
 	assert.ErrorIs(t, err, lock.ErrLimitMismatch)
+	mismatch := err
+	stable, err := shard.NewStableHash(f.addrs)
+	require.NoError(t, err)
+	addr, _ := stable.Server(key)
+	assert.EqualError(t, mismatch, `semaphore "`+key+`" (limit 3) on `+addr+`: dflockd: the semaphore is held with another limit; all its holders must use the same one (reply "error_limit_mismatch" to sl)`,
+		"says what happened, to which key, where, and what the server replied")
 	_, err = c.Lock(key).TryAcquire(ctxFor(t, wait))
 	assert.ErrorIs(t, err, lock.ErrLimitMismatch)
+	assert.ErrorContains(t, err, `lock "`+key+`" on `)
 
 	third := c.Semaphore(key, 2)
 	got := make(chan bool, 1)

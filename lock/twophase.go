@@ -55,7 +55,7 @@ func (l *Lock) Enqueue(ctx context.Context) (Status, error) {
 	}
 	if err != nil {
 		pin.Unpin()
-		return 0, err
+		return 0, l.describe(err)
 	}
 	if res.Resp.Status == wire.StatusQueued {
 		if !l.c.track(l) {

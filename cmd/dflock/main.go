@@ -25,6 +25,8 @@ import (
 	"os/signal"
 	"runtime/debug"
 	"syscall"
+
+	"github.com/dflock-go/dflock/lock"
 )
 
 func main() {
@@ -99,8 +101,25 @@ func exitCode(stderr io.Writer, command string, err error) int {
 		return 2
 	default:
 		fmt.Fprintf(stderr, "dflock %s: %v\n", command, err)
+		if h := hint(err); h != "" {
+			fmt.Fprintf(stderr, "dflock %s: hint: %s\n", command, h)
+		}
 		return 1
 	}
+}
+
+// hint says what to do about the errors a user can fix from the command
+// line or the server's settings.
+func hint(err error) string {
+	switch {
+	case errors.Is(err, lock.ErrAuth):
+		return "pass the servers' token with --auth-token-file FILE (or DFLOCK_AUTH_TOKEN_FILE)"
+	case errors.Is(err, lock.ErrMaxLocks):
+		return "the server tracks too many keys: raise its --max-locks"
+	case errors.Is(err, lock.ErrRefused):
+		return "the server is at its connection limit: raise its --max-connections, or run fewer clients"
+	}
+	return ""
 }
 
 // dflockVersion is the module version dflock was built from, as the go

@@ -85,7 +85,17 @@ func runStats(ctx context.Context, args []string, getenv func(string) string, st
 		fmt.Fprintf(stderr, "dflock stats: %v\n", err)
 	}
 	if len(failed) > 0 {
-		return fmt.Errorf("%d of %d servers did not answer", len(failed), len(stats))
+		return summary{fmt.Sprintf("%d of %d servers did not answer", len(failed), len(stats)), failed}
 	}
 	return nil
 }
+
+// summary is an error that sums up others already reported one by one,
+// and still matches each of them with errors.Is (for the hint).
+type summary struct {
+	msg  string
+	errs []error
+}
+
+func (s summary) Error() string   { return s.msg }
+func (s summary) Unwrap() []error { return s.errs }

@@ -3,11 +3,15 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/dflock-go/dflock/fakeserver"
+	"github.com/dflock-go/dflock/lock"
 )
 
 func TestStatsTableHasNoPaddingAndReportsFailuresApart(t *testing.T) {
@@ -23,4 +27,19 @@ func TestStatsTableHasNoPaddingAndReportsFailuresApart(t *testing.T) {
 	}
 	assert.Regexp(t, `(?m)^dflock stats: 127\.0\.0\.1:1: .*\n`, errOut.String())
 	assert.Contains(t, errOut.String(), "dflock stats: 1 of 2 servers did not answer\n")
+}
+
+func TestCommandsHintAtWhatTheUserCanFix(t *testing.T) {
+	srv, err := fakeserver.Start(fakeserver.Config{AuthToken: "s3cret"})
+	require.NoError(t, err)
+	defer srv.Close()
+	var out, errOut bytes.Buffer
+	code := run(context.Background(), []string{"stats", "--servers", srv.Addr()}, env(nil), &out, &errOut)
+	assert.Equal(t, 1, code)
+	assert.Contains(t, errOut.String(), "the server requires an auth token")
+	assert.Contains(t, errOut.String(), "dflock stats: hint: pass the servers' token with --auth-token-file")
+
+	assert.Contains(t, hint(fmt.Errorf("x: %w", lock.ErrMaxLocks)), "raise its --max-locks")
+	assert.Contains(t, hint(fmt.Errorf("x: %w", lock.ErrRefused)), "raise its --max-connections")
+	assert.Empty(t, hint(lock.ErrTimeout))
 }
