@@ -73,14 +73,32 @@ var ErrBroken = errors.New("pool: connection broken")
 // --max-connections limit (and a server shutting down, to new ones).
 var ErrRefused = errors.New("pool: the server closed the connection before answering; it may be at its --max-connections limit")
 
-// refusal marks err as ErrRefused when it is the peer closing or
+// refusal returns a refusedError when err is the peer closing or
 // resetting the connection; other errors pass unchanged.
-func refusal(err error) error {
+func refusal(addr string, err error) error {
+	var opErr *net.OpError
+	if errors.As(err, &opErr) {
+		err = opErr.Err // "read tcp a->b: " says nothing the address does not
+	}
 	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) {
-		return fmt.Errorf("%w (%v)", ErrRefused, err)
+		return &refusedError{addr: addr, cause: err}
 	}
 	return err
 }
+
+// refusedError is a connection the server closed before answering
+// anything. It matches ErrRefused and ErrBroken.
+type refusedError struct {
+	addr  string
+	cause error
+}
+
+func (e *refusedError) Error() string {
+	return "pool: " + e.addr + " closed the connection before answering anything (" + e.cause.Error() + "); it may be at its --max-connections limit"
+}
+
+func (e *refusedError) Is(target error) bool { return target == ErrRefused || target == ErrBroken }
+func (e *refusedError) Unwrap() error        { return e.cause }
 
 // call is one request awaiting its reply.
 type call struct {
@@ -294,11 +312,13 @@ func (c *Conn) readLoop() {
 			refused := !c.answered && c.broken == nil
 			c.mu.Unlock()
 			if refused {
-				if err = refusal(err); errors.Is(err, ErrRefused) {
-					c.p.connFailed(err)
+				if rerr := refusal(c.p.addr, err); errors.Is(rerr, ErrRefused) {
+					c.p.connFailed(rerr)
+					c.fail(rerr)
+					return
 				}
 			}
-			c.fail(fmt.Errorf("%w: read: %w", ErrBroken, err))
+			c.fail(fmt.Errorf("%w: read: %v", ErrBroken, err))
 			return
 		}
 		if err := c.deliver(line); err != nil {

@@ -251,7 +251,7 @@ func (p *Pool) dial(ctx context.Context, shared bool) (*Conn, error) {
 	if wait := time.Until(p.retryAt); wait > 0 {
 		n, err := p.failures, p.lastErr
 		p.backoffMu.Unlock()
-		return nil, fmt.Errorf("%w (%d failed connections to %s in a row; next try in %v)", err, n, p.addr, wait.Round(time.Millisecond))
+		return nil, fmt.Errorf("%w (failure %d in a row; no new connection for %v)", err, n, wait.Round(time.Millisecond))
 	}
 	p.backoffMu.Unlock()
 	c, err := p.dialConn(ctx, shared)
@@ -319,7 +319,7 @@ func (p *Pool) dialConn(ctx context.Context, shared bool) (*Conn, error) {
 	}
 	lr := wire.NewLineReader(nc, wire.MaxStatsLen)
 	if p.cfg.AuthToken != "" {
-		if err := authenticate(ctx, nc, lr, p.cfg.AuthToken); err != nil {
+		if err := authenticate(ctx, p.addr, nc, lr, p.cfg.AuthToken); err != nil {
 			nc.Close()
 			return nil, err
 		}
@@ -336,7 +336,7 @@ func (p *Pool) dialConn(ctx context.Context, shared bool) (*Conn, error) {
 	return c, nil
 }
 
-func authenticate(ctx context.Context, nc net.Conn, lr *wire.LineReader, secret string) error {
+func authenticate(ctx context.Context, addr string, nc net.Conn, lr *wire.LineReader, secret string) error {
 	if dl, ok := ctx.Deadline(); ok {
 		nc.SetDeadline(dl)
 		defer nc.SetDeadline(time.Time{})
@@ -351,7 +351,10 @@ func authenticate(ctx context.Context, nc net.Conn, lr *wire.LineReader, secret 
 	}
 	line, err := lr.ReadLineLimit(wire.MaxResponseLen)
 	if err != nil {
-		return fmt.Errorf("pool: auth: %w", refusal(err))
+		if rerr := refusal(addr, err); errors.Is(rerr, ErrRefused) {
+			return rerr
+		}
+		return fmt.Errorf("pool: auth: %w", err)
 	}
 	resp, err := wire.ParseResponse(wire.CmdAuth, line)
 	if err != nil {
