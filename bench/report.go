@@ -22,7 +22,7 @@ type Result struct {
 	PerSecond float64 `json:"per_second"`
 	// VsRaw is PerSecond over the raw baseline's (0 for the baseline).
 	VsRaw float64 `json:"vs_raw"`
-	// Latency percentiles of one operation.
+	// Latency percentiles of one operation; 0 when none succeeded.
 	P50  time.Duration `json:"p50_ns"`
 	P90  time.Duration `json:"p90_ns"`
 	P99  time.Duration `json:"p99_ns"`
@@ -49,6 +49,12 @@ type Report struct {
 	Strategy         string   `json:"strategy"`
 	Workers          int      `json:"workers"`
 	Results          []Result `json:"results"`
+	// Failed names the workload that failed as a whole (see
+	// WorkloadError), the last of Results; the run stopped there.
+	Failed string `json:"failed,omitempty"`
+	// Interrupted names the workload that was running when the run was
+	// cancelled. It is not in Results: it did not run its course.
+	Interrupted string `json:"interrupted,omitempty"`
 }
 
 // WriteJSON writes the report as JSON.
@@ -93,6 +99,12 @@ func (r *Report) WriteTable(w io.Writer) error {
 			line += fmt.Sprintf("; %s %s", k, number(res.Extra[k]))
 		}
 		fmt.Fprintln(w, line)
+	}
+	switch {
+	case r.Failed != "":
+		fmt.Fprintf(w, "\nRUN STOPPED at %s, which failed: see its errors\n", r.Failed)
+	case r.Interrupted != "":
+		fmt.Fprintf(w, "\nRUN INTERRUPTED during %s: the figures of %s and of any workload after it are missing\n", r.Interrupted, r.Interrupted)
 	}
 	return nil
 }

@@ -17,6 +17,12 @@ import (
 )
 
 // Run runs the configured workloads one after the other and reports them.
+//
+// It stops at the first workload that fails as a whole (see
+// WorkloadError) and when ctx ends, and then returns the report so far
+// with the error: a failed workload's figures are its last result and
+// Report.Failed names it; the figures of a workload that ctx cut short
+// are left out and Report.Interrupted names it.
 func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
@@ -73,8 +79,14 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			res, err = runLockWorkload(ctx, cfg, name, newClient)
 		}
 		stopBar()
-		if err != nil {
-			return nil, fmt.Errorf("bench: %s: %w", name, err)
+		if ctx.Err() != nil {
+			// What a cut-short workload counted is no measurement of it.
+			rep.Interrupted = name
+			return rep, fmt.Errorf("bench: interrupted during %s: %w", name, context.Cause(ctx))
+		}
+		var failed *WorkloadError
+		if err != nil && !errors.As(err, &failed) {
+			return rep, fmt.Errorf("bench: %s: %w", name, err)
 		}
 		switch {
 		case name == "raw":
@@ -84,6 +96,10 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			res.VsRaw = res.PerSecond / raw
 		}
 		rep.Results = append(rep.Results, res)
+		if failed != nil {
+			rep.Failed = name
+			return rep, failed
+		}
 	}
 	return rep, nil
 }
@@ -113,21 +129,24 @@ func advance(bar *progressbar.ProgressBar, from int64) func() {
 	return func() { close(done); wg.Wait() }
 }
 
-// op is one operation of a workload, by worker w; it returns the error
-// kind of a failure ("" on success).
-type op func(ctx context.Context, w int, n int64) string
+// op is one operation of a workload, by worker w; nil means success.
+type op func(ctx context.Context, w int, n int64) error
 
 // closedLoop runs workers that each do op back to back: unmeasured for
 // the warm-up, then measured for the duration. Latencies go to one HDR
-// histogram per worker, merged at the end.
+// histogram per worker, merged at the end. A worker backs off after a
+// failure (see minBackoff); an error that no retry fixes stops every
+// worker. The error returned is the workload's failure as a whole
+// (WorkloadError), if it failed.
 //
 // CPU time is sampled by the first worker to start an op in the measured
 // phase and by the first to find it over, so the span holds exactly the
 // starts of the ops counted; what ops in flight carry across either edge
 // cancels out in a steady state.
-func closedLoop(ctx context.Context, cfg Config, name, what string, do op) Result {
-	hists := make([]*hdrhistogram.Histogram, cfg.Workers)
-	errs := make([]map[string]int64, cfg.Workers)
+func closedLoop(ctx context.Context, cfg Config, name, what string, do op) (Result, error) {
+	wctx, stop := context.WithCancelCause(ctx)
+	defer stop(nil)
+	tallies := make([]*tally, cfg.Workers)
 	var ops atomic.Int64
 	var cpu cpuSpan
 	var cpuFrom, cpuTo sync.Once
@@ -136,38 +155,54 @@ func closedLoop(ctx context.Context, cfg Config, name, what string, do op) Resul
 	end := measureFrom.Add(cfg.Duration)
 	var wg sync.WaitGroup
 	for w := range cfg.Workers {
-		hists[w] = newHistogram()
-		errs[w] = map[string]int64{}
+		t := newTally()
+		tallies[w] = t
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for n := int64(0); ctx.Err() == nil; n++ {
+			var bo backoff
+			for n := int64(0); wctx.Err() == nil; n++ {
 				start := time.Now()
 				if !start.Before(end) {
 					cpuTo.Do(cpu.stop)
 					return
 				}
-				if !start.Before(measureFrom) {
+				measured := !start.Before(measureFrom)
+				if measured {
 					cpuFrom.Do(cpu.start)
 				}
-				kind := do(ctx, w, n)
-				if start.Before(measureFrom) {
-					continue
+				err := do(wctx, w, n)
+				switch {
+				case err == nil:
+					bo.reset()
+					if measured {
+						t.hist.RecordValue(int64(time.Since(start)))
+						ops.Add(1)
+					}
+				case wctx.Err() != nil:
+					// Failed because the workload was stopped: not a
+					// failure of its own.
+					return
+				case fatal(err):
+					// Counted even in the warm-up: it is why the
+					// workload has no figures.
+					t.fail(err)
+					stop(err)
+					return
+				default:
+					if measured {
+						t.fail(err)
+					}
+					bo.wait(wctx, end)
 				}
-				if kind != "" {
-					errs[w][kind]++
-					continue
-				}
-				hists[w].RecordValue(int64(time.Since(start)))
-				ops.Add(1)
 			}
 		}()
 	}
 	wg.Wait()
-	// A cancelled run may never reach either edge.
+	// A stopped run may never reach either edge.
 	cpuFrom.Do(cpu.start)
 	cpuTo.Do(cpu.stop)
-	return summarise(name, what, hists, errs, ops.Load(), cfg.Duration, &cpu)
+	return summarise(name, what, tallies, ops.Load(), cfg.Duration, &cpu), judge(name, tallies, context.Cause(wctx))
 }
 
 func newHistogram() *hdrhistogram.Histogram {
@@ -175,49 +210,29 @@ func newHistogram() *hdrhistogram.Histogram {
 	return hdrhistogram.New(int64(time.Microsecond), int64(time.Minute), 3)
 }
 
-func summarise(name, what string, hists []*hdrhistogram.Histogram, errs []map[string]int64, ops int64, d time.Duration, cpu *cpuSpan) Result {
+func summarise(name, what string, tallies []*tally, ops int64, d time.Duration, cpu *cpuSpan) Result {
 	all := newHistogram()
-	for _, h := range hists {
-		all.Merge(h)
-	}
 	res := Result{
 		Name: name, Op: what, Ops: ops, Seconds: d.Seconds(),
 		PerSecond: float64(ops) / d.Seconds(),
-		P50:       time.Duration(all.ValueAtQuantile(50)),
-		P90:       time.Duration(all.ValueAtQuantile(90)),
-		P99:       time.Duration(all.ValueAtQuantile(99)),
-		P999:      time.Duration(all.ValueAtQuantile(99.9)),
-		Max:       time.Duration(all.Max()),
 		CPUPerOp:  cpu.perOp(ops),
 		Errors:    map[string]int64{},
 	}
-	for _, m := range errs {
-		for k, v := range m {
+	for _, t := range tallies {
+		all.Merge(t.hist)
+		for k, v := range t.errs {
 			res.Errors[k] += v
 		}
 	}
-	return res
-}
-
-// kind names an error for the report.
-func kind(err error) string {
-	switch {
-	case err == nil:
-		return ""
-	case errors.Is(err, lock.ErrTimeout):
-		return "timeout"
-	case errors.Is(err, lock.ErrLockLost):
-		return "lost"
-	case errors.Is(err, lock.ErrMaxLocks):
-		return "max_locks"
-	case errors.Is(err, lock.ErrMaxWaiters):
-		return "max_waiters"
-	case errors.Is(err, lock.ErrLimitMismatch):
-		return "limit_mismatch"
-	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
-		return "context"
-	case errors.Is(err, pool.ErrBroken):
-		return "broken_conn"
+	if all.TotalCount() > 0 {
+		// An empty histogram answers 1µs, its lowest value, to every
+		// quantile; with nothing measured the latencies stay 0, which
+		// the table prints as "-".
+		res.P50 = time.Duration(all.ValueAtQuantile(50))
+		res.P90 = time.Duration(all.ValueAtQuantile(90))
+		res.P99 = time.Duration(all.ValueAtQuantile(99))
+		res.P999 = time.Duration(all.ValueAtQuantile(99.9))
+		res.Max = time.Duration(all.Max())
 	}
-	return "other"
+	return res
 }

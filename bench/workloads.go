@@ -2,7 +2,9 @@ package bench
 
 import (
 	"bufio"
+	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net"
@@ -12,11 +14,12 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/HdrHistogram/hdrhistogram-go"
-
 	"github.com/dflock-go/dflock/lock"
 	"github.com/dflock-go/dflock/wire"
 )
+
+// pairLease is the lease of the pair workloads when Config.Lease is unset.
+const pairLease = 10 * time.Second
 
 // runLockWorkload runs one of the workloads that go through the lock API.
 func runLockWorkload(ctx context.Context, cfg Config, name string, newClient func() (*lock.Client, error)) (Result, error) {
@@ -25,84 +28,96 @@ func runLockWorkload(ctx context.Context, cfg Config, name string, newClient fun
 		return Result{}, err
 	}
 	defer c.Close()
-	lease := lock.LeaseTTL(cfg.Lease)
-	pair := func(l *lock.Lock) string {
+	lease := lock.LeaseTTL(cmp.Or(cfg.Lease, pairLease))
+	pair := func(ctx context.Context, l *lock.Lock) error {
 		ok, err := l.Acquire(ctx)
-		if err != nil {
-			return kind(err)
+		if err != nil || !ok {
+			return orTimeout(err)
 		}
-		if !ok {
-			return "timeout"
-		}
-		return kind(l.Release(ctx))
+		return l.Release(ctx)
 	}
 	switch name {
 	case "distinct":
 		// Throughput: every worker has keys of its own.
-		return closedLoop(ctx, cfg, name, "acquire+release of a key no one else uses", func(ctx context.Context, w int, n int64) string {
-			return pair(c.Lock("distinct-"+strconv.Itoa(w)+"-"+strconv.FormatInt(n%64, 10), lease))
-		}), nil
+		return closedLoop(ctx, cfg, name, "acquire+release of a key no one else uses", func(ctx context.Context, w int, n int64) error {
+			return pair(ctx, c.Lock("distinct-"+strconv.Itoa(w)+"-"+strconv.FormatInt(n%64, 10), lease))
+		})
 	case "hot":
 		// Contention: all workers on 4 keys, so most acquires wait in the
 		// server's FIFO queue and measure the hand-off.
-		return closedLoop(ctx, cfg, name, "acquire+release of one of 4 keys all workers share", func(ctx context.Context, w int, n int64) string {
-			return pair(c.Lock("hot-"+strconv.Itoa(w%4), lease, lock.AcquireTimeout(30*time.Second)))
-		}), nil
+		return closedLoop(ctx, cfg, name, "acquire+release of one of 4 keys all workers share", func(ctx context.Context, w int, n int64) error {
+			return pair(ctx, c.Lock("hot-"+strconv.Itoa(w%4), lease, lock.AcquireTimeout(30*time.Second)))
+		})
 	case "zipf":
 		zipfs := make([]*rand.Zipf, cfg.Workers)
 		for w := range zipfs {
 			zipfs[w] = rand.NewZipf(rand.New(rand.NewPCG(uint64(w), 42)), 1.1, 1, uint64(cfg.Keys-1))
 		}
-		return closedLoop(ctx, cfg, name, fmt.Sprintf("acquire+release of a Zipf(1.1)-drawn key of %d", cfg.Keys), func(ctx context.Context, w int, n int64) string {
-			return pair(c.Lock("zipf-"+strconv.FormatUint(zipfs[w].Uint64(), 10), lease, lock.AcquireTimeout(30*time.Second)))
-		}), nil
+		return closedLoop(ctx, cfg, name, fmt.Sprintf("acquire+release of a Zipf(1.1)-drawn key of %d", cfg.Keys), func(ctx context.Context, w int, n int64) error {
+			return pair(ctx, c.Lock("zipf-"+strconv.FormatUint(zipfs[w].Uint64(), 10), lease, lock.AcquireTimeout(30*time.Second)))
+		})
 	case "two-phase":
-		return closedLoop(ctx, cfg, name, "enqueue+wait+release of a worker's own key", func(ctx context.Context, w int, n int64) string {
+		return closedLoop(ctx, cfg, name, "enqueue+wait+release of a worker's own key", func(ctx context.Context, w int, n int64) error {
 			l := c.Lock("twophase-"+strconv.Itoa(w), lease)
 			if _, err := l.Enqueue(ctx); err != nil {
-				return kind(err)
+				return err
 			}
 			ok, err := l.Wait(ctx, 10*time.Second)
 			if err != nil || !ok {
 				l.Close()
 				return orTimeout(err)
 			}
-			return kind(l.Release(ctx))
-		}), nil
+			return l.Release(ctx)
+		})
 	case "semaphore":
 		limit := max(cfg.Workers/8, 1)
-		return closedLoop(ctx, cfg, name, fmt.Sprintf("acquire+release of a slot of one of 4 semaphores of %d", limit), func(ctx context.Context, w int, n int64) string {
-			return pair(c.Semaphore("sem-"+strconv.Itoa(w%4), limit, lease, lock.AcquireTimeout(30*time.Second)).Lock)
-		}), nil
+		return closedLoop(ctx, cfg, name, fmt.Sprintf("acquire+release of a slot of one of 4 semaphores of %d", limit), func(ctx context.Context, w int, n int64) error {
+			return pair(ctx, c.Semaphore("sem-"+strconv.Itoa(w%4), limit, lease, lock.AcquireTimeout(30*time.Second)).Lock)
+		})
 	}
 	return Result{}, fmt.Errorf("no workload %q", name)
 }
 
-func orTimeout(err error) string {
+// orTimeout is err, or lock.ErrTimeout for an acquire that returned false
+// without one.
+func orTimeout(err error) error {
 	if err != nil {
-		return kind(err)
+		return err
 	}
-	return "timeout"
+	return lock.ErrTimeout
+}
+
+// holdManyLease is hold-many's lease when Config.Lease is unset: short
+// enough that its locks renew during the hold, so that the report's
+// renewals/s measures renewal.
+func holdManyLease(hold time.Duration) time.Duration {
+	return max(hold/2, time.Second)
 }
 
 // runHoldMany takes HoldMany locks, holds them with renewal for the
-// duration, and reports what holding costs. One op is one acquire.
+// duration, and reports what holding costs. One op is one acquire. It
+// stops taking locks when it fails (see WorkloadError), and then does not
+// hold the ones it took.
 func runHoldMany(ctx context.Context, cfg Config, newClient func() (*lock.Client, error), serversInProcess bool) (Result, error) {
 	c, err := newClient()
 	if err != nil {
 		return Result{}, err
 	}
 	defer c.Close()
-	// Short leases make renewal work during the run.
-	lease := max(min(cfg.Lease, cfg.Duration/2), time.Second)
+	lease := cfg.Lease
+	if lease == 0 {
+		lease = holdManyLease(cfg.Duration)
+	}
+	what := fmt.Sprintf("acquire of one of %d locks then held %v with a %v lease", cfg.HoldMany, cfg.Duration, lease)
 	var lost atomic.Int64
 	locks := make([]*lock.Lock, cfg.HoldMany)
-	var next atomic.Int64
-	hists := make([]*hdrhistogram.Histogram, cfg.Workers)
-	errs := make([]map[string]int64, cfg.Workers)
+	var next, acquired, failed atomic.Int64
+	tallies := make([]*tally, cfg.Workers)
 	for w := range cfg.Workers {
-		hists[w], errs[w] = newHistogram(), map[string]int64{}
+		tallies[w] = newTally()
 	}
+	wctx, stop := context.WithCancelCause(ctx)
+	defer stop(nil)
 	// After the harness's own tables: what grows from here is the
 	// client's cost of holding the locks.
 	before := heapBytes()
@@ -113,29 +128,47 @@ func runHoldMany(ctx context.Context, cfg Config, newClient func() (*lock.Client
 	var wg sync.WaitGroup
 	began := time.Now()
 	for w := range cfg.Workers {
+		t := tallies[w]
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for {
+			var bo backoff
+			for wctx.Err() == nil {
 				i := next.Add(1) - 1
-				if i >= int64(len(locks)) || ctx.Err() != nil {
+				if i >= int64(len(locks)) {
 					return
 				}
 				l := c.Lock("hold-"+strconv.FormatInt(i, 10), lock.LeaseTTL(lease), lock.OnLost(func(string, error) { lost.Add(1) }))
 				start := time.Now()
-				ok, err := l.Acquire(ctx)
-				if k := kind(err); k != "" || !ok {
-					errs[w][orTimeout(err)]++
+				ok, err := l.Acquire(wctx)
+				if err == nil && ok {
+					bo.reset()
+					t.hist.RecordValue(int64(time.Since(start)))
+					locks[i] = l
+					acquired.Add(1)
 					continue
 				}
-				hists[w].RecordValue(int64(time.Since(start)))
-				locks[i] = l
+				if wctx.Err() != nil {
+					return
+				}
+				err = orTimeout(err)
+				t.fail(err)
+				if f := failed.Add(1); fatal(err) || (f >= holdManyMinFailures && f > acquired.Load()) {
+					// The outcome is known: taking the rest would only
+					// hammer the servers.
+					stop(err)
+					return
+				}
+				bo.wait(wctx, time.Time{})
 			}
 		}()
 	}
 	wg.Wait()
 	acquiring := time.Since(began)
 	cpu.stop()
+	if err := judge("hold-many", tallies, context.Cause(wctx)); err != nil || ctx.Err() != nil {
+		return summarise("hold-many", what, tallies, acquired.Load(), acquiring, &cpu), err
+	}
 	perLock := float64(heapBytes()-before) / float64(cfg.HoldMany)
 	sent := c.RenewalsSent()
 	cpu.start()
@@ -154,7 +187,7 @@ func runHoldMany(ctx context.Context, cfg Config, newClient func() (*lock.Client
 	for _, ps := range c.PoolStats() {
 		conns = max(conns, ps.Conns)
 	}
-	res := summarise("hold-many", fmt.Sprintf("acquire of one of %d locks then held %v with a %v lease", cfg.HoldMany, cfg.Duration, lease), hists, errs, int64(held), acquiring, &cpu)
+	res := summarise("hold-many", what, tallies, int64(held), acquiring, &cpu)
 	res.Extra = map[string]float64{
 		"lost":             float64(lost.Load()),
 		"held at end":      float64(held),
@@ -199,15 +232,32 @@ func runRaw(ctx context.Context, cfg Config, servers []string) (Result, error) {
 	if cfg.AuthToken != "" || cfg.TLS != nil {
 		return Result{}, fmt.Errorf("the raw baseline speaks plain TCP without auth; leave it out (--workloads) for these servers")
 	}
+	// The requests below do not take ctx: closing their connections is
+	// what ends them when it ends.
+	defer context.AfterFunc(ctx, func() {
+		for _, nc := range conns {
+			nc.Close()
+		}
+	})()
 	cfgRaw := cfg
 	cfgRaw.Workers = len(conns)
 	readers := make([]*wire.LineReader, len(conns))
 	bufs := make([][]byte, len(conns))
+	// broken[w] is why worker w's connection is unusable, once it is: it
+	// is not redialled, so every later op of w fails with it.
+	broken := make([]error, len(conns))
 	for i, nc := range conns {
 		readers[i] = wire.NewLineReader(bufio.NewReader(nc), wire.MaxResponseLen)
 	}
-	res := closedLoop(ctx, cfgRaw, "raw", fmt.Sprintf("an l/r pair pipelined %d at a time on plain connections, %d per server (latency is per %d pairs)", window, connsPerServer, window), func(ctx context.Context, w int, n int64) string {
+	res, err := closedLoop(ctx, cfgRaw, "raw", fmt.Sprintf("an l/r pair pipelined %d at a time on plain connections, %d per server (latency is per %d pairs)", window, connsPerServer, window), func(ctx context.Context, w int, n int64) error {
+		if broken[w] != nil {
+			return broken[w]
+		}
 		nc, lr := conns[w], readers[w]
+		brk := func(err error) error {
+			broken[w] = fmt.Errorf("%w: %s: %w", errRawBroken, nc.RemoteAddr(), err)
+			return broken[w]
+		}
 		buf := bufs[w][:0]
 		keys := [window]string{}
 		for i := range keys {
@@ -216,35 +266,59 @@ func runRaw(ctx context.Context, cfg Config, servers []string) (Result, error) {
 			buf, _ = req.Append(buf)
 		}
 		if _, err := nc.Write(buf); err != nil {
-			return "broken_conn"
+			return brk(err)
 		}
+		// Every reply is read, and every grant released, even after a
+		// refusal: the connection stays in step for the next op.
+		var refused error
+		releases := 0
 		buf = buf[:0]
 		for i := range keys {
 			line, err := lr.ReadLine()
 			if err != nil {
-				return "broken_conn"
+				// A refusal the server closes the connection after
+				// (error_auth) says more than the close.
+				return cmp.Or(refused, brk(err))
 			}
 			resp, err := wire.ParseResponse(wire.CmdLock, line)
-			if err != nil || resp.Err() != nil {
-				return "other"
+			if err != nil {
+				return brk(err)
+			}
+			if err := resp.Err(); err != nil {
+				refused = cmp.Or(refused, err)
+				continue
 			}
 			req := wire.Request{Cmd: wire.CmdRelease, Key: keys[i], Token: resp.Token}
 			buf, _ = req.Append(buf)
-		}
-		if _, err := nc.Write(buf); err != nil {
-			return "broken_conn"
-		}
-		for range keys {
-			if _, err := lr.ReadLine(); err != nil {
-				return "broken_conn"
-			}
+			releases++
 		}
 		bufs[w] = buf
-		return ""
+		if releases == 0 {
+			return refused
+		}
+		if _, err := nc.Write(buf); err != nil {
+			return brk(err)
+		}
+		for range releases {
+			line, err := lr.ReadLine()
+			if err != nil {
+				return brk(err)
+			}
+			resp, err := wire.ParseResponse(wire.CmdRelease, line)
+			if err != nil {
+				return brk(err)
+			}
+			refused = cmp.Or(refused, resp.Err())
+		}
+		return refused
 	})
 	// Each op above moved window pairs.
 	res.Ops *= window
 	res.PerSecond *= window
 	res.CPUPerOp /= window
-	return res, nil
+	return res, err
 }
+
+// errRawBroken is the raw baseline's broken connection; it counts as
+// broken_conn.
+var errRawBroken = errors.New("connection broken")

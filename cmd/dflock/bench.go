@@ -1,10 +1,13 @@
 package main
 
 import (
+	"cmp"
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"strings"
@@ -14,6 +17,8 @@ import (
 	"golang.org/x/term"
 
 	"github.com/dflock-go/dflock/bench"
+	"github.com/dflock-go/dflock/lock"
+	"github.com/dflock-go/dflock/pool"
 )
 
 // runBench runs the benchmark harness and prints its report.
@@ -31,7 +36,10 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 		asJSON    bool
 	)
 	cf.register(fs, getenv)
-	fs.Lookup("servers").Usage = "comma-separated servers to measure (default: an embedded fleet of 3 fakeservers in a child process; env DFLOCK_SERVERS)"
+	// One default in the help: the flag package would print the shared
+	// flag's default server as well, which bench does not use.
+	servers := fs.Lookup("servers")
+	servers.Usage, servers.DefValue = "comma-separated servers to measure (default: DFLOCK_SERVERS if set, else an embedded fleet of 3 fakeservers in a child process)", ""
 	fs.StringVar(&cfg.Strategy, "strategy", "stable", "stable, consistent or rendezvous")
 	fs.IntVar(&cfg.Conns, "conns", 16, "most connections per server")
 	fs.IntVar(&cfg.Workers, "workers", 64, "closed-loop workers")
@@ -39,7 +47,7 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 	fs.DurationVar(&cfg.Warmup, "warmup", 300*time.Millisecond, "unmeasured run before each workload")
 	fs.IntVar(&cfg.Keys, "keys", 10_000, "key space of the zipf workload")
 	fs.IntVar(&cfg.HoldMany, "hold", 20_000, "locks held by the hold-many workload")
-	fs.DurationVar(&cfg.Lease, "lease", 10*time.Second, "lease of every lock")
+	fs.DurationVar(&cfg.Lease, "lease", 0, "lease of every lock (default 10s, and for hold-many half of --duration, at least 1s, so that its locks renew while held)")
 	fs.StringVar(&workloads, "workloads", strings.Join(bench.Workloads(), ","), "workloads to run")
 	fs.BoolVar(&asJSON, "json", false, "print the report as JSON")
 	if _, err := parseInterspersed(fs, args); err != nil {
@@ -66,15 +74,76 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 		cfg.Progress = stderr
 	}
 	rep, err := bench.Run(ctx, cfg)
-	if err != nil {
-		return err
+	if rep != nil && len(rep.Results) > 0 {
+		// Even a run that stopped prints what it measured: the figures
+		// of the workload that failed show how it failed, and the report
+		// says where the run stopped.
+		if werr := writeReport(stdout, rep, asJSON); err == nil {
+			err = werr
+		}
 	}
-	if asJSON {
-		return rep.WriteJSON(stdout)
+	switch {
+	case err == nil:
+		return nil
+	case ctx.Err() != nil:
+		return &benchError{err: err, code: exitInterrupted}
 	}
-	if err := rep.WriteTable(stdout); err != nil {
-		return err
-	}
-	fmt.Fprintln(stdout)
-	return nil
+	return &benchError{err: err, hint: benchHint(err, cfg.AuthToken != "")}
 }
+
+// exitInterrupted is the exit code of a run cut short by SIGINT or
+// SIGTERM: 128 + SIGINT, as shells report a command killed by it.
+const exitInterrupted = 130
+
+func writeReport(w io.Writer, rep *bench.Report, asJSON bool) error {
+	if asJSON {
+		return rep.WriteJSON(w)
+	}
+	if err := rep.WriteTable(w); err != nil {
+		return err
+	}
+	_, err := fmt.Fprintln(w)
+	return err
+}
+
+// benchHint says in the user's words what to change when a workload
+// failed for a reason they can fix, or "".
+func benchHint(err error, tokenGiven bool) string {
+	var op *net.OpError
+	switch {
+	case errors.Is(err, lock.ErrAuth) && tokenGiven:
+		return "the server refused the auth token: check the file --auth-token-file names"
+	case errors.Is(err, lock.ErrAuth):
+		return "the server needs an auth token: pass --auth-token-file (or set DFLOCK_AUTH_TOKEN_FILE)"
+	case errors.Is(err, lock.ErrMaxLocks):
+		return "the server refused new keys: raise its --max-locks (for benchmarking, start dflockd with --max-locks 1000000)"
+	case errors.Is(err, lock.ErrMaxWaiters):
+		return "the server refused waiters: raise its --max-waiters, or leave it at 0 (no limit)"
+	case errors.Is(err, lock.ErrRefused):
+		return "the server refused connections: raise its --max-connections well above --conns, or leave it at 0 (no limit)"
+	case errors.As(err, &op) && op.Op == "dial":
+		return "could not connect: is a server listening at every --servers address?"
+	case errors.Is(err, pool.ErrBroken):
+		return "the servers closed connections: see their logs"
+	}
+	return ""
+}
+
+// benchError reports an error of package bench without its "bench: "
+// prefix, which the command's own prefix already says, with a hint and
+// an exit code of its own.
+type benchError struct {
+	err  error
+	hint string
+	code int // 0: the usual 1
+}
+
+func (e *benchError) Error() string { return strings.TrimPrefix(e.err.Error(), "bench: ") }
+
+func (e *benchError) Unwrap() error { return e.err }
+
+// Hint says what to change, in the words of bench's flags; "" for none.
+func (e *benchError) Hint() string { return e.hint }
+
+// ExitCode is the code dflock exits with.
+func (e *benchError) ExitCode() int { return cmp.Or(e.code, 1) }

@@ -101,8 +101,19 @@ func exitCode(stderr io.Writer, command string, err error) int {
 		return 2
 	default:
 		fmt.Fprintf(stderr, "dflock %s: %v\n", command, err)
-		if h := hint(err); h != "" {
+		h := hint(err)
+		// An error that knows its own remedy (a failed benchmark) says it
+		// more precisely than the generic one.
+		var hinted interface{ Hint() string }
+		if errors.As(err, &hinted) && hinted.Hint() != "" {
+			h = hinted.Hint()
+		}
+		if h != "" {
 			fmt.Fprintf(stderr, "dflock %s: hint: %s\n", command, h)
+		}
+		var coded interface{ ExitCode() int }
+		if errors.As(err, &coded) {
+			return coded.ExitCode()
 		}
 		return 1
 	}

@@ -98,6 +98,8 @@ func TestServeRunsAndShutsDown(t *testing.T) {
 	require.NoError(t, err)
 	assert.Regexp(t, `^ok [0-9a-f]{32} 9\n$`, line)
 
+	// Like dflockd, a graceful shutdown waits for open connections.
+	nc.Close()
 	cancel()
 	select {
 	case err := <-done:
