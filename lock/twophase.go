@@ -88,8 +88,9 @@ func (l *Lock) Enqueue(ctx context.Context) (Status, error) {
 // round trip, if Enqueue already acquired the lock; otherwise it waits up
 // to timeout (a ctx deadline that ends sooner wins) and returns false with
 // a nil error if the timeout passes, which also gives up the place in the
-// queue. Cancelling ctx returns ctx's error and gives up the place (the
-// connection is closed: the protocol's only way to cancel a wait).
+// queue. Cancelling ctx returns ctx's error at once; the protocol cannot
+// cancel a wait, so the server keeps the place until the timeout, and a
+// lock it grants meanwhile is released at once.
 func (l *Lock) Wait(ctx context.Context, timeout time.Duration) (bool, error) {
 	l.op.Lock()
 	defer l.op.Unlock()

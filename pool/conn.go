@@ -51,6 +51,9 @@ type Conn struct {
 	// answered: the server has answered a request on this connection,
 	// so it did not refuse it.
 	answered bool
+	// draining: kept out of puddle for the answer to an abandoned
+	// blocking request (counted in Pool.draining).
+	draining bool
 	owner    owner                   // who holds res
 	res      *puddle.Resource[*Conn] // exclusive connections: our puddle slot
 }
@@ -61,7 +64,7 @@ type owner int
 const (
 	ownerPuddle owner = iota // idle in puddle or in Pool.freed (or a shared connection)
 	ownerPinner              // pinned by a caller
-	ownerGrants              // out of puddle, kept by the grants it holds
+	ownerKept                // out of puddle, kept by its grants or by an abandoned wait
 	ownerNone                // closed, or being closed
 )
 
@@ -409,7 +412,7 @@ func (c *Conn) deliver(line []byte) error {
 	} else {
 		cl.done <- struct{}{}
 	}
-	after := c.afterGrantsChangedLocked()
+	after := c.afterChangeLocked()
 	c.mu.Unlock()
 	after()
 	if perr != nil {
@@ -431,13 +434,17 @@ func grants(resp *wire.Response) bool {
 	return resp.Token != "" && (resp.Status == wire.StatusOK || resp.Status == wire.StatusAcquired)
 }
 
-// afterGrantsChangedLocked offers a connection kept by its grants to the
+// afterChangeLocked offers a connection kept by its grants to the
 // next blocking request once it holds none (or closes it, if it broke or
 // is not clean). It returns what to do once c.mu is released.
-func (c *Conn) afterGrantsChangedLocked() func() {
-	if c.owner != ownerGrants || len(c.grants) > 0 {
+func (c *Conn) afterChangeLocked() func() {
+	if c.owner != ownerKept || len(c.grants) > 0 {
 		return noop
 	}
+	if c.broken == nil && c.waitingLocked() {
+		return noop // its abandoned wait will be answered
+	}
+	c.stopDrainingLocked()
 	if c.broken != nil || !c.cleanLocked() {
 		c.owner = ownerNone
 		return c.close
@@ -446,21 +453,30 @@ func (c *Conn) afterGrantsChangedLocked() func() {
 	return func() { c.p.addFreed(c) }
 }
 
+// waitingLocked reports whether a blocking request is pending.
+func (c *Conn) waitingLocked() bool {
+	for _, cl := range c.pending[c.head:] {
+		if holdsUp(&cl.req) {
+			return true
+		}
+	}
+	return false
+}
+
+func (c *Conn) stopDrainingLocked() {
+	if c.draining {
+		c.draining = false
+		c.p.draining.Add(-1)
+	}
+}
+
 func noop() {}
 
 // cleanLocked reports whether the connection can serve its next user as
 // new: no enqueue registered on it and no blocking request still pending
 // (an abandoned wait would hold up whatever is sent next).
 func (c *Conn) cleanLocked() bool {
-	if len(c.regs) > 0 {
-		return false
-	}
-	for _, cl := range c.pending[c.head:] {
-		if holdsUp(&cl.req) {
-			return false
-		}
-	}
-	return true
+	return len(c.regs) == 0 && !c.waitingLocked()
 }
 
 // fail breaks the connection once: pending callers get err, every grant
@@ -488,9 +504,10 @@ func (c *Conn) fail(err error) {
 		lost = append(lost, g.loseLocked(fmt.Errorf("%w: connection to %s broke: %w", ErrGrantLost, c.p.addr, err)))
 	}
 	clear(c.regs)
-	if c.owner == ownerGrants {
+	if c.owner == ownerKept {
 		c.owner = ownerNone
 	}
+	c.stopDrainingLocked()
 	c.mu.Unlock()
 
 	c.nc.Close()

@@ -12,11 +12,13 @@
 //   - reports each grant held through a connection that breaks, at once
 //     ([Grant.OnLost]);
 //   - runs blocking requests (a lock with a timeout, a wait) and stats
-//     only on clean exclusive connections, which hold no lock: cancelling
-//     one closes its connection (the protocol's only way to cancel a
-//     wait) and costs nothing else. A connection that holds locks stays
-//     out of the pool until they end;
-//   - releases any grant whose caller gave up.
+//     only on clean exclusive connections, which hold no lock, so giving
+//     one up costs nothing else. A connection that holds locks stays out
+//     of the pool until they end;
+//   - releases any grant whose caller gave up. The protocol cannot
+//     cancel a wait, and dflockd keeps a wait queued even after its
+//     connection closes, so a connection whose wait was given up is kept
+//     until the server answers (see [Pinned]).
 //
 // Non-blocking requests (try-locks, releases, renewals) from any number
 // of goroutines share a few connections and are pipelined: queued by the

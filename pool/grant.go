@@ -198,7 +198,7 @@ func (g *Grant) lose(err error) bool {
 	c := g.c
 	c.mu.Lock()
 	lost := g.loseLocked(err)
-	after := c.afterGrantsChangedLocked()
+	after := c.afterChangeLocked()
 	c.mu.Unlock()
 	after()
 	lost.notify()
@@ -246,7 +246,7 @@ func (g *Grant) Release(ctx context.Context) error {
 	// Queued before the connection can move on (to the next Pin, or
 	// closed if it is not clean), so the release goes out first.
 	cl, err := c.queueLocked(g.releaseRequest(), false)
-	after := c.afterGrantsChangedLocked()
+	after := c.afterChangeLocked()
 	c.mu.Unlock()
 	after()
 	var res Result
@@ -352,7 +352,7 @@ func (p *Pool) ReleaseAll(ctx context.Context, gs []*Grant) {
 	for _, g := range gs {
 		g.c.mu.Lock()
 		err := g.endLocked()
-		after := g.c.afterGrantsChangedLocked()
+		after := g.c.afterChangeLocked()
 		g.c.mu.Unlock()
 		after()
 		if err == nil {

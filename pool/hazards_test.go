@@ -102,9 +102,9 @@ func TestDroppedConnectionsNotifyHoldersAndRedial(t *testing.T) {
 }
 
 // Hazard 2: a blocking request never runs on a connection that holds a
-// lock, so cancelling one (which closes its connection) costs no lock. A
-// connection holding a lock is kept out of the pool until the lock ends,
-// and the next blocking request gets a clean connection.
+// lock, so giving one up costs no lock. A connection holding a lock is
+// kept out of the pool until the lock ends, and the next blocking request
+// gets a clean connection.
 func TestBlockingRequestsNeverRiskHeldLocks(t *testing.T) {
 	srv := startServer(t, fakeserver.Config{})
 	p := newPool(t, srv.Addr(), pool.Config{MaxConns: 3, SharedConns: 1})
@@ -140,11 +140,12 @@ func TestBlockingRequestsNeverRiskHeldLocks(t *testing.T) {
 	case <-time.After(time.Second):
 		t.Fatal("cancel not honoured")
 	}
-	require.Eventually(t, func() bool { return srv.Busy() == 0 }, wait, time.Millisecond)
 	assert.Equal(t, owner, heldBy(srv, "a"), "the other lock is still held by the same connection")
 	assert.False(t, aLost.Load())
+	// The server keeps the wait; granted b, the draining connection gives
+	// it back at once.
 	require.NoError(t, b.Release(ctxFor(t, wait)))
-	assert.Zero(t, heldBy(srv, "b"), "the cancelled wait was not granted")
+	require.Eventually(t, func() bool { return p.Stats().DrainingConns == 0 && heldBy(srv, "b") == 0 }, wait, time.Millisecond)
 
 	// a's connection is out of puddle: both slots are free for waits, and
 	// when a ends its connection serves the next Pin.
@@ -179,25 +180,80 @@ func TestPinHonoursContextWhenFull(t *testing.T) {
 	assert.Less(t, time.Since(start), 400*time.Millisecond)
 }
 
-// A blocked acquire on a connection that holds nothing is cancelled by
-// closing that connection: the server forgets the wait at once.
-func TestCancelledAcquireOnEmptyConnectionClosesIt(t *testing.T) {
-	srv := startServer(t, fakeserver.Config{})
+// waiters is how many wait for key on srv.
+func waiters(srv *fakeserver.Server, key string) int {
+	for _, l := range srv.Stats().Locks {
+		if l.Key == key {
+			return l.Waiters
+		}
+	}
+	return 0
+}
+
+// A wait given up by its caller stays queued on dflockd (the protocol
+// cannot cancel it, and the server does not notice a closed connection
+// while it waits). Its connection is kept until the answer: a lock
+// granted then is released at once, not left to the server's disconnect
+// clean-up, which with auto-release off takes a whole lease.
+func TestGivenUpWaitDrainsAndGivesBackItsGrant(t *testing.T) {
+	srv := startServer(t, fakeserver.Config{DisableAutoRelease: true})
 	p := newPool(t, srv.Addr(), pool.Config{})
-	grant(t, p, "b")
+	b := grant(t, p, "b")
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
 	go func() {
 		_, err := p.Do(ctx, &wire.Request{Cmd: wire.CmdLock, Key: "b", Timeout: 30})
 		errc <- err
 	}()
-	require.Eventually(t, func() bool { return srv.Stats().Locks[0].Waiters == 1 }, wait, time.Millisecond)
+	require.Eventually(t, func() bool { return waiters(srv, "b") == 1 }, wait, time.Millisecond)
 	cancel()
 	assert.ErrorIs(t, <-errc, context.Canceled)
-	require.Eventually(t, func() bool { return srv.Stats().Locks[0].Waiters == 0 }, wait, time.Millisecond)
-	// puddle destroys in the background.
-	require.Eventually(t, func() bool { return p.Stats().PinnedConns == 0 }, wait, time.Millisecond)
-	assert.Zero(t, p.Stats().BrokenConns, "closed on purpose, not broken")
+	st := p.Stats()
+	assert.Equal(t, 1, st.DrainingConns)
+	assert.Zero(t, st.PinnedConns, "out of puddle: it takes no slot")
+
+	require.NoError(t, b.Release(ctxFor(t, wait)))
+	require.Eventually(t, func() bool {
+		return p.Stats().DrainingConns == 0 && heldBy(srv, "b") == 0 && waiters(srv, "b") == 0
+	}, wait, time.Millisecond, "granted to the given-up wait, then released")
+	st = p.Stats()
+	assert.Equal(t, 1, st.IdleConns, "clean again: offered to the next Pin")
+	assert.Zero(t, st.BrokenConns)
+	pin, err := p.Pin(ctxFor(t, wait))
+	require.NoError(t, err)
+	res, err := pin.Do(ctxFor(t, wait), tryLock("b"))
+	require.NoError(t, err)
+	require.NoError(t, res.Resp.Err(), "the key is free, and the connection in step")
+	pin.Unpin()
+	require.NoError(t, res.Grant.Release(ctxFor(t, wait)))
+}
+
+// A given-up wait that the server answers "timeout" frees its connection;
+// past MaxConns draining connections, a given-up wait's connection is
+// closed instead.
+func TestGivenUpWaitsAreBounded(t *testing.T) {
+	srv := startServer(t, fakeserver.Config{})
+	p := newPool(t, srv.Addr(), pool.Config{MaxConns: 2, SharedConns: 1})
+	grant(t, p, "b")
+	giveUp := func(timeout int) {
+		ctx, cancel := context.WithCancel(context.Background())
+		errc := make(chan error, 1)
+		before := waiters(srv, "b")
+		go func() {
+			_, err := p.Do(ctx, &wire.Request{Cmd: wire.CmdLock, Key: "b", Timeout: timeout})
+			errc <- err
+		}()
+		require.Eventually(t, func() bool { return waiters(srv, "b") == before+1 }, wait, time.Millisecond)
+		cancel()
+		require.ErrorIs(t, <-errc, context.Canceled)
+	}
+	giveUp(1)
+	giveUp(30)
+	giveUp(30)
+	assert.Equal(t, 2, p.Stats().DrainingConns, "at most MaxConns drain; the third was closed")
+	require.Eventually(t, func() bool { return p.Stats().DrainingConns == 1 }, wait, 5*time.Millisecond,
+		"the server answered the 1 s wait with timeout")
+	assert.Zero(t, p.Stats().BrokenConns)
 }
 
 // A try-lock whose caller gave up (stalled server) is released when its

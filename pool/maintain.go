@@ -67,6 +67,25 @@ func (p *Pool) tend(now time.Time) {
 	// locks for as long as it does.
 	for _, c := range p.connList() {
 		c.keepTalking(now, p.cfg.KeepAlive)
+		c.closeIfDrainOverdue(now)
+	}
+}
+
+// closeIfDrainOverdue closes a connection kept for an abandoned wait
+// whose answer is overdue: the server is stuck or gone.
+func (c *Conn) closeIfDrainOverdue(now time.Time) {
+	c.mu.Lock()
+	overdue := false
+	if c.draining {
+		for _, cl := range c.pending[c.head:] {
+			if holdsUp(&cl.req) && now.Sub(cl.sent) > time.Duration(cl.req.Timeout)*time.Second+drainSlack {
+				overdue = true
+			}
+		}
+	}
+	c.mu.Unlock()
+	if overdue {
+		c.close()
 	}
 }
 

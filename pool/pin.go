@@ -14,17 +14,34 @@ import (
 //
 // Pin hands out only clean connections: they hold no lock, have no
 // enqueue registered and no request pending. So a blocking request never
-// waits on a connection that holds locks, and cancelling it (which closes
-// the connection: the protocol's only way to cancel a wait) costs no other
-// lock. A connection that holds locks when it is unpinned leaves puddle
-// (so it no longer counts against MaxConns, and a lock held after a wait
-// never starves the next wait of a connection); the pool keeps it talking
-// until the last of its locks ends, then offers it to the next Pin.
+// waits on a connection that holds locks. A connection that holds locks
+// when it is unpinned leaves puddle (so it no longer counts against
+// MaxConns, and a lock held after a wait never starves the next wait of a
+// connection); the pool keeps it talking until the last of its locks
+// ends, then offers it to the next Pin.
+//
+// The protocol cannot cancel a wait, and dflockd does not even notice a
+// closed connection while it waits: the wait keeps its place in the queue
+// until its timeout, and a lock granted to it then is released only when
+// the server next reads the dead connection, or (with
+// -auto-release-on-disconnect=false) when its lease runs out. So a wait
+// given up by its caller keeps its connection, out of puddle, until the
+// server answers; a lock granted then is released at once. At most
+// MaxConns such connections drain at a time; past that, or past the
+// wait's timeout and drainSlack without an answer, the connection is
+// closed.
 type Pinned struct {
 	p        *Pool
 	c        *Conn
 	unpinned bool
+	// spent: a blocking request on it was given up and still waits, so
+	// nothing more may be sent on it.
+	spent bool
 }
+
+// drainSlack is how long past a wait's own timeout a connection draining
+// it waits for the server's answer before it is closed.
+const drainSlack = 5 * time.Second
 
 // keepAlive is a request with no effect: a release with a token the server
 // never issues, answered "error" at O(1) cost. Unlike stats, its cost does
@@ -32,8 +49,8 @@ type Pinned struct {
 var keepAlive = wire.Request{Cmd: wire.CmdRelease, Key: "_dflock_keepalive", Token: "keepalive"}
 
 // ErrHoldsLocks refuses a blocking request on a pinned connection that
-// holds locks: if the request were cancelled, closing the connection would
-// release them.
+// holds locks: the request would hold up their renewals and release, and
+// a connection that must be closed (a stuck server) would take them along.
 var ErrHoldsLocks = errors.New("pool: blocking request on a connection that holds locks")
 
 // Pin takes a clean exclusive connection, dialling one if none is idle and
@@ -91,11 +108,10 @@ func (pn *Pinned) Conn() *Conn { return pn.c }
 
 // Do sends req on the pinned connection and waits for its reply.
 //
-// If ctx ends first, Do returns ctx's error at once. A blocking request is
-// then cancelled on the server by closing the connection, which holds no
-// lock (ErrHoldsLocks refuses a blocking request otherwise). Any other
-// request is left to its reply, and a lock that reply grants is released
-// at once.
+// If ctx ends first, Do returns ctx's error at once. The request is left
+// to its reply, and a lock that reply grants is released at once. After a
+// blocking request is given up, the pinned connection takes no other
+// request (it would wait behind it); Unpin it.
 func (pn *Pinned) Do(ctx context.Context, req *wire.Request) (Result, error) {
 	return pn.do(ctx, req, false)
 }
@@ -120,6 +136,9 @@ func (pn *Pinned) do(ctx context.Context, req *wire.Request, discard bool) (Resu
 	if pn.unpinned {
 		return Result{}, fmt.Errorf("%w: the connection was unpinned", errNotSent)
 	}
+	if pn.spent {
+		return Result{}, fmt.Errorf("%w: the connection still waits on a request given up", errNotSent)
+	}
 	c := pn.c
 	c.mu.Lock()
 	if holdsUp(req) && len(c.grants) > 0 {
@@ -136,17 +155,16 @@ func (pn *Pinned) do(ctx context.Context, req *wire.Request, discard bool) (Resu
 	}
 	res, abandoned, err := c.await(ctx, cl)
 	if abandoned && holdsUp(req) {
-		// The server forgets the wait (and any registration) when the
-		// connection closes; the connection holds no lock to lose.
-		c.close()
+		pn.spent = true
 	}
 	return res, err
 }
 
 // Unpin returns the connection to the pool: clean, it is idle for the
-// next caller; holding locks, it stays out of the pool until they end;
-// otherwise (broken, or an enqueue still registered) it is closed. Safe to
-// call twice.
+// next caller; holding locks, or waiting on a blocking request given up,
+// it stays out of the pool until they end or the answer comes; otherwise
+// (broken, or an enqueue still registered) it is closed. Safe to call
+// twice.
 func (pn *Pinned) Unpin() {
 	if pn.unpinned {
 		return
@@ -158,7 +176,9 @@ func (pn *Pinned) Unpin() {
 	next := ownerPuddle
 	switch {
 	case len(c.grants) > 0:
-		next = ownerGrants
+		next = ownerKept
+	case c.broken == nil && c.waitingLocked() && pn.p.startDraining():
+		next, c.draining = ownerKept, true
 	case c.broken != nil || !c.cleanLocked():
 		next = ownerNone
 	}
@@ -168,8 +188,9 @@ func (pn *Pinned) Unpin() {
 	}
 	c.mu.Unlock()
 	switch {
-	case next == ownerGrants && res != nil:
-		// Out of puddle: the lock keeps the connection, not a slot.
+	case next == ownerKept && res != nil:
+		// Out of puddle: the lock (or the wait) keeps the connection, not
+		// a slot.
 		res.Hijack()
 	case next == ownerNone:
 		c.close()
@@ -181,6 +202,16 @@ func (pn *Pinned) Unpin() {
 	case next == ownerPuddle:
 		pn.p.addFreed(c)
 	}
+}
+
+// startDraining counts a connection kept for the answer to an abandoned
+// wait, or says there are MaxConns already.
+func (p *Pool) startDraining() bool {
+	if p.draining.Add(1) > int32(p.cfg.MaxConns) {
+		p.draining.Add(-1)
+		return false
+	}
+	return true
 }
 
 // addFreed offers a clean connection that left puddle while it held locks

@@ -36,6 +36,8 @@ type Pool struct {
 	freedMu sync.Mutex
 	freed   []freedConn // clean exclusive connections outside puddle
 
+	draining atomic.Int32 // connections kept for an abandoned wait's answer
+
 	// backoffMu guards the dial backoff: after failures in a row, no
 	// dial before retryAt, so a server that refuses every connection is
 	// not dialled in a tight loop.

@@ -21,10 +21,15 @@ type Stats struct {
 	// GrantsPerConn maps connection ID to the locks it holds, for the
 	// connections that hold any.
 	GrantsPerConn map[uint64]int
-	// ParkedConns counts exclusive connections kept by the locks they hold
-	// (granted after a wait). They serve no blocking request until those
-	// end, and do not count against MaxConns.
+	// ParkedConns counts exclusive connections kept out of the pool by
+	// the locks they hold (granted after a wait) or by a wait given up
+	// and not yet answered (DrainingConns of them). They serve no
+	// blocking request until those end, and do not count against
+	// MaxConns.
 	ParkedConns int
+	// DrainingConns counts connections kept for the answer to a wait
+	// their caller gave up; a lock granted to it is released at once.
+	DrainingConns int
 }
 
 // Stats returns a snapshot of the pool.
@@ -45,8 +50,11 @@ func (p *Pool) Stats() Stats {
 			st.Grants += n
 			st.GrantsPerConn[c.id] = n
 		}
-		if c.owner == ownerGrants {
+		if c.owner == ownerKept {
 			st.ParkedConns++
+		}
+		if c.draining {
+			st.DrainingConns++
 		}
 		c.mu.Unlock()
 	}
