@@ -54,6 +54,9 @@ type Conn struct {
 	// draining: kept out of puddle for the answer to an abandoned
 	// blocking request (counted in Pool.draining).
 	draining bool
+	// retiring: to be closed once every request queued on it has its
+	// answer (see retire).
+	retiring bool
 	owner    owner                   // who holds res
 	res      *puddle.Resource[*Conn] // exclusive connections: our puddle slot
 }
@@ -413,11 +416,15 @@ func (c *Conn) deliver(line []byte) error {
 		cl.done <- struct{}{}
 	}
 	after := c.afterChangeLocked()
+	done := c.retiring && c.head == len(c.pending)
 	c.mu.Unlock()
 	after()
 	if perr != nil {
 		// Out of step: every later reply would be misread.
 		return fmt.Errorf("%w: %w", ErrBroken, perr)
+	}
+	if done {
+		return errClosing
 	}
 	return nil
 }
@@ -447,10 +454,25 @@ func (c *Conn) afterChangeLocked() func() {
 	c.stopDrainingLocked()
 	if c.broken != nil || !c.cleanLocked() {
 		c.owner = ownerNone
-		return c.close
+		return c.retire
 	}
 	c.owner = ownerPuddle
 	return func() { c.p.addFreed(c) }
+}
+
+// retire closes a connection the pool no longer wants once every request
+// queued on it has been answered. Closing it at once would cut off a
+// release still in flight: the server would release the lock with the
+// connection, but its caller would be told the lock may have been lost
+// before the call. A connection with nothing pending closes now.
+func (c *Conn) retire() {
+	c.mu.Lock()
+	wait := c.broken == nil && c.head < len(c.pending)
+	c.retiring = c.retiring || wait
+	c.mu.Unlock()
+	if !wait {
+		c.close()
+	}
 }
 
 // waitingLocked reports whether a blocking request is pending.

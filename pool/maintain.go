@@ -60,25 +60,26 @@ func (p *Pool) tend(now time.Time) {
 	p.freed = kept
 	p.freedMu.Unlock()
 	for _, c := range closing {
-		c.close()
+		c.retire()
 	}
 	// Every connection, pinned ones included: a connection pinned by a
 	// queued enqueue must stay open until its wait, and one that holds
 	// locks for as long as it does.
 	for _, c := range p.connList() {
 		c.keepTalking(now, p.cfg.KeepAlive)
-		c.closeIfDrainOverdue(now)
+		c.closeIfOverdue(now)
 	}
 }
 
-// closeIfDrainOverdue closes a connection kept for an abandoned wait
-// whose answer is overdue: the server is stuck or gone.
-func (c *Conn) closeIfDrainOverdue(now time.Time) {
+// closeIfOverdue closes a connection kept only for answers (a given-up
+// wait, or requests a retiring connection still awaits) once they are
+// overdue: the server is stuck or gone.
+func (c *Conn) closeIfOverdue(now time.Time) {
 	c.mu.Lock()
 	overdue := false
-	if c.draining {
+	if c.draining || c.retiring {
 		for _, cl := range c.pending[c.head:] {
-			if holdsUp(&cl.req) && now.Sub(cl.sent) > time.Duration(cl.req.Timeout)*time.Second+drainSlack {
+			if now.Sub(cl.sent) > time.Duration(cl.req.Timeout)*time.Second+drainSlack {
 				overdue = true
 			}
 		}

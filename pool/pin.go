@@ -193,10 +193,10 @@ func (pn *Pinned) Unpin() {
 		// a slot.
 		res.Hijack()
 	case next == ownerNone:
-		c.close()
 		if res != nil {
-			res.Destroy()
+			res.Hijack() // closed by retire, not by puddle's destructor
 		}
+		c.retire()
 	case next == ownerPuddle && res != nil:
 		res.Release()
 	case next == ownerPuddle:
@@ -224,7 +224,7 @@ func (p *Pool) addFreed(c *Conn) {
 	}
 	p.freedMu.Unlock()
 	if !keep {
-		c.close()
+		c.retire()
 	}
 }
 
