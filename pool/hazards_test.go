@@ -3,8 +3,8 @@ package pool_test
 import (
 	"bufio"
 	"context"
-	"fmt"
 	"crypto/tls"
+	"fmt"
 	"net"
 	"strings"
 	"sync"
