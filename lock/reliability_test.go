@@ -16,6 +16,7 @@ import (
 
 	"github.com/dflock-go/dflock/fakeserver"
 	"github.com/dflock-go/dflock/lock"
+	"github.com/dflock-go/dflock/pool"
 )
 
 // stress runs clients × workers contending for keys while faults are
@@ -85,13 +86,16 @@ func (s stress) run(t *testing.T) stressResult {
 	detector := newLossDetector(t, f)
 	h := newHistory()
 	var res stressResult
-	var ops, acquired, lost, faults atomic.Int64
+	var ops, acquired, lost, releaseLost, faults atomic.Int64
 	ctx, cancel := context.WithTimeout(context.Background(), s.duration)
 	defer cancel()
 
 	var wg sync.WaitGroup
 	for ci := range s.clients {
-		c := f.client(t, lock.Config{})
+		// Fewer exclusive connections than workers: connections kept by
+		// locks held after a wait outnumber the idle ones the pool keeps,
+		// so surplus ones are closed as their locks end.
+		c := f.client(t, lock.Config{Pool: pool.Config{MaxConns: 3, SharedConns: 1}})
 		detector.watch(c)
 		for wi := range s.workers {
 			wg.Add(1)
@@ -139,6 +143,11 @@ func (s stress) run(t *testing.T) stressResult {
 					// noticed.
 					if err := l.Release(rctx); errors.Is(err, lock.ErrLockLost) {
 						byLoss = true
+						if end.Sub(start) < s.lease/2 && !gotLost(gone) {
+							// Not renewed yet: the lease alone cannot have
+							// run out, so something ended the lock.
+							releaseLost.Add(1)
+						}
 					}
 					rcancel()
 					h.record(key, s.limit, holder, start, end, byLoss)
@@ -167,7 +176,7 @@ func (s stress) run(t *testing.T) stressResult {
 	for _, srv := range servers {
 		srv.Unstall()
 	}
-	res.ops, res.acquired, res.lost, res.faults = ops.Load(), acquired.Load(), lost.Load(), faults.Load()
+	res.ops, res.acquired, res.lost, res.faults = ops.Load(), acquired.Load(), lost.Load()+releaseLost.Load(), faults.Load()
 	res.violations = h.violations()
 	res.falseLosses, res.falseDetails = detector.falseLosses()
 	t.Logf("%s: %d operations, %d acquired, %d lost (%d false), %d faults, %d overlaps (longest %v)", t.Name(), res.ops, res.acquired, res.lost, res.falseLosses, res.faults, len(res.violations), res.longestOverlap())
@@ -206,12 +215,25 @@ func TestMutualExclusionUnderFaults(t *testing.T) {
 			res := s.run(t)
 			assert.Positive(t, res.acquired)
 			assert.Zero(t, res.falseLosses, "a lock reported lost while the server still held it, with no fault")
+			if len(s.faults) == 0 {
+				assert.Zero(t, res.lost, "with no fault nothing ends a lock but its holder")
+			}
 			if !c.disconnects {
 				assert.Empty(t, res.violations)
 				return
 			}
 			assert.Empty(t, res.notInherent(), "every overlap must be a holder learning of its closed connection within %v", detectionWindow)
 		})
+	}
+}
+
+// gotLost reports whether a Lost channel is closed.
+func gotLost(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
 	}
 }
 
