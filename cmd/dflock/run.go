@@ -6,9 +6,11 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/exec"
 	"os/signal"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -24,7 +26,109 @@ const (
 	// exitLost: the lock was lost while the command ran; the command was
 	// stopped.
 	exitLost = 76
+	// exitCannotExecute: the command was found but could not be run, as
+	// shells report it.
+	exitCannotExecute = 126
+	// exitNotFound: there is no such command, as shells report it.
+	exitNotFound = 127
 )
+
+const runUsage = "usage: dflock run [-n LIMIT] [--timeout D] [--lease D] [--grace D] KEY -- CMD [ARGS...]"
+
+// runSignals are the signals dflock passes on to the command's process
+// group. Without that, a hangup or ^\ that reaches dflock rather than
+// the command would end dflock and leave the command running unlocked.
+var runSignals = []os.Signal{syscall.SIGHUP, syscall.SIGINT, syscall.SIGQUIT, syscall.SIGTERM}
+
+// runFlags is a parsed dflock run command line.
+type runFlags struct {
+	client  clientFlags
+	limit   int // 0: a lock; above 0: a slot of a semaphore of this many
+	timeout time.Duration
+	lease   time.Duration // 0: the server's default
+	grace   time.Duration
+	key     string
+	command []string
+}
+
+// parseRunFlags parses and checks a dflock run command line. It returns
+// flag.ErrHelp for -h, and otherwise an error that is a usage error.
+func parseRunFlags(args []string, getenv func(string) string) (runFlags, *flag.FlagSet, error) {
+	var f runFlags
+	set := flag.NewFlagSet("dflock run", flag.ContinueOnError)
+	// runRun prints errors and help itself, with its prefix and in its
+	// order; the flag package would print its own way.
+	set.SetOutput(io.Discard)
+	set.Usage = func() {}
+	f.client.register(set, getenv)
+	set.IntVar(&f.limit, "n", 0, "take a slot of a semaphore of this many slots (at least 1) instead of the lock")
+	set.DurationVar(&f.timeout, "timeout", 10*time.Second, "how long to wait for the lock; 0 tries once (sent in whole seconds, rounded up)")
+	set.DurationVar(&f.lease, "lease", 0, "lease to ask for, at least 1s, rounded up to whole seconds (default: the server's); renewed while the command runs")
+	set.DurationVar(&f.grace, "grace", 10*time.Second, "after the lock is lost: time between SIGTERM and SIGKILL of the command's process group")
+	if err := set.Parse(args); err != nil {
+		return f, set, err
+	}
+	limitSet := false
+	set.Visit(func(fl *flag.Flag) { limitSet = limitSet || fl.Name == "n" })
+	switch {
+	case limitSet && f.limit < 1:
+		return f, set, fmt.Errorf("-n %d: a semaphore has at least 1 slot", f.limit)
+	case f.timeout < 0:
+		return f, set, fmt.Errorf("--timeout %v must not be negative", f.timeout)
+	case f.lease < 0:
+		return f, set, fmt.Errorf("--lease %v must not be negative", f.lease)
+	case f.lease > 0 && f.lease < time.Second:
+		// The protocol counts leases in whole seconds. Rounding up would
+		// keep the lock, after a crash, for longer than someone asking
+		// for less than a second expects.
+		return f, set, fmt.Errorf("--lease %v: the server counts leases in whole seconds; ask for at least 1s", f.lease)
+	case f.grace < 0:
+		return f, set, fmt.Errorf("--grace %v must not be negative", f.grace)
+	}
+	rest := set.Args()
+	switch {
+	case len(rest) == 0:
+		return f, set, errors.New("missing KEY and command")
+	case rest[0] == "":
+		return f, set, errors.New("empty KEY")
+	}
+	f.key, f.command = rest[0], rest[1:]
+	if len(f.command) > 0 && f.command[0] == "--" {
+		f.command = f.command[1:]
+	} else if len(f.command) > 0 && strings.HasPrefix(f.command[0], "-") {
+		// Flags stop at KEY; one after it would otherwise be run as the
+		// command.
+		return f, set, fmt.Errorf("%s after KEY: flags go before KEY", f.command[0])
+	}
+	if len(f.command) == 0 {
+		return f, set, errors.New("missing command")
+	}
+	return f, set, nil
+}
+
+// printRunHelp is what dflock run -h prints.
+func printRunHelp(w io.Writer, set *flag.FlagSet) {
+	fmt.Fprintln(w, runUsage)
+	fmt.Fprintf(w, `
+Holds the lock KEY (with -n, a slot of the semaphore KEY) while CMD runs in its
+own process group, with DFLOCK_KEY, DFLOCK_TOKEN and DFLOCK_SERVER set. The
+lease is renewed while CMD runs; if the lock is lost, CMD's process group gets
+SIGTERM, then SIGKILL after --grace. SIGHUP, SIGINT, SIGQUIT and SIGTERM sent
+to dflock go to CMD's process group. Typed at a terminal (on Linux, with the
+terminal as standard input), CMD gets the terminal while it runs: it can read
+it, and ^C, ^\ and ^Z act on CMD (^Z suspends dflock with it; fg or bg
+resumes both).
+
+exit codes: CMD's own (128+N if signal N ended it), %d not acquired in time,
+%d lock lost (CMD stopped), %d CMD cannot be executed, %d CMD not found,
+1 other dflock error, 2 usage
+
+flags:
+`, exitNotAcquired, exitLost, exitCannotExecute, exitNotFound)
+	set.SetOutput(w)
+	set.PrintDefaults()
+	set.SetOutput(io.Discard)
+}
 
 // runRun holds a lock (or a semaphore slot) while a command runs.
 func runRun(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
@@ -34,76 +138,127 @@ func runRun(ctx context.Context, args []string, getenv func(string) string, stdo
 	if _, isFile := stderr.(*os.File); !isFile {
 		stderr = &lockedWriter{w: stderr}
 	}
-	fs := flag.NewFlagSet("dflock run", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: dflock run [-n LIMIT] [--timeout D] [--lease D] [--grace D] KEY -- CMD [ARGS...]")
-		fmt.Fprintf(stderr, "exit codes: the command's; %d not acquired in time; %d lock lost (command stopped); 1 dflock error; 2 usage\n", exitNotAcquired, exitLost)
-		fs.PrintDefaults()
+	fail := func(code int, format string, a ...any) int {
+		fmt.Fprintf(stderr, "dflock run: "+format+"\n", a...)
+		return code
 	}
-	var cf clientFlags
-	cf.register(fs, getenv)
-	limit := fs.Int("n", 0, "take a slot of a semaphore of this many slots instead of a lock")
-	timeout := fs.Duration("timeout", 10*time.Second, "how long to wait for the lock")
-	lease := fs.Duration("lease", 0, "lease to ask for (default: the server's); renewed while the command runs")
-	grace := fs.Duration("grace", 10*time.Second, "after the lock is lost: time between SIGTERM and SIGKILL of the command's process group")
-	if err := fs.Parse(args); err != nil {
-		return 2
-	}
-	rest := fs.Args()
-	if len(rest) < 2 || (rest[1] == "--" && len(rest) < 3) {
-		fs.Usage()
-		return 2
-	}
-	key, command := rest[0], rest[1:]
-	if command[0] == "--" {
-		command = command[1:]
-	}
-	cfg, err := cf.config()
-	if err != nil {
-		fmt.Fprintln(stderr, "dflock run:", err)
+	// failed reports an error of dflock's own (exit 1), with the hint the
+	// other commands give for it.
+	failed := func(err error) int {
+		fmt.Fprintf(stderr, "dflock run: %v\n", err)
+		if h := hint(err); h != "" {
+			fmt.Fprintf(stderr, "dflock run: hint: %s\n", h)
+		}
 		return 1
+	}
+	f, set, err := parseRunFlags(args, getenv)
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		printRunHelp(stdout, set)
+		return 0
+	case err != nil:
+		return fail(2, "%v\n%s\n(dflock run -h for help)", err, runUsage)
+	}
+	// Look for the command before taking the lock: one that cannot run
+	// should not take the lock from those waiting for it, even briefly.
+	path, err := exec.LookPath(f.command[0])
+	if err != nil {
+		code, msg := commandError(f.command[0], f.command[0], err)
+		return fail(code, "%s", msg)
+	}
+	cfg, err := f.client.config()
+	if err != nil {
+		return failed(err)
 	}
 	c, err := lock.New(cfg)
 	if err != nil {
-		fmt.Fprintln(stderr, "dflock run:", err)
-		return 1
+		return failed(err)
 	}
 	defer c.Close()
 
-	opts := []lock.Option{lock.AcquireTimeout(*timeout), lock.LeaseTTL(*lease)}
-	l := c.Lock(key, opts...)
-	if *limit > 0 {
-		l = c.Semaphore(key, *limit, opts...).Lock
+	opts := []lock.Option{lock.AcquireTimeout(f.timeout), lock.LeaseTTL(f.lease)}
+	l := c.Lock(f.key, opts...)
+	if f.limit > 0 {
+		l = c.Semaphore(f.key, f.limit, opts...).Lock
 	}
 	ok, err := l.Acquire(ctx)
 	switch {
 	case err != nil:
-		fmt.Fprintln(stderr, "dflock run:", err)
-		return 1
+		return failed(err)
 	case !ok:
-		fmt.Fprintf(stderr, "dflock run: %q not acquired within %v\n", key, *timeout)
-		return exitNotAcquired
+		return fail(exitNotAcquired, "%q not acquired within %v", f.key, f.timeout)
 	}
 	defer l.Close()
-	server, _ := c.ServerFor(key)
+	server, _ := c.ServerFor(f.key)
 
-	cmd := exec.Command(command[0], command[1:]...)
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, stdout, stderr
-	cmd.Env = append(os.Environ(), "DFLOCK_KEY="+key, "DFLOCK_TOKEN="+l.Token(), "DFLOCK_SERVER="+server)
+	cmd := &exec.Cmd{
+		Path:   path,
+		Args:   f.command,
+		Stdin:  os.Stdin,
+		Stdout: stdout,
+		Stderr: stderr,
+		Env:    append(os.Environ(), "DFLOCK_KEY="+f.key, "DFLOCK_TOKEN="+l.Token(), "DFLOCK_SERVER="+server),
+	}
+	return runLocked(cmd, l.Lost(), f.key, f.grace, stderr)
+}
+
+// runLocked runs cmd while the lock is held and returns dflock's exit
+// code: the command's, or exitLost if lost closes first, after stopping
+// the command's process group (SIGTERM, then SIGKILL after grace).
+func runLocked(cmd *exec.Cmd, lost <-chan struct{}, key string, grace time.Duration, stderr io.Writer) int {
 	// Its own process group, so that a lost lock stops the command and
 	// everything it started.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	sigs := make(chan os.Signal, 2)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	// Run from an interactive shell, the group gets the terminal as a
+	// shell gives it to a foreground job. In a group of its own without
+	// it, the command would stop at its first read of the terminal, and
+	// ^C would reach only dflock.
+	tty := stdinTerminal()
+	foreground := tty != nil && tty.inForeground()
+	if foreground {
+		cmd.SysProcAttr.Foreground = true
+		cmd.SysProcAttr.Ctty = tty.fd
+	}
+
+	sigs := make(chan os.Signal, len(runSignals))
+	for _, s := range runSignals {
+		// A signal dflock was started with ignored (nohup, a background
+		// job of a script) stays ignored; the command inherits that.
+		if !signal.Ignored(s) {
+			signal.Notify(sigs, s)
+		}
+	}
 	defer signal.Stop(sigs)
+
 	if err := cmd.Start(); err != nil {
-		fmt.Fprintln(stderr, "dflock run:", err)
-		return 1
+		if foreground {
+			// The child gives its group the terminal before it execs; if
+			// the exec failed, the terminal is left to a group that is gone.
+			tty.reclaim()
+		}
+		var pe *fs.PathError
+		if !errors.As(err, &pe) || pe.Op != "fork/exec" {
+			fmt.Fprintf(stderr, "dflock run: starting %s: %v\n", cmd.Args[0], err)
+			return 1
+		}
+		code, msg := commandError(cmd.Args[0], cmd.Path, err)
+		fmt.Fprintf(stderr, "dflock run: %s\n", msg)
+		return code
+	}
+	pgid := cmd.Process.Pid
+	var stopped <-chan struct{}
+	if tty != nil {
+		// Whether or not it started in the foreground, the command may
+		// have the terminal when it ends (after fg); it is dflock's again
+		// then, for the shell to take back.
+		defer tty.takeBack(pgid)
+		// Before cmd.Wait can reap the command: the watcher needs it.
+		w := watchStops(pgid)
+		defer w.wait()
+		stopped = w.stopped
 	}
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
-	pgid := cmd.Process.Pid
 
 	for {
 		select {
@@ -111,10 +266,24 @@ func runRun(ctx context.Context, args []string, getenv func(string) string, stdo
 			return exitStatus(err)
 		case sig := <-sigs:
 			syscall.Kill(-pgid, sig.(syscall.Signal))
-		case <-l.Lost():
+		case <-stopped:
+			// ^Z stopped the command, or SIGTTIN did when it read the
+			// terminal from the background. dflock stops too, so that its
+			// shell sees the job stop and can resume it; the command goes
+			// on when dflock does, with the terminal if fg gave it back.
+			// The lease is not renewed meanwhile: a job suspended for
+			// longer loses the lock, and the command is stopped on resume.
+			suspend()
+			if tty.inForeground() {
+				tty.setForeground(pgid)
+			}
+			syscall.Kill(-pgid, syscall.SIGCONT)
+		case <-lost:
 			fmt.Fprintf(stderr, "dflock run: lost %q; stopping the command\n", key)
 			syscall.Kill(-pgid, syscall.SIGTERM)
-			t := time.NewTimer(*grace)
+			// A stopped group would not act on SIGTERM until continued.
+			syscall.Kill(-pgid, syscall.SIGCONT)
+			t := time.NewTimer(grace)
 			select {
 			case <-exited:
 				t.Stop()
@@ -127,6 +296,45 @@ func runRun(ctx context.Context, args []string, getenv func(string) string, stdo
 			return exitLost
 		}
 	}
+}
+
+// commandError turns a failure to find or start a command into the exit
+// code a shell gives it and a message. name is the command as given,
+// path where it was found.
+func commandError(name, path string, err error) (int, string) {
+	var errno syscall.Errno
+	switch {
+	case errors.Is(err, exec.ErrNotFound):
+		return exitNotFound, name + ": command not found"
+	case errors.Is(err, exec.ErrDot):
+		// Go refuses, and so does dflock, a command that PATH finds only
+		// through a relative entry such as ".".
+		return exitCannotExecute, name + ": found only through a relative PATH entry; run it as ./" + name
+	case isDir(path):
+		return exitCannotExecute, name + ": is a directory"
+	case errors.Is(err, fs.ErrNotExist) && exists(path):
+		// exec says ENOENT of a file that is there when what is missing
+		// is its #! interpreter or its dynamic loader.
+		return exitCannotExecute, name + ": cannot execute: its interpreter (#! line) or loader is missing"
+	case errors.Is(err, fs.ErrNotExist):
+		return exitNotFound, name + ": no such file or directory"
+	case errors.Is(err, fs.ErrPermission):
+		return exitCannotExecute, name + ": permission denied"
+	case errors.As(err, &errno):
+		return exitCannotExecute, name + ": cannot execute: " + errno.Error()
+	default:
+		return exitCannotExecute, name + ": cannot execute: " + err.Error()
+	}
+}
+
+func isDir(path string) bool {
+	fi, err := os.Stat(path)
+	return err == nil && fi.IsDir()
+}
+
+func exists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
 }
 
 // exitStatus turns the command's end into dflock's exit code: its exit

@@ -127,11 +127,130 @@ func isZombie(pid int) bool {
 	return len(f) > 2 && f[2] == "Z"
 }
 
-func TestRunUsage(t *testing.T) {
+// Usage errors exit 2 with one line that says what is wrong, under
+// dflock run's prefix, then the usage.
+func TestRunUsageErrors(t *testing.T) {
 	srv := startServer(t)
-	code, msg := dflockRun(t, srv, "k")
-	assert.Equal(t, 2, code)
-	assert.Contains(t, msg, "usage")
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{nil, "missing KEY and command"},
+		{[]string{"k"}, "missing command"},
+		{[]string{"k", "--"}, "missing command"},
+		{[]string{"", "--", "true"}, "empty KEY"},
+		{[]string{"k", "-n", "2", "--", "true"}, "-n after KEY: flags go before KEY"},
+		{[]string{"-n", "0", "k", "--", "true"}, "-n 0: a semaphore has at least 1 slot"},
+		{[]string{"-n", "-1", "k", "--", "true"}, "-n -1: a semaphore has at least 1 slot"},
+		{[]string{"--lease", "500ms", "k", "--", "true"}, "--lease 500ms: the server counts leases in whole seconds; ask for at least 1s"},
+		{[]string{"--lease", "-1s", "k", "--", "true"}, "--lease -1s must not be negative"},
+		{[]string{"--timeout", "-1s", "k", "--", "true"}, "--timeout -1s must not be negative"},
+		{[]string{"--grace", "-1s", "k", "--", "true"}, "--grace -1s must not be negative"},
+		{[]string{"--timeout", "soon", "k", "--", "true"}, `invalid value "soon" for flag -timeout: parse error`},
+		{[]string{"--bogus", "k", "--", "true"}, "flag provided but not defined: -bogus"},
+	} {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			code, msg := dflockRun(t, srv, tc.args...)
+			assert.Equal(t, 2, code, msg)
+			assert.True(t, strings.HasPrefix(msg, "dflock run: "+tc.want+"\n"), msg)
+			assert.Equal(t, 1, strings.Count(msg, "dflock run:"), "one prefix: %s", msg)
+			assert.Contains(t, msg, runUsage)
+		})
+	}
+	assert.Empty(t, srv.Stats().Locks)
+}
+
+func TestRunHelp(t *testing.T) {
+	var out, errOut bytes.Buffer
+	code := run(context.Background(), []string{"run", "-h"}, env(nil), &out, &errOut)
+	assert.Equal(t, 0, code)
+	assert.Empty(t, errOut.String())
+	assert.True(t, strings.HasPrefix(out.String(), runUsage+"\n"), out.String())
+	assert.Contains(t, out.String(), "exit codes:")
+	assert.Contains(t, out.String(), "-lease duration")
+}
+
+// A command that cannot run exits as a shell reports it: 127 not found,
+// 126 found but not executable, with the reason.
+func TestRunCommandErrors(t *testing.T) {
+	srv := startServer(t)
+	dir := t.TempDir()
+	write := func(name, content string, mode os.FileMode) string {
+		path := filepath.Join(dir, name)
+		require.NoError(t, os.WriteFile(path, []byte(content), mode))
+		return path
+	}
+	plain := write("plain", "echo hi\n", 0o644)
+	garbage := write("garbage", "\x7fELF\x00not really", 0o755)
+	badInterp := write("bad-interp", "#!/no/such/interpreter\n", 0o755)
+	missing := filepath.Join(dir, "missing")
+	for _, tc := range []struct {
+		name, command string
+		code          int
+		want          string
+	}{
+		{"not found", "dflock-test-no-such-command", exitNotFound, "dflock-test-no-such-command: command not found"},
+		{"missing file", missing, exitNotFound, missing + ": no such file or directory"},
+		{"not executable", plain, exitCannotExecute, plain + ": permission denied"},
+		{"directory", dir, exitCannotExecute, dir + ": is a directory"},
+		{"not a program", garbage, exitCannotExecute, garbage + ": cannot execute: exec format error"},
+		{"bad interpreter", badInterp, exitCannotExecute, badInterp + ": cannot execute: its interpreter (#! line) or loader is missing"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, msg := dflockRun(t, srv, "k", "--", tc.command, "arg")
+			assert.Equal(t, tc.code, code, msg)
+			assert.Equal(t, "dflock run: "+tc.want+"\n", msg)
+			require.Eventually(t, func() bool { return len(srv.Stats().Locks) == 0 }, 5*time.Second, 10*time.Millisecond, "released")
+		})
+	}
+}
+
+// The command is looked for before the lock is taken: a missing one
+// says so at once instead of waiting for the lock, or taking it.
+func TestRunLooksForTheCommandFirst(t *testing.T) {
+	srv := startServer(t)
+	c, err := lock.New(lock.Config{Servers: []string{srv.Addr()}})
+	require.NoError(t, err)
+	defer c.Close()
+	ok, err := c.Lock("busy").Acquire(context.Background())
+	require.NoError(t, err)
+	require.True(t, ok)
+	code, msg := dflockRun(t, srv, "--timeout", "0", "busy", "--", "dflock-test-no-such-command")
+	assert.Equal(t, exitNotFound, code, msg)
+}
+
+// A lease of a second or more that is not whole seconds is rounded up.
+func TestRunLeaseRoundsUpToWholeSeconds(t *testing.T) {
+	srv := startServer(t)
+	fifo := filepath.Join(t.TempDir(), "fifo")
+	require.NoError(t, syscall.Mkfifo(fifo, 0o600))
+	done := make(chan int, 1)
+	go func() {
+		code, _ := dflockRun(t, srv, "--lease", "1500ms", "k", "--", "sh", "-c", "read x < "+fifo)
+		done <- code
+	}()
+	require.Eventually(t, func() bool { return len(srv.Stats().Locks) == 1 }, 5*time.Second, 10*time.Millisecond)
+	lease := srv.Stats().Locks[0].LeaseExpiresInS
+	assert.Greater(t, lease, 1.5)
+	assert.LessOrEqual(t, lease, 2.0)
+
+	// Let the command end: open the fifo for writing once it has it open
+	// for reading.
+	var w *os.File
+	require.Eventually(t, func() bool {
+		var err error
+		w, err = os.OpenFile(fifo, os.O_WRONLY|syscall.O_NONBLOCK, 0)
+		return err == nil
+	}, 5*time.Second, 10*time.Millisecond)
+	_, err := w.Write([]byte("go\n"))
+	require.NoError(t, err)
+	require.NoError(t, w.Close())
+	select {
+	case code := <-done:
+		assert.Equal(t, 0, code)
+	case <-time.After(10 * time.Second):
+		t.Fatal("dflock run did not end")
+	}
 }
 
 func TestStatsCommand(t *testing.T) {
@@ -176,4 +295,22 @@ func TestBenchCommand(t *testing.T) {
 
 	code = run(context.Background(), []string{"bench", "--workloads", "nope"}, env(nil), &out, &errOut)
 	assert.Equal(t, 1, code)
+}
+
+// dflock's own errors exit 1 under dflock run's prefix, with a hint
+// where the user can fix them.
+func TestRunReportsServerErrors(t *testing.T) {
+	srv, err := fakeserver.Start(fakeserver.Config{AuthToken: "s3cret"})
+	require.NoError(t, err)
+	t.Cleanup(func() { srv.Close() })
+	code, msg := dflockRun(t, srv, "k", "--", "true")
+	assert.Equal(t, 1, code, msg)
+	lines := strings.Split(strings.TrimSuffix(msg, "\n"), "\n")
+	require.Len(t, lines, 2, msg)
+	for _, l := range lines {
+		assert.True(t, strings.HasPrefix(l, "dflock run: "), l)
+		assert.Equal(t, 1, strings.Count(l, "dflock run:"), "one prefix: %s", l)
+		assert.NotContains(t, l, "dflock: ", "one prefix: %s", l)
+	}
+	assert.True(t, strings.HasPrefix(lines[1], "dflock run: hint: "), lines[1])
 }
