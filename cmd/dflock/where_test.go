@@ -77,7 +77,7 @@ func TestEveryCommandChecksServerAddresses(t *testing.T) {
 }
 
 func TestHelpExitsZeroAndErrorsNameTheCommand(t *testing.T) {
-	for cmd, flagName := range map[string]string{"serve": "-max-locks", "bench": "-servers", "where": "-servers", "stats": "-servers"} {
+	for cmd, flagName := range map[string]string{"serve": "-max-locks", "bench": "-servers", "where": "-servers", "run": "-servers", "stats": "-servers"} {
 		var out, errOut bytes.Buffer
 		assert.Equal(t, 0, run(context.Background(), []string{cmd, "-h"}, env(nil), &out, &errOut), cmd)
 		assert.Contains(t, out.String()+errOut.String(), flagName, cmd)
