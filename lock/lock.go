@@ -308,6 +308,9 @@ func (l *Lock) describe(err error) error {
 	if addr, serr := l.c.strategy.Server(l.key); serr == nil {
 		what += " on " + addr
 	}
+	if errors.Is(err, ErrAuth) {
+		return fmt.Errorf("%s: %w (give the token in Config.AuthToken)", what, err)
+	}
 	return fmt.Errorf("%s: %w", what, err)
 }
 

@@ -124,6 +124,10 @@ func TestBadInputIsRefusedBeforeSending(t *testing.T) {
 	}
 	_, err = lock.New(lock.Config{Servers: []string{"a:1", "a:1"}})
 	assert.Error(t, err)
+	for _, addr := range []string{"127.0.0.1:notaport", "a b", "a b:1", "h:0", "h:65536"} {
+		_, err = lock.New(lock.Config{Servers: []string{"127.0.0.1:2", addr}})
+		assert.ErrorContains(t, err, "server address", addr)
+	}
 }
 
 func TestSemaphore(t *testing.T) {

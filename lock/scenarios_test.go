@@ -210,6 +210,9 @@ func TestTLSAndAuthEndToEnd(t *testing.T) {
 	wrong := f.client(t, lock.Config{TLS: clientTLS, AuthToken: "wrong-token-value", Logger: logs.Logger()})
 	_, err := wrong.Lock("k").Acquire(ctxFor(t, wait))
 	assert.ErrorIs(t, err, lock.ErrAuth)
+	assert.ErrorContains(t, err, "the server requires an auth token, and none was sent or it did not match")
+	assert.ErrorContains(t, err, "give the token in Config.AuthToken")
+	assert.NotContains(t, err.Error(), "wrong-token-value")
 
 	untrusting := f.client(t, lock.Config{TLS: &tls.Config{}, AuthToken: secret, Logger: logs.Logger()})
 	_, err = untrusting.Lock("k").Acquire(ctxFor(t, wait))
