@@ -152,13 +152,18 @@ func (l *Lock) request(cmd wire.Command) wire.Request {
 // wait for a free connection. It returns false with a nil error when the
 // timeout passes, and ctx's error when ctx ends first; a grant that
 // arrives after that is released at once. Once held, the lock is renewed
-// in the background until Release, Close or loss.
+// in the background until Release, Close or loss. When the key's queue is
+// full (the server's --max-waiters) it returns an error matching
+// ErrMaxWaiters at once.
 func (l *Lock) Acquire(ctx context.Context) (bool, error) {
 	return l.acquire(ctx, l.opt.acquireTimeout)
 }
 
 // TryAcquire takes the lock only if it is free and nobody waits for it. It
-// never waits on the server.
+// never waits on the server. A key whose queue is full (the server's
+// --max-waiters) is busy like any other: false with a nil error, although
+// dflockd answers a try-lock there with error_max_waiters, because a
+// try-lock never joins the queue it complains about.
 func (l *Lock) TryAcquire(ctx context.Context) (bool, error) {
 	return l.acquire(ctx, 0)
 }
@@ -185,7 +190,13 @@ func (l *Lock) acquire(ctx context.Context, timeout time.Duration) (bool, error)
 	// queue: the server refuses it while anyone waits.
 	req := l.request(l.cmds.Acquire)
 	res, err := p.Do(ctx, &req)
-	if ok, err := l.take(ctx, res, err, false); ok || err != nil || timeout <= 0 {
+	ok, err := l.take(ctx, res, err, false)
+	if timeout <= 0 && errors.Is(err, ErrMaxWaiters) {
+		return false, nil
+	}
+	if ok || err != nil || timeout <= 0 {
+		// An Acquire that would wait on a full queue fails here: the
+		// caller can back off rather than pin a connection to be refused.
 		return ok, err
 	}
 

@@ -359,3 +359,33 @@ func TestStats(t *testing.T) {
 	}
 	assert.Equal(t, 1, found)
 }
+
+// TestFullQueue: dflockd answers error_max_waiters to any lock request on
+// a key whose queue is full, a try-lock included. A try-lock would never
+// join that queue, so for TryAcquire the key is just busy; an Acquire
+// that would wait fails with ErrMaxWaiters at once.
+func TestFullQueue(t *testing.T) {
+	f := newFleet(t, 1, fakeserver.Config{MaxWaiters: 1})
+	srv := f.server(t, 0)
+	c := f.client(t, lock.Config{})
+	key := uniqueKey(t, "q")
+	holder := c.Lock(key)
+	mustAcquire(t, holder)
+	got := make(chan bool, 1)
+	go func() {
+		ok, _ := c.Lock(key, lock.AcquireTimeout(wait)).Acquire(ctxFor(t, wait))
+		got <- ok
+	}()
+	require.Eventually(t, func() bool { return waiters(srv, key) == 1 }, wait, time.Millisecond)
+
+	ok, err := c.Lock(key).TryAcquire(ctxFor(t, wait))
+	assert.NoError(t, err, "busy, not an error")
+	assert.False(t, ok)
+	ok, err = c.Lock(key, lock.AcquireTimeout(time.Second)).Acquire(ctxFor(t, wait))
+	assert.ErrorIs(t, err, lock.ErrMaxWaiters)
+	assert.ErrorContains(t, err, "the key's queue is full")
+	assert.False(t, ok)
+
+	require.NoError(t, holder.Release(ctxFor(t, wait)))
+	assert.True(t, <-got, "the waiter in the queue still gets it")
+}
