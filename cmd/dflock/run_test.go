@@ -26,6 +26,17 @@ func startServer(t *testing.T) *fakeserver.Server {
 	return srv
 }
 
+// holdKey holds key on srv from another client until the test ends.
+func holdKey(t *testing.T, srv *fakeserver.Server, key string) {
+	t.Helper()
+	c, err := lock.New(lock.Config{Servers: []string{srv.Addr()}})
+	require.NoError(t, err)
+	t.Cleanup(func() { c.Close() })
+	ok, err := c.Lock(key).Acquire(context.Background())
+	require.NoError(t, err)
+	require.True(t, ok)
+}
+
 func dflockRun(t *testing.T, srv *fakeserver.Server, args ...string) (int, string) {
 	t.Helper()
 	var out, errOut bytes.Buffer
@@ -61,12 +72,7 @@ func TestRunEnvironment(t *testing.T) {
 
 func TestRunTimeoutExitCode(t *testing.T) {
 	srv := startServer(t)
-	c, err := lock.New(lock.Config{Servers: []string{srv.Addr()}})
-	require.NoError(t, err)
-	defer c.Close()
-	ok, err := c.Lock("busy").Acquire(context.Background())
-	require.NoError(t, err)
-	require.True(t, ok)
+	holdKey(t, srv, "busy")
 	code, msg := dflockRun(t, srv, "--timeout", "1s", "busy", "--", "true")
 	assert.Equal(t, exitNotAcquired, code)
 	assert.Contains(t, msg, "not acquired")
@@ -209,12 +215,7 @@ func TestRunCommandErrors(t *testing.T) {
 // says so at once instead of waiting for the lock, or taking it.
 func TestRunLooksForTheCommandFirst(t *testing.T) {
 	srv := startServer(t)
-	c, err := lock.New(lock.Config{Servers: []string{srv.Addr()}})
-	require.NoError(t, err)
-	defer c.Close()
-	ok, err := c.Lock("busy").Acquire(context.Background())
-	require.NoError(t, err)
-	require.True(t, ok)
+	holdKey(t, srv, "busy")
 	code, msg := dflockRun(t, srv, "--timeout", "0", "busy", "--", "dflock-test-no-such-command")
 	assert.Equal(t, exitNotFound, code, msg)
 }
@@ -255,11 +256,7 @@ func TestRunLeaseRoundsUpToWholeSeconds(t *testing.T) {
 
 func TestStatsCommand(t *testing.T) {
 	srv := startServer(t)
-	c, err := lock.New(lock.Config{Servers: []string{srv.Addr()}})
-	require.NoError(t, err)
-	defer c.Close()
-	_, err = c.Lock("k").Acquire(context.Background())
-	require.NoError(t, err)
+	holdKey(t, srv, "k")
 	var out, errOut bytes.Buffer
 	code := run(context.Background(), []string{"stats", "--servers", srv.Addr()}, env(nil), &out, &errOut)
 	require.Equal(t, 0, code, errOut.String())

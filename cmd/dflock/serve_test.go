@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"flag"
 	"io"
 	"net"
@@ -71,42 +72,62 @@ func TestServeFlagErrors(t *testing.T) {
 	}
 }
 
-func TestServeRunsAndShutsDown(t *testing.T) {
+// serving runs dflock serve with args and vars until the returned stop
+// is called; stop waits for a graceful shutdown and returns its error.
+func serving(t *testing.T, args []string, vars map[string]string, logs io.Writer) (addr string, stop func() error) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	var logs testlog.Buffer
 	addrs := make(chan string, 1)
 	done := make(chan error, 1)
 	go func() {
-		done <- runServe(ctx, []string{"-port", "0", "-default-lease-ttl", "9"}, env(nil), io.Discard, &logs, func(a string) { addrs <- a })
+		done <- runServe(ctx, append([]string{"-port", "0"}, args...), env(vars), io.Discard, logs, func(a string) { addrs <- a })
 	}()
-	var addr string
+	stop = func() error {
+		cancel()
+		select {
+		case err := <-done:
+			return err
+		case <-time.After(5 * time.Second):
+			return errors.New("serve did not stop")
+		}
+	}
 	select {
 	case addr = <-addrs:
 	case err := <-done:
+		cancel()
 		t.Fatal(err)
 	case <-time.After(5 * time.Second):
+		stop()
 		t.Fatal("serve did not start")
 	}
+	return addr, stop
+}
+
+// exchange sends req (whole requests) on a new connection to addr and
+// returns the replies, joined by " | ".
+func exchange(t *testing.T, addr, req string) string {
+	t.Helper()
 	nc, err := net.DialTimeout("tcp", addr, 5*time.Second)
 	require.NoError(t, err)
 	defer nc.Close()
 	nc.SetDeadline(time.Now().Add(5 * time.Second))
-	_, err = nc.Write([]byte("l\nk\n0\n"))
+	_, err = nc.Write([]byte(req))
 	require.NoError(t, err)
-	line, err := bufio.NewReader(nc).ReadString('\n')
-	require.NoError(t, err)
-	assert.Regexp(t, `^ok [0-9a-f]{32} 9\n$`, line)
-
-	// Like dflockd, a graceful shutdown waits for open connections.
-	nc.Close()
-	cancel()
-	select {
-	case err := <-done:
+	r := bufio.NewReader(nc)
+	var lines []string
+	for range strings.Count(req, "\n") / 3 {
+		line, err := r.ReadString('\n')
 		require.NoError(t, err)
-	case <-time.After(5 * time.Second):
-		t.Fatal("serve did not stop")
+		lines = append(lines, strings.TrimSpace(line))
 	}
+	return strings.Join(lines, " | ")
+}
+
+func TestServeRunsAndShutsDown(t *testing.T) {
+	var logs testlog.Buffer
+	addr, stop := serving(t, []string{"-default-lease-ttl", "9"}, nil, &logs)
+	assert.Regexp(t, `^ok [0-9a-f]{32} 9$`, exchange(t, addr, "l\nk\n0\n"))
+	require.NoError(t, stop())
 	assert.Contains(t, logs.String(), "listening")
 	assert.Contains(t, logs.String(), "shutting down")
 }
@@ -237,44 +258,8 @@ func TestServeVersion(t *testing.T) {
 func TestServeWithTokenFileFromEnvironmentRequiresAuth(t *testing.T) {
 	tok := filepath.Join(t.TempDir(), "tok")
 	require.NoError(t, os.WriteFile(tok, []byte("s3cret\n"), 0o600))
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	addrs := make(chan string, 1)
-	done := make(chan error, 1)
-	go func() {
-		done <- runServe(ctx, []string{"-port", "0"}, env(map[string]string{"DFLOCKD_AUTH_TOKEN_FILE": tok}), io.Discard, io.Discard, func(a string) { addrs <- a })
-	}()
-	var addr string
-	select {
-	case addr = <-addrs:
-	case err := <-done:
-		t.Fatal(err)
-	case <-time.After(5 * time.Second):
-		t.Fatal("serve did not start")
-	}
-	exchange := func(req string) string {
-		nc, err := net.DialTimeout("tcp", addr, 5*time.Second)
-		require.NoError(t, err)
-		defer nc.Close()
-		nc.SetDeadline(time.Now().Add(5 * time.Second))
-		_, err = nc.Write([]byte(req))
-		require.NoError(t, err)
-		r := bufio.NewReader(nc)
-		var lines []string
-		for range strings.Count(req, "\n") / 3 {
-			line, err := r.ReadString('\n')
-			require.NoError(t, err)
-			lines = append(lines, strings.TrimSpace(line))
-		}
-		return strings.Join(lines, " | ")
-	}
-	assert.Equal(t, "error_auth", exchange("l\nk\n0\n"))
-	assert.Regexp(t, `^ok \| ok [0-9a-f]{32} 33$`, exchange("auth\n_\ns3cret\nl\nk\n0\n"))
-	cancel()
-	select {
-	case err := <-done:
-		require.NoError(t, err)
-	case <-time.After(5 * time.Second):
-		t.Fatal("serve did not stop")
-	}
+	addr, stop := serving(t, nil, map[string]string{"DFLOCKD_AUTH_TOKEN_FILE": tok}, io.Discard)
+	assert.Equal(t, "error_auth", exchange(t, addr, "l\nk\n0\n"))
+	assert.Regexp(t, `^ok \| ok [0-9a-f]{32} 33$`, exchange(t, addr, "auth\n_\ns3cret\nl\nk\n0\n"))
+	require.NoError(t, stop())
 }
