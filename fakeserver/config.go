@@ -31,7 +31,9 @@ type Config struct {
 	// negative means unlimited.
 	MaxLocks int
 	// MaxConnections bounds open connections; one over the limit is
-	// accepted and closed without a reply. 0 means unlimited.
+	// accepted and closed without a reply. A connection whose client has
+	// gone while the server is blocked in a request on it still counts
+	// until that request ends. 0 means unlimited.
 	MaxConnections int
 	// MaxWaiters bounds each key's queue. 0 means unlimited.
 	MaxWaiters int
@@ -41,10 +43,13 @@ type Config struct {
 	ReadTimeout time.Duration
 	// WriteTimeout bounds each write of replies. Default 5 s.
 	WriteTimeout time.Duration
-	// ShutdownTimeout bounds a graceful Shutdown. Default 30 s.
+	// ShutdownTimeout bounds a graceful Shutdown: connections still open
+	// then are closed without a reply. Default 30 s.
 	ShutdownTimeout time.Duration
 	// DisableAutoRelease keeps a closed connection's locks until their
 	// leases expire (the real server's -auto-release-on-disconnect=false).
+	// Its queued enqueues also stay in line: each is granted in turn, to
+	// nobody, and holds its slot for its lease.
 	DisableAutoRelease bool
 	// AuthToken, when set, must be sent with "auth" as the first request
 	// of every connection.

@@ -1,51 +1,48 @@
 package fakeserver
 
 import (
-	"bufio"
 	"bytes"
 	"crypto/subtle"
 	"errors"
+	"log/slog"
 	"net"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/dflock-go/dflock/wire"
 )
 
 // conn is one client connection. Like the real server it reads a request,
-// handles it (perhaps blocking), answers, and only then reads the next.
+// handles it (perhaps blocking), answers, and only then reads the next. It
+// does not read while it handles a request, so it does not notice a client
+// hanging up until it has answered: a blocked wait outlives its client.
 type conn struct {
 	srv *Server
 	id  uint64
 	nc  net.Conn
-	lr  *wire.LineReader
+	lr  *lineReader
 	out []byte
 	// cmd and key keep the first two lines of a request while the third
-	// is read (ReadLine reuses its buffer).
+	// is read (readLine reuses its buffer).
 	cmd, key []byte
 
 	// Guarded by Server.mu.
 	held    map[*holder]struct{}
 	enq     map[string]*waiter // two-phase registrations by key
 	blocked *waiter            // the queued l/sl in progress
-
-	mu       sync.Mutex // orders shutdown against read-deadline changes
-	shutting bool
+	dead    bool               // closed; grants to its queued waiters have no owner
 
 	killOnce sync.Once
 	killed   chan struct{} // closed when the server closes this connection
 	done     chan struct{} // closed when serve has cleaned up
 }
 
-var errShutdown = errors.New("fakeserver: shutting down")
-
 func (s *Server) newConn(nc net.Conn) *conn {
 	return &conn{
 		srv:    s,
 		id:     s.nextID.Add(1),
 		nc:     nc,
-		lr:     wire.NewLineReader(nc, wire.MaxLineLen),
+		lr:     newLineReader(nc),
 		out:    make([]byte, 0, 1024),
 		held:   make(map[*holder]struct{}),
 		enq:    make(map[string]*waiter),
@@ -86,48 +83,23 @@ func (c *conn) serve() {
 		log.Debug("client closed")
 	}()
 
-	authed := c.srv.cfg.AuthToken == ""
+	if c.srv.cfg.AuthToken != "" && !c.authenticate(log) {
+		return
+	}
 	for {
 		req, err := c.readRequest()
-		if err != nil && c.isShutting() {
-			return
-		}
-		if !authed {
-			// Anything but the right secret first, including a broken or
-			// late request, fails authentication.
-			if err == nil && req.Cmd == wire.CmdAuth &&
-				subtle.ConstantTimeCompare([]byte(req.Secret), []byte(c.srv.cfg.AuthToken)) == 1 {
-				authed = true
-				c.answer(wire.Response{Cmd: wire.CmdAuth, Status: wire.StatusOK})
-				continue
-			}
-			if err != nil && disconnected(err) {
-				return
-			}
-			if isTimeout(err) {
-				c.srv.readTimeouts.Add(1)
-			}
-			log.Warn("authentication failed")
-			c.out = append(c.out, "error_auth\n"...)
-			c.flush()
-			c.pause(100 * time.Millisecond)
-			return
-		}
 		if err != nil {
-			var re *wire.RequestError
+			var br *errBadRequest
 			switch {
-			case errors.As(err, &re) && !re.TooLong:
+			case errors.As(err, &br):
 				// All three lines were read: answer and carry on.
 				log.Warn("protocol error", "err", err)
 				if !c.answer(wire.Response{Status: wire.StatusError}) {
 					return
 				}
 				continue
-			case disconnected(err):
-				return
-			default:
-				// Line too long or read timeout: the stream can no longer
-				// be trusted.
+			case errors.Is(err, errLineTooLong), isTimeout(err):
+				// The stream can no longer be trusted: answer and close.
 				if isTimeout(err) {
 					c.srv.readTimeouts.Add(1)
 				}
@@ -135,6 +107,8 @@ func (c *conn) serve() {
 				c.out = append(c.out, "error\n"...)
 				c.flush()
 				return
+			default:
+				return // the client left, or the server closed the connection
 			}
 		}
 		c.srv.busy.Add(1)
@@ -151,12 +125,33 @@ func (c *conn) serve() {
 	}
 }
 
+// authenticate reads the first request of a connection to a server with
+// a token. Anything but "auth" with the right secret fails: a malformed
+// request, a line too long, the read timeout, even the client closing its
+// end (it still gets the reply). A failure is answered "error_auth" and,
+// after a pause that slows guessing, the connection is closed.
+func (c *conn) authenticate(log *slog.Logger) bool {
+	req, err := c.readRequest()
+	if err == nil && req.cmd == wire.CmdAuth &&
+		subtle.ConstantTimeCompare([]byte(req.token), []byte(c.srv.cfg.AuthToken)) == 1 {
+		return c.answer(wire.Response{Cmd: wire.CmdAuth, Status: wire.StatusOK})
+	}
+	if isTimeout(err) {
+		c.srv.readTimeouts.Add(1)
+	}
+	log.Warn("authentication failed")
+	c.out = append(c.out, "error_auth\n"...)
+	c.flush()
+	c.pause(100 * time.Millisecond)
+	return false
+}
+
 // answer queues a reply and writes the batch once no further complete
 // request is buffered: a pipelining client then gets its replies in one
 // write, and a lone request is answered at once.
 func (c *conn) answer(resp wire.Response) bool {
 	c.out = resp.Append(c.out)
-	if c.lr.HasBufferedLines(3) && len(c.out) < 64<<10 {
+	if c.lr.hasLines(3) && len(c.out) < 64<<10 {
 		return true
 	}
 	return c.flush()
@@ -176,62 +171,38 @@ func (c *conn) flush() bool {
 	return err == nil
 }
 
-func (c *conn) readRequest() (wire.Request, error) {
+func (c *conn) readRequest() (request, error) {
 	line, err := c.readLine()
 	if err != nil {
-		return wire.Request{}, err
+		return request{}, err
 	}
 	c.cmd = append(c.cmd[:0], line...)
 	if line, err = c.readLine(); err != nil {
-		return wire.Request{}, err
+		return request{}, err
 	}
 	c.key = append(c.key[:0], line...)
 	if line, err = c.readLine(); err != nil {
-		return wire.Request{}, err
+		return request{}, err
 	}
-	return wire.ParseRequest(c.cmd, c.key, line)
+	return parseRequest(c.cmd, c.key, line, c.srv.cfg.DefaultLeaseTTL)
 }
 
 // readLine reads one line under the read timeout, which runs per line as
-// in the real server.
+// in the real server, and only while the server waits for a request.
 func (c *conn) readLine() ([]byte, error) {
-	if err := c.armReadDeadline(); err != nil {
-		return nil, err
+	// A line already buffered needs no deadline: it is read without
+	// waiting for the network.
+	if bytes.IndexByte(c.lr.buffered(), '\n') < 0 {
+		if err := c.nc.SetReadDeadline(time.Now().Add(c.srv.cfg.ReadTimeout)); err != nil {
+			return nil, err
+		}
 	}
-	return c.lr.ReadLine()
-}
-
-// armReadDeadline starts the read timeout before a read that has to wait
-// for the network. A line already buffered needs none.
-func (c *conn) armReadDeadline() error {
-	if bytes.IndexByte(c.lr.Buffered(), '\n') >= 0 {
-		return nil
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.shutting {
-		return errShutdown
-	}
-	return c.nc.SetReadDeadline(time.Now().Add(c.srv.cfg.ReadTimeout))
-}
-
-func (c *conn) isShutting() bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.shutting
+	return c.lr.readLine()
 }
 
 func isTimeout(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
-}
-
-func disconnected(err error) bool {
-	if isTimeout(err) {
-		return false // the read timeout, a protocol violation
-	}
-	var re *wire.RequestError
-	return !errors.As(err, &re)
 }
 
 // pause waits for d unless the server closes the connection first.
@@ -269,49 +240,18 @@ type blockResult uint8
 const (
 	blockReady blockResult = iota
 	blockTimeout
+	blockShutdown
 	blockGone
 )
 
-// block waits for ready or the timeout. Meanwhile it watches the socket so
-// that a client hanging up cancels the wait, as closing the connection is
-// the protocol's only way to cancel one.
+// block waits for ready, the timeout, a graceful shutdown, or the server
+// closing the connection. It does not watch the socket: like the real
+// server, the fake lets a wait run its course when the client hangs up,
+// and notices only when it reads the next request.
 func (c *conn) block(ready <-chan struct{}, timeout time.Duration) blockResult {
 	if !c.flush() {
 		return blockGone
 	}
-	c.mu.Lock()
-	if c.shutting {
-		c.mu.Unlock()
-		return blockGone
-	}
-	// The read timeout does not run while a request is being handled.
-	c.nc.SetReadDeadline(time.Time{})
-	c.mu.Unlock()
-
-	var stopping atomic.Bool
-	gone := make(chan struct{})
-	watched := make(chan struct{})
-	go func() {
-		defer close(watched)
-		for {
-			err := c.lr.Fill()
-			switch {
-			case err == nil:
-				continue // a pipelined request; keep watching
-			case errors.Is(err, bufio.ErrBufferFull), stopping.Load():
-				return
-			default:
-				close(gone)
-				return
-			}
-		}
-	}()
-	defer func() {
-		stopping.Store(true)
-		c.nc.SetReadDeadline(time.Now())
-		<-watched
-	}()
-
 	t := time.NewTimer(timeout)
 	defer t.Stop()
 	res := blockGone
@@ -320,12 +260,13 @@ func (c *conn) block(ready <-chan struct{}, timeout time.Duration) blockResult {
 		res = blockReady
 	case <-t.C:
 		res = blockTimeout
-	case <-gone:
+	case <-c.srv.stopping:
+		res = blockShutdown
 	case <-c.killed:
 	}
-	if c.isShutting() || c.isKilled() {
-		// A wait ends without a reply on shutdown or a drop; a grant that
-		// raced with it is released with the connection.
+	if c.isKilled() {
+		// The wait ends without a reply on a drop; a grant that raced
+		// with it is released with the connection.
 		return blockGone
 	}
 	return res

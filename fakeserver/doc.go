@@ -1,12 +1,19 @@
 // Package fakeserver is an in-memory dflockd for tests and benchmarks.
 //
 // It speaks the real server's protocol on real TCP (or TLS) and reproduces
-// its behaviour: strict FIFO grants, leases with a periodic sweep and
-// eviction on touch, ownership per connection with release on disconnect,
-// two-phase enqueue/wait, semaphores sharing the key space with locks,
-// max-locks, max-waiters, max-connections, the read timeout, auth and the
-// stats document. Replies to pipelined requests are written in batches, so
-// the fake is not the bottleneck of a client benchmark.
+// its behaviour (dflockd 1.10, checked request by request against the real
+// binary): strict FIFO grants, leases with a periodic sweep and eviction
+// on touch, ownership per connection with release on disconnect, two-phase
+// enqueue/wait, semaphores sharing the key space with locks, max-locks,
+// max-waiters, max-connections, the read timeout, auth, the stats document
+// and graceful shutdown. It also reproduces the real server's less obvious
+// ways: it does not read a connection while handling a request on it, so a
+// client closing its end does not cancel a blocked wait (the wait runs to
+// its timeout or grant, and only then is the close noticed and what the
+// connection holds released); numbers are any int64, converted to
+// durations as the real server converts them. Replies to pipelined
+// requests are written in batches, so the fake is not the bottleneck of a
+// client benchmark.
 //
 // Tests use its fault hooks: [Server.DropConnections], [Server.Stall],
 // [Server.RefuseConnections], [Server.Stop] and [Server.Restart],

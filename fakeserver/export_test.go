@@ -1,5 +1,7 @@
 package fakeserver
 
+import "time"
+
 // PeerState is a test hook: it reports whether the server has the
 // connection whose client end is at addr (the client's LocalAddr) open,
 // and whether that connection waits in a key's queue (a blocked l/sl, or
@@ -19,4 +21,27 @@ func (s *Server) PeerState(addr string) (open, waiting bool) {
 		return true, waiting
 	}
 	return false, false
+}
+
+// Lapse is a test hook: it ends the lease of key's holder named by token
+// (every holder of key when token is empty) now but leaves it in the
+// table, as a lease that ran out since the last sweep: the sweep, or the
+// next acquire or enqueue on key, would evict it. It returns how many
+// holders it touched.
+func (s *Server) Lapse(key, token string) int {
+	now := time.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e := s.tab.keys[key]
+	if e == nil {
+		return 0
+	}
+	n := 0
+	for _, h := range e.holders {
+		if token == "" || h.token == token {
+			h.expires = now
+			n++
+		}
+	}
+	return n
 }

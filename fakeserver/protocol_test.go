@@ -102,16 +102,36 @@ func TestProtocol(t *testing.T) {
 			1< ok $C 33
 			2> l k2 0
 			2< ok $D 33`},
-		{name: "closing a connection cancels its blocked wait", script: `
+		{name: "a blocked wait outlives its closed connection", cfg: fakeserver.Config{MaxWaiters: 1}, script: `
+			// The real server does not read while it handles a request, so
+			// closing the connection does not cancel the wait in it.
 			0> l k 0
 			0< ok $A 33
 			1> l k 30
 			1~
-			1 close
+			1 hangup
+			// Still in line, so the queue is still full.
+			2> l k 0
+			2< error_max_waiters
+			// The dead wait is granted; only when its reply has gone out
+			// does the server read, find the close, and release.
 			0> r k $A
 			0< ok
-			2> l k 0
+			2> l k 5
 			2< ok $B 33`},
+		{name: "a half-closed connection still gets its blocked reply", script: `
+			0> l k 0
+			0< ok $A 33
+			1> l k 30
+			1~
+			1 halfclose
+			0> r k $A
+			0< ok
+			1< ok $B 33
+			// Only now does the server read, find the end, and release.
+			1<closed
+			2> l k 5
+			2< ok $C 33`},
 		{name: "disconnect drops queued enqueues", script: `
 			0> l k 0
 			0< ok $A 33
@@ -257,12 +277,30 @@ func TestProtocol(t *testing.T) {
 			0< ok
 			2> l k 0
 			2< ok $B 33`},
-		{name: "wait after the grant expired", script: `
+		{name: "wait after the grant lapsed, not swept yet", cfg: fakeserver.Config{LeaseSweepInterval: time.Hour}, script: `
+			0> e k 5
+			0< acquired $A 5
+			1> l k 5
+			1~
+			lapse k
+			0> w k 1
+			0< error_lease_expired
+			1< ok $B 33
+			0> w k 1
+			0< error_not_enqueued`},
+		{name: "wait after the grant expired and was swept", script: `
+			// Evicting the holder ends the registration with it.
 			0> e k 5
 			0< acquired $A 5
 			expire k
 			0> w k 1
-			0< error_lease_expired
+			0< error_not_enqueued`},
+		{name: "wait after the grant was evicted by another request", cfg: fakeserver.Config{LeaseSweepInterval: time.Hour}, script: `
+			0> e k 5
+			0< acquired $A 5
+			lapse k
+			1> l k 0
+			1< ok $B 33
 			0> w k 1
 			0< error_not_enqueued`},
 		{name: "wait after the grant was released", script: `
@@ -271,7 +309,50 @@ func TestProtocol(t *testing.T) {
 			1> r k $A
 			1< ok
 			0> w k 1
-			0< error`},
+			0< error_not_enqueued
+			0> e k
+			0< acquired $B 33
+			0> w k 0
+			0< ok $B 33`},
+		{name: "wait after the grant was refused a renew", cfg: fakeserver.Config{LeaseSweepInterval: time.Hour}, script: `
+			0> e k 5
+			0< acquired $A 5
+			lapse k
+			0> n k $A
+			0< error
+			0> w k 1
+			0< error_not_enqueued`},
+		{name: "wait answers a queued grant that lapsed, and renews it", cfg: fakeserver.Config{LeaseSweepInterval: time.Hour}, script: `
+			0> l k 0
+			0< ok $A 33
+			1> e k 5
+			1< queued
+			0> r k $A
+			0< ok
+			lapse k
+			// Not evicted yet: the wait gives it a fresh lease.
+			1> w k 1
+			1< ok $B 5
+			1> n k $B
+			1< ok 33
+			2> l k 0
+			2< timeout`},
+		{name: "wait answers a queued grant that expired, though gone", script: `
+			0> l k 0
+			0< ok $A 33
+			1> e k 5
+			1< queued
+			0> r k $A
+			0< ok
+			expire k
+			// The grant was made; the wait reports it although the
+			// server no longer holds it.
+			1> w k 1
+			1< ok $B 5
+			1> r k $B
+			1< error
+			2> l k 0
+			2< ok $C 33`},
 		{name: "semaphore two-phase", script: `
 			0> se s 1
 			0< acquired $A 33
@@ -373,7 +454,27 @@ func TestProtocol(t *testing.T) {
 			2< error_max_waiters
 			2> e k
 			2< error_max_waiters
+			// A try-lock is refused for the full queue, not timed out.
 			2> l k 0
+			2< error_max_waiters
+			2> sl k 0 1
+			2< error_max_waiters
+			2> sl k 0 2
+			2< error_limit_mismatch
+			2> l free 0
+			2< ok $B 33`},
+		{name: "try-lock on a full semaphore queue", cfg: fakeserver.Config{MaxWaiters: 1}, script: `
+			0> sl s 0 2
+			0< ok $A 33
+			0> sl s 0 2
+			0< ok $B 33
+			1> se s 2
+			1< queued
+			2> sl s 0 2
+			2< error_max_waiters
+			1> sw s 0
+			1< timeout
+			2> sl s 0 2
 			2< timeout`},
 		{name: "max locks counts idle keys", cfg: fakeserver.Config{MaxLocks: 2}, script: `
 			0> l a 0
@@ -390,6 +491,70 @@ func TestProtocol(t *testing.T) {
 			0< error_max_locks
 			0> l a 0
 			0< ok $C 33`},
+		{name: "numbers beyond 32 bits wrap as in the real server", script: `
+			0> l a 0 3000000000
+			0< ok $A 3000000000
+			// 18446744074 s wraps to 0.29 s: a grant of "0" seconds is
+			// shown with the default lease.
+			0> l b 0 18446744074
+			0< ok $B 33
+			0> n a $A 18446744074
+			0< ok 0
+			0> l c 0 9223372037
+			0< error
+			// e checks the lease before it wraps: granted, already expired.
+			0> e d 9223372037
+			0< acquired $C -9223372036
+			0> sl s 0 3000000000
+			0< ok $D 33
+			0> l a 0 99999999999999999999
+			0< error
+			// A timeout that wraps negative does not wait.
+			0> l k 0
+			0< ok $F 33
+			1> l k 9223372037
+			1< timeout`},
+		{name: "renew evicts only its own expired holder", cfg: fakeserver.Config{LeaseSweepInterval: time.Hour}, script: `
+			0> sl s 0 2
+			0< ok $A 33
+			1> sl s 0 2
+			1< ok $B 33
+			2> sl s 30 2
+			2~
+			lapse s $A
+			1> sn s $B
+			1< ok 33
+			1> sn s ffffffffffffffffffffffffffffffff
+			1< error
+			// A, expired, still fills its slot.
+			2~
+			1> sr s $B
+			1< ok
+			2< ok $C 33
+			0> sn s $A
+			0< error
+			3> sl s 0 2
+			3< ok $D 33`},
+		{name: "release of an expired holder not swept yet", cfg: fakeserver.Config{LeaseSweepInterval: time.Hour}, script: `
+			0> l k 0
+			0< ok $A 33
+			lapse k
+			0> r k $A
+			0< ok`},
+		{name: "auto-release disabled: a closed connection's queued enqueue is granted to nobody",
+			cfg: fakeserver.Config{DisableAutoRelease: true}, script: `
+			0> l k 0
+			0< ok $A 33
+			1> e k 30
+			1< queued
+			1 close
+			0> r k $A
+			0< ok
+			2> l k 0
+			2< timeout
+			expire k
+			2> l k 0
+			2< ok $B 33`},
 		{name: "auth on a server without a token", script: `
 			0> auth _ secret
 			0< error
@@ -414,6 +579,17 @@ func TestProtocol(t *testing.T) {
 			0> bogus k 0
 			0< error_auth
 			0<closed`},
+		{name: "auth: a client that stops sending still gets error_auth", cfg: fakeserver.Config{AuthToken: "s3cret"}, script: `
+			0>> "auth\n_\n"
+			0 halfclose
+			0< error_auth
+			0<closed`},
+		{name: "auth: the secret is trimmed, inner spaces kept", cfg: fakeserver.Config{AuthToken: "a b"}, script: `
+			0>> "auth\nany key\n \ta b\r\n"
+			0< ok
+			1> auth _ a  b
+			1< error_auth
+			1<closed`},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -459,4 +635,15 @@ func TestStatsDocument(t *testing.T) {
 	st = srv.Stats()
 	assert.NotEqual(t, owner, st.Locks[0].OwnerConnID)
 	assert.Zero(t, st.Locks[0].Waiters)
+}
+
+// TestStatsShowsAnExpiredLeaseAsZero: a holder whose lease ran out but
+// that no sweep has evicted yet is listed with 0 seconds left, never less.
+func TestStatsShowsAnExpiredLeaseAsZero(t *testing.T) {
+	srv := start(t, fakeserver.Config{LeaseSweepInterval: time.Hour})
+	c := dial(t, srv.Addr())
+	c.do("l", "k", "0")
+	require.Equal(t, 1, srv.Lapse("k", ""))
+	assert.Contains(t, c.do("stats", "_", ""), `"lease_expires_in_s":0,`)
+	assert.Zero(t, srv.Stats().Locks[0].LeaseExpiresInS)
 }

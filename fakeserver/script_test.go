@@ -121,7 +121,14 @@ var tokenVar = regexp.MustCompile(`\$[A-Z]`)
 //	N<closed         the server closed connection N
 //	N close          close connection N from the client side, then wait
 //	                 until the server has noticed and released it
-//	expire KEY       the fault hook: end KEY's leases now
+//	N hangup         close connection N from the client side and go on at
+//	                 once (a server blocked in N's request notices only
+//	                 when that request ends)
+//	N halfclose      shut down the sending side of connection N
+//	expire KEY       the fault hook: end KEY's leases now and evict them
+//	lapse KEY [$X]   end the lease of KEY's holder $X (of all its holders)
+//	                 now but leave it in place, as a lease that ran out
+//	                 since the last sweep
 //	// text          a comment
 //
 // $X in a request is replaced by its bound token.
@@ -142,6 +149,15 @@ func runScript(t *testing.T, srv *fakeserver.Server, script string) {
 		}
 		if key, ok := strings.CutPrefix(step, "expire "); ok {
 			srv.ExpireNow(key)
+			continue
+		}
+		if arg, ok := strings.CutPrefix(step, "lapse "); ok {
+			key, tok, _ := strings.Cut(arg, " ")
+			if tok != "" {
+				require.Contains(t, vars, tok, "step %q uses an unbound token", step)
+				tok = vars[tok]
+			}
+			require.NotZero(t, srv.Lapse(key, tok), "step %q: no such holder", step)
 			continue
 		}
 		n, err := strconv.Atoi(step[:1])
@@ -178,6 +194,10 @@ func runScript(t *testing.T, srv *fakeserver.Server, script string) {
 			waitPeer(t, srv, addr, step, func(open, waiting bool) bool { return open })
 			c.nc.Close()
 			waitPeer(t, srv, addr, step, func(open, waiting bool) bool { return !open })
+		case op == " hangup":
+			get(n).nc.Close()
+		case op == " halfclose":
+			require.NoError(t, get(n).nc.(*net.TCPConn).CloseWrite(), "step %q", step)
 		default:
 			t.Fatalf("bad step %q", step)
 		}

@@ -30,8 +30,8 @@ type Server struct {
 
 	life     sync.Mutex // serialises Stop, Restart, Close and Shutdown
 	ln       net.Listener
-	addr     string
-	accepted chan struct{} // closed when the accept loop of ln ends
+	addr     atomic.Pointer[string] // read without life: Addr must not wait for a Shutdown
+	accepted chan struct{}          // closed when the accept loop of ln ends
 	connWG   sync.WaitGroup
 	closed   bool
 
@@ -48,6 +48,9 @@ type Server struct {
 
 	bgStop chan struct{}
 	bgDone chan struct{}
+	// stopping is closed when a graceful Shutdown begins: blocked
+	// requests then end with "error".
+	stopping chan struct{}
 }
 
 // ErrClosed is returned by operations on a closed Server.
@@ -63,11 +66,13 @@ func Start(cfg Config) (*Server, error) {
 		cfg:         cfg,
 		tab:         newTable(),
 		conns:       make(map[uint64]*conn),
-		addr:        net.JoinHostPort(cfg.Host, strconv.Itoa(cfg.Port)),
 		stallLifted: make(chan struct{}),
 		bgStop:      make(chan struct{}),
 		bgDone:      make(chan struct{}),
+		stopping:    make(chan struct{}),
 	}
+	addr := net.JoinHostPort(cfg.Host, strconv.Itoa(cfg.Port))
+	s.addr.Store(&addr)
 	if err := s.listen(); err != nil {
 		return nil, err
 	}
@@ -78,13 +83,11 @@ func Start(cfg Config) (*Server, error) {
 // Addr is the address the server listens on, host:port. It stays the same
 // across Stop and Restart.
 func (s *Server) Addr() string {
-	s.life.Lock()
-	defer s.life.Unlock()
-	return s.addr
+	return *s.addr.Load()
 }
 
 func (s *Server) listen() error {
-	ln, err := net.Listen("tcp", s.addr)
+	ln, err := net.Listen("tcp", *s.addr.Load())
 	if err != nil {
 		return err
 	}
@@ -92,7 +95,8 @@ func (s *Server) listen() error {
 		ln = tls.NewListener(ln, s.cfg.TLS)
 	}
 	s.ln = ln
-	s.addr = ln.Addr().String()
+	addr := ln.Addr().String()
+	s.addr.Store(&addr)
 	s.accepted = make(chan struct{})
 	go s.acceptLoop(ln, s.accepted)
 	return nil
@@ -132,27 +136,35 @@ func (s *Server) acceptLoop(ln net.Listener, done chan struct{}) {
 	}
 }
 
-// release forgets a closed connection: its queued waits are dropped and,
-// with auto-release (the default), every lock and slot it holds is handed
-// to the next waiter.
+// release forgets a closed connection. With auto-release (the default),
+// its queued enqueues leave their queues and every lock and slot it holds
+// is handed to the next waiter. Without, like the real server, it undoes
+// nothing: what it holds stays held until the lease ends, and its queued
+// enqueues stay in line and are granted in turn, to nobody.
 func (s *Server) release(c *conn) {
 	now := time.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	delete(s.conns, c.id)
+	c.dead = true
+	// Only a connection the server closed mid-wait (DropConnections,
+	// Stop) gets here with its l/sl still queued.
+	if w := c.blocked; w != nil && w.queued {
+		w.e.unlink(w)
+	}
+	if s.cfg.DisableAutoRelease {
+		for h := range c.held {
+			h.owner = nil
+		}
+		clear(c.held)
+		return
+	}
 	for _, w := range c.enq {
 		if w.queued {
 			w.e.unlink(w)
 		}
 	}
-	if w := c.blocked; w != nil && w.queued {
-		w.e.unlink(w)
-	}
 	for h := range c.held {
-		if s.cfg.DisableAutoRelease {
-			h.owner = nil
-			continue
-		}
 		s.removeHolder(h, goneReleased, now)
 		s.promote(h.e, now)
 	}
@@ -166,10 +178,12 @@ func (s *Server) background() {
 	defer gc.Stop()
 	for {
 		select {
-		case now := <-sweep.C:
-			s.sweep(now)
-		case now := <-gc.C:
-			s.collect(now)
+		// The clock is read when a tick is handled, not when it fired,
+		// as in the real server.
+		case <-sweep.C:
+			s.sweep(time.Now())
+		case <-gc.C:
+			s.collect(time.Now())
 		case <-s.bgStop:
 			return
 		}
@@ -203,10 +217,15 @@ func (s *Server) Close() error {
 	return nil
 }
 
-// Shutdown stops accepting, lets each connection finish the request it is
-// handling and write its replies, then closes it; blocked waits end without
-// a reply. Connections still open when ctx ends or ShutdownTimeout passes
-// are closed at once.
+// Shutdown stops the server as the real one does on SIGTERM. It stops
+// accepting, and stops the lease sweep and the collection of idle keys.
+// Requests blocked in a wait end at once with "error" (unless granted
+// meanwhile), and so does any later wait that would have to block; a
+// try-lock on a taken key still answers "timeout". Open connections are
+// not closed: they are served as before until they close, or until their
+// read timeout closes them (answered "error"). Connections still open when
+// ShutdownTimeout passes or ctx ends are closed without a reply; Shutdown
+// then returns the reason.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.life.Lock()
 	defer s.life.Unlock()
@@ -214,19 +233,10 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		return nil
 	}
 	s.closed = true
-	defer func() {
-		close(s.bgStop)
-		<-s.bgDone
-	}()
 	s.closeListenerLocked()
-	s.mu.Lock()
-	for _, c := range s.conns {
-		c.mu.Lock()
-		c.shutting = true
-		c.nc.SetReadDeadline(time.Now()) // wake a connection waiting for a request
-		c.mu.Unlock()
-	}
-	s.mu.Unlock()
+	close(s.bgStop)
+	<-s.bgDone
+	close(s.stopping)
 
 	drained := make(chan struct{})
 	go func() {

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
+	"io"
 	"net"
 	"strings"
 	"testing"
@@ -55,6 +56,72 @@ func TestReadTimeoutCountsPerLine(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, "error_auth", line)
 	assert.Equal(t, uint64(1), srv.ReadTimeoutCloses())
+}
+
+// TestLineTooLong checks that a line over 256 bytes is answered "error"
+// only once it ends (its '\n', or the read timeout), and that what the
+// client sent after it is read and dropped, so the close is a FIN, not an
+// RST.
+func TestLineTooLong(t *testing.T) {
+	srv := start(t, fakeserver.Config{ReadTimeout: 300 * time.Millisecond})
+
+	c := dial(t, srv.Addr())
+	c.write(strings.Repeat("x", 300))
+	c.expectSilent()
+	c.write("yyy\nl\nk\n0\n")
+	assert.Equal(t, "error", c.read())
+	line, err := c.readLine(replyTimeout)
+	assert.ErrorIs(t, err, io.EOF, "closed cleanly, got %q", line)
+
+	// Never ended: answered at the read timeout.
+	c = dial(t, srv.Addr())
+	c.write(strings.Repeat("x", 257))
+	assert.Equal(t, "error", c.read())
+	_, err = c.readLine(replyTimeout)
+	assert.ErrorIs(t, err, io.EOF)
+}
+
+// TestBlockedWaitOutlivesClient checks that a client closing its end does
+// not end a wait in progress: the connection stays open and counted (also
+// against MaxConnections) and its wait stays in the queue until it ends.
+func TestBlockedWaitOutlivesClient(t *testing.T) {
+	srv := start(t, fakeserver.Config{MaxConnections: 2})
+	holder := dial(t, srv.Addr())
+	tok := strings.Fields(holder.do("l", "k", "0"))[1]
+	gone := dial(t, srv.Addr())
+	gone.write("l\nk\n30\n")
+	addr := gone.nc.LocalAddr().String()
+	require.Eventually(t, func() bool { _, waiting := srv.PeerState(addr); return waiting }, replyTimeout, time.Millisecond)
+	gone.nc.Close()
+
+	// The server is not reading that connection, so it cannot notice.
+	open, waiting := srv.PeerState(addr)
+	assert.True(t, open && waiting)
+	assert.Equal(t, 2, srv.Stats().Connections)
+	assert.Equal(t, 1, srv.Stats().Locks[0].Waiters)
+	refused := dial(t, srv.Addr())
+	refused.expectClosed()
+
+	// Granted to the dead wait, which then finds the close and releases.
+	assert.Equal(t, "ok", holder.do("r", "k", tok))
+	require.Eventually(t, func() bool { open, _ := srv.PeerState(addr); return !open }, replyTimeout, time.Millisecond)
+	assert.Regexp(t, "^ok ", dial(t, srv.Addr()).do("l", "k", "0"))
+}
+
+// TestFailedReleaseAndRenewTouchTheKey checks that a release or renew of
+// a known key counts as activity even when the token is unknown: an idle
+// key's idle time starts again, as in the real server.
+func TestFailedReleaseAndRenewTouchTheKey(t *testing.T) {
+	srv := start(t, fakeserver.Config{})
+	c := dial(t, srv.Addr())
+	bogus := strings.Repeat("f", 32)
+	c.do("r", "k", strings.Fields(c.do("l", "k", "0"))[1])
+	for _, cmd := range []string{"r", "n"} {
+		idle := func() float64 { return srv.Stats().IdleLocks[0].IdleS }
+		require.Eventually(t, func() bool { return idle() >= 0.2 }, replyTimeout, 10*time.Millisecond)
+		assert.Equal(t, "error", c.do(cmd, "k", bogus))
+		assert.Less(t, idle(), 0.2, cmd)
+	}
 }
 
 func TestMaxConnections(t *testing.T) {
@@ -122,12 +189,18 @@ func TestTLS(t *testing.T) {
 	assert.Regexp(t, "^ok [0-9a-f]{32} 33$", c2.read())
 	assert.Equal(t, "timeout", c2.do("l", "k", "0"), "same TLS connection, next request")
 	c2nc.Close()
-	assert.Regexp(t, "^ok [0-9a-f]{32} 33$", c.do("l", "k", "5"), "released with c2")
-	// A blocked request on TLS still notices the client leaving.
-	c.write("l\nk\n30\n")
-	c.expectSilent()
-	nc.Close()
-	require.Eventually(t, func() bool { return srv.Stats().Connections == 0 }, replyTimeout, time.Millisecond)
+	tok = strings.Fields(c.do("l", "k", "5"))[1] // released with c2
+	// A blocked request on TLS whose client left: its grant goes
+	// nowhere, and then the close is noticed.
+	c3nc, err := tls.Dial("tcp", srv.Addr(), clientTLS)
+	require.NoError(t, err)
+	defer c3nc.Close()
+	c3 := &client{t: t, nc: c3nc, br: bufio.NewReader(c3nc)}
+	c3.write("l\nk\n30\n")
+	c3.expectSilent()
+	c3nc.Close()
+	assert.Equal(t, "ok", c.do("r", "k", tok))
+	require.Eventually(t, func() bool { return srv.Stats().Connections == 1 }, replyTimeout, time.Millisecond)
 	assert.Empty(t, srv.Stats().Locks)
 
 	// An untrusting client fails the handshake.
@@ -166,34 +239,72 @@ func TestConfig(t *testing.T) {
 	assert.Regexp(t, "^ok [0-9a-f]{32} 4$", dial(t, srv.Addr()).do("l", "k", "0"))
 }
 
-func TestShutdownFinishesRequestsThenCloses(t *testing.T) {
-	srv, err := fakeserver.Start(fakeserver.Config{})
+// TestShutdownIsGraceful checks Shutdown against what the real server
+// does on SIGTERM: blocked waits end with "error", open connections are
+// still served (a wait that would block ends with "error" at once) until
+// their read timeout closes them, and nothing new is accepted.
+func TestShutdownIsGraceful(t *testing.T) {
+	// The read timeout must outlast the steps before the first request
+	// after the shutdown began, and it ends the test.
+	srv, err := fakeserver.Start(fakeserver.Config{ReadTimeout: 1500 * time.Millisecond})
 	require.NoError(t, err)
-	idle := dial(t, srv.Addr())
-	assert.Regexp(t, "^ok ", idle.do("l", "k", "0"))
+	defer srv.Close()
+	holder := dial(t, srv.Addr())
+	tok := strings.Fields(holder.do("l", "k", "0"))[1]
 	blocked := dial(t, srv.Addr())
 	blocked.write("l\nk\n30\n")
-	blocked.expectSilent()
+	twoPhase := dial(t, srv.Addr())
+	assert.Equal(t, "queued", twoPhase.do("e", "k", ""))
+	twoPhase.write("w\nk\n30\n")
+	require.Eventually(t, func() bool { return srv.Busy() == 2 }, replyTimeout, time.Millisecond)
 
-	ctx, cancel := context.WithTimeout(context.Background(), replyTimeout)
-	defer cancel()
-	require.NoError(t, srv.Shutdown(ctx))
-	idle.expectClosed()
-	blocked.expectClosed()
+	done := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), replyTimeout)
+		defer cancel()
+		done <- srv.Shutdown(ctx)
+	}()
+	assert.Equal(t, "error", blocked.read())
+	assert.Equal(t, "error", twoPhase.read())
 	_, err = net.DialTimeout("tcp", srv.Addr(), time.Second)
 	assert.Error(t, err, "no longer listening")
-	assert.NoError(t, srv.Close(), "Close after Shutdown is harmless")
+
+	// Still served: a try-lock, a wait that would block, a free key.
+	assert.Equal(t, "timeout", blocked.do("l", "k", "0"))
+	assert.Equal(t, "error", blocked.do("l", "k", "5"))
+	assert.Regexp(t, "^ok [0-9a-f]{32} 33$", blocked.do("l", "free", "5"))
+	assert.Equal(t, "ok 33", holder.do("n", "k", tok))
+
+	// The read timeout closes each connection, and then Shutdown is done.
+	for _, c := range []*client{holder, blocked, twoPhase} {
+		assert.Equal(t, "error", c.read())
+		c.expectClosed()
+	}
+	select {
+	case err := <-done:
+		assert.NoError(t, err)
+	case <-time.After(replyTimeout):
+		t.Fatal("Shutdown did not return")
+	}
+	assert.Equal(t, uint64(3), srv.ReadTimeoutCloses())
 }
 
 func TestShutdownTimeoutForcesClose(t *testing.T) {
 	srv, err := fakeserver.Start(fakeserver.Config{ShutdownTimeout: 50 * time.Millisecond})
 	require.NoError(t, err)
+	idle := dial(t, srv.Addr())
+	assert.Regexp(t, "^ok ", idle.do("l", "k", "0"))
 	c := dial(t, srv.Addr())
 	srv.Stall(time.Minute) // the request below never finishes on its own
 	c.write("l\nk\n0\n")
 	require.Eventually(t, func() bool { return srv.Busy() == 1 }, replyTimeout, time.Millisecond)
 	assert.ErrorIs(t, srv.Shutdown(context.Background()), context.DeadlineExceeded)
 	c.expectClosed()
+	// An idle connection still open at the deadline is closed without a
+	// reply.
+	line, err := idle.readLine(replyTimeout)
+	assert.ErrorIs(t, err, io.EOF)
+	assert.Empty(t, line)
 }
 
 func TestFleet(t *testing.T) {

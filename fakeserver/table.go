@@ -66,7 +66,8 @@ type waiter struct {
 	prev, next *waiter
 	queued     bool
 	granted    *holder
-	ready      chan struct{} // closed on grant
+	atOnce     bool          // an e/se granted at once, never queued
+	ready      chan struct{} // closed on grant (nil when atOnce)
 }
 
 func (t *table) newToken() string {
@@ -106,7 +107,13 @@ func (s *Server) grant(e *entry, c *conn, lease time.Duration, now time.Time) *h
 	h := &holder{token: s.tab.newToken(), e: e, owner: c, ownerID: c.id, lease: lease, expires: now.Add(lease),
 		disrupted: s.refusing.Load() || now.Before(s.stallEnd), epoch: s.epoch}
 	e.holders = append(e.holders, h)
-	c.held[h] = struct{}{}
+	if c.dead {
+		// A waiter left in line by a connection closed without
+		// auto-release: the slot is held, by nobody, until its lease ends.
+		h.owner = nil
+	} else {
+		c.held[h] = struct{}{}
+	}
 	e.lastActive = now
 	return h
 }
@@ -122,8 +129,13 @@ func (s *Server) removeHolder(h *holder, why goneReason, now time.Time) {
 			break
 		}
 	}
-	if h.owner != nil {
-		delete(h.owner.held, h)
+	if c := h.owner; c != nil {
+		delete(c.held, h)
+		// A grant made at enqueue takes its registration with it, as in
+		// the real server: a later wait finds nothing (error_not_enqueued).
+		if r := c.enq[e.key]; r != nil && r.atOnce && r.granted == h {
+			delete(c.enq, e.key)
+		}
 	}
 	if s.faultedLocked(h) {
 		s.noteLostLocked(h)
@@ -217,7 +229,7 @@ func (s *Server) collect(now time.Time) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for k, e := range s.tab.keys {
-		if len(e.holders) == 0 && e.head == nil && now.Sub(e.lastActive) >= s.cfg.GCMaxIdle {
+		if len(e.holders) == 0 && e.head == nil && now.Sub(e.lastActive) > s.cfg.GCMaxIdle {
 			delete(s.tab.keys, k)
 		}
 	}
@@ -242,7 +254,8 @@ func (s *Server) snapshot(now time.Time) wire.Stats {
 			if len(e.holders) > 0 {
 				h := e.holders[0]
 				li.OwnerConnID = h.ownerID
-				li.LeaseExpiresInS = h.expires.Sub(now).Seconds()
+				// Expired but not swept yet shows 0, never less.
+				li.LeaseExpiresInS = max(h.expires.Sub(now).Seconds(), 0)
 			}
 			st.Locks = append(st.Locks, li)
 		case busy:
