@@ -6,7 +6,8 @@
 // own with [Request.Append], read one line with a [LineReader] and turn it
 // into a typed [Response] with [ParseResponse]. Servers do the opposite with
 // [ParseRequest] and [Response.Append]. Both ends share one grammar, so a
-// frame that one side writes the other side parses.
+// frame that one side writes the other side parses; dflockd itself accepts
+// a little more than that grammar (see [ParseRequest]).
 //
 // Nothing is sent unchecked: Append rejects an empty key, whitespace in a
 // key, a line over [MaxLineLen] bytes, a negative timeout, a lease or limit

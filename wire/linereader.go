@@ -90,38 +90,3 @@ func (lr *LineReader) eof(n int, err error) error {
 	}
 	return err
 }
-
-// Buffered returns the bytes read from the connection but not yet returned
-// as lines. It is valid until the next call to ReadLine.
-func (lr *LineReader) Buffered() []byte {
-	b, _ := lr.br.Peek(lr.br.Buffered())
-	return b
-}
-
-// HasBufferedLines reports whether at least n complete lines are already
-// buffered, which ReadLine returns without touching the connection. Servers
-// use it to decide when to flush replies: a pipelining client's next
-// request (three lines) may already be here. It stops at the n-th line.
-func (lr *LineReader) HasBufferedLines(n int) bool {
-	b := lr.Buffered()
-	for ; n > 0; n-- {
-		i := bytes.IndexByte(b, '\n')
-		if i < 0 {
-			return false
-		}
-		b = b[i+1:]
-	}
-	return true
-}
-
-// Fill waits until at least one more byte than is buffered arrives, or the
-// buffer is full, and returns the read error if any. A server uses it to
-// notice a client hanging up while a blocking request is in progress.
-func (lr *LineReader) Fill() error {
-	n := lr.br.Buffered()
-	if n >= lr.br.Size() {
-		return bufio.ErrBufferFull
-	}
-	_, err := lr.br.Peek(n + 1)
-	return err
-}

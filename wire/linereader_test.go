@@ -59,13 +59,3 @@ func TestLineReaderCap(t *testing.T) {
 		})
 	}
 }
-
-func TestLineReaderHasBufferedLines(t *testing.T) {
-	lr := wire.NewLineReader(strings.NewReader("l\nk\n1\nr\nk"), 256)
-	_, err := lr.ReadLine()
-	require.NoError(t, err)
-	assert.True(t, lr.HasBufferedLines(3))
-	assert.False(t, lr.HasBufferedLines(4))
-	assert.True(t, lr.HasBufferedLines(0))
-	assert.Equal(t, "k\n1\nr\nk", string(lr.Buffered()))
-}

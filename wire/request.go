@@ -239,13 +239,17 @@ func checkLimit(cmd Command, limit int) *RequestError {
 }
 
 // ParseRequest parses the three lines of a request (without their '\n'), as
-// a server does. It follows the real server's grammar: arguments are split
-// on runs of whitespace and numbers may carry a sign or leading zeros. A
-// *RequestError means the server answers "error" and keeps the connection.
+// a server does, by the grammar clients write: arguments are split on runs
+// of white space (see [Fields]) and numbers may carry a sign or leading
+// zeros. A *RequestError means the server answers "error" and keeps the
+// connection.
 //
-// It also refuses what the real server accepts only to answer "error" later
-// (a token with spaces or control characters, which it never issues), so
-// that every request it returns encodes again with [Request.Append].
+// It is stricter than dflockd 1.10, so that every request it returns
+// encodes again with [Request.Append]: it refuses numbers over
+// [MaxSeconds] (dflockd takes any int64 and lets the duration wrap) and
+// tokens or secrets with spaces or control characters (which dflockd never
+// issues). The fakeserver, which must answer as dflockd does, parses with
+// dflockd's own rules.
 func ParseRequest(cmdLine, keyLine, arg []byte) (Request, error) {
 	cmd, ok := ParseCommand(cmdLine)
 	if !ok {
@@ -265,7 +269,7 @@ func ParseRequest(cmdLine, keyLine, arg []byte) (Request, error) {
 	if err := checkKey(cmd, string(keyLine)); err != nil {
 		return Request{}, err
 	}
-	f, n := fields(arg)
+	f, n := Fields(arg)
 	var err *RequestError
 	switch cmd {
 	case CmdLock:
@@ -366,9 +370,10 @@ func parseLimit(cmd Command, b []byte) (int, *RequestError) {
 	return n, err
 }
 
-// fields splits b like strings.Fields (Unicode white space) without
-// allocating. It returns the first four fields and the total count.
-func fields(b []byte) (f [4][]byte, n int) {
+// Fields splits a request's argument line as dflockd does, at runs of
+// Unicode white space like strings.Fields, without allocating. It returns
+// the first four fields and how many there are in all.
+func Fields(b []byte) (f [4][]byte, n int) {
 	start := -1
 	for i := 0; i < len(b); {
 		r, size := rune(b[i]), 1
