@@ -111,7 +111,9 @@ func TestConnectionDroppedMidAcquire(t *testing.T) {
 	err := <-errc
 	require.Error(t, err)
 	assert.NotErrorIs(t, err, lock.ErrTimeout)
-	assert.Empty(t, srv.Stats().Locks, "nothing left held")
+	// As in dflockd, the wait of a closed connection may still be granted
+	// the lock before the server sees the close and releases it.
+	assert.Eventually(t, func() bool { return len(srv.Stats().Locks) == 0 }, wait, time.Millisecond, "nothing left held")
 }
 
 // Against a stalled server every call returns at its context deadline.
