@@ -10,8 +10,18 @@ import "time"
 // network failure would, and returns how many it closed. When it returns,
 // their locks have been released (unless auto-release is disabled).
 func (s *Server) DropConnections() int {
-	s.fault()
-	return s.dropAll()
+	s.mu.Lock()
+	s.faultLocked()
+	// A grant made while the connections close, on one about to close,
+	// is disrupted: its client may lose it before the server notes the
+	// release.
+	s.dropping++
+	s.mu.Unlock()
+	n := s.dropAll()
+	s.mu.Lock()
+	s.dropping--
+	s.mu.Unlock()
+	return n
 }
 
 // Stall holds every request that arrives, or is already queued on a

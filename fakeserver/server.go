@@ -21,11 +21,13 @@ type Server struct {
 	tab   *table
 	conns map[uint64]*conn
 	// Fault bookkeeping for TokenState, also guarded by mu: epoch counts
-	// the faults that may hit any holder; a grant before stallEnd, or
-	// while refusing, is made during a stall or a refusal; lost remembers
-	// tokens removed after a fault touched them.
+	// the faults that may hit any holder; a grant before stallEnd, while
+	// refusing, or while dropping > 0 is made during a stall, a refusal
+	// or DropConnections; lost remembers tokens removed after a fault
+	// touched them.
 	epoch    uint32
 	stallEnd time.Time
+	dropping int
 	lost     lostTokens
 
 	life     sync.Mutex // serialises Stop, Restart, Close and Shutdown

@@ -105,7 +105,7 @@ func (e *entry) free() bool { return len(e.holders) < e.limit && e.head == nil }
 
 func (s *Server) grant(e *entry, c *conn, lease time.Duration, now time.Time) *holder {
 	h := &holder{token: s.tab.newToken(), e: e, owner: c, ownerID: c.id, lease: lease, expires: now.Add(lease),
-		disrupted: s.refusing.Load() || now.Before(s.stallEnd), epoch: s.epoch}
+		disrupted: s.refusing.Load() || now.Before(s.stallEnd) || s.dropping > 0, epoch: s.epoch}
 	e.holders = append(e.holders, h)
 	if c.dead {
 		// A waiter left in line by a connection closed without
