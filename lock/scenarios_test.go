@@ -106,7 +106,9 @@ func TestConnectionDroppedMidAcquire(t *testing.T) {
 		}
 		errc <- err
 	}()
-	require.Eventually(t, func() bool { return srv.Busy() == 1 }, wait, time.Millisecond)
+	// Queued, not merely busy: Busy is 1 during the try-lock before the
+	// wait too, and a drop then would let the acquire succeed afresh.
+	require.Eventually(t, func() bool { return waiters(srv, "k") == 1 }, wait, time.Millisecond)
 	srv.DropConnections()
 	err := <-errc
 	require.Error(t, err)
