@@ -295,11 +295,24 @@ func (c *Client) PoolStats() []pool.Stats {
 // RenewalsSent counts the renewals the client has sent.
 func (c *Client) RenewalsSent() uint64 { return c.renewer.sent.Load() }
 
+// isClosed reports whether Close has begun.
+func (c *Client) isClosed() bool {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.closed
+}
+
 // Close releases every lock the client holds, withdraws pending
 // enqueues, stops renewing and closes its connections (which releases, on
-// the server, anything a release could not reach). A grant that arrives
-// for an Acquire still in flight is released, and that Acquire returns
-// ErrClosed. Safe to call twice.
+// the server, anything a release could not reach). An Acquire still in
+// flight returns an error matching ErrClosed. Safe to call twice.
+//
+// The protocol cannot cancel a wait, and dflockd does not notice that a
+// waiting connection closed: a wait in flight at Close (or given up
+// shortly before, see pool.Pinned) keeps its place until its timeout, and
+// a lock granted to it then is released when the server next reads the
+// closed connection, or, on a server with -auto-release-on-disconnect
+// =false, only when its lease runs out.
 func (c *Client) Close() error {
 	c.mu.Lock()
 	if c.closed {

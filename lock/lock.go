@@ -312,6 +312,10 @@ func (l *Lock) describe(err error) error {
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return err
 	}
+	if (errors.Is(err, pool.ErrClosed) || errors.Is(err, pool.ErrBroken)) && l.c.isClosed() {
+		// The client closed under the call: its connections went with it.
+		return fmt.Errorf("%w: %w", ErrClosed, err)
+	}
 	what := fmt.Sprintf("lock %q", l.key)
 	if l.limit > 0 {
 		what = fmt.Sprintf("semaphore %q (limit %d)", l.key, l.limit)

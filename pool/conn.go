@@ -51,6 +51,7 @@ type Conn struct {
 	// answered: the server has answered a request on this connection,
 	// so it did not refuse it.
 	answered bool
+	dialed   time.Time // when the connection was set up
 	// draining: kept out of puddle for the answer to an abandoned
 	// blocking request (counted in Pool.draining).
 	draining bool
@@ -100,8 +101,13 @@ type refusedError struct {
 }
 
 func (e *refusedError) Error() string {
-	return "pool: " + e.addr + " closed the connection before answering anything (" + e.cause.Error() + "); it may be at its --max-connections limit"
+	return "pool: " + e.addr + " closed the connection before answering anything (" + e.cause.Error() + "); it may be at its --max-connections limit, or expect TLS"
 }
+
+// refusalWindow is how soon after it was set up a connection closed
+// without an answer counts as refused. A server under load may accept
+// (and so close) a connection a while after the handshake.
+const refusalWindow = 2 * time.Second
 
 func (e *refusedError) Is(target error) bool { return target == ErrRefused || target == ErrBroken }
 func (e *refusedError) Unwrap() error        { return e.cause }
@@ -148,6 +154,7 @@ func newConn(p *Pool, id uint64, nc net.Conn, lr *wire.LineReader, shared bool) 
 		grants:   make(map[string]*Grant),
 		regs:     make(map[string]bool),
 		lastSent: time.Now(),
+		dialed:   time.Now(),
 		// The server answered the auth request, if there was one.
 		answered: p.cfg.AuthToken != "",
 	}
@@ -315,7 +322,10 @@ func (c *Conn) readLoop() {
 		line, err := c.lr.ReadLineLimit(wire.MaxStatsLen)
 		if err != nil {
 			c.mu.Lock()
-			refused := !c.answered && c.broken == nil
+			// dflockd closes a connection over its limit as soon as it
+			// accepts it; one that broke later, or after an answer, went
+			// down some other way (a crash, say).
+			refused := !c.answered && c.broken == nil && time.Since(c.dialed) < refusalWindow
 			c.mu.Unlock()
 			if refused {
 				if rerr := refusal(c.p.addr, err); errors.Is(rerr, ErrRefused) {
@@ -467,7 +477,10 @@ func (c *Conn) afterChangeLocked() func() {
 // before the call. A connection with nothing pending closes now.
 func (c *Conn) retire() {
 	c.mu.Lock()
-	wait := c.broken == nil && c.head < len(c.pending)
+	// A blocking request may take its whole timeout to answer: a
+	// connection waiting on one closes now, or the bound on draining
+	// connections would bound nothing.
+	wait := c.broken == nil && c.head < len(c.pending) && !c.blockedLocked()
 	c.retiring = c.retiring || wait
 	c.mu.Unlock()
 	if !wait {
@@ -475,8 +488,25 @@ func (c *Conn) retire() {
 	}
 }
 
-// waitingLocked reports whether a blocking request is pending.
+// waitingLocked reports whether a request is pending whose answer
+// changes whether the connection is fit for another user: a blocking one,
+// an enqueue (it registers the key on the connection) or a wait (its
+// answer ends the registration).
 func (c *Conn) waitingLocked() bool {
+	for _, cl := range c.pending[c.head:] {
+		switch cl.req.Cmd {
+		case wire.CmdEnqueue, wire.CmdSemEnqueue, wire.CmdWait, wire.CmdSemWait:
+			return true
+		}
+		if holdsUp(&cl.req) {
+			return true
+		}
+	}
+	return false
+}
+
+// blockedLocked reports whether a blocking request is pending.
+func (c *Conn) blockedLocked() bool {
 	for _, cl := range c.pending[c.head:] {
 		if holdsUp(&cl.req) {
 			return true
@@ -536,6 +566,9 @@ func (c *Conn) fail(err error) {
 	c.p.connBroke(c, len(lost), err)
 	for _, g := range lost {
 		g.notify()
+	}
+	if len(lost) > 0 && !errors.Is(err, errClosing) {
+		c.p.releaseLost(lost)
 	}
 }
 

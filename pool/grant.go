@@ -1,9 +1,11 @@
 package pool
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/dflock-go/dflock/wire"
@@ -325,25 +327,95 @@ type Renewal struct {
 	Lease int
 }
 
-// Renew renews grants held through this pool's server, in one write on a
-// shared connection. Error i is nil when grant i was renewed; it matches
-// ErrGrantLost when the server refused (the grant is then lost, and its
-// OnLost callback has run); any other error means the renewal did not get
-// through and may be tried again while the grant's deadline lasts.
-// Grants no longer held are skipped with ErrNotHeld.
+// Renew renews grants held through this pool's server, each on the
+// connection that owns it: the grant lives there anyway, so its renewal
+// needs no other connection (one the server may refuse at its
+// --max-connections), and it tells the server that connection is alive.
+// The renewals of one connection go out together, in one write. Error i
+// is nil when grant i was renewed; it matches ErrGrantLost when the
+// server refused (the grant is then lost, and its OnLost callback has
+// run); any other error means the renewal did not get through and may be
+// tried again while the grant's deadline lasts. Grants no longer held are
+// skipped with ErrNotHeld.
 func (p *Pool) Renew(ctx context.Context, rs []Renewal) []error {
-	reqs := make([]wire.Request, len(rs))
-	for i, r := range rs {
-		reqs[i] = r.Grant.renewRequest(r.Lease)
+	errs := make([]error, len(rs))
+	calls := make([]*call, len(rs))
+	// By connection, so that each connection's renewals are queued under
+	// one lock and written together.
+	order := make([]int, len(rs))
+	for i := range order {
+		order[i] = i
 	}
-	results, errs := p.DoAll(ctx, reqs)
-	for i, r := range rs {
-		if errs[i] == nil {
-			errs[i] = r.Grant.apply(results[i])
+	slices.SortFunc(order, func(a, b int) int { return cmp.Compare(rs[a].Grant.c.id, rs[b].Grant.c.id) })
+	for k := 0; k < len(order); {
+		c := rs[order[k]].Grant.c
+		c.mu.Lock()
+		for ; k < len(order) && rs[order[k]].Grant.c == c; k++ {
+			i := order[k]
+			req := rs[i].Grant.renewRequest(rs[i].Lease)
+			calls[i], errs[i] = c.queueLocked(&req, false)
 		}
+		c.mu.Unlock()
+	}
+	for i, cl := range calls {
+		if cl == nil {
+			continue
+		}
+		g := rs[i].Grant
+		res, _, err := g.c.await(ctx, cl)
+		if err == nil {
+			err = g.apply(res)
+		}
+		errs[i] = err
 	}
 	return errs
 }
+
+// releaseLost sends, in the background and best effort, the release of
+// grants lost with a broken connection, on another connection. Usually
+// the server released them with the connection already and answers
+// "error". But a server with -auto-release-on-disconnect=false keeps
+// them for their whole lease, and so does any server for a connection
+// broken on the client's side only (a half-open one) until its read
+// timeout. Tokens are unique, so these releases can end nothing else.
+func (p *Pool) releaseLost(gs []*Grant) {
+	if p.isClosing() {
+		return
+	}
+	reqs := make([]wire.Request, len(gs))
+	for i, g := range gs {
+		reqs[i] = *g.releaseRequest()
+	}
+	p.goroutines.Add(1)
+	go func() {
+		defer p.goroutines.Done()
+		// Pool.Close ends it sooner: its connections close under it.
+		ctx, cancel := context.WithTimeout(context.Background(), p.cfg.DialTimeout+releaseLostTimeout)
+		defer cancel()
+		// The connection picked may be one that broke with the first and
+		// does not know it yet: what did not get through is sent again.
+		for attempt := 0; attempt < 3 && len(reqs) > 0 && ctx.Err() == nil && !p.isClosing(); attempt++ {
+			var again []wire.Request
+			for i := 0; i < len(reqs); i += releaseChunk {
+				chunk := reqs[i:min(i+releaseChunk, len(reqs))]
+				_, errs := p.DoAll(ctx, chunk)
+				for j, err := range errs {
+					if err != nil {
+						again = append(again, chunk[j])
+					}
+				}
+			}
+			reqs = again
+		}
+	}()
+}
+
+// releaseLostTimeout bounds the releases of grants lost with a
+// connection; releaseChunk is how many go out in one batch.
+const (
+	releaseLostTimeout = 5 * time.Second
+	releaseChunk       = 4096
+)
 
 // ReleaseAll gives many grants back in batches on shared connections,
 // best effort (Client.Close, say). Grants not held are skipped.
@@ -359,8 +431,7 @@ func (p *Pool) ReleaseAll(ctx context.Context, gs []*Grant) {
 			reqs = append(reqs, *g.releaseRequest())
 		}
 	}
-	const chunk = 4096
-	for i := 0; i < len(reqs); i += chunk {
-		p.DoAll(ctx, reqs[i:min(i+chunk, len(reqs))])
+	for i := 0; i < len(reqs); i += releaseChunk {
+		p.DoAll(ctx, reqs[i:min(i+releaseChunk, len(reqs))])
 	}
 }

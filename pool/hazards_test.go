@@ -508,3 +508,33 @@ func TestReleaseOnSurplusParkedConnectionIsAnswered(t *testing.T) {
 		"one connection kept idle, the surplus closed once answered: %+v", p.Stats())
 	assert.Zero(t, p.Stats().BrokenConns)
 }
+
+// An enqueue given up before its answer still registers the key on its
+// connection when the answer comes. The connection used to count as clean
+// meanwhile, so the next Pin got it: a new enqueue there was refused as
+// already enqueued, and a blocking lock waited behind the orphan, which
+// the server then granted the lock.
+func TestGivenUpEnqueueDoesNotLeakItsRegistration(t *testing.T) {
+	srv := startServer(t, fakeserver.Config{})
+	p := newPool(t, srv.Addr(), pool.Config{MaxConns: 2, SharedConns: 1})
+	grant(t, p, "k")
+
+	pin, err := p.Pin(ctxFor(t, wait))
+	require.NoError(t, err)
+	srv.Stall(wait)
+	_, err = pin.Do(ctxFor(t, 50*time.Millisecond), &wire.Request{Cmd: wire.CmdEnqueue, Key: "k"})
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	pin.Unpin()
+	assert.Equal(t, 1, p.Stats().DrainingConns, "kept until the enqueue is answered and withdrawn")
+	srv.Unstall()
+	require.Eventually(t, func() bool { st := p.Stats(); return st.DrainingConns == 0 && st.IdleConns == 1 }, wait, time.Millisecond)
+	assert.Zero(t, waiters(srv, "k"), "the orphan's place was given up")
+
+	pin, err = p.Pin(ctxFor(t, wait))
+	require.NoError(t, err)
+	defer pin.Unpin()
+	res, err := pin.Do(ctxFor(t, wait), &wire.Request{Cmd: wire.CmdEnqueue, Key: "k"})
+	require.NoError(t, err)
+	assert.Equal(t, wire.StatusQueued, res.Resp.Status, "not error_already_enqueued")
+	require.NoError(t, pin.Withdraw(ctxFor(t, wait), "k", false))
+}

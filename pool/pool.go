@@ -276,6 +276,14 @@ const (
 // closed before answering anything, and sets when the next dial may go.
 func (p *Pool) connFailed(err error) {
 	p.backoffMu.Lock()
+	if time.Now().Before(p.retryAt) {
+		// Connections that fail together (every one dialled before a
+		// crash) are one failure: the backoff grows by attempts, not by
+		// the width of the pool.
+		p.lastErr = err
+		p.backoffMu.Unlock()
+		return
+	}
 	p.failures++
 	wait := min(minBackoff<<min(p.failures-1, 16), maxBackoff)
 	p.retryAt, p.lastErr = time.Now().Add(wait), err
@@ -315,7 +323,7 @@ func (p *Pool) dialConn(ctx context.Context, shared bool) (*Conn, error) {
 		tc := tls.Client(nc, cfg)
 		if err := tc.HandshakeContext(ctx); err != nil {
 			nc.Close()
-			return nil, err
+			return nil, refusal(p.addr, err)
 		}
 		nc = tc
 	}

@@ -1,6 +1,7 @@
 package pool_test
 
 import (
+	"fmt"
 	"net"
 	"testing"
 	"time"
@@ -11,6 +12,7 @@ import (
 	"github.com/dflock-go/dflock/fakeserver"
 	"github.com/dflock-go/dflock/internal/testlog"
 	"github.com/dflock-go/dflock/pool"
+	"github.com/dflock-go/dflock/wire"
 )
 
 // TestRefusalOverMaxConnectionsIsNamedAndBacksOff: a server at its
@@ -80,4 +82,66 @@ func TestReleaseRetriedWhenItsConnectionBreaks(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, res.Resp.Err(), "the key is free at once, not after a lease")
 	require.NoError(t, res.Grant.Release(ctxFor(t, wait)))
+}
+
+// A grant is renewed on its own connection, so a server that refuses
+// every new connection cannot starve it of renewals while that
+// connection works.
+func TestRenewNeedsNoOtherConnection(t *testing.T) {
+	srv := startServer(t, fakeserver.Config{MaxConnections: 2})
+	p := newPool(t, srv.Addr(), pool.Config{MaxConns: 2, SharedConns: 1})
+	pin, err := p.Pin(ctxFor(t, wait))
+	require.NoError(t, err)
+	res, err := pin.Do(ctxFor(t, wait), &wire.Request{Cmd: wire.CmdLock, Key: "k", Timeout: 1})
+	require.NoError(t, err)
+	require.NoError(t, res.Resp.Err())
+	pin.Unpin()
+	g := res.Grant
+
+	other, err := net.DialTimeout("tcp", srv.Addr(), wait)
+	require.NoError(t, err)
+	defer other.Close()
+	other.SetDeadline(time.Now().Add(wait))
+	_, err = other.Write([]byte("l\nelsewhere\n0\n"))
+	require.NoError(t, err)
+	_, err = other.Read(make([]byte, 1))
+	require.NoError(t, err, "the server's last connection is taken")
+
+	errs := p.Renew(ctxFor(t, wait), []pool.Renewal{{Grant: g, Lease: 7}})
+	require.NoError(t, errs[0])
+	_, lease := g.Lease()
+	assert.Equal(t, 7*time.Second, lease)
+	assert.Zero(t, p.Stats().SharedConns, "no shared connection was needed")
+}
+
+// Grants lost with a broken connection are released on another one: a
+// server with auto-release off would otherwise keep them for their
+// lease, held by nobody.
+func TestLocksOfABrokenConnectionAreReleasedElsewhere(t *testing.T) {
+	srv := startServer(t, fakeserver.Config{DisableAutoRelease: true})
+	p := newPool(t, srv.Addr(), pool.Config{})
+	var gs []*pool.Grant
+	for i := range 5 {
+		gs = append(gs, grant(t, p, fmt.Sprintf("k%d", i)))
+	}
+	lost := make(chan struct{}, len(gs))
+	for _, g := range gs {
+		g.OnLost(func(error) { lost <- struct{}{} })
+	}
+	srv.DropConnections()
+	for range gs {
+		select {
+		case <-lost:
+		case <-time.After(wait):
+			t.Fatal("a loss was not reported")
+		}
+	}
+	require.Eventually(t, func() bool {
+		for _, g := range gs {
+			if srv.TokenState(g.Key(), g.Token()).Held {
+				return false
+			}
+		}
+		return true
+	}, wait, time.Millisecond, "released on a new connection, not left to the lease")
 }

@@ -128,7 +128,7 @@ func hint(err error) string {
 	case errors.Is(err, lock.ErrMaxLocks):
 		return "the server tracks too many keys: raise its --max-locks"
 	case errors.Is(err, lock.ErrRefused):
-		return "the server is at its connection limit: raise its --max-connections, or run fewer clients"
+		return "the server closed new connections at once: it may be at its connection limit (raise its --max-connections, or run fewer clients), or expect TLS (pass --tls-ca)"
 	}
 	return ""
 }
