@@ -136,6 +136,16 @@ func (l *Lock) Lost() <-chan struct{} {
 	return l.lost
 }
 
+// Err returns why the lock was lost once Lost is closed (an error
+// matching ErrLockLost that names the cause: a refused renewal, the lease
+// running out, the connection breaking), and nil otherwise, as
+// context.Context's Err goes with Done.
+func (l *Lock) Err() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.lostErr
+}
+
 var closedChan = func() chan struct{} {
 	c := make(chan struct{})
 	close(c)

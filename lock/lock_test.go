@@ -150,7 +150,7 @@ func TestSemaphore(t *testing.T) {
 	stable, err := shard.NewStableHash(f.addrs)
 	require.NoError(t, err)
 	addr, _ := stable.Server(key)
-	assert.EqualError(t, mismatch, `semaphore "`+key+`" (limit 3) on `+addr+`: dflockd: the semaphore is held with another limit; all its holders must use the same one (reply "error_limit_mismatch" to sl)`,
+	assert.EqualError(t, mismatch, `semaphore "`+key+`" (limit 3) on `+addr+`: dflockd: the key is in use with another limit (a lock counts as limit 1, and an idle key keeps its limit for the server's --gc-max-idle) (reply "error_limit_mismatch" to sl)`,
 		"says what happened, to which key, where, and what the server replied")
 	_, err = c.Lock(key).TryAcquire(ctxFor(t, wait))
 	assert.ErrorIs(t, err, lock.ErrLimitMismatch)

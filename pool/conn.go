@@ -352,7 +352,7 @@ func (c *Conn) deliver(line []byte) error {
 		c.mu.Unlock()
 		if string(line) == "error" {
 			// The server's read timeout: it answers "error" and closes.
-			return errServerIdleClose
+			return ErrServerTimedOut
 		}
 		return fmt.Errorf("%w: reply %q to no request", ErrBroken, truncate(line))
 	}
@@ -578,9 +578,12 @@ func (c *Conn) close() { c.fail(errClosing) }
 
 var errClosing = fmt.Errorf("%w: closed by the pool", ErrBroken)
 
-// errServerIdleClose: the server timed the connection out. Harmless when
-// it held nothing; otherwise the server released its locks.
-var errServerIdleClose = fmt.Errorf("%w: closed by the server's read timeout", ErrBroken)
+// ErrServerTimedOut: the server closed the connection after its read
+// timeout (it answers "error" first). Harmless when the connection held
+// nothing; otherwise the server released its locks. With keep-alives it
+// means the server's read timeout is shorter than Config.ServerReadTimeout
+// says.
+var ErrServerTimedOut = fmt.Errorf("%w: closed by the server's read timeout", ErrBroken)
 
 // errNotSent marks a request refused before it was queued, because its
 // connection had already broken.

@@ -378,7 +378,7 @@ func (p *Pool) connBroke(c *Conn, holds int, err error) {
 	p.mu.Lock()
 	delete(p.conns, c.id)
 	p.mu.Unlock()
-	if errors.Is(err, errClosing) || (holds == 0 && errors.Is(err, errServerIdleClose)) {
+	if errors.Is(err, errClosing) || (holds == 0 && errors.Is(err, ErrServerTimedOut)) {
 		return
 	}
 	p.broken.Add(1)

@@ -47,7 +47,7 @@ var (
 	// ErrMaxWaiters: the key's queue is full.
 	ErrMaxWaiters = errors.New("dflockd: the key's queue is full (the server's --max-waiters)")
 	// ErrLimitMismatch: the key exists with another semaphore limit.
-	ErrLimitMismatch = errors.New("dflockd: the semaphore is held with another limit; all its holders must use the same one")
+	ErrLimitMismatch = errors.New("dflockd: the key is in use with another limit (a lock counts as limit 1, and an idle key keeps its limit for the server's --gc-max-idle)")
 	// ErrAlreadyEnqueued: this connection already enqueued for the key.
 	ErrAlreadyEnqueued = errors.New("dflockd: already enqueued for the key on this connection")
 	// ErrNotEnqueued: wait without a prior enqueue on this connection.

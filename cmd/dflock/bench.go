@@ -27,8 +27,7 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 		// This process is a parent bench's fleet (see below).
 		return bench.ServeFleet(os.Stdin, stdout)
 	}
-	fs := flag.NewFlagSet("dflock bench", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("dflock bench [flags]", "Measures dflock: every workload through the public lock API, against an embedded fleet of fakeservers (in a child process) or --servers.", stderr)
 	var (
 		cfg       bench.Config
 		cf        clientFlags
@@ -50,8 +49,26 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 	fs.DurationVar(&cfg.Lease, "lease", 0, "lease of every lock (default 10s, and for hold-many half of --duration, at least 1s, so that its locks renew while held)")
 	fs.StringVar(&workloads, "workloads", strings.Join(bench.Workloads(), ","), "workloads to run")
 	fs.BoolVar(&asJSON, "json", false, "print the report as JSON")
-	if _, err := parseInterspersed(fs, args); err != nil {
+	extra, err := parseInterspersed(fs, args)
+	if err != nil {
 		return err
+	}
+	if len(extra) > 0 {
+		return usageError(fs, "unexpected arguments: %s", strings.Join(extra, " "))
+	}
+	// bench.Config reads 0 as "the default"; on the command line 0 is a
+	// mistake, said as such rather than replaced.
+	var bad []string
+	fs.Visit(func(f *flag.Flag) {
+		switch f.Name {
+		case "conns", "workers", "keys", "hold", "duration":
+			if v := f.Value.String(); v == "0" || v == "0s" {
+				bad = append(bad, "--"+f.Name)
+			}
+		}
+	})
+	if len(bad) > 0 {
+		return usageError(fs, "%s must be more than 0", strings.Join(bad, ", "))
 	}
 	serversGiven := getenv("DFLOCK_SERVERS") != ""
 	fs.Visit(func(f *flag.Flag) { serversGiven = serversGiven || f.Name == "servers" })

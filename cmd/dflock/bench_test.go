@@ -36,12 +36,12 @@ func startBenchFake(t *testing.T, cfg fakeserver.Config) string {
 }
 
 func TestBenchHelpShowsOneDefaultPerFlag(t *testing.T) {
-	_, errOut, code := benchCmd(t, context.Background(), "-h")
+	help, _, code := benchCmd(t, context.Background(), "-h")
 	assert.Equal(t, 0, code)
 	// flag prints a flag's usage on the line after its name.
 	for _, name := range []string{"servers", "lease"} {
-		m := regexp.MustCompile(`(?m)^  -` + name + ` .*\n\s+(.*)$`).FindStringSubmatch(errOut)
-		require.NotNil(t, m, "no -%s in %s", name, errOut)
+		m := regexp.MustCompile(`(?m)^  -` + name + ` .*\n\s+(.*)$`).FindStringSubmatch(help)
+		require.NotNil(t, m, "no -%s in %s", name, help)
 		assert.Equal(t, 1, strings.Count(m[1], "default"), "-%s: %s", name, m[1])
 	}
 }
@@ -109,4 +109,13 @@ func TestBenchInterrupted(t *testing.T) {
 	assert.Equal(t, 130, ec.ExitCode())
 	assert.Equal(t, "interrupted during raw: context canceled", err.Error())
 	assert.Empty(t, out.String(), "no figures, so no report")
+}
+
+func TestBenchRefusesArgumentsAndZeros(t *testing.T) {
+	_, errOut, code := benchCmd(t, context.Background(), "extra")
+	assert.Equal(t, 2, code)
+	assert.Contains(t, errOut, "unexpected arguments: extra")
+	_, errOut, code = benchCmd(t, context.Background(), "--workers", "0", "--duration", "0s")
+	assert.Equal(t, 2, code)
+	assert.Contains(t, errOut, "--duration, --workers must be more than 0")
 }

@@ -6,7 +6,9 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/dflock-go/dflock/lock"
 )
@@ -14,15 +16,43 @@ import (
 // clientFlags are the connection flags shared by the commands that talk
 // to servers. Each also comes from the environment.
 type clientFlags struct {
-	servers       string
-	authTokenFile string
-	tlsCA         string
+	servers           string
+	authTokenFile     string
+	tlsCA             string
+	serverReadTimeout time.Duration
+	envErr            error // a bad value in the environment, reported by config
 }
 
 func (f *clientFlags) register(fs *flag.FlagSet, getenv func(string) string) {
 	serversFlag(fs, &f.servers, getenv)
 	fs.StringVar(&f.authTokenFile, "auth-token-file", getenv("DFLOCK_AUTH_TOKEN_FILE"), "file holding the servers' auth token (env DFLOCK_AUTH_TOKEN_FILE)")
 	fs.StringVar(&f.tlsCA, "tls-ca", getenv("DFLOCK_TLS_CA"), "PEM file of the CA that signed the servers' certificates; enables TLS (env DFLOCK_TLS_CA)")
+	fs.Func("server-read-timeout", "the servers' --read-timeout, when not dflockd's 23s: connections are kept talking within it (env DFLOCK_SERVER_READ_TIMEOUT)", func(v string) error {
+		return f.setServerReadTimeout(v)
+	})
+	if v := getenv("DFLOCK_SERVER_READ_TIMEOUT"); v != "" {
+		if err := f.setServerReadTimeout(v); err != nil {
+			f.envErr = fmt.Errorf("DFLOCK_SERVER_READ_TIMEOUT=%q: %v", v, err)
+		}
+	}
+}
+
+// setServerReadTimeout takes a duration ("5s") or whole seconds ("5"), as
+// the server's own flag is given.
+func (f *clientFlags) setServerReadTimeout(v string) error {
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		n, nerr := strconv.Atoi(v)
+		if nerr != nil {
+			return fmt.Errorf("not a duration: %q", v)
+		}
+		d = time.Duration(n) * time.Second
+	}
+	if d < time.Second {
+		return fmt.Errorf("must be at least 1s, got %v", d)
+	}
+	f.serverReadTimeout = d
+	return nil
 }
 
 // serversFlag registers --servers, defaulting to DFLOCK_SERVERS and then
@@ -45,7 +75,11 @@ func (f *clientFlags) authToken() (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("reading the auth token: %w", err)
 	}
-	return strings.TrimSpace(string(b)), nil
+	token := strings.TrimSpace(string(b))
+	if token == "" {
+		return "", fmt.Errorf("auth token file %s is empty", f.authTokenFile)
+	}
+	return token, nil
 }
 
 func (f *clientFlags) tlsConfig() (*tls.Config, error) {
@@ -72,9 +106,14 @@ func (f *clientFlags) config() (lock.Config, error) {
 	if err != nil {
 		return lock.Config{}, err
 	}
+	if f.envErr != nil {
+		return lock.Config{}, f.envErr
+	}
 	servers, err := parseServers(f.servers)
 	if err != nil {
 		return lock.Config{}, err
 	}
-	return lock.Config{Servers: servers, AuthToken: token, TLS: tc}, nil
+	cfg := lock.Config{Servers: servers, AuthToken: token, TLS: tc}
+	cfg.Pool.ServerReadTimeout = f.serverReadTimeout
+	return cfg, nil
 }

@@ -24,9 +24,11 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"strings"
 	"syscall"
 
 	"github.com/dflock-go/dflock/lock"
+	"github.com/dflock-go/dflock/pool"
 )
 
 func main() {
@@ -53,6 +55,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return 2
 	}
 	name, rest := args[0], args[1:]
+	if asksForHelp(rest) {
+		// Help is what was asked for: it goes to stdout, to be paged or
+		// grepped, as dflock -h does.
+		stderr = stdout
+	}
 	var err error
 	switch name {
 	case "serve":
@@ -73,6 +80,32 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return 2
 	}
 	return exitCode(stderr, name, err)
+}
+
+// newFlagSet returns a command's flag set, printing to w, with a usage
+// that starts with the command's synopsis and what it does.
+func newFlagSet(synopsis, about string, w io.Writer) *flag.FlagSet {
+	name := strings.Join(strings.Fields(synopsis)[:2], " ")
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(w)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "usage: %s\n\n%s\n\nflags:\n", synopsis, about)
+		fs.PrintDefaults()
+	}
+	return fs
+}
+
+// asksForHelp reports whether a flag before "--" asks for help.
+func asksForHelp(args []string) bool {
+	for _, a := range args {
+		switch a {
+		case "--":
+			return false
+		case "-h", "-help", "--help", "--h":
+			return true
+		}
+	}
+	return false
 }
 
 // errUsage marks an error already reported by a flag set.
@@ -124,7 +157,9 @@ func exitCode(stderr io.Writer, command string, err error) int {
 func hint(err error) string {
 	switch {
 	case errors.Is(err, lock.ErrAuth):
-		return "pass the servers' token with --auth-token-file FILE (or DFLOCK_AUTH_TOKEN_FILE)"
+		return "pass the servers' token with --auth-token-file FILE (or DFLOCK_AUTH_TOKEN_FILE), and check it is theirs"
+	case errors.Is(err, pool.ErrServerTimedOut):
+		return "the server timed out a quiet connection: if its --read-timeout is under 23s, pass it as --server-read-timeout"
 	case errors.Is(err, lock.ErrMaxLocks):
 		return "the server tracks too many keys: raise its --max-locks"
 	case errors.Is(err, lock.ErrRefused):

@@ -199,13 +199,14 @@ func runRun(ctx context.Context, args []string, getenv func(string) string, stdo
 		Stderr: stderr,
 		Env:    append(os.Environ(), "DFLOCK_KEY="+f.key, "DFLOCK_TOKEN="+l.Token(), "DFLOCK_SERVER="+server),
 	}
-	return runLocked(cmd, l.Lost(), f.key, f.grace, stderr)
+	return runLocked(cmd, l, f.key, f.grace, stderr)
 }
 
 // runLocked runs cmd while the lock is held and returns dflock's exit
 // code: the command's, or exitLost if lost closes first, after stopping
 // the command's process group (SIGTERM, then SIGKILL after grace).
-func runLocked(cmd *exec.Cmd, lost <-chan struct{}, key string, grace time.Duration, stderr io.Writer) int {
+func runLocked(cmd *exec.Cmd, l *lock.Lock, key string, grace time.Duration, stderr io.Writer) int {
+	lost := l.Lost()
 	// Its own process group, so that a lost lock stops the command and
 	// everything it started.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -279,7 +280,10 @@ func runLocked(cmd *exec.Cmd, lost <-chan struct{}, key string, grace time.Durat
 			}
 			syscall.Kill(-pgid, syscall.SIGCONT)
 		case <-lost:
-			fmt.Fprintf(stderr, "dflock run: lost %q; stopping the command\n", key)
+			fmt.Fprintf(stderr, "dflock run: lost %q; stopping the command: %v\n", key, l.Err())
+			if h := hint(l.Err()); h != "" {
+				fmt.Fprintf(stderr, "dflock run: hint: %s\n", h)
+			}
 			syscall.Kill(-pgid, syscall.SIGTERM)
 			// A stopped group would not act on SIGTERM until continued.
 			syscall.Kill(-pgid, syscall.SIGCONT)

@@ -311,3 +311,20 @@ func TestRunReportsServerErrors(t *testing.T) {
 	}
 	assert.True(t, strings.HasPrefix(lines[1], "dflock run: hint: "), lines[1])
 }
+
+// A server with a short --read-timeout times out the connection that
+// holds the lock unless dflock is told; the loss then says why, and how
+// to tell it.
+func TestRunOnAServerWithAShortReadTimeout(t *testing.T) {
+	srv, err := fakeserver.Start(fakeserver.Config{ReadTimeout: time.Second})
+	require.NoError(t, err)
+	t.Cleanup(func() { srv.Close() })
+
+	code, msg := dflockRun(t, srv, "k1", "--", "sleep", "2")
+	assert.Equal(t, exitLost, code, msg)
+	assert.Contains(t, msg, "closed by the server's read timeout")
+	assert.Contains(t, msg, "pass it as --server-read-timeout")
+
+	code, msg = dflockRun(t, srv, "--server-read-timeout", "1s", "k2", "--", "sleep", "2")
+	assert.Equal(t, 0, code, msg)
+}

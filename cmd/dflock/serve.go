@@ -99,6 +99,12 @@ func newServeFlagSet(f *serveFlags, stderr io.Writer) *flag.FlagSet {
 	fs.StringVar(&f.tlsKey, "tls-key", "", "PEM private key file")
 	fs.BoolVar(&f.debug, "debug", false, "log every connection")
 	fs.BoolVar(&f.version, "version", false, "print the version and exit")
+	for _, st := range serveSettings {
+		if st.env != "" {
+			fl := fs.Lookup(st.flag)
+			fl.Usage += " (env " + st.env + ")"
+		}
+	}
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: dflock serve [flags]\n\nAn in-memory dflockd. Every flag also comes from its DFLOCKD_* variable, as the real server reads them; a flag on the command line wins, except DFLOCKD_AUTH_TOKEN, which wins over -auth-token.\n\n")
 		fs.PrintDefaults()
@@ -278,7 +284,11 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 		ready(srv.Addr())
 	}
 	<-ctx.Done()
-	log.Info("shutting down", "timeout", cfg.ShutdownTimeout)
+	if f.shutdownTimeout == 0 {
+		log.Info("shutting down: waiting for every connection to close")
+	} else {
+		log.Info("shutting down: waiting for connections to close", "timeout", cfg.ShutdownTimeout)
+	}
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
 	return srv.Shutdown(shutdownCtx)

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"io"
 	"strings"
@@ -15,8 +14,7 @@ import (
 
 // runStats prints each server's state.
 func runStats(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("dflock stats", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("dflock stats [--json] [--servers a:1,b:2]", "Prints each server's state: connections, locks, semaphores, waiters, idle keys.", stderr)
 	var cf clientFlags
 	cf.register(fs, getenv)
 	asJSON := fs.Bool("json", false, "print the servers' stats documents as JSON")
@@ -56,17 +54,23 @@ func runStats(ctx context.Context, args []string, getenv func(string) string, st
 		}
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
-		return enc.Encode(out)
+		if err := enc.Encode(out); err != nil {
+			return err
+		}
+		return failures(stats)
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	// Cells end with a tab except the last of each row, so no row ends
 	// in padding.
-	fmt.Fprintln(tw, "server\tconnections\tlocks\tsemaphores\twaiters\tidle keys")
-	var failed []error
+	header := false
 	for _, s := range stats {
 		if s.Err != nil {
-			failed = append(failed, fmt.Errorf("%s: %w", s.Addr, s.Err))
+			fmt.Fprintf(stderr, "dflock stats: %s: %v\n", s.Addr, s.Err)
 			continue
+		}
+		if !header {
+			fmt.Fprintln(tw, "server\tconnections\tlocks\tsemaphores\twaiters\tidle keys")
+			header = true
 		}
 		waiters := 0
 		for _, l := range s.Stats.Locks {
@@ -81,13 +85,22 @@ func runStats(ctx context.Context, args []string, getenv func(string) string, st
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	for _, err := range failed {
-		fmt.Fprintf(stderr, "dflock stats: %v\n", err)
+	return failures(stats)
+}
+
+// failures sums up the servers whose stats failed (each already printed,
+// or in the JSON), or returns nil.
+func failures(stats []lock.ServerStats) error {
+	var failed []error
+	for _, s := range stats {
+		if s.Err != nil {
+			failed = append(failed, s.Err)
+		}
 	}
-	if len(failed) > 0 {
-		return summary{fmt.Sprintf("%d of %d servers did not answer", len(failed), len(stats)), failed}
+	if len(failed) == 0 {
+		return nil
 	}
-	return nil
+	return summary{fmt.Sprintf("stats failed on %d of %d servers", len(failed), len(stats)), failed}
 }
 
 // summary is an error that sums up others already reported one by one,

@@ -26,7 +26,7 @@ func TestStatsTableHasNoPaddingAndReportsFailuresApart(t *testing.T) {
 		assert.Equal(t, strings.TrimRight(l, " "), l, "no trailing spaces")
 	}
 	assert.Regexp(t, `(?m)^dflock stats: 127\.0\.0\.1:1: .*\n`, errOut.String())
-	assert.Contains(t, errOut.String(), "dflock stats: 1 of 2 servers did not answer\n")
+	assert.Contains(t, errOut.String(), "dflock stats: stats failed on 1 of 2 servers\n")
 }
 
 func TestCommandsHintAtWhatTheUserCanFix(t *testing.T) {
@@ -42,4 +42,16 @@ func TestCommandsHintAtWhatTheUserCanFix(t *testing.T) {
 	assert.Contains(t, hint(fmt.Errorf("x: %w", lock.ErrMaxLocks)), "raise its --max-locks")
 	assert.Contains(t, hint(fmt.Errorf("x: %w", lock.ErrRefused)), "raise its --max-connections")
 	assert.Empty(t, hint(lock.ErrTimeout))
+}
+
+func TestStatsJSONFailsWhenAServerFails(t *testing.T) {
+	var out, errOut bytes.Buffer
+	code := run(context.Background(), []string{"stats", "--json", "--servers", "127.0.0.1:1"}, env(nil), &out, &errOut)
+	assert.Equal(t, 1, code)
+	assert.Contains(t, out.String(), `"error"`)
+	out.Reset()
+	errOut.Reset()
+	code = run(context.Background(), []string{"stats", "--servers", "127.0.0.1:1"}, env(nil), &out, &errOut)
+	assert.Equal(t, 1, code)
+	assert.Empty(t, out.String(), "no header without a row")
 }
