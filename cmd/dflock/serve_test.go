@@ -263,3 +263,31 @@ func TestServeWithTokenFileFromEnvironmentRequiresAuth(t *testing.T) {
 	assert.Regexp(t, `^ok \| ok [0-9a-f]{32} 33$`, exchange(t, addr, "auth\n_\ns3cret\nl\nk\n0\n"))
 	require.NoError(t, stop())
 }
+
+// Like dflockd, serve drains on SIGTERM: open connections are served
+// until they close or the shutdown timeout passes, which is a normal end.
+func TestServeDrainsThenEndsAtTheShutdownTimeout(t *testing.T) {
+	var logs testlog.Buffer
+	addr, stop := serving(t, []string{"-shutdown-timeout", "1"}, nil, &logs)
+	nc, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	require.NoError(t, err)
+	defer nc.Close()
+	nc.SetDeadline(time.Now().Add(5 * time.Second))
+	r := bufio.NewReader(nc)
+	_, err = nc.Write([]byte("l\nk\n0\n"))
+	require.NoError(t, err)
+	line, err := r.ReadString('\n')
+	require.NoError(t, err)
+	tok := strings.Fields(line)[1]
+
+	stopped := make(chan error, 1)
+	go func() { stopped <- stop() }()
+	require.Eventually(t, func() bool { return strings.Contains(logs.String(), "shutting down") }, 5*time.Second, time.Millisecond)
+	_, err = nc.Write([]byte("n\nk\n" + tok + "\n"))
+	require.NoError(t, err)
+	line, err = r.ReadString('\n')
+	require.NoError(t, err)
+	assert.Equal(t, "ok 33\n", line, "still served while draining")
+	require.NoError(t, <-stopped, "the timeout ends the drain normally")
+	assert.Contains(t, logs.String(), "shutdown timeout reached")
+}
