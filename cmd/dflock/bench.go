@@ -1,13 +1,10 @@
 package main
 
 import (
-	"cmp"
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"strings"
@@ -17,8 +14,6 @@ import (
 	"golang.org/x/term"
 
 	"github.com/dflock-go/dflock/bench"
-	"github.com/dflock-go/dflock/lock"
-	"github.com/dflock-go/dflock/pool"
 )
 
 // runBench runs the benchmark harness and prints its report.
@@ -103,9 +98,9 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 	case err == nil:
 		return nil
 	case ctx.Err() != nil:
-		return &benchError{err: err, code: exitInterrupted}
+		return &commandError{err: trimBench(err), code: exitInterrupted}
 	}
-	return &benchError{err: err, hint: benchHint(err, cfg.AuthToken != "")}
+	return &commandError{err: trimBench(err), hint: hint(err, cfg.AuthToken != "")}
 }
 
 // exitInterrupted is the exit code of a run cut short by SIGINT or
@@ -123,44 +118,18 @@ func writeReport(w io.Writer, rep *bench.Report, asJSON bool) error {
 	return err
 }
 
-// benchHint says in the user's words what to change when a workload
-// failed for a reason they can fix, or "".
-func benchHint(err error, tokenGiven bool) string {
-	var op *net.OpError
-	switch {
-	case errors.Is(err, lock.ErrAuth) && tokenGiven:
-		return "the server refused the auth token: check the file --auth-token-file names"
-	case errors.Is(err, lock.ErrAuth):
-		return "the server needs an auth token: pass --auth-token-file (or set DFLOCK_AUTH_TOKEN_FILE)"
-	case errors.Is(err, lock.ErrMaxLocks):
-		return "the server refused new keys: raise its --max-locks (for benchmarking, start dflockd with --max-locks 1000000)"
-	case errors.Is(err, lock.ErrMaxWaiters):
-		return "the server refused waiters: raise its --max-waiters, or leave it at 0 (no limit)"
-	case errors.Is(err, lock.ErrRefused):
-		return "the server refused connections: raise its --max-connections well above --conns, or leave it at 0 (no limit)"
-	case errors.As(err, &op) && op.Op == "dial":
-		return "could not connect: is a server listening at every --servers address?"
-	case errors.Is(err, pool.ErrBroken):
-		return "the servers closed connections: see their logs"
-	}
-	return ""
+// trimBench drops package bench's "bench: " prefix, which the command's
+// own prefix already says; the error still matches what err matches.
+func trimBench(err error) error {
+	return &retold{msg: strings.TrimPrefix(err.Error(), "bench: "), err: err}
 }
 
-// benchError reports an error of package bench without its "bench: "
-// prefix, which the command's own prefix already says, with a hint and
-// an exit code of its own.
-type benchError struct {
-	err  error
-	hint string
-	code int // 0: the usual 1
+// retold is an error said in other words that still unwraps to the
+// original.
+type retold struct {
+	msg string
+	err error
 }
 
-func (e *benchError) Error() string { return strings.TrimPrefix(e.err.Error(), "bench: ") }
-
-func (e *benchError) Unwrap() error { return e.err }
-
-// Hint says what to change, in the words of bench's flags; "" for none.
-func (e *benchError) Hint() string { return e.hint }
-
-// ExitCode is the code dflock exits with.
-func (e *benchError) ExitCode() int { return cmp.Or(e.code, 1) }
+func (e *retold) Error() string { return e.msg }
+func (e *retold) Unwrap() error { return e.err }

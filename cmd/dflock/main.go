@@ -16,11 +16,13 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -113,6 +115,24 @@ type errUsage struct{ error }
 
 func (e errUsage) Unwrap() error { return e.error }
 
+// commandError is a command's error with a hint that knows the command's
+// flags, and an exit code of its own.
+type commandError struct {
+	err  error
+	hint string
+	code int // 0: the usual 1
+}
+
+func (e *commandError) Error() string { return e.err.Error() }
+
+func (e *commandError) Unwrap() error { return e.err }
+
+// Hint says what to change; "" for nothing.
+func (e *commandError) Hint() string { return e.hint }
+
+// ExitCode is the code dflock exits with.
+func (e *commandError) ExitCode() int { return cmp.Or(e.code, 1) }
+
 // usageError prints a problem with the command line, then the usage,
 // as the flag package does for a flag it does not know.
 func usageError(fs *flag.FlagSet, format string, args ...any) error {
@@ -134,7 +154,7 @@ func exitCode(stderr io.Writer, command string, err error) int {
 		return 2
 	default:
 		fmt.Fprintf(stderr, "dflock %s: %v\n", command, err)
-		h := hint(err)
+		h := hint(err, false)
 		// An error that knows its own remedy (a failed benchmark) says it
 		// more precisely than the generic one.
 		var hinted interface{ Hint() string }
@@ -152,18 +172,26 @@ func exitCode(stderr io.Writer, command string, err error) int {
 	}
 }
 
-// hint says what to do about the errors a user can fix from the command
-// line or the server's settings.
-func hint(err error) string {
+// hint says in the user's words what to change about an error they can
+// fix from the command line or the server's settings, or "". tokenGiven
+// tells a refused token from a missing one.
+func hint(err error, tokenGiven bool) string {
+	var op *net.OpError
 	switch {
+	case errors.Is(err, lock.ErrAuth) && tokenGiven:
+		return "the server refused the auth token: check the file --auth-token-file names"
 	case errors.Is(err, lock.ErrAuth):
-		return "pass the servers' token with --auth-token-file FILE (or DFLOCK_AUTH_TOKEN_FILE), and check it is theirs"
+		return "the server needs an auth token: pass --auth-token-file FILE (or set DFLOCK_AUTH_TOKEN_FILE)"
 	case errors.Is(err, pool.ErrServerTimedOut):
 		return "the server timed out a quiet connection: if its --read-timeout is under 23s, pass it as --server-read-timeout"
 	case errors.Is(err, lock.ErrMaxLocks):
-		return "the server tracks too many keys: raise its --max-locks"
+		return "the server refused new keys: raise its --max-locks"
+	case errors.Is(err, lock.ErrMaxWaiters):
+		return "the server refused waiters: raise its --max-waiters, or leave it at 0 (no limit)"
 	case errors.Is(err, lock.ErrRefused):
 		return "the server closed new connections at once: it may be at its connection limit (raise its --max-connections, or run fewer clients), or expect TLS (pass --tls-ca)"
+	case errors.As(err, &op) && op.Op == "dial":
+		return "could not connect: is a server listening at every --servers address?"
 	}
 	return ""
 }

@@ -144,9 +144,10 @@ func runRun(ctx context.Context, args []string, getenv func(string) string, stdo
 	}
 	// failed reports an error of dflock's own (exit 1), with the hint the
 	// other commands give for it.
+	tokenGiven := false // known once the flags are parsed
 	failed := func(err error) int {
 		fmt.Fprintf(stderr, "dflock run: %v\n", err)
-		if h := hint(err); h != "" {
+		if h := hint(err, tokenGiven); h != "" {
 			fmt.Fprintf(stderr, "dflock run: hint: %s\n", h)
 		}
 		return 1
@@ -163,9 +164,10 @@ func runRun(ctx context.Context, args []string, getenv func(string) string, stdo
 	// should not take the lock from those waiting for it, even briefly.
 	path, err := exec.LookPath(f.command[0])
 	if err != nil {
-		code, msg := commandError(f.command[0], f.command[0], err)
+		code, msg := execFailure(f.command[0], f.command[0], err)
 		return fail(code, "%s", msg)
 	}
+	tokenGiven = f.client.authTokenFile != ""
 	cfg, err := f.client.config()
 	if err != nil {
 		return failed(err)
@@ -242,7 +244,7 @@ func runLocked(cmd *exec.Cmd, l *lock.Lock, key string, grace time.Duration, std
 			fmt.Fprintf(stderr, "dflock run: starting %s: %v\n", cmd.Args[0], err)
 			return 1
 		}
-		code, msg := commandError(cmd.Args[0], cmd.Path, err)
+		code, msg := execFailure(cmd.Args[0], cmd.Path, err)
 		fmt.Fprintf(stderr, "dflock run: %s\n", msg)
 		return code
 	}
@@ -281,7 +283,7 @@ func runLocked(cmd *exec.Cmd, l *lock.Lock, key string, grace time.Duration, std
 			syscall.Kill(-pgid, syscall.SIGCONT)
 		case <-lost:
 			fmt.Fprintf(stderr, "dflock run: lost %q; stopping the command: %v\n", key, l.Err())
-			if h := hint(l.Err()); h != "" {
+			if h := hint(l.Err(), false); h != "" {
 				fmt.Fprintf(stderr, "dflock run: hint: %s\n", h)
 			}
 			syscall.Kill(-pgid, syscall.SIGTERM)
@@ -302,10 +304,10 @@ func runLocked(cmd *exec.Cmd, l *lock.Lock, key string, grace time.Duration, std
 	}
 }
 
-// commandError turns a failure to find or start a command into the exit
+// execFailure turns a failure to find or start a command into the exit
 // code a shell gives it and a message. name is the command as given,
 // path where it was found.
-func commandError(name, path string, err error) (int, string) {
+func execFailure(name, path string, err error) (int, string) {
 	var errno syscall.Errno
 	switch {
 	case errors.Is(err, exec.ErrNotFound):

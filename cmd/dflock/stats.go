@@ -85,7 +85,10 @@ func runStats(ctx context.Context, args []string, getenv func(string) string, st
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	return failures(stats)
+	if err := failures(stats); err != nil {
+		return &commandError{err: err, hint: hint(err, cf.authTokenFile != "")}
+	}
+	return nil
 }
 
 // failures sums up the servers whose stats failed (each already printed,

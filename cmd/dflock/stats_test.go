@@ -37,11 +37,12 @@ func TestCommandsHintAtWhatTheUserCanFix(t *testing.T) {
 	code := run(context.Background(), []string{"stats", "--servers", srv.Addr()}, env(nil), &out, &errOut)
 	assert.Equal(t, 1, code)
 	assert.Contains(t, errOut.String(), "the server requires an auth token")
-	assert.Contains(t, errOut.String(), "dflock stats: hint: pass the servers' token with --auth-token-file")
+	assert.Contains(t, errOut.String(), "dflock stats: hint: the server needs an auth token: pass --auth-token-file")
 
-	assert.Contains(t, hint(fmt.Errorf("x: %w", lock.ErrMaxLocks)), "raise its --max-locks")
-	assert.Contains(t, hint(fmt.Errorf("x: %w", lock.ErrRefused)), "raise its --max-connections")
-	assert.Empty(t, hint(lock.ErrTimeout))
+	assert.Contains(t, hint(fmt.Errorf("x: %w", lock.ErrMaxLocks), false), "raise its --max-locks")
+	assert.Contains(t, hint(fmt.Errorf("x: %w", lock.ErrRefused), false), "raise its --max-connections")
+	assert.Contains(t, hint(lock.ErrAuth, true), "refused the auth token")
+	assert.Empty(t, hint(lock.ErrTimeout, false))
 }
 
 func TestStatsJSONFailsWhenAServerFails(t *testing.T) {
