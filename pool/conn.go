@@ -53,7 +53,7 @@ type Conn struct {
 	answered bool
 	dialed   time.Time // when the connection was set up
 	// draining: kept out of puddle for the answer to an abandoned
-	// blocking request (counted in Pool.draining).
+	// blocking request, enqueue or wait.
 	draining bool
 	// retiring: to be closed once every request queued on it has its
 	// answer (see retire).
@@ -477,10 +477,7 @@ func (c *Conn) afterChangeLocked() func() {
 // before the call. A connection with nothing pending closes now.
 func (c *Conn) retire() {
 	c.mu.Lock()
-	// A blocking request may take its whole timeout to answer: a
-	// connection waiting on one closes now, or the bound on draining
-	// connections would bound nothing.
-	wait := c.broken == nil && c.head < len(c.pending) && !c.blockedLocked()
+	wait := c.broken == nil && c.head < len(c.pending)
 	c.retiring = c.retiring || wait
 	c.mu.Unlock()
 	if !wait {
@@ -505,22 +502,7 @@ func (c *Conn) waitingLocked() bool {
 	return false
 }
 
-// blockedLocked reports whether a blocking request is pending.
-func (c *Conn) blockedLocked() bool {
-	for _, cl := range c.pending[c.head:] {
-		if holdsUp(&cl.req) {
-			return true
-		}
-	}
-	return false
-}
-
-func (c *Conn) stopDrainingLocked() {
-	if c.draining {
-		c.draining = false
-		c.p.draining.Add(-1)
-	}
-}
+func (c *Conn) stopDrainingLocked() { c.draining = false }
 
 func noop() {}
 

@@ -26,10 +26,13 @@ import (
 // the server next reads the dead connection, or (with
 // -auto-release-on-disconnect=false) when its lease runs out. So a wait
 // given up by its caller keeps its connection, out of puddle, until the
-// server answers; a lock granted then is released at once. At most
-// MaxConns such connections drain at a time; past that, or past the
-// wait's timeout and drainSlack without an answer, the connection is
-// closed.
+// server answers; a lock granted then is released at once. There is no
+// bound on how many drain at once: closing one would not free its place
+// on the server, which still counts the connection (against its
+// --max-connections too) until the wait ends, and would leave a lock
+// granted to it held by nobody on a server with auto-release off. Each
+// ends by its wait's timeout; past that and drainSlack without an
+// answer, the connection is closed.
 type Pinned struct {
 	p        *Pool
 	c        *Conn
@@ -177,7 +180,7 @@ func (pn *Pinned) Unpin() {
 	switch {
 	case len(c.grants) > 0:
 		next = ownerKept
-	case c.broken == nil && c.waitingLocked() && pn.p.startDraining():
+	case c.broken == nil && c.waitingLocked():
 		next, c.draining = ownerKept, true
 	case c.broken != nil || !c.cleanLocked():
 		next = ownerNone
@@ -202,16 +205,6 @@ func (pn *Pinned) Unpin() {
 	case next == ownerPuddle:
 		pn.p.addFreed(c)
 	}
-}
-
-// startDraining counts a connection kept for the answer to an abandoned
-// wait, or says there are MaxConns already.
-func (p *Pool) startDraining() bool {
-	if p.draining.Add(1) > int32(p.cfg.MaxConns) {
-		p.draining.Add(-1)
-		return false
-	}
-	return true
 }
 
 // addFreed offers a clean connection that left puddle while it held locks

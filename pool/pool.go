@@ -36,8 +36,6 @@ type Pool struct {
 	freedMu sync.Mutex
 	freed   []freedConn // clean exclusive connections outside puddle
 
-	draining atomic.Int32 // connections kept for an abandoned wait's answer
-
 	// backoffMu guards the dial backoff: after failures in a row, no
 	// dial before retryAt, so a server that refuses every connection is
 	// not dialled in a tight loop.
@@ -146,9 +144,10 @@ func (p *Pool) Do(ctx context.Context, req *wire.Request) (Result, error) {
 			return Result{}, err
 		}
 		res, err := c.do(ctx, req)
-		if errors.Is(err, errNotSent) && attempt < 3 {
+		if (errors.Is(err, errNotSent) || errors.Is(err, ErrRefused)) && attempt < 3 {
 			// The connection broke or was closed before the request was
-			// queued: nothing reached the server, so another may carry it.
+			// queued, or the server closed it unread at once (its
+			// connection limit): nothing was done, so another may carry it.
 			continue
 		}
 		return res, err
@@ -229,6 +228,12 @@ func (p *Pool) sharedConn(ctx context.Context) (*Conn, error) {
 		}
 		ch := s.dialing
 		s.mu.Unlock()
+		// Meanwhile another slot's working connection serves: a server at
+		// its --max-connections would otherwise fail every request sent
+		// to the slot it refuses, while a connection it took works.
+		if c := p.anySharedConn(); c != nil {
+			return c, nil
+		}
 		select {
 		case <-ch:
 			s.mu.Lock()
@@ -241,6 +246,20 @@ func (p *Pool) sharedConn(ctx context.Context) (*Conn, error) {
 			return nil, ctx.Err()
 		}
 	}
+}
+
+// anySharedConn returns a working shared connection, or nil.
+func (p *Pool) anySharedConn() *Conn {
+	for i := range p.shared {
+		s := &p.shared[i]
+		s.mu.Lock()
+		c := s.c
+		s.mu.Unlock()
+		if c != nil && c.Err() == nil {
+			return c
+		}
+	}
+	return nil
 }
 
 // dial opens, secures and authenticates a connection, within DialTimeout
@@ -265,8 +284,10 @@ func (p *Pool) dial(ctx context.Context, shared bool) (*Conn, error) {
 	return c, nil
 }
 
-// Dial backoff: the first retry after a failure waits minBackoff, each
-// further one twice as long, up to maxBackoff.
+// Dial backoff: the first failure is retried at once (a connection that
+// a fault closed just after it was set up looks refused, and the next
+// one usually works); after two in a row the next dial waits minBackoff,
+// each further one twice as long, up to maxBackoff.
 const (
 	minBackoff = 10 * time.Millisecond
 	maxBackoff = 2 * time.Second
@@ -285,7 +306,10 @@ func (p *Pool) connFailed(err error) {
 		return
 	}
 	p.failures++
-	wait := min(minBackoff<<min(p.failures-1, 16), maxBackoff)
+	var wait time.Duration
+	if p.failures > 1 {
+		wait = min(minBackoff<<min(p.failures-2, 16), maxBackoff)
+	}
 	p.retryAt, p.lastErr = time.Now().Add(wait), err
 	n := p.failures
 	p.backoffMu.Unlock()

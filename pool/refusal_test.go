@@ -145,3 +145,17 @@ func TestLocksOfABrokenConnectionAreReleasedElsewhere(t *testing.T) {
 		return true
 	}, wait, time.Millisecond, "released on a new connection, not left to the lease")
 }
+
+// At its connection limit the server refuses a second shared connection;
+// requests meant for that slot go on the one that works instead of
+// failing.
+func TestSharedConnectionsStandInForARefusedOne(t *testing.T) {
+	srv := startServer(t, fakeserver.Config{MaxConnections: 1})
+	p := newPool(t, srv.Addr(), pool.Config{SharedConns: 2, MaxConns: 3})
+	for i := range 50 {
+		res, err := p.Do(ctxFor(t, wait), tryLock(fmt.Sprintf("k%d", i)))
+		require.NoError(t, err, "request %d", i)
+		require.NoError(t, res.Resp.Err())
+	}
+	assert.Equal(t, 1, p.Stats().SharedConns)
+}
