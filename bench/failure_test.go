@@ -4,12 +4,9 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"io"
-	"net"
 	"regexp"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -18,97 +15,9 @@ import (
 
 	"github.com/dflock-go/dflock/bench"
 	"github.com/dflock-go/dflock/fakeserver"
+	"github.com/dflock-go/dflock/internal/testproxy"
 	"github.com/dflock-go/dflock/lock"
 )
-
-// proxy sits between the harness and a fakeserver on loopback and counts
-// what the harness sends: connections and request lines.
-type proxy struct {
-	ln     net.Listener
-	target string
-	// onData, when set, sees every chunk the harness sends, with the
-	// number of the connection it came on.
-	onData func(conn int64, b []byte)
-
-	accepts, lines atomic.Int64
-
-	mu    sync.Mutex
-	conns []net.Conn
-	wg    sync.WaitGroup
-}
-
-func startProxy(t *testing.T, target string, onData func(conn int64, b []byte)) *proxy {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	p := &proxy{ln: ln, target: target, onData: onData}
-	p.wg.Add(1)
-	go p.serve()
-	t.Cleanup(p.close)
-	return p
-}
-
-func (p *proxy) addr() string { return p.ln.Addr().String() }
-
-// requests is how many requests went through: each is three lines.
-func (p *proxy) requests() int64 { return p.lines.Load() / 3 }
-
-func (p *proxy) serve() {
-	defer p.wg.Done()
-	for {
-		c, err := p.ln.Accept()
-		if err != nil {
-			return
-		}
-		id := p.accepts.Add(1)
-		s, err := net.Dial("tcp", p.target)
-		if err != nil {
-			c.Close()
-			continue
-		}
-		p.mu.Lock()
-		p.conns = append(p.conns, c, s)
-		p.mu.Unlock()
-		p.wg.Add(2)
-		go func() {
-			defer p.wg.Done()
-			io.Copy(c, s)
-			c.Close()
-			s.Close()
-		}()
-		go func() {
-			defer p.wg.Done()
-			buf := make([]byte, 32<<10)
-			for {
-				n, err := c.Read(buf)
-				if n > 0 {
-					p.lines.Add(int64(bytes.Count(buf[:n], []byte{'\n'})))
-					if p.onData != nil {
-						p.onData(id, buf[:n])
-					}
-					if _, err := s.Write(buf[:n]); err != nil {
-						break
-					}
-				}
-				if err != nil {
-					break
-				}
-			}
-			c.Close()
-			s.Close()
-		}()
-	}
-}
-
-func (p *proxy) close() {
-	p.ln.Close()
-	p.mu.Lock()
-	for _, c := range p.conns {
-		c.Close()
-	}
-	p.mu.Unlock()
-	p.wg.Wait()
-}
 
 func startFake(t *testing.T, cfg fakeserver.Config) *fakeserver.Server {
 	t.Helper()
@@ -166,9 +75,9 @@ func TestFailuresBackOff(t *testing.T) {
 	require.NoError(t, err)
 	require.True(t, ok)
 
-	p := startProxy(t, srv.Addr(), nil)
+	p := testproxy.Start(t, srv.Addr(), nil)
 	cfg := quick
-	cfg.Servers, cfg.Workloads, cfg.Duration = []string{p.addr()}, []string{"distinct"}, 300*time.Millisecond
+	cfg.Servers, cfg.Workloads, cfg.Duration = []string{p.Addr()}, []string{"distinct"}, 300*time.Millisecond
 	rep, err := bench.Run(ctx, cfg)
 	assert.ErrorIs(t, err, lock.ErrMaxLocks)
 	require.Len(t, rep.Results, 1)
@@ -177,8 +86,8 @@ func TestFailuresBackOff(t *testing.T) {
 	// at most 6 + 4 + 1 attempts a worker in 301 ms, however slow the
 	// machine (a slow one makes fewer).
 	const perWorker = 11
-	assert.LessOrEqual(t, p.requests(), int64(cfg.Workers*perWorker))
-	assert.Positive(t, p.requests())
+	assert.LessOrEqual(t, p.Requests(), int64(cfg.Workers*perWorker))
+	assert.Positive(t, p.Requests())
 }
 
 func TestHoldManyStopsWhenMostlyFailing(t *testing.T) {
@@ -210,11 +119,11 @@ func TestAuthRefusalStopsAtOnce(t *testing.T) {
 			t.Parallel()
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
-			p := startProxy(t, srv.Addr(), nil)
+			p := testproxy.Start(t, srv.Addr(), nil)
 			cfg := quick
 			// Long enough that a harness that went on retrying would
 			// show it in the count.
-			cfg.Servers, cfg.Workloads, cfg.Duration, cfg.Workers = []string{p.addr()}, []string{workload}, 3*time.Second, 8
+			cfg.Servers, cfg.Workloads, cfg.Duration, cfg.Workers = []string{p.Addr()}, []string{workload}, 3*time.Second, 8
 			rep, err := bench.Run(ctx, cfg)
 			require.Error(t, err)
 			assert.ErrorIs(t, err, lock.ErrAuth)
@@ -228,7 +137,7 @@ func TestAuthRefusalStopsAtOnce(t *testing.T) {
 			}
 			// At most one connection a worker and a pool's shared ones
 			// were opened before the first refusal stopped them.
-			assert.LessOrEqual(t, p.accepts.Load(), int64(cfg.Workers+cfg.Conns))
+			assert.LessOrEqual(t, p.Accepts(), int64(cfg.Workers+cfg.Conns))
 
 			var table bytes.Buffer
 			require.NoError(t, rep.WriteTable(&table))
@@ -247,13 +156,13 @@ func TestInterruptedRunLeavesOutTheCutWorkload(t *testing.T) {
 	// Interrupt as soon as the second workload sends its first request.
 	interrupt, stop := context.WithCancel(ctx)
 	defer stop()
-	p := startProxy(t, srv.Addr(), func(_ int64, b []byte) {
+	p := testproxy.Start(t, srv.Addr(), func(_ int64, b []byte) {
 		if bytes.Contains(b, []byte("\nhot-")) {
 			stop()
 		}
 	})
 	cfg := quick
-	cfg.Servers, cfg.Workloads = []string{p.addr()}, []string{"distinct", "hot", "zipf"}
+	cfg.Servers, cfg.Workloads = []string{p.Addr()}, []string{"distinct", "hot", "zipf"}
 	rep, err := bench.Run(interrupt, cfg)
 	require.ErrorIs(t, err, context.Canceled)
 	assert.Contains(t, err.Error(), "interrupted during hot")
@@ -275,7 +184,7 @@ func TestLeaseAppliesToHoldMany(t *testing.T) {
 	srv := startFake(t, fakeserver.Config{MaxLocks: -1})
 	var mu sync.Mutex
 	sent := map[int64]*bytes.Buffer{} // by connection
-	p := startProxy(t, srv.Addr(), func(conn int64, b []byte) {
+	p := testproxy.Start(t, srv.Addr(), func(conn int64, b []byte) {
 		mu.Lock()
 		defer mu.Unlock()
 		if sent[conn] == nil {
@@ -291,7 +200,7 @@ func TestLeaseAppliesToHoldMany(t *testing.T) {
 		{7 * time.Second, "7"},
 	} {
 		cfg := quick
-		cfg.Servers, cfg.Workloads, cfg.HoldMany, cfg.Lease = []string{p.addr()}, []string{"hold-many"}, 10, tc.lease
+		cfg.Servers, cfg.Workloads, cfg.HoldMany, cfg.Lease = []string{p.Addr()}, []string{"hold-many"}, 10, tc.lease
 		rep, err := bench.Run(ctx, cfg)
 		require.NoError(t, err)
 		assert.Contains(t, rep.Results[0].Op, "with a "+tc.want+"s lease")
