@@ -48,3 +48,24 @@ func BenchmarkMembershipChange(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkReplicas measures one key → 3 replicas lookup per op: one
+// allocation (the result) for every strategy; rendezvous also ranks
+// every server.
+func BenchmarkReplicas(b *testing.B) {
+	keys := keySet(1024)
+	for _, n := range []int{5, 32} {
+		for _, name := range shard.Names() {
+			s, _ := shard.ByName(name, fleet(n))
+			b.Run(fmt.Sprintf("%s/n=%d", name, n), func(b *testing.B) {
+				b.ReportAllocs()
+				i := 0
+				for b.Loop() {
+					r, _ := shard.Replicas(s, keys[i&1023], 3)
+					sink = r[0]
+					i++
+				}
+			})
+		}
+	}
+}

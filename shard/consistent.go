@@ -1,6 +1,7 @@
 package shard
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"math"
@@ -88,7 +89,7 @@ func NewConsistent(servers []string, cfg ConsistentConfig) (*Consistent, error) 
 		if owning := len(r.LoadDistribution()); owning < len(servers) {
 			return nil, fmt.Errorf("%w: only %d of %d servers own a partition with PartitionCount %d; raise it", errConfig, owning, len(servers), cfg.PartitionCount)
 		}
-		return ring{r}, nil
+		return newRing(r, servers), nil
 	})
 	if err != nil {
 		return nil, err
@@ -104,8 +105,25 @@ type xxHasher struct{}
 
 func (xxHasher) Sum64(b []byte) uint64 { return xxhash.Sum64(b) }
 
-// ring is one membership of a Consistent.
-type ring struct{ c *consistent.Consistent }
+// ring is one membership of a Consistent. succ lists the members in the
+// order the ring library's GetClosestN walks them (by the xxhash of their
+// addresses), and at gives each member's place in it, so that a key's
+// replicas cost no hashing of members and no allocation but the result.
+type ring struct {
+	c    *consistent.Consistent
+	succ []string
+	at   map[string]int
+}
+
+func newRing(c *consistent.Consistent, servers []string) ring {
+	succ := slices.Clone(servers)
+	slices.SortFunc(succ, func(a, b string) int { return cmp.Compare(xxhash.Sum64String(a), xxhash.Sum64String(b)) })
+	at := make(map[string]int, len(succ))
+	for i, s := range succ {
+		at[s] = i
+	}
+	return ring{c: c, succ: succ, at: at}
+}
 
 func (r ring) Server(key string) (string, error) {
 	return r.c.LocateKey(keyBytes(key)).String(), nil
