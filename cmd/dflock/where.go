@@ -69,12 +69,13 @@ func runWhere(args []string, getenv func(string) string, stdout, stderr io.Write
 	fs := flag.NewFlagSet("dflock where", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: dflock where KEY... [--servers host:port,...] [--strategy stable|consistent|rendezvous]")
+		fmt.Fprintln(fs.Output(), "usage: dflock where KEY... [--servers host:port,...] [--strategy stable|consistent|rendezvous] [--replicas N]")
 		fs.PrintDefaults()
 	}
 	var servers string
 	serversFlag(fs, &servers, getenv)
 	strategy := fs.String("strategy", "stable", "stable (CRC32, like the Python/TypeScript clients), consistent or rendezvous")
+	replicas := fs.Int("replicas", 1, "print each key's first N servers, most preferred first (its replicas)")
 	keys, err := parseInterspersed(fs, args)
 	if err != nil {
 		return err
@@ -97,11 +98,11 @@ func runWhere(args []string, getenv func(string) string, stdout, stderr io.Write
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	for _, k := range keys {
-		addr, err := s.Server(k)
+		addrs, err := shard.Replicas(s, k, *replicas)
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(tw, "%s\t%s\n", k, addr)
+		fmt.Fprintf(tw, "%s\t%s\n", k, strings.Join(addrs, "\t"))
 	}
 	return tw.Flush()
 }

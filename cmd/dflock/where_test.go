@@ -86,3 +86,17 @@ func TestHelpExitsZeroAndErrorsNameTheCommand(t *testing.T) {
 	assert.Equal(t, 2, run(context.Background(), []string{"stats", "extra"}, env(nil), &out, &errOut))
 	assert.Contains(t, errOut.String(), "unexpected arguments: extra")
 }
+
+func TestWhereReplicas(t *testing.T) {
+	out, errOut, code := where(t, nil, "my-key", "a", "--servers", "s0:1,s1:1,s2:1", "--replicas", "3")
+	require.Equal(t, 0, code, errOut)
+	assert.Equal(t, "my-key  s2:1  s0:1  s1:1\na       s0:1  s1:1  s2:1\n", out, "the primary, then the list order")
+	for _, strategy := range []string{"consistent", "rendezvous"} {
+		out, errOut, code = where(t, nil, "k", "--strategy", strategy, "--servers", "a:1,b:1,c:1", "--replicas", "2")
+		require.Equal(t, 0, code, errOut)
+		assert.Len(t, strings.Fields(out), 3, strategy)
+	}
+	_, errOut, code = where(t, nil, "k", "--servers", "a:1,b:1", "--replicas", "3")
+	assert.Equal(t, 1, code)
+	assert.Contains(t, errOut, "3 replicas of 2 servers")
+}
