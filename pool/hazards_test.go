@@ -152,20 +152,31 @@ func TestBlockingRequestsNeverRiskHeldLocks(t *testing.T) {
 	require.NoError(t, b.Release(ctxFor(t, wait)))
 	require.Eventually(t, func() bool { return p.Stats().DrainingConns == 0 && heldBy(srv, "b") == 0 }, wait, time.Millisecond)
 
-	// a's connection is out of puddle: both slots are free for waits, and
-	// when a ends its connection serves the next Pin.
+	// a's connection is out of puddle: both slots are free for waits.
 	assert.Equal(t, 1, p.Stats().ParkedConns)
 	p1, err := p.Pin(ctxFor(t, wait))
 	require.NoError(t, err)
 	p2, err := p.Pin(ctxFor(t, wait))
 	require.NoError(t, err)
+	// When a ends, its connection waits to be reused, but MaxConns still
+	// bounds the waits in progress: no third Pin while two are pinned.
 	require.NoError(t, a.Grant.Release(ctxFor(t, wait)))
+	_, err = p.Pin(ctxFor(t, 100*time.Millisecond))
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	// A lock granted on p1 takes its connection out of puddle; the slot
+	// it frees gets a's connection back rather than a new one.
+	c, err := p1.Do(ctxFor(t, wait), &wire.Request{Cmd: wire.CmdLock, Key: "c", Timeout: 1})
+	require.NoError(t, err)
+	require.NoError(t, c.Resp.Err())
+	p1.Unpin()
+	dials := p.Stats().Dials
 	again, err := p.Pin(ctxFor(t, wait))
 	require.NoError(t, err)
 	assert.Same(t, a.Grant.Conn(), again.Conn())
-	for _, pn := range []*pool.Pinned{p1, p2, again} {
-		pn.Unpin()
-	}
+	assert.Equal(t, dials, p.Stats().Dials, "reused, not dialled")
+	again.Unpin()
+	p2.Unpin()
+	require.NoError(t, c.Grant.Release(ctxFor(t, wait)))
 }
 
 // Pin honours its context while every connection is pinned, and a lock
@@ -498,9 +509,9 @@ var keepAliveLike = wire.Request{Cmd: wire.CmdRelease, Key: "k", Token: "0123456
 // releases.
 func TestReleaseOnSurplusParkedConnectionIsAnswered(t *testing.T) {
 	srv := startServer(t, fakeserver.Config{})
-	p := newPool(t, srv.Addr(), pool.Config{MaxConns: 2, SharedConns: 1}) // room for one idle
+	p := newPool(t, srv.Addr(), pool.Config{MaxConns: 2, SharedConns: 1}) // room for 4 idle
 	var grants []*pool.Grant
-	for i := range 4 {
+	for i := range 6 {
 		pin, err := p.Pin(ctxFor(t, wait))
 		require.NoError(t, err)
 		res, err := pin.Do(ctxFor(t, wait), &wire.Request{Cmd: wire.CmdLock, Key: fmt.Sprintf("k%d", i), Timeout: 1})
@@ -509,12 +520,12 @@ func TestReleaseOnSurplusParkedConnectionIsAnswered(t *testing.T) {
 		pin.Unpin()
 		grants = append(grants, res.Grant)
 	}
-	require.Equal(t, 4, p.Stats().ParkedConns)
+	require.Equal(t, 6, p.Stats().ParkedConns)
 	for _, g := range grants {
 		require.NoError(t, g.Release(ctxFor(t, wait)), "released, not lost")
 	}
-	require.Eventually(t, func() bool { st := p.Stats(); return st.ParkedConns == 0 && st.Conns == 1 && st.IdleConns == 1 }, wait, time.Millisecond,
-		"one connection kept idle, the surplus closed once answered: %+v", p.Stats())
+	require.Eventually(t, func() bool { st := p.Stats(); return st.ParkedConns == 0 && st.Conns == 4 && st.IdleConns == 4 }, wait, time.Millisecond,
+		"four connections kept idle, the surplus closed once answered: %+v", p.Stats())
 	assert.Zero(t, p.Stats().BrokenConns)
 }
 

@@ -65,21 +65,21 @@ func (p *Pool) Pin(ctx context.Context) (*Pinned, error) {
 		if p.isClosing() {
 			return nil, ErrClosed
 		}
-		c, idle := p.takeFreed()
-		if c == nil {
-			res, err := p.excl.Acquire(ctx)
-			if err != nil {
-				if ctx.Err() != nil {
-					return nil, ctx.Err()
-				}
-				if p.isClosing() {
-					return nil, ErrClosed
-				}
-				return nil, err
+		// Always through puddle, so that its slots bound the waits in
+		// progress; a connection freed by the locks it held comes back
+		// through puddle's constructor (see New).
+		res, err := p.excl.Acquire(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
 			}
-			c, idle = res.Value(), res.IdleDuration()
-			c.res = res
+			if p.isClosing() {
+				return nil, ErrClosed
+			}
+			return nil, err
 		}
+		c, idle := res.Value(), res.IdleDuration()
+		c.res = res
 		c.mu.Lock()
 		broken := c.broken != nil
 		if !broken {
@@ -207,11 +207,17 @@ func (pn *Pinned) Unpin() {
 	}
 }
 
+// freedCap times MaxConns is how many freed connections wait for reuse.
+// More than the waits puddle allows at once: under contention locks
+// granted after waits free connections in bursts, and each one closed for
+// want of room was dialled again a moment later.
+const freedCap = 2
+
 // addFreed offers a clean connection that left puddle while it held locks
 // to the next Pin, or closes it if enough wait already.
 func (p *Pool) addFreed(c *Conn) {
 	p.freedMu.Lock()
-	keep := !p.isClosing() && len(p.freed) < p.cfg.MaxConns-p.cfg.SharedConns
+	keep := !p.isClosing() && len(p.freed) < freedCap*p.cfg.MaxConns
 	if keep {
 		p.freed = append(p.freed, freedConn{c: c, since: time.Now()})
 	}

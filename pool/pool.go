@@ -94,9 +94,28 @@ func New(addr string, cfg Config) (*Pool, error) {
 		maintDone: make(chan struct{}),
 	}
 	excl, err := puddle.NewPool(&puddle.Config[*Conn]{
-		Constructor: func(ctx context.Context) (*Conn, error) { return p.dial(ctx, false) },
-		Destructor:  func(c *Conn) { c.close() },
-		MaxSize:     int32(cfg.MaxConns - cfg.SharedConns),
+		// A Pin that waited for a slot finds a connection freed meanwhile
+		// (one that left puddle while it held locks) before dialling:
+		// under contention, locks granted after waits keep moving
+		// connections out of puddle, and dialling a new one for each
+		// (while the freed ones idled, then closed) cost dflockd a scan
+		// of every key per disconnect.
+		Constructor: func(ctx context.Context) (*Conn, error) {
+			for {
+				c, idle := p.takeFreed()
+				if c == nil {
+					return p.dial(ctx, false)
+				}
+				// One idle long enough for the server to have timed it
+				// out is not worth the check: a new one costs about as much.
+				if c.Err() == nil && idle < p.cfg.HealthCheckAfter {
+					return c, nil
+				}
+				c.retire()
+			}
+		},
+		Destructor: func(c *Conn) { c.close() },
+		MaxSize:    int32(cfg.MaxConns - cfg.SharedConns),
 	})
 	if err != nil {
 		return nil, err
