@@ -207,25 +207,38 @@ func (pn *Pinned) Unpin() {
 	}
 }
 
-// freedCap times MaxConns is how many freed connections wait for reuse.
-// More than the waits puddle allows at once: under contention locks
-// granted after waits free connections in bursts, and each one closed for
-// want of room was dialled again a moment later.
-const freedCap = 2
-
 // addFreed offers a clean connection that left puddle while it held locks
-// to the next Pin, or closes it if enough wait already.
+// to the next Pin: back into puddle if it has room (so it counts against
+// MaxConns again), else in the freed list, which puddle's constructor
+// takes from before dialling, or closes it if enough wait there already.
 func (p *Pool) addFreed(c *Conn) {
 	p.freedMu.Lock()
-	keep := !p.isClosing() && len(p.freed) < freedCap*p.cfg.MaxConns
+	keep := !p.isClosing() && len(p.freed) < p.cfg.MaxConns-p.cfg.SharedConns
 	if keep {
 		p.freed = append(p.freed, freedConn{c: c, since: time.Now()})
 	}
 	p.freedMu.Unlock()
 	if !keep {
 		c.retire()
+		return
+	}
+	if p.excl.Stat().TotalResources() < int32(p.cfg.MaxConns-p.cfg.SharedConns) {
+		p.goroutines.Add(1)
+		go func() {
+			defer p.goroutines.Done()
+			// The constructor takes the freed connection; it must not
+			// dial if another Pin took it first.
+			p.excl.CreateResource(context.WithValue(context.Background(), freedOnly{}, true))
+		}()
 	}
 }
+
+// freedOnly, set in a constructor's context, makes it take a freed
+// connection or fail, never dial.
+type freedOnly struct{}
+
+// errNoFreed: no freed connection for a constructor told not to dial.
+var errNoFreed = errors.New("pool: no freed connection")
 
 // takeFreed returns a connection from the freed list, and how long it sat
 // there, or nil.

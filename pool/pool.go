@@ -103,6 +103,9 @@ func New(addr string, cfg Config) (*Pool, error) {
 		Constructor: func(ctx context.Context) (*Conn, error) {
 			for {
 				c, idle := p.takeFreed()
+				if c == nil && ctx.Value(freedOnly{}) != nil {
+					return nil, errNoFreed
+				}
 				if c == nil {
 					return p.dial(ctx, false)
 				}
