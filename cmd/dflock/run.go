@@ -150,6 +150,9 @@ func runRun(ctx context.Context, args []string, getenv func(string) string, stdo
 		if h := hint(err, tokenGiven); h != "" {
 			fmt.Fprintf(stderr, "dflock run: hint: %s\n", h)
 		}
+		if errors.Is(err, lock.ErrInvalid) {
+			return 2 // bad input, like any other usage error
+		}
 		return 1
 	}
 	f, set, err := parseRunFlags(args, getenv)
@@ -188,7 +191,12 @@ func runRun(ctx context.Context, args []string, getenv func(string) string, stdo
 	case err != nil:
 		return failed(err)
 	case !ok:
-		return fail(exitNotAcquired, "%q not acquired within %v", f.key, f.timeout)
+		if f.timeout <= 0 {
+			return fail(exitNotAcquired, "%q is taken (not acquired; --timeout 0 tries once)", f.key)
+		}
+		// The server counts whole seconds, rounded up, and waited that long.
+		waited := (f.timeout + time.Second - 1).Truncate(time.Second)
+		return fail(exitNotAcquired, "%q not acquired within %v", f.key, waited)
 	}
 	defer l.Close()
 	server, _ := c.ServerFor(f.key)

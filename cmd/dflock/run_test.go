@@ -73,9 +73,15 @@ func TestRunEnvironment(t *testing.T) {
 func TestRunTimeoutExitCode(t *testing.T) {
 	srv := startServer(t)
 	holdKey(t, srv, "busy")
-	code, msg := dflockRun(t, srv, "--timeout", "1s", "busy", "--", "true")
+	code, msg := dflockRun(t, srv, "--timeout", "500ms", "busy", "--", "true")
 	assert.Equal(t, exitNotAcquired, code)
-	assert.Contains(t, msg, "not acquired")
+	assert.Contains(t, msg, `"busy" not acquired within 1s`, "the whole seconds the server waited")
+	code, msg = dflockRun(t, srv, "--timeout", "0", "busy", "--", "true")
+	assert.Equal(t, exitNotAcquired, code)
+	assert.Contains(t, msg, `"busy" is taken`)
+	code, msg = dflockRun(t, srv, "bad key", "--", "true")
+	assert.Equal(t, 2, code, "an invalid key is a usage error")
+	assert.Contains(t, msg, "must not contain a space")
 }
 
 // A lost lock stops the command and everything it started: SIGTERM to

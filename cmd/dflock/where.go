@@ -85,7 +85,9 @@ func runWhere(args []string, getenv func(string) string, stdout, stderr io.Write
 	}
 	for _, k := range keys {
 		if err := wire.CheckKey(k); err != nil {
-			return err
+			// Bad input, like any other usage error: exit 2.
+			fmt.Fprintf(stderr, "dflock where: %v\n", err)
+			return errUsage{err}
 		}
 	}
 	list, err := parseServers(servers)

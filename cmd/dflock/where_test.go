@@ -54,7 +54,7 @@ func TestWhereErrors(t *testing.T) {
 	assert.Equal(t, 1, code)
 	assert.Contains(t, errOut, "no servers")
 	_, errOut, code = where(t, nil, "--", "bad key")
-	assert.Equal(t, 1, code)
+	assert.Equal(t, 2, code, "bad input is a usage error")
 	assert.Contains(t, errOut, "must not contain a space")
 }
 
