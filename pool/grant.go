@@ -392,22 +392,27 @@ func (p *Pool) releaseLost(gs []*Grant) {
 		// Pool.Close ends it sooner: its connections close under it.
 		ctx, cancel := context.WithTimeout(context.Background(), p.cfg.DialTimeout+releaseLostTimeout)
 		defer cancel()
-		// The connection picked may be one that broke with the first and
-		// does not know it yet: what did not get through is sent again.
-		for attempt := 0; attempt < 3 && len(reqs) > 0 && ctx.Err() == nil && !p.isClosing(); attempt++ {
-			var again []wire.Request
-			for i := 0; i < len(reqs); i += releaseChunk {
-				chunk := reqs[i:min(i+releaseChunk, len(reqs))]
-				_, errs := p.DoAll(ctx, chunk)
-				for j, err := range errs {
-					if err != nil {
-						again = append(again, chunk[j])
-					}
+		p.sendReleases(ctx, reqs)
+	}()
+}
+
+// sendReleases sends releases in batches on shared connections, best
+// effort. The connection picked may be one that broke and does not know
+// it yet: what did not get through is sent again, twice at most.
+func (p *Pool) sendReleases(ctx context.Context, reqs []wire.Request) {
+	for attempt := 0; attempt < 3 && len(reqs) > 0 && ctx.Err() == nil && !p.isClosing(); attempt++ {
+		var again []wire.Request
+		for i := 0; i < len(reqs); i += releaseChunk {
+			chunk := reqs[i:min(i+releaseChunk, len(reqs))]
+			_, errs := p.DoAll(ctx, chunk)
+			for j, err := range errs {
+				if err != nil {
+					again = append(again, chunk[j])
 				}
 			}
-			reqs = again
 		}
-	}()
+		reqs = again
+	}
 }
 
 // releaseLostTimeout bounds the releases of grants lost with a
@@ -431,7 +436,5 @@ func (p *Pool) ReleaseAll(ctx context.Context, gs []*Grant) {
 			reqs = append(reqs, *g.releaseRequest())
 		}
 	}
-	for i := 0; i < len(reqs); i += releaseChunk {
-		p.DoAll(ctx, reqs[i:min(i+releaseChunk, len(reqs))])
-	}
+	p.sendReleases(ctx, reqs)
 }

@@ -121,15 +121,5 @@ func writeReport(w io.Writer, rep *bench.Report, asJSON bool) error {
 // trimBench drops package bench's "bench: " prefix, which the command's
 // own prefix already says; the error still matches what err matches.
 func trimBench(err error) error {
-	return &retold{msg: strings.TrimPrefix(err.Error(), "bench: "), err: err}
+	return retold{strings.TrimPrefix(err.Error(), "bench: "), []error{err}}
 }
-
-// retold is an error said in other words that still unwraps to the
-// original.
-type retold struct {
-	msg string
-	err error
-}
-
-func (e *retold) Error() string { return e.msg }
-func (e *retold) Unwrap() error { return e.err }

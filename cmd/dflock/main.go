@@ -133,6 +133,17 @@ func (e *commandError) Hint() string { return e.hint }
 // ExitCode is the code dflock exits with.
 func (e *commandError) ExitCode() int { return cmp.Or(e.code, 1) }
 
+// retold is errors said in other words (one summed up, or one without a
+// prefix the command's own prefix repeats) that still match each of them
+// with errors.Is, as the hints need.
+type retold struct {
+	msg  string
+	errs []error
+}
+
+func (e retold) Error() string   { return e.msg }
+func (e retold) Unwrap() []error { return e.errs }
+
 // usageError prints a problem with the command line, then the usage,
 // as the flag package does for a flag it does not know.
 func usageError(fs *flag.FlagSet, format string, args ...any) error {

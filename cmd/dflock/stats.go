@@ -103,15 +103,5 @@ func failures(stats []lock.ServerStats) error {
 	if len(failed) == 0 {
 		return nil
 	}
-	return summary{fmt.Sprintf("stats failed on %d of %d servers", len(failed), len(stats)), failed}
+	return retold{fmt.Sprintf("stats failed on %d of %d servers", len(failed), len(stats)), failed}
 }
-
-// summary is an error that sums up others already reported one by one,
-// and still matches each of them with errors.Is (for the hint).
-type summary struct {
-	msg  string
-	errs []error
-}
-
-func (s summary) Error() string   { return s.msg }
-func (s summary) Unwrap() []error { return s.errs }
