@@ -1,6 +1,7 @@
 package lock
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -38,18 +39,33 @@ type Config struct {
 	// Logger receives lost locks and connection events, with keys and
 	// servers but never tokens or the auth token. Nil discards them.
 	Logger *slog.Logger
+	// Replicas places every key on this many servers (odd; default 1):
+	// the key's server and the next ones the strategy prefers (see
+	// shard.Replicas). A lock is taken on a quorum of them and holds
+	// while a quorum does, so it survives the loss of a minority of its
+	// servers; see "Replicated locks" in the package documentation. Every
+	// client of a key must use the same Replicas and the same servers.
+	Replicas int
+	// ReplicaTimeout bounds the wait for one replica's answer to a
+	// try-lock, after which the acquire goes on without that replica (a
+	// stalled server). Default 500 ms. Only used with Replicas above 1.
+	ReplicaTimeout time.Duration
 }
 
 // Client holds the connections to a fleet and renews every lock taken
 // through it. It is safe for concurrent use. Close it to release
 // everything it holds.
 type Client struct {
-	strategy     shard.Strategy
-	poolCfg      pool.Config
-	log          *slog.Logger
-	renewer      *renewer
-	closeTimeout time.Duration
-	lossHook     func(g *pool.Grant, err error) // tests: runs on every reported loss
+	strategy       shard.Strategy
+	poolCfg        pool.Config
+	log            *slog.Logger
+	renewer        *renewer
+	closeTimeout   time.Duration
+	replicas       int           // Config.Replicas, at least 1
+	replicaTimeout time.Duration // Config.ReplicaTimeout
+	// lossHook (tests) runs on every reported loss, with the grants the
+	// lock had and how many of them it needed.
+	lossHook func(gs []*pool.Grant, quorum int, err error)
 
 	// mu guards the fields below. Lock order: Client.mu before Lock.mu.
 	mu     sync.RWMutex
@@ -61,12 +77,12 @@ type Client struct {
 // New returns a client for the fleet. It connects lazily.
 func New(cfg Config) (*Client, error) {
 	strategy := cfg.Strategy
+	var err error
 	if strategy == nil {
 		servers := cfg.Servers
 		if len(servers) == 0 {
 			servers = []string{"127.0.0.1:6388"}
 		}
-		var err error
 		if strategy, err = shard.NewStableHash(servers); err != nil {
 			return nil, err
 		}
@@ -90,7 +106,14 @@ func New(cfg Config) (*Client, error) {
 		closeTimeout: 5 * time.Second,
 		pools:        map[string]*pool.Pool{},
 		active:       map[*Lock]struct{}{},
-		lossHook:     func(*pool.Grant, error) {},
+		lossHook:     func([]*pool.Grant, int, error) {},
+	}
+	if c.replicas, err = checkReplicas(cfg.Replicas, strategy); err != nil {
+		return nil, err
+	}
+	c.replicaTimeout = cmp.Or(cfg.ReplicaTimeout, replicaTimeoutDefault)
+	if c.replicaTimeout < 0 {
+		return nil, fmt.Errorf("%w: ReplicaTimeout %v must not be negative", ErrInvalid, cfg.ReplicaTimeout)
 	}
 	for _, addr := range strategy.Servers() {
 		if _, err := c.addPool(addr); err != nil {
@@ -100,6 +123,24 @@ func New(cfg Config) (*Client, error) {
 	}
 	c.renewer = newRenewer(c)
 	return c, nil
+}
+
+// checkReplicas validates Config.Replicas against the strategy: an odd
+// number, at most the servers it has, and a strategy that can place
+// replicas.
+func checkReplicas(n int, s shard.Strategy) (int, error) {
+	if n == 0 {
+		n = 1
+	}
+	switch _, ok := s.(shard.Replicator); {
+	case n < 0 || n%2 == 0:
+		return 0, fmt.Errorf("%w: Replicas %d must be odd (1, 3, 5...): an even number tolerates no more lost servers than the odd number below it", ErrInvalid, n)
+	case n > 1 && !ok:
+		return 0, fmt.Errorf("%w: Replicas %d needs a strategy that can place replicas (shard.Replicator); %T cannot", ErrInvalid, n, s)
+	case n > len(s.Servers()):
+		return 0, fmt.Errorf("%w: Replicas %d, but only %d servers", ErrInvalid, n, len(s.Servers()))
+	}
+	return n, nil
 }
 
 func (c *Client) addPool(addr string) (*pool.Pool, error) {
@@ -333,7 +374,11 @@ func (c *Client) Close() error {
 	for _, l := range active {
 		// Pinned connections must go back before the pools can close.
 		l.withdraw()
-		if g, _ := l.letGo(); g != nil {
+		g, set, _ := l.letGo()
+		if g != nil {
+			set = append(set, g)
+		}
+		for _, g := range set {
 			p := g.Pool()
 			batches[p] = append(batches[p], g)
 		}

@@ -37,17 +37,28 @@ func (d *lossDetector) watch(c *lock.Client) {
 	lock.SetLossHook(c, d.check)
 }
 
-func (d *lossDetector) check(addr, key, token string, err error) {
+func (d *lossDetector) check(key string, gs []lock.LossGrant, quorum int, err error) {
 	d.reported.Add(1)
-	srv := d.servers[addr]
-	if srv == nil {
-		return
+	// A lock is still ours while quorum of its replicas (its one server,
+	// without replicas) still hold its tokens, with time left and no
+	// fault injected there since the grant.
+	still := 0
+	var where []string
+	for _, g := range gs {
+		srv := d.servers[g.Addr]
+		if srv == nil {
+			return
+		}
+		st := srv.TokenState(key, g.Token)
+		if st.Held && st.LeaseLeft > 0 && !st.Faulted {
+			still++
+			where = append(where, fmt.Sprintf("%s for %v more", g.Addr, st.LeaseLeft.Round(time.Millisecond)))
+		}
 	}
-	st := srv.TokenState(key, token)
-	if st.Held && st.LeaseLeft > 0 && !st.Faulted {
+	if still >= quorum {
 		d.false_.Add(1)
 		d.mu.Lock()
-		d.details = append(d.details, fmt.Sprintf("%s on %s: the server still held it for %v more, no fault injected: %v", key, addr, st.LeaseLeft.Round(time.Millisecond), err))
+		d.details = append(d.details, fmt.Sprintf("%s: the servers still held it (%v, %d needed), no fault injected: %v", key, where, quorum, err))
 		d.mu.Unlock()
 	}
 }

@@ -1,6 +1,7 @@
 package lock
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -45,6 +46,7 @@ type Lock struct {
 	mu      sync.Mutex
 	state   state
 	grant   *pool.Grant   // held, lost: the grant
+	set     *replicaSet   // held, queued, with Config.Replicas: the replicas
 	entry   *renewal      // held: the grant's place in the renewer
 	pin     *pool.Pinned  // queued: the connection the enqueue waits on
 	lost    chan struct{} // made on demand: most locks are never asked
@@ -85,6 +87,9 @@ func (l *Lock) Key() string { return l.key }
 // its lease, as the server counts it, may have run out without a
 // confirmed renewal.
 func (l *Lock) Token() string {
+	if l.c.replicas > 1 {
+		return l.setToken()
+	}
 	l.mu.Lock()
 	g := l.grant
 	held := l.state == stateHeld
@@ -117,8 +122,14 @@ func (l *Lock) Lease() time.Duration {
 	l.mu.Lock()
 	g := l.grant
 	held := l.state == stateHeld
+	if held && l.set != nil {
+		g = nil
+		for _, rg := range l.set.grants {
+			g = cmp.Or(g, rg)
+		}
+	}
 	l.mu.Unlock()
-	if !held {
+	if g == nil {
 		return 0
 	}
 	_, lease := g.Lease()
@@ -191,23 +202,33 @@ func (l *Lock) acquire(ctx context.Context, timeout time.Duration) (bool, error)
 	l.op.Lock()
 	defer l.op.Unlock()
 	deadline := time.Now().Add(timeout)
+	if l.c.replicas > 1 {
+		return l.acquireReplicated(ctx, timeout, deadline)
+	}
 	p, err := l.begin()
 	if err != nil {
 		return false, err
 	}
+	return l.hold(l.acquireOn(ctx, p, timeout, deadline))
+}
+
+// acquireOn takes the key on p's server, waiting until deadline when
+// timeout is positive. It returns the grant, nil with a nil error when the
+// key stayed busy, or the error.
+func (l *Lock) acquireOn(ctx context.Context, p *pool.Pool, timeout time.Duration, deadline time.Time) (*pool.Grant, error) {
 	// A try-lock first, pipelined on a shared connection: a free key
 	// costs one round trip and no exclusive connection. It never jumps a
 	// queue: the server refuses it while anyone waits.
 	req := l.request(l.cmds.Acquire)
 	res, err := p.Do(ctx, &req)
-	ok, err := l.take(ctx, res, err, false)
+	g, err := l.grantFrom(ctx, p.Addr(), res, err, false)
 	if timeout <= 0 && errors.Is(err, ErrMaxWaiters) {
-		return false, nil
+		return nil, nil
 	}
-	if ok || err != nil || timeout <= 0 {
+	if g != nil || err != nil || timeout <= 0 {
 		// An Acquire that would wait on a full queue fails here: the
 		// caller can back off rather than pin a connection to be refused.
-		return ok, err
+		return g, err
 	}
 
 	// The wait for a free connection counts against the timeout too.
@@ -220,25 +241,25 @@ func (l *Lock) acquire(ctx context.Context, timeout time.Duration) (bool, error)
 		l.c.log.Warn("lock: acquire timed out waiting for a free connection; raise Pool.MaxConns", "key", l.key, "server", p.Addr())
 	}
 	if err != nil {
-		return l.take(ctx, pool.Result{}, ownDeadline(ctx, wctx, err), false)
+		return l.grantFrom(ctx, p.Addr(), pool.Result{}, ownDeadline(ctx, wctx, err), false)
 	}
 	if req.Timeout, err = waitSeconds(ctx, time.Until(deadline)); err != nil {
 		pin.Unpin()
-		return false, err
+		return nil, err
 	}
-	return l.waitOn(ctx, pin, &req, false)
+	return l.waitOn(ctx, p.Addr(), pin, &req, false)
 }
 
 // waitOn sends a blocking request (a lock with a timeout, a wait) on pin,
-// unpins, and takes what it grants. The server answers by its timeout;
-// past that and replySlack the server is taken to be stuck, and the
-// result is "not acquired".
-func (l *Lock) waitOn(ctx context.Context, pin *pool.Pinned, req *wire.Request, confirm bool) (bool, error) {
+// unpins, and returns the grant it brings (nil if none). The server
+// answers by its timeout; past that and replySlack the server is taken to
+// be stuck, and the result is "not acquired".
+func (l *Lock) waitOn(ctx context.Context, addr string, pin *pool.Pinned, req *wire.Request, confirm bool) (*pool.Grant, error) {
 	rctx, cancel := context.WithTimeoutCause(ctx, time.Duration(req.Timeout)*time.Second+replySlack, errWaitOver)
 	defer cancel()
 	res, err := pin.Do(rctx, req)
 	pin.Unpin()
-	return l.take(ctx, res, ownDeadline(ctx, rctx, err), confirm)
+	return l.grantFrom(ctx, addr, res, ownDeadline(ctx, rctx, err), confirm)
 }
 
 // ownDeadline turns the end of a wait bounded by the acquire timeout into
@@ -265,34 +286,61 @@ func waitSeconds(ctx context.Context, timeout time.Duration) (int, error) {
 
 // begin checks that the handle may acquire and finds the key's server.
 func (l *Lock) begin() (*pool.Pool, error) {
+	if err := l.ready(); err != nil {
+		return nil, err
+	}
+	return l.c.poolFor(l.key)
+}
+
+// ready checks that the handle may acquire.
+func (l *Lock) ready() error {
 	if l.err != nil {
-		return nil, l.err
+		return l.err
 	}
 	l.mu.Lock()
 	st := l.state
 	l.mu.Unlock()
 	switch st {
 	case stateHeld:
-		return nil, ErrHeld
+		return ErrHeld
 	case stateQueued:
-		return nil, ErrAlreadyEnqueued
+		return ErrAlreadyEnqueued
 	case stateClosed:
-		return nil, ErrClosed
+		return ErrClosed
 	}
-	return l.c.poolFor(l.key)
+	return nil
 }
 
 // take turns a reply into Acquire's result, and makes a grant the
 // handle's. confirm asks for the grant to be confirmed whatever its age.
-func (l *Lock) take(ctx context.Context, res pool.Result, err error, confirm bool) (bool, error) {
+func (l *Lock) take(ctx context.Context, addr string, res pool.Result, err error, confirm bool) (bool, error) {
+	return l.hold(l.grantFrom(ctx, addr, res, err, confirm))
+}
+
+// hold makes g, if any, the handle's grant: Acquire's result.
+func (l *Lock) hold(g *pool.Grant, err error) (bool, error) {
+	if g == nil || err != nil {
+		return false, err
+	}
+	if err := l.adopt(g); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
+// grantFrom turns a reply from the server at addr into the grant it
+// brings: nil with a nil error when the server answered timeout, the
+// error (saying which key, of which kind, on which server) otherwise. confirm asks for
+// the grant to be confirmed whatever its age.
+func (l *Lock) grantFrom(ctx context.Context, addr string, res pool.Result, err error, confirm bool) (*pool.Grant, error) {
 	if err == nil {
 		err = res.Resp.Err()
 	}
 	if errors.Is(err, wire.ErrTimeout) {
-		return false, nil
+		return nil, nil
 	}
 	if err != nil {
-		return false, l.describe(err)
+		return nil, l.describe(err, addr)
 	}
 	g := res.Grant
 	_, lease := g.Lease()
@@ -306,19 +354,16 @@ func (l *Lock) take(ctx context.Context, res pool.Result, err error, confirm boo
 			if g.Err() == nil {
 				g.Drop(errUnwanted)
 			}
-			return false, fmt.Errorf("lock: %q was granted after a wait, but confirming it failed: %w", l.key, err)
+			return nil, fmt.Errorf("lock: %q was granted on %s after a wait, but confirming it failed: %w", l.key, g.Addr(), err)
 		}
 	}
-	if err := l.adopt(g); err != nil {
-		return false, err
-	}
-	return true, nil
+	return g, nil
 }
 
-// describe says which key, of which kind, on which server an error of a
-// request for it is about; it still matches the same sentinels. The
-// caller's own context errors pass unchanged.
-func (l *Lock) describe(err error) error {
+// describe says which key, of which kind, on which server (addr) an
+// error of a request for it is about; it still matches the same
+// sentinels. The caller's own context errors pass unchanged.
+func (l *Lock) describe(err error, addr string) error {
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return err
 	}
@@ -326,17 +371,22 @@ func (l *Lock) describe(err error) error {
 		// The client closed under the call: its connections went with it.
 		return fmt.Errorf("%w: %w", ErrClosed, err)
 	}
-	what := fmt.Sprintf("lock %q", l.key)
-	if l.limit > 0 {
-		what = fmt.Sprintf("semaphore %q (limit %d)", l.key, l.limit)
-	}
-	if addr, serr := l.c.strategy.Server(l.key); serr == nil {
+	what := l.what()
+	if addr != "" {
 		what += " on " + addr
 	}
 	if errors.Is(err, ErrAuth) {
 		return fmt.Errorf("%s: %w (give the token in Config.AuthToken)", what, err)
 	}
 	return fmt.Errorf("%s: %w", what, err)
+}
+
+// what names the handle's key and kind, for errors.
+func (l *Lock) what() string {
+	if l.limit > 0 {
+		return fmt.Sprintf("semaphore %q (limit %d)", l.key, l.limit)
+	}
+	return fmt.Sprintf("lock %q", l.key)
 }
 
 // adopt makes the handle the holder of g and starts renewing it.
@@ -368,7 +418,10 @@ func (l *Lock) Release(ctx context.Context) error {
 }
 
 func (l *Lock) release(ctx context.Context) error {
-	g, err := l.letGo()
+	g, set, err := l.letGo()
+	if set != nil {
+		return l.releaseSet(ctx, set, l.c.replicas, Quorum(l.c.replicas, max(l.limit, 1)))
+	}
 	if g == nil {
 		return err
 	}
@@ -382,25 +435,34 @@ func (l *Lock) release(ctx context.Context) error {
 }
 
 // letGo moves a held or lost handle to idle and stops renewing; it
-// returns the grant to give back if the lock was held, else why not
-// (the loss, or ErrNotHeld).
-func (l *Lock) letGo() (*pool.Grant, error) {
+// returns the grant to give back if the lock was held (the grants of
+// its replicas, with Config.Replicas), else why not (the loss, or
+// ErrNotHeld).
+func (l *Lock) letGo() (*pool.Grant, []*pool.Grant, error) {
 	l.mu.Lock()
 	st, g, e, lostErr := l.state, l.grant, l.entry, l.lostErr
+	var set []*pool.Grant
+	var entries []*renewal
 	switch st {
 	case stateHeld, stateLost:
-		l.state, l.grant, l.entry = stateIdle, nil, nil
+		if st == stateHeld && l.set != nil {
+			set, entries = l.set.endLocked()
+		}
+		l.state, l.grant, l.entry, l.set = stateIdle, nil, nil, nil
 	}
 	l.mu.Unlock()
 	switch st {
 	case stateLost:
-		return nil, lostErr
+		return nil, nil, lostErr
 	case stateHeld:
 		l.c.renewer.remove(e)
+		for _, e := range entries {
+			l.c.renewer.remove(e)
+		}
 		l.c.untrack(l)
-		return g, nil
+		return g, set, nil
 	}
-	return nil, ErrNotHeld
+	return nil, nil, ErrNotHeld
 }
 
 // Close releases the lock if held, withdraws a pending Enqueue, stops
@@ -432,9 +494,19 @@ func (l *Lock) grantLost(g *pool.Grant, err error) {
 		l.mu.Unlock()
 		return
 	}
-	err = fmt.Errorf("%w: %q on %s: %w", ErrLockLost, l.key, g.Addr(), err)
-	e, cancel := l.entry, l.cancel
-	l.state, l.entry, l.lostErr = stateLost, nil, err
+	e := l.entry
+	l.entry = nil
+	l.lose(fmt.Errorf("%w: %q on %s: %w", ErrLockLost, l.key, g.Addr(), err), g.Addr(), []*pool.Grant{g}, 1)
+	l.c.renewer.remove(e)
+}
+
+// lose moves the held handle to lost and reports it: Token turns "", Lost
+// closes, WithLock's context is cancelled, the OnLost option runs. gs are
+// the grants the lock had, of which it needed quorum. l.mu is held, and
+// released.
+func (l *Lock) lose(err error, server string, gs []*pool.Grant, quorum int) {
+	cancel := l.cancel
+	l.state, l.lostErr = stateLost, err
 	if l.lost != nil {
 		close(l.lost)
 	} else {
@@ -442,10 +514,9 @@ func (l *Lock) grantLost(g *pool.Grant, err error) {
 	}
 	l.mu.Unlock()
 
-	l.c.renewer.remove(e)
 	l.c.untrack(l)
-	l.c.log.Error("lock lost", "key", l.key, "server", g.Addr(), "err", err)
-	l.c.lossHook(g, err)
+	l.c.log.Error("lock lost", "key", l.key, "server", server, "err", err)
+	l.c.lossHook(gs, quorum, err)
 	if cancel != nil {
 		cancel(ErrLockLost)
 	}

@@ -40,6 +40,9 @@ func (s Status) String() string {
 func (l *Lock) Enqueue(ctx context.Context) (Status, error) {
 	l.op.Lock()
 	defer l.op.Unlock()
+	if l.c.replicas > 1 {
+		return l.enqueueReplicated(ctx)
+	}
 	p, err := l.begin()
 	if err != nil {
 		return 0, err
@@ -51,26 +54,17 @@ func (l *Lock) Enqueue(ctx context.Context) (Status, error) {
 	// that churn of connections cost two-phase most of its throughput.
 	try := l.request(l.cmds.Acquire)
 	res, err := p.Do(ctx, &try)
-	switch ok, err := l.take(ctx, res, err, false); {
+	switch ok, err := l.take(ctx, p.Addr(), res, err, false); {
 	case err != nil:
 		return 0, err // a full queue included: an enqueue would be refused too
 	case ok:
 		return Acquired, nil
 	}
-	pin, err := p.Pin(ctx)
-	if err != nil {
+	pin, g, err := l.enqueueOn(ctx, p)
+	switch {
+	case err != nil:
 		return 0, err
-	}
-	req := l.request(l.cmds.Enqueue)
-	res, err = pin.Do(ctx, &req)
-	if err == nil {
-		err = res.Resp.Err()
-	}
-	if err != nil {
-		pin.Unpin()
-		return 0, l.describe(err)
-	}
-	if res.Resp.Status == wire.StatusQueued {
+	case pin != nil:
 		if !l.c.track(l) {
 			l.withdrawPinned(pin)
 			return 0, ErrClosed
@@ -79,6 +73,31 @@ func (l *Lock) Enqueue(ctx context.Context) (Status, error) {
 		l.state, l.pin = stateQueued, pin
 		l.mu.Unlock()
 		return Queued, nil
+	}
+	if err := l.adopt(g); err != nil {
+		return 0, err
+	}
+	return Acquired, nil
+}
+
+// enqueueOn enqueues on p's server, on a pinned connection. Queued, it
+// returns that connection, still pinned; acquired at once, the grant.
+func (l *Lock) enqueueOn(ctx context.Context, p *pool.Pool) (*pool.Pinned, *pool.Grant, error) {
+	pin, err := p.Pin(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	req := l.request(l.cmds.Enqueue)
+	res, err := pin.Do(ctx, &req)
+	if err == nil {
+		err = res.Resp.Err()
+	}
+	if err != nil {
+		pin.Unpin()
+		return nil, nil, l.describe(err, p.Addr())
+	}
+	if res.Resp.Status == wire.StatusQueued {
+		return pin, nil, nil
 	}
 	// Acquired. Consume the registration now (a wait answers at once with
 	// the same token: the same grant), so that Wait needs no round trip
@@ -91,10 +110,64 @@ func (l *Lock) Enqueue(ctx context.Context) (Status, error) {
 		l.c.log.Debug("lock: consuming an enqueue acquired at once", "key", l.key, "err", err)
 	}
 	pin.Unpin()
-	if err := l.adopt(res.Grant); err != nil {
+	return nil, res.Grant, nil
+}
+
+// enqueueReplicated is Enqueue with replicas: try-locks to every replica
+// at once; short of the arbiter and a quorum, the enqueue goes to the
+// arbiter, where every contender waits, and Wait takes the rest.
+func (l *Lock) enqueueReplicated(ctx context.Context) (Status, error) {
+	if err := l.ready(); err != nil {
 		return 0, err
 	}
-	return Acquired, nil
+	s, err := l.newSet()
+	if err != nil {
+		return 0, err
+	}
+	outs := s.tryAll(ctx, s.allReplicas(), l.c.replicaTimeout, true)
+	if s.quorumWith(outs) {
+		return l.adoptEnqueued(s)
+	}
+	if err := ctx.Err(); err != nil {
+		s.giveUp()
+		return 0, err
+	}
+	arb, err := s.arbiter(outs, true)
+	if err != nil {
+		s.giveUp()
+		return 0, err
+	}
+	var pin *pool.Pinned
+	if !s.holds(arb) {
+		s.yield(arb)
+		var g *pool.Grant
+		if pin, g, err = l.enqueueOn(ctx, s.pools[arb]); err != nil {
+			s.giveUp()
+			return 0, err
+		}
+		if g != nil {
+			s.offer(arb, g)
+			s.yield(-1)
+			// The others were given back: try them again.
+			s.tryAll(ctx, s.missing(), l.c.replicaTimeout, true)
+		}
+	}
+	if pin == nil && s.quorumWith(outs) {
+		return l.adoptEnqueued(s)
+	}
+	if !l.c.track(l) {
+		if pin != nil {
+			l.withdrawPinned(pin)
+		}
+		s.giveUp()
+		return 0, ErrClosed
+	}
+	// Queued on the arbiter, or holding it short of a quorum: the held
+	// replicas are renewed meanwhile, and Wait takes the rest.
+	l.mu.Lock()
+	l.state, l.pin, l.set, s.arb = stateQueued, pin, s, arb
+	l.mu.Unlock()
+	return Queued, nil
 }
 
 // Wait completes a two-phase acquire: it returns true at once, without a
@@ -111,9 +184,9 @@ func (l *Lock) Wait(ctx context.Context, timeout time.Duration) (bool, error) {
 		return false, l.err
 	}
 	l.mu.Lock()
-	st, pin := l.state, l.pin
+	st, pin, set := l.state, l.pin, l.set
 	if st == stateQueued {
-		l.state, l.pin = stateIdle, nil
+		l.state, l.pin, l.set = stateIdle, nil, nil
 	}
 	l.mu.Unlock()
 	switch st {
@@ -126,31 +199,83 @@ func (l *Lock) Wait(ctx context.Context, timeout time.Duration) (bool, error) {
 		return false, ErrNotEnqueued
 	}
 	l.c.untrack(l)
+	deadline := time.Now().Add(timeout)
 	secs := 0
 	if timeout > 0 {
 		var err error
 		if secs, err = waitSeconds(ctx, timeout); err != nil {
-			l.withdrawPinned(pin)
+			if pin != nil {
+				l.withdrawPinned(pin)
+			}
+			if set != nil {
+				set.giveUp()
+			}
 			return false, err
 		}
+	}
+	if set != nil {
+		return l.waitReplicated(ctx, set, pin, secs, timeout, deadline)
 	}
 	// Always confirmed: dflockd 1.10 answers a wait with the token of a
 	// grant it made earlier even when that grant's lease has run out
 	// meanwhile and it no longer holds it. Only a renewal tells.
-	return l.waitOn(ctx, pin, &wire.Request{Cmd: l.cmds.Wait, Key: l.key, Timeout: secs}, true)
+	addr, _ := l.c.strategy.Server(l.key)
+	return l.hold(l.waitOn(ctx, addr, pin, &wire.Request{Cmd: l.cmds.Wait, Key: l.key, Timeout: secs}, true))
+}
+
+// adoptEnqueued makes an Enqueue that took a quorum at once the holder.
+func (l *Lock) adoptEnqueued(s *replicaSet) (Status, error) {
+	if _, err := l.adoptSet(s); err != nil {
+		return 0, err
+	}
+	return Acquired, nil
+}
+
+// waitReplicated is Wait with replicas: the wait on the arbiter, if
+// Enqueue queued there, then the missing replicas, up to the same
+// deadline.
+func (l *Lock) waitReplicated(ctx context.Context, s *replicaSet, pin *pool.Pinned, secs int, timeout time.Duration, deadline time.Time) (bool, error) {
+	if pin != nil {
+		g, err := l.waitOn(ctx, s.addrs[s.arb], pin, &wire.Request{Cmd: l.cmds.Wait, Key: l.key, Timeout: secs}, true)
+		if g == nil || err != nil {
+			s.giveUp()
+			return false, err
+		}
+		s.offer(s.arb, g)
+		s.yield(-1)
+	}
+	var ok bool
+	var err error
+	if s.holds(s.arb) {
+		ok, err = s.takeRest(ctx, deadline)
+	} else {
+		// The arbiter's replica was lost while queued: start again.
+		ok, err = s.take(ctx, timeout, deadline)
+	}
+	if !ok || err != nil {
+		return false, err
+	}
+	return l.adoptSet(s)
 }
 
 // withdraw gives up a pending Enqueue.
 func (l *Lock) withdraw() {
 	l.mu.Lock()
-	pin := l.pin
+	pin, set := l.pin, l.set
 	if l.state == stateQueued {
-		l.state, l.pin = stateIdle, nil
+		l.state, l.pin, l.set = stateIdle, nil, nil
+	} else {
+		set = nil
 	}
 	l.mu.Unlock()
-	if pin != nil {
+	if pin != nil || set != nil {
 		l.c.untrack(l)
+	}
+	if pin != nil {
 		l.withdrawPinned(pin)
+	}
+	if set != nil {
+		set.giveUp()
 	}
 }
 

@@ -1,0 +1,632 @@
+package lock
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/dflock-go/dflock/pool"
+	"github.com/dflock-go/dflock/shard"
+)
+
+// replicaSet is what a replicated handle holds, or is taking, for one
+// acquisition: a slot per replica of the key, each holding that server's
+// grant or nothing. The key is taken when the set holds a quorum and the
+// arbiter (see arbiter); it stays held while a quorum lasts.
+type replicaSet struct {
+	l      *Lock
+	addrs  []string
+	pools  []*pool.Pool
+	quorum int
+
+	// Guarded by l.mu.
+	grants  []*pool.Grant // held, nil where not
+	entries []*renewal    // the held grants' renewer entries
+	taken   []*pool.Grant // the latest grant of each replica, lost ones too
+	causes  []error       // why each replica was last lost
+	pending []bool        // a request that may take the replica is out
+	held    bool          // a quorum was handed to the caller
+	over    bool          // released, lost or given up: late grants go back
+	retake  *time.Timer   // the next background attempt at the missing replicas
+	backoff time.Duration // before that attempt
+	stop    context.CancelFunc
+	ctx     context.Context // ends when the set is over: bounds background requests
+	changed chan struct{}   // closed and replaced on every change takeRest waits for
+	arb     int             // queued by Enqueue: the arbiter it chose
+	yieldTo int             // waiting on this arbiter: other grants go back; -1 if not
+}
+
+// replicaTimeoutDefault bounds the wait for one replica's answer to a
+// try-lock when Config.ReplicaTimeout is zero.
+const replicaTimeoutDefault = 500 * time.Millisecond
+
+// Bounds of the pause between background attempts at a missing replica.
+const (
+	retakeFirst = 50 * time.Millisecond
+	retakeMax   = 2 * time.Second
+)
+
+// errQuorumLost is why the replicas still held are given back once a
+// quorum is out of reach.
+var errQuorumLost = errors.New("the lock lost its quorum")
+
+func (l *Lock) newSet() (*replicaSet, error) {
+	addrs, err := shard.Replicas(l.c.strategy, l.key, l.c.replicas)
+	if err != nil {
+		return nil, err
+	}
+	s := &replicaSet{l: l, addrs: addrs, quorum: Quorum(len(addrs), max(l.limit, 1))}
+	n := len(addrs)
+	s.pools = make([]*pool.Pool, n)
+	for i, a := range addrs {
+		if s.pools[i], err = l.c.poolAt(a); err != nil {
+			return nil, err
+		}
+	}
+	s.grants, s.entries, s.taken = make([]*pool.Grant, n), make([]*renewal, n), make([]*pool.Grant, n)
+	s.causes, s.pending = make([]error, n), make([]bool, n)
+	s.ctx, s.stop = context.WithCancel(context.Background())
+	s.changed, s.yieldTo = make(chan struct{}), -1
+	return s, nil
+}
+
+// countLocked is how many replicas the set holds.
+func (s *replicaSet) countLocked() int {
+	n := 0
+	for _, g := range s.grants {
+		if g != nil {
+			n++
+		}
+	}
+	return n
+}
+
+// offer gives the set replica i's grant g. A set that is over, or
+// already holds that replica, gives it straight back.
+func (s *replicaSet) offer(i int, g *pool.Grant) bool {
+	l := s.l
+	l.mu.Lock()
+	if s.over || s.grants[i] != nil || (s.yieldTo >= 0 && i != s.yieldTo) {
+		l.mu.Unlock()
+		g.Drop(errUnwanted)
+		return false
+	}
+	e := &renewal{l: l, g: g, idx: -1}
+	s.grants[i], s.entries[i], s.taken[i] = g, e, g
+	s.signalLocked()
+	l.mu.Unlock()
+	l.c.renewer.add(e)
+	g.OnLost(func(err error) { s.replicaLost(i, g, err) })
+	return true
+}
+
+// replicaLost is the loss callback of replica i's grant g. While the set
+// keeps a quorum the replica is taken again in the background; below it,
+// a held lock is lost.
+func (s *replicaSet) replicaLost(i int, g *pool.Grant, err error) {
+	l := s.l
+	l.mu.Lock()
+	if s.grants[i] != g {
+		l.mu.Unlock()
+		return
+	}
+	e := s.entries[i]
+	s.grants[i], s.entries[i], s.causes[i] = nil, nil, err
+	n := s.countLocked()
+	switch {
+	case s.over || !s.held:
+		// Not handed out (the acquirer counts what is left), or done.
+		l.mu.Unlock()
+		l.c.renewer.remove(e)
+	case n >= s.quorum:
+		s.backoff = 0
+		s.scheduleLocked()
+		l.mu.Unlock()
+		l.c.renewer.remove(e)
+		l.c.log.Warn("lock: lost a replica; still held on a quorum, taking it again", "key", l.key, "server", s.addrs[i], "held", n, "quorum", s.quorum, "err", err)
+	default:
+		l.c.renewer.remove(e)
+		s.loseLocked(fmt.Errorf("%w: %s: %s lost, %d of %d replicas left, quorum %d: %w", ErrLockLost, l.what(), s.addrs[i], n, len(s.addrs), s.quorum, err), s.addrs[i])
+	}
+}
+
+// loseLocked reports the held lock lost and gives back what is still
+// held, in case a server still counts it. l.mu is held, and released.
+func (s *replicaSet) loseLocked(err error, server string) {
+	l := s.l
+	rest, entries := s.endLocked()
+	taken := append([]*pool.Grant(nil), s.taken...)
+	l.set = nil
+	l.lose(err, server, taken, s.quorum) // unlocks
+	s.drop(rest, entries, errQuorumLost)
+}
+
+// endLocked marks the set over and takes its grants and entries out;
+// l.mu is held.
+func (s *replicaSet) endLocked() ([]*pool.Grant, []*renewal) {
+	s.over = true
+	s.stop()
+	if s.retake != nil {
+		s.retake.Stop()
+	}
+	return s.takeOutLocked(-1)
+}
+
+// takeOutLocked takes the held grants but replica keep's out of the set,
+// with their renewer entries; l.mu is held.
+func (s *replicaSet) takeOutLocked(keep int) ([]*pool.Grant, []*renewal) {
+	var gs []*pool.Grant
+	var es []*renewal
+	for i, g := range s.grants {
+		if g != nil && i != keep {
+			gs, es = append(gs, g), append(es, s.entries[i])
+			s.grants[i], s.entries[i] = nil, nil
+		}
+	}
+	return gs, es
+}
+
+// drop stops renewing grants taken out of the set and gives them back.
+func (s *replicaSet) drop(gs []*pool.Grant, es []*renewal, why error) {
+	for _, e := range es {
+		s.l.c.renewer.remove(e)
+	}
+	for _, g := range gs {
+		g.Drop(why)
+	}
+}
+
+// giveUp ends a set that did not become a held lock, and gives back what
+// it took.
+func (s *replicaSet) giveUp() {
+	s.l.mu.Lock()
+	gs, es := s.endLocked()
+	s.l.mu.Unlock()
+	s.drop(gs, es, errUnwanted)
+}
+
+// scheduleLocked plans a background attempt at the missing replicas
+// that no request is out for; l.mu is held.
+func (s *replicaSet) scheduleLocked() {
+	if s.over || s.retake != nil {
+		return
+	}
+	missing := false
+	for i, g := range s.grants {
+		missing = missing || (g == nil && !s.pending[i])
+	}
+	if !missing {
+		return
+	}
+	d := s.backoff
+	s.backoff = min(max(2*s.backoff, retakeFirst), retakeMax)
+	s.retake = time.AfterFunc(d, s.retakeMissing)
+}
+
+// retakeMissing tries, once, to take each missing replica: a pipelined
+// try-lock, which never jumps a queue. A held lock whose replica came
+// back empty (a restarted server) gets it back, so that the next single
+// fault leaves it a quorum.
+func (s *replicaSet) retakeMissing() {
+	l := s.l
+	l.mu.Lock()
+	s.retake = nil
+	var idx []int
+	for i, g := range s.grants {
+		if g == nil && !s.pending[i] && !s.over {
+			idx = append(idx, i)
+		}
+	}
+	l.mu.Unlock()
+	outs := s.tryAll(s.ctx, idx, retakeMax, false)
+	got := false
+	l.mu.Lock()
+	for _, i := range idx {
+		got = got || outs[i].took
+	}
+	if got {
+		s.backoff = 0
+	}
+	s.scheduleLocked()
+	l.mu.Unlock()
+}
+
+// tryOutcome is one replica's answer to a try-lock.
+type tryOutcome struct {
+	done     bool  // the answer, or the failure to get one, is in
+	took     bool  // the set holds it now
+	answered bool  // the server answered (granted, busy or an error status)
+	err      error // an error status, or why there was no answer
+}
+
+// tryAll sends a try-lock to each replica in idx at once, each on its
+// server's shared pipelined connections, and offers the grants to the
+// set. A replica that has not answered within wait is taken as
+// unreachable (a grant that comes later is released). With early, it
+// returns as soon as the set holds its arbiter and a quorum; the other
+// answers still come in, and their grants join the set.
+func (s *replicaSet) tryAll(ctx context.Context, idx []int, wait time.Duration, early bool) []tryOutcome {
+	type answer struct {
+		i int
+		o tryOutcome
+	}
+	outs := make([]tryOutcome, len(s.addrs))
+	ch := make(chan answer, len(idx))
+	s.l.mu.Lock()
+	for _, i := range idx {
+		s.pending[i] = true
+	}
+	s.l.mu.Unlock()
+	for _, i := range idx {
+		go func() { ch <- answer{i, s.tryOne(ctx, i, wait)} }()
+	}
+	for range idx {
+		a := <-ch
+		outs[a.i] = a.o
+		if early && s.quorumWith(outs) {
+			break
+		}
+	}
+	return outs
+}
+
+// quorumWith reports whether the set holds a quorum and its arbiter,
+// judging by the answers in so far: every replica before the first held
+// one failed.
+func (s *replicaSet) quorumWith(outs []tryOutcome) bool {
+	s.l.mu.Lock()
+	defer s.l.mu.Unlock()
+	if s.countLocked() < s.quorum {
+		return false
+	}
+	for i, g := range s.grants {
+		switch {
+		case g != nil:
+			return true
+		case !outs[i].done || outs[i].answered:
+			return false
+		}
+	}
+	return false
+}
+
+func (s *replicaSet) tryOne(ctx context.Context, i int, wait time.Duration) tryOutcome {
+	l := s.l
+	defer func() {
+		l.mu.Lock()
+		s.pending[i] = false
+		s.signalLocked()
+		l.mu.Unlock()
+	}()
+	rctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	req := l.request(l.cmds.Acquire)
+	res, err := s.pools[i].Do(rctx, &req)
+	if err != nil {
+		return tryOutcome{done: true, err: err}
+	}
+	g, err := l.grantFrom(ctx, s.addrs[i], res, nil, false)
+	if g != nil {
+		return tryOutcome{done: true, took: s.offer(i, g), answered: true}
+	}
+	return tryOutcome{done: true, answered: true, err: err}
+}
+
+// arbiter picks the replica on which every contender for the key waits,
+// so that two clients each holding a minority never wait on each other:
+// the first replica, in the key's replica order, that answered (granted
+// the key, or said it was busy). Every client computes the same order, so
+// while they see the same servers up they pick the same one. It fails
+// when a quorum is out of reach: too many replicas unreachable or
+// refusing (a limit mismatch, say). fullQueue says whether a full queue
+// on the arbiter is an error (a request that would wait there) or busy.
+func (s *replicaSet) arbiter(outs []tryOutcome, fullQueue bool) (int, error) {
+	arb, failed := -1, 0
+	var errs []error
+	for i, o := range outs {
+		if !o.done && !s.holds(i) {
+			continue // not asked
+		}
+		busy := errors.Is(o.err, ErrMaxWaiters)
+		held := s.holds(i)
+		switch {
+		case held || (o.answered && (o.err == nil || busy)):
+			if arb < 0 {
+				arb = i
+				if busy && fullQueue && !held {
+					return -1, s.l.describe(o.err, s.addrs[i])
+				}
+			}
+		default:
+			failed++
+			errs = append(errs, s.l.describe(o.err, s.addrs[i]))
+		}
+	}
+	if arb < 0 || failed > len(s.addrs)-s.quorum {
+		return -1, fmt.Errorf("%s: %d of %d replicas unavailable, and %d are needed: %w", s.l.what(), failed, len(s.addrs), s.quorum, errors.Join(errs...))
+	}
+	return arb, nil
+}
+
+// holds reports whether the set holds replica i.
+func (s *replicaSet) holds(i int) bool {
+	s.l.mu.Lock()
+	defer s.l.mu.Unlock()
+	return s.grants[i] != nil
+}
+
+// count is how many replicas the set holds.
+func (s *replicaSet) count() int {
+	s.l.mu.Lock()
+	defer s.l.mu.Unlock()
+	return s.countLocked()
+}
+
+// missing lists the replicas the set does not hold.
+func (s *replicaSet) missing() []int {
+	s.l.mu.Lock()
+	defer s.l.mu.Unlock()
+	var idx []int
+	for i, g := range s.grants {
+		if g == nil {
+			idx = append(idx, i)
+		}
+	}
+	return idx
+}
+
+// allReplicas lists every replica index.
+func (s *replicaSet) allReplicas() []int {
+	idx := make([]int, len(s.addrs))
+	for i := range idx {
+		idx[i] = i
+	}
+	return idx
+}
+
+// yield makes the set give back every replica but arb, now and as
+// their grants come in, while it waits on the arbiter: what it holds
+// elsewhere would only hold up the arbiter's holder. -1 ends that.
+func (s *replicaSet) yield(arb int) {
+	var gs []*pool.Grant
+	var es []*renewal
+	s.l.mu.Lock()
+	if s.yieldTo = arb; arb >= 0 {
+		gs, es = s.takeOutLocked(arb)
+	}
+	s.l.mu.Unlock()
+	s.drop(gs, es, errUnwanted)
+}
+
+// take runs one acquisition: a try-lock to every replica at once (one
+// round trip for a free key); with a timeout, a wait on the arbiter when
+// another holds it, then waits on the missing replicas until a quorum.
+// It holds the set's grants when it returns true, and none otherwise.
+func (s *replicaSet) take(ctx context.Context, timeout time.Duration, deadline time.Time) (bool, error) {
+	outs := s.tryAll(ctx, s.allReplicas(), s.l.c.replicaTimeout, true)
+	if s.quorumWith(outs) {
+		return true, nil
+	}
+	if err := ctx.Err(); err != nil {
+		s.giveUp()
+		return false, err
+	}
+	arb, err := s.arbiter(outs, timeout > 0)
+	if err != nil {
+		s.giveUp()
+		return false, err
+	}
+	if s.holds(arb) && s.count() >= s.quorum {
+		return true, nil
+	}
+	if timeout <= 0 {
+		s.giveUp()
+		return false, nil
+	}
+	if !s.holds(arb) {
+		s.yield(arb)
+		g, err := s.l.acquireOn(ctx, s.pools[arb], timeout, deadline)
+		if g == nil || err != nil {
+			s.giveUp()
+			return false, err
+		}
+		s.offer(arb, g)
+		s.yield(-1)
+	}
+	return s.takeRest(ctx, deadline)
+}
+
+// takeRest takes the replicas the set lacks, each with a try-lock and
+// then a wait until deadline, all at once, and returns as soon as it
+// holds a quorum. The set holds the arbiter, so every other contender
+// waits on it rather than holding these: the waits end. Those still out
+// at a quorum go on in the background and add their replicas to the lock.
+func (s *replicaSet) takeRest(ctx context.Context, deadline time.Time) (bool, error) {
+	l := s.l
+	var idx []int
+	l.mu.Lock()
+	for i, g := range s.grants {
+		if g == nil && !s.pending[i] {
+			s.pending[i] = true
+			idx = append(idx, i)
+		}
+	}
+	l.mu.Unlock()
+	bctx, cancel := context.WithDeadline(s.ctx, deadline)
+	done := make(chan error, len(idx))
+	for _, i := range idx {
+		go func() {
+			g, err := l.acquireOn(bctx, s.pools[i], time.Until(deadline), deadline)
+			if g != nil {
+				s.offer(i, g)
+			}
+			l.mu.Lock()
+			s.pending[i] = false
+			s.signalLocked()
+			if s.held {
+				s.scheduleLocked()
+			}
+			l.mu.Unlock()
+			done <- err
+		}()
+	}
+	go func() {
+		// bctx lives until the last wait ends, past this call.
+		for range idx {
+			<-done
+		}
+		cancel()
+	}()
+	for {
+		l.mu.Lock()
+		n, waiting, changed := s.countLocked(), false, s.changed
+		for _, i := range idx {
+			waiting = waiting || s.pending[i]
+		}
+		l.mu.Unlock()
+		switch {
+		case n >= s.quorum:
+			return true, nil
+		case !waiting:
+			s.giveUp()
+			return false, nil
+		}
+		select {
+		case <-ctx.Done():
+			s.giveUp()
+			return false, ctx.Err()
+		case <-changed:
+		}
+	}
+}
+
+// signalLocked wakes takeRest: a replica was taken, or a wait ended.
+func (s *replicaSet) signalLocked() {
+	close(s.changed)
+	s.changed = make(chan struct{})
+}
+
+func (l *Lock) acquireReplicated(ctx context.Context, timeout time.Duration, deadline time.Time) (bool, error) {
+	if err := l.ready(); err != nil {
+		return false, err
+	}
+	s, err := l.newSet()
+	if err != nil {
+		return false, err
+	}
+	ok, err := s.take(ctx, timeout, deadline)
+	if !ok || err != nil {
+		return false, err
+	}
+	return l.adoptSet(s)
+}
+
+// adoptSet makes the handle the holder of s, a quorum, and starts taking
+// the replicas it lacks in the background.
+func (l *Lock) adoptSet(s *replicaSet) (bool, error) {
+	if !l.c.track(l) {
+		s.giveUp()
+		return false, ErrClosed
+	}
+	l.mu.Lock()
+	l.state, l.set, s.held = stateHeld, s, true
+	if l.lostErr != nil {
+		l.lost, l.lostErr = nil, nil // a new acquisition, a new channel
+	}
+	if n := s.countLocked(); n < s.quorum {
+		// A replica was lost since the quorum was counted.
+		s.loseLocked(fmt.Errorf("%w: %s: %d of %d replicas left right after the acquire, quorum %d", ErrLockLost, l.what(), n, len(s.addrs), s.quorum), "")
+		return true, nil
+	}
+	s.backoff = 0
+	s.scheduleLocked()
+	l.mu.Unlock()
+	return true, nil
+}
+
+// releaseSet gives back the replicas a released lock held, all at once.
+// It succeeds when a quorum of them was still held; it reports the lock
+// lost when the servers had let go of too many to leave one.
+func (l *Lock) releaseSet(ctx context.Context, gs []*pool.Grant, replicas, quorum int) error {
+	errs := make([]error, len(gs))
+	var wg sync.WaitGroup
+	for i, g := range gs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = g.Release(ctx)
+		}()
+	}
+	wg.Wait()
+	released, gone := 0, 0
+	for _, err := range errs {
+		switch {
+		case err == nil:
+			released++
+		case errors.Is(err, pool.ErrGrantLost):
+			gone++
+		}
+	}
+	switch {
+	case released >= quorum:
+		return nil
+	case len(gs)-gone < quorum:
+		return fmt.Errorf("%w: %s: the servers held it on only %d of %d replicas, quorum %d: %w", ErrLockLost, l.what(), len(gs)-gone, replicas, quorum, errors.Join(errs...))
+	}
+	return fmt.Errorf("lock: %s: released on %d of %d replicas, quorum %d; the others did not answer: %w", l.what(), released, replicas, quorum, errors.Join(errs...))
+}
+
+// setToken is Token for a replicated handle: the token of the first
+// replica held, in the key's replica order, while a quorum of replicas is
+// still certainly held.
+func (l *Lock) setToken() string {
+	l.mu.Lock()
+	s := l.set
+	if l.state != stateHeld || s == nil {
+		l.mu.Unlock()
+		return ""
+	}
+	gs := append([]*pool.Grant(nil), s.grants...)
+	l.mu.Unlock()
+	now := time.Now()
+	n, token := 0, ""
+	for _, g := range gs {
+		if g == nil {
+			continue
+		}
+		if !now.Before(g.Deadline()) {
+			g.Drop(errDeadline)
+			continue
+		}
+		if n++; token == "" {
+			token = g.Token()
+		}
+	}
+	if n < s.quorum {
+		return ""
+	}
+	return token
+}
+
+// HeldOn lists the servers on which the lock is held now: its server,
+// or, with Config.Replicas, every replica it holds, in the key's replica
+// order. It is empty when the lock is not held.
+func (l *Lock) HeldOn() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.state != stateHeld {
+		return nil
+	}
+	if l.set == nil {
+		return []string{l.grant.Addr()}
+	}
+	var out []string
+	for i, g := range l.set.grants {
+		if g != nil {
+			out = append(out, l.set.addrs[i])
+		}
+	}
+	return out
+}

@@ -1,0 +1,211 @@
+package lock_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/dflock-go/dflock/fakeserver"
+	"github.com/dflock-go/dflock/lock"
+	"github.com/dflock-go/dflock/shard"
+)
+
+// replicated starts n fakeservers and returns them with the key's R
+// replicas' servers, in replica order.
+func replicated(t *testing.T, n, r int, key string) (*testFleet, []*fakeserver.Server, []string) {
+	t.Helper()
+	f := newFleet(t, n, fakeserver.Config{LeaseSweepInterval: 50 * time.Millisecond})
+	s, err := shard.NewStableHash(f.addrs)
+	require.NoError(t, err)
+	addrs, err := shard.Replicas(s, key, r)
+	require.NoError(t, err)
+	srvs := make([]*fakeserver.Server, r)
+	for i, a := range addrs {
+		for j, fa := range f.addrs {
+			if fa == a {
+				srvs[i] = f.server(t, j)
+			}
+		}
+	}
+	return f, srvs, addrs
+}
+
+func TestReplicasConfigChecked(t *testing.T) {
+	f := newFleet(t, 3, fakeserver.Config{})
+	for _, r := range []int{2, -1, 5} {
+		_, err := lock.New(lock.Config{Servers: f.addrs, Replicas: r})
+		assert.ErrorIs(t, err, lock.ErrInvalid, "Replicas %d", r)
+	}
+	c, err := lock.New(lock.Config{Servers: f.addrs, Replicas: 3})
+	require.NoError(t, err)
+	c.Close()
+}
+
+func TestReplicatedLockHeldOnEveryReplica(t *testing.T) {
+	f, srvs, addrs := replicated(t, 5, 3, "k")
+	a := f.client(t, lock.Config{Replicas: 3})
+	b := f.client(t, lock.Config{Replicas: 3})
+
+	la := a.Lock("k")
+	mustAcquire(t, la)
+	assert.NotEmpty(t, la.Token())
+	// The last replica's answer may come after Acquire returned.
+	require.Eventually(t, func() bool { return len(la.HeldOn()) == 3 }, wait, time.Millisecond)
+	assert.Equal(t, addrs, la.HeldOn())
+	for _, srv := range srvs {
+		assert.True(t, keyHeld(srv, "k"), "every replica holds the key")
+	}
+
+	lb := b.Lock("k", lock.AcquireTimeout(5*time.Second))
+	ok, err := lb.TryAcquire(ctxFor(t, wait))
+	require.NoError(t, err)
+	assert.False(t, ok, "held by a")
+
+	got := make(chan error, 1)
+	go func() {
+		ok, err := lb.Acquire(context.Background())
+		if err == nil && !ok {
+			err = errors.New("not acquired")
+		}
+		got <- err
+	}()
+	// b waits on the arbiter (the key's first replica) and holds nothing.
+	require.Eventually(t, func() bool { return waiters(srvs[0], "k") == 1 }, wait, time.Millisecond)
+	require.NoError(t, la.Release(ctxFor(t, wait)))
+	require.NoError(t, <-got)
+	require.Eventually(t, func() bool { return len(lb.HeldOn()) == 3 }, wait, time.Millisecond)
+	require.NoError(t, lb.Release(ctxFor(t, wait)))
+	for _, srv := range srvs {
+		assert.Eventually(t, func() bool { return !keyHeld(srv, "k") }, wait, time.Millisecond)
+	}
+}
+
+// One replica's server dying is not a loss; it is taken again when the
+// server comes back, empty. Two dying is.
+func TestReplicatedLockSurvivesOneServer(t *testing.T) {
+	f, srvs, addrs := replicated(t, 5, 3, "k")
+	var losses atomic.Int64
+	a := f.client(t, lock.Config{Replicas: 3})
+	lock.SetLossHook(a, func(string, []lock.LossGrant, int, error) { losses.Add(1) })
+	b := f.client(t, lock.Config{Replicas: 3})
+	la := a.Lock("k", lock.LeaseTTL(time.Second))
+	mustAcquire(t, la)
+	require.Eventually(t, func() bool { return len(la.HeldOn()) == 3 }, wait, time.Millisecond)
+
+	require.NoError(t, srvs[0].Stop())
+	require.Eventually(t, func() bool { return len(la.HeldOn()) == 2 }, wait, time.Millisecond)
+	assert.NotEmpty(t, la.Token())
+	require.False(t, gotLost(la.Lost()), "%v", la.Err())
+	// Renewed past its lease on the two left.
+	time.Sleep(1500 * time.Millisecond)
+	assert.NotEmpty(t, la.Token())
+	ok, err := b.Lock("k").TryAcquire(ctxFor(t, wait))
+	require.NoError(t, err)
+	assert.False(t, ok, "a still holds a quorum")
+
+	require.NoError(t, srvs[0].Restart())
+	require.Eventually(t, func() bool { return len(la.HeldOn()) == 3 }, 2*wait, 5*time.Millisecond, "taken again on the restarted server")
+	assert.Equal(t, addrs, la.HeldOn())
+
+	require.NoError(t, srvs[1].Stop())
+	require.NoError(t, srvs[2].Stop())
+	select {
+	case <-la.Lost():
+	case <-time.After(wait):
+		t.Fatal("two of three replicas gone, and the lock not reported lost")
+	}
+	assert.ErrorIs(t, la.Err(), lock.ErrLockLost)
+	assert.Equal(t, int64(1), losses.Load())
+	assert.Empty(t, la.Token())
+	require.ErrorIs(t, la.Release(ctxFor(t, wait)), lock.ErrLockLost)
+	assert.Eventually(t, func() bool { return !keyHeld(srvs[0], "k") }, wait, time.Millisecond, "the replica left is given back")
+}
+
+// With the key's first replica down, the next one arbitrates: acquires
+// keep working, one holder at a time.
+func TestReplicatedLockWithItsFirstServerDown(t *testing.T) {
+	f, srvs, addrs := replicated(t, 5, 3, "k")
+	require.NoError(t, srvs[0].Stop())
+	a := f.client(t, lock.Config{Replicas: 3})
+	b := f.client(t, lock.Config{Replicas: 3})
+	la, lb := a.Lock("k"), b.Lock("k")
+	mustAcquire(t, la)
+	assert.Equal(t, addrs[1:], la.HeldOn())
+	got := make(chan bool, 1)
+	go func() {
+		ok, _ := lb.Acquire(context.Background())
+		got <- ok
+	}()
+	require.Eventually(t, func() bool { return waiters(srvs[1], "k") == 1 }, wait, time.Millisecond)
+	require.NoError(t, la.Release(ctxFor(t, wait)))
+	assert.True(t, <-got)
+	require.NoError(t, lb.Release(ctxFor(t, wait)))
+}
+
+// A try-lock that cannot reach a quorum says why.
+func TestReplicatedLockWithTooFewServers(t *testing.T) {
+	f, srvs, _ := replicated(t, 3, 3, "k")
+	require.NoError(t, srvs[0].Stop())
+	require.NoError(t, srvs[2].Stop())
+	a := f.client(t, lock.Config{Replicas: 3})
+	ok, err := a.Lock("k").TryAcquire(ctxFor(t, wait))
+	assert.False(t, ok)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "2 of 3 replicas unavailable")
+	assert.Eventually(t, func() bool { return !keyHeld(srvs[1], "k") }, wait, time.Millisecond, "the one replica taken is given back")
+}
+
+// Two clients that each take a minority of the replicas at once must not
+// wait on each other: many rounds of contention, each settled well
+// within the acquire timeout.
+func TestReplicatedContentionSettles(t *testing.T) {
+	f, _, _ := replicated(t, 5, 3, "k")
+	h := newHistory()
+	var wg sync.WaitGroup
+	var slow atomic.Int64
+	for ci := range 4 {
+		c := f.client(t, lock.Config{Replicas: 3})
+		for wi := range 4 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for range 40 {
+					l := c.Lock("k", lock.AcquireTimeout(5*time.Second))
+					t0 := time.Now()
+					ok, err := l.Acquire(context.Background())
+					if !assert.NoError(t, err) || !assert.True(t, ok) {
+						return
+					}
+					if time.Since(t0) > 2*time.Second {
+						slow.Add(1)
+					}
+					start := time.Now()
+					end := time.Now()
+					h.record("k", 1, fmt.Sprintf("c%d/w%d", ci, wi), start, end, false)
+					assert.NoError(t, l.Release(context.Background()))
+				}
+			}()
+		}
+	}
+	wg.Wait()
+	assert.Empty(t, h.violations())
+	assert.Equal(t, 640, h.count())
+	assert.Zero(t, slow.Load(), "an acquire waited seconds: contenders waited on each other")
+}
+
+// keyHeld reports whether srv has a holder of the lock key.
+func keyHeld(srv *fakeserver.Server, key string) bool {
+	for _, li := range srv.Stats().Locks {
+		if li.Key == key && li.OwnerConnID != 0 {
+			return true
+		}
+	}
+	return false
+}
