@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -15,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/dflock-go/dflock/fakeserver"
+	"github.com/dflock-go/dflock/internal/testproxy"
 	"github.com/dflock-go/dflock/lock"
 	"github.com/dflock-go/dflock/pool"
 )
@@ -26,23 +28,57 @@ type stress struct {
 	lease                         time.Duration
 	duration                      time.Duration
 	faults                        []fault
+	// servers in the fleet (default 2), and Config.Replicas (default 1).
+	servers, replicas int
+	// proxied puts a testproxy before each server, for blackhole faults.
+	proxied bool
+	// settle, when set, makes faults one at a time: each runs to its end
+	// (a stall or a blackhole too), then the fleet has settle to recover
+	// before the next.
+	settle time.Duration
+}
+
+// faultTarget is the server a fault hits, and its proxy when proxied.
+type faultTarget struct {
+	srv   *fakeserver.Server
+	proxy *testproxy.Proxy
 }
 
 type fault struct {
 	name string
-	do   func(srv *fakeserver.Server, rng *rand.Rand)
+	// do injects the fault; with stress.settle it returns once the fault
+	// is over.
+	do func(ft faultTarget, rng *rand.Rand, oneAtATime bool)
 }
 
 var (
-	dropFault = fault{"drop connections", func(srv *fakeserver.Server, _ *rand.Rand) { srv.DropConnections() }}
+	dropFault = fault{"drop connections", func(ft faultTarget, _ *rand.Rand, _ bool) { ft.srv.DropConnections() }}
 	// A stall longer than the lease: holders must give up before the
 	// server's sweep hands their locks on.
-	stallFault = fault{"stall past the lease", func(srv *fakeserver.Server, rng *rand.Rand) {
-		srv.Stall(time.Duration(1500+rng.IntN(1000)) * time.Millisecond)
+	stallFault = fault{"stall past the lease", func(ft faultTarget, rng *rand.Rand, oneAtATime bool) {
+		d := time.Duration(1500+rng.IntN(1000)) * time.Millisecond
+		ft.srv.Stall(d)
+		if oneAtATime {
+			time.Sleep(d)
+		}
 	}}
-	restartFault = fault{"restart", func(srv *fakeserver.Server, _ *rand.Rand) {
-		srv.Stop()
-		srv.Restart()
+	restartFault = fault{"restart", func(ft faultTarget, _ *rand.Rand, _ bool) {
+		ft.srv.Stop()
+		ft.srv.Restart()
+	}}
+	// A server killed, down for a while, and back empty.
+	killFault = fault{"kill", func(ft faultTarget, rng *rand.Rand, _ bool) {
+		ft.srv.Stop()
+		time.Sleep(time.Duration(200+rng.IntN(400)) * time.Millisecond)
+		ft.srv.Restart()
+	}}
+	// Every byte to and from the server swallowed, connections open, for
+	// longer than the lease; then the connections are reset, as a
+	// firewall that forgot them would.
+	blackholeFault = fault{"blackhole", func(ft faultTarget, rng *rand.Rand, _ bool) {
+		ft.proxy.Partition(true)
+		time.Sleep(time.Duration(1500+rng.IntN(1000)) * time.Millisecond)
+		ft.proxy.Reset()
 	}}
 )
 
@@ -81,9 +117,18 @@ func (r stressResult) longestOverlap() time.Duration {
 
 func (s stress) run(t *testing.T) stressResult {
 	t.Helper()
-	f := newFleet(t, 2, fakeserver.Config{LeaseSweepInterval: 50 * time.Millisecond})
-	servers := []*fakeserver.Server{f.server(t, 0), f.server(t, 1)}
+	f := newFleet(t, max(s.servers, 2), fakeserver.Config{LeaseSweepInterval: 50 * time.Millisecond})
+	targets := make([]faultTarget, len(f.addrs))
+	addrs := slices.Clone(f.addrs)
 	detector := newLossDetector(t, f)
+	for i := range targets {
+		targets[i].srv = f.server(t, i)
+		if s.proxied {
+			targets[i].proxy = testproxy.Start(t, f.addrs[i], nil)
+			addrs[i] = targets[i].proxy.Addr()
+			detector.servers[targets[i].proxy.Addr()] = targets[i].srv
+		}
+	}
 	h := newHistory()
 	var res stressResult
 	var ops, acquired, lost, releaseLost, faults atomic.Int64
@@ -95,7 +140,7 @@ func (s stress) run(t *testing.T) stressResult {
 		// Fewer exclusive connections than workers: connections kept by
 		// locks held after a wait outnumber the idle ones the pool keeps,
 		// so surplus ones are closed as their locks end.
-		c := f.client(t, lock.Config{Pool: pool.Config{MaxConns: 3, SharedConns: 1}})
+		c := f.client(t, lock.Config{Servers: addrs, Replicas: s.replicas, ReplicaTimeout: 100 * time.Millisecond, Pool: pool.Config{MaxConns: 3, SharedConns: 1}})
 		detector.watch(c)
 		for wi := range s.workers {
 			wg.Add(1)
@@ -107,7 +152,7 @@ func (s stress) run(t *testing.T) stressResult {
 					key := fmt.Sprintf("stress-%d", rng.IntN(s.keys))
 					opts := []lock.Option{lock.LeaseTTL(s.lease), lock.AcquireTimeout(500 * time.Millisecond)}
 					var l *lock.Lock
-					if s.limit > 1 {
+					if s.limit > 0 {
 						l = c.Semaphore(key, s.limit, opts...).Lock
 					} else {
 						l = c.Lock(key, opts...)
@@ -133,7 +178,9 @@ func (s stress) run(t *testing.T) stressResult {
 						end = time.Now() // Release begins: no longer claimed
 					case <-gone:
 						end, byLoss = time.Now(), true
-						lost.Add(1)
+						if lost.Add(1) <= 5 {
+							t.Logf("lost %s: %v", key, l.Err())
+						}
 					}
 					hold.Stop()
 					rctx, rcancel := context.WithTimeout(context.Background(), time.Second)
@@ -167,14 +214,25 @@ func (s stress) run(t *testing.T) stressResult {
 				case <-time.After(time.Duration(200+rng.IntN(300)) * time.Millisecond):
 				}
 				fl := s.faults[rng.IntN(len(s.faults))]
-				fl.do(servers[rng.IntN(len(servers))], rng)
+				if s.settle > 0 {
+					// One at a time: every kind in turn.
+					fl = s.faults[faults.Load()%int64(len(s.faults))]
+				}
+				fl.do(targets[rng.IntN(len(targets))], rng, s.settle > 0)
 				faults.Add(1)
+				if s.settle > 0 {
+					select {
+					case <-ctx.Done():
+						return
+					case <-time.After(s.settle):
+					}
+				}
 			}
 		}()
 	}
 	wg.Wait()
-	for _, srv := range servers {
-		srv.Unstall()
+	for _, ft := range targets {
+		ft.srv.Unstall()
 	}
 	res.ops, res.acquired, res.lost, res.faults = ops.Load(), acquired.Load(), lost.Load()+releaseLost.Load(), faults.Load()
 	res.violations = h.violations()
@@ -209,9 +267,6 @@ func TestMutualExclusionUnderFaults(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			s := c.s
 			s.clients, s.workers, s.keys, s.lease, s.duration = 3, 6, 4, time.Second, 3*time.Second
-			if s.limit == 0 {
-				s.limit = 1
-			}
 			res := s.run(t)
 			assert.Positive(t, res.acquired)
 			assert.Zero(t, res.falseLosses, "a lock reported lost while the server still held it, with no fault")

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"sync"
 	"time"
 
@@ -31,6 +32,9 @@ type replicaSet struct {
 	over    bool          // released, lost or given up: late grants go back
 	retake  *time.Timer   // the next background attempt at the missing replicas
 	backoff time.Duration // before that attempt
+	// backoffCap bounds backoff: short while the missing replicas answer
+	// busy, long while one does not answer.
+	backoffCap time.Duration
 	stop    context.CancelFunc
 	ctx     context.Context // ends when the set is over: bounds background requests
 	changed chan struct{}   // closed and replaced on every change takeRest waits for
@@ -43,9 +47,13 @@ type replicaSet struct {
 const replicaTimeoutDefault = 500 * time.Millisecond
 
 // Bounds of the pause between background attempts at a missing replica.
+// A replica that answered busy is held by a contender that lacks the
+// arbiter and lets go within a round trip: it is asked again soon. One
+// that did not answer (a server down) backs off to retakeMax.
 const (
-	retakeFirst = 50 * time.Millisecond
-	retakeMax   = 2 * time.Second
+	retakeFirst   = 10 * time.Millisecond
+	retakeMaxBusy = 200 * time.Millisecond
+	retakeMax     = time.Second
 )
 
 // errQuorumLost is why the replicas still held are given back once a
@@ -68,7 +76,7 @@ func (l *Lock) newSet() (*replicaSet, error) {
 	s.grants, s.entries, s.taken = make([]*pool.Grant, n), make([]*renewal, n), make([]*pool.Grant, n)
 	s.causes, s.pending = make([]error, n), make([]bool, n)
 	s.ctx, s.stop = context.WithCancel(context.Background())
-	s.changed, s.yieldTo = make(chan struct{}), -1
+	s.changed, s.yieldTo, s.backoffCap = make(chan struct{}), -1, retakeMaxBusy
 	return s, nil
 }
 
@@ -201,8 +209,9 @@ func (s *replicaSet) scheduleLocked() {
 		return
 	}
 	d := s.backoff
-	s.backoff = min(max(2*s.backoff, retakeFirst), retakeMax)
-	s.retake = time.AfterFunc(d, s.retakeMissing)
+	s.backoff = min(max(2*s.backoff, retakeFirst), s.backoffCap)
+	// Jitter keeps the holders of a semaphore's slots out of step.
+	s.retake = time.AfterFunc(d/2+rand.N(d/2+1), s.retakeMissing)
 }
 
 // retakeMissing tries, once, to take each missing replica: a pipelined
@@ -221,10 +230,15 @@ func (s *replicaSet) retakeMissing() {
 	}
 	l.mu.Unlock()
 	outs := s.tryAll(s.ctx, idx, retakeMax, false)
-	got := false
+	got, down := false, false
 	l.mu.Lock()
 	for _, i := range idx {
 		got = got || outs[i].took
+		down = down || !outs[i].answered
+	}
+	s.backoffCap = retakeMaxBusy
+	if down {
+		s.backoffCap = retakeMax
 	}
 	if got {
 		s.backoff = 0

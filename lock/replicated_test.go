@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -208,4 +209,42 @@ func keyHeld(srv *fakeserver.Server, key string) bool {
 		}
 	}
 	return false
+}
+
+// The acceptance run: R=3 over 5 servers while one server at a time is
+// killed, restarted empty, stalled past the lease or cut off by a
+// blackhole. A single server's fault releases no lock anywhere that
+// counts, so nothing overlaps, not even in the close-detection window,
+// and no loss is false. DFLOCK_SOAK=1m runs each case that long.
+func TestReplicatedMutualExclusionUnderFaults(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a soak: -short skips it")
+	}
+	all := []fault{killFault, restartFault, stallFault, blackholeFault}
+	d := 10 * time.Second
+	if env := os.Getenv("DFLOCK_SOAK"); env != "" {
+		d, _ = time.ParseDuration(env)
+	}
+	for _, c := range []struct {
+		name            string
+		limit, replicas int
+	}{{"lock", 0, 3}, {"semaphore of 1", 1, 3}, {"semaphore of 2", 2, 3}, {"semaphore of 5", 5, 3}, {"semaphore of 2 on 5 replicas", 2, 5}} {
+		t.Run(c.name, func(t *testing.T) {
+			s := stress{
+				clients: 3, workers: 6, keys: 4, limit: c.limit, lease: time.Second, duration: d,
+				servers: 5, replicas: c.replicas, proxied: true, settle: 1500 * time.Millisecond, faults: all,
+			}
+			res := s.run(t)
+			assert.Positive(t, res.acquired)
+			assert.Positive(t, res.faults)
+			assert.Zero(t, res.falseLosses, "a lock reported lost while a quorum of its servers still held it, with no fault")
+			assert.Empty(t, res.violations, "a single server's fault must not let two holders overlap")
+			if lock.Quorum(c.replicas, max(c.limit, 1)) < c.replicas {
+				// One server down leaves a quorum to every holder: the
+				// faults come one at a time, with time to take the
+				// missing replica again in between.
+				assert.Zero(t, res.lost, "a single server's fault cost a holder its lock")
+			}
+		})
+	}
 }

@@ -254,7 +254,7 @@ func TestSoak(t *testing.T) {
 		t.Logf("soak: %d operations, %d acquired, %d lost, %d false losses, %d faults, %d overlaps (longest %v); goroutines %d→%d, fds %d→%d",
 			res.ops, res.acquired, res.lost, res.falseLosses, res.faults, len(res.violations), res.longestOverlap(), goroutines, runtime.NumGoroutine(), fds, openFDs(t))
 	})
-	s := stress{clients: 3, workers: 6, keys: 6, limit: 1, lease: time.Second, duration: 60 * time.Second,
+	s := stress{clients: 3, workers: 6, keys: 6, lease: time.Second, duration: 60 * time.Second,
 		faults: []fault{dropFault, stallFault, restartFault}}
 	res = s.run(t)
 	assert.Positive(t, res.acquired)

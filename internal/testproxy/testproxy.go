@@ -56,6 +56,20 @@ func (p *Proxy) Requests() int64 { return p.lines.Load() / 3 }
 // ways, on every connection, which stay open.
 func (p *Proxy) Partition(on bool) { p.partitioned.Store(on) }
 
+// Reset ends a partition by closing every connection through the proxy,
+// as a firewall that dropped its state would: the bytes swallowed are
+// gone, so the streams could not go on. New connections work.
+func (p *Proxy) Reset() {
+	p.mu.Lock()
+	conns := p.conns
+	p.conns = nil
+	p.mu.Unlock()
+	for _, c := range conns {
+		c.Close()
+	}
+	p.partitioned.Store(false)
+}
+
 func (p *Proxy) serve() {
 	defer p.wg.Done()
 	for {
