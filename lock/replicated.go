@@ -35,11 +35,11 @@ type replicaSet struct {
 	// backoffCap bounds backoff: short while the missing replicas answer
 	// busy, long while one does not answer.
 	backoffCap time.Duration
-	stop    context.CancelFunc
-	ctx     context.Context // ends when the set is over: bounds background requests
-	changed chan struct{}   // closed and replaced on every change takeRest waits for
-	arb     int             // queued by Enqueue: the arbiter it chose
-	yieldTo int             // waiting on this arbiter: other grants go back; -1 if not
+	stop       context.CancelFunc
+	ctx        context.Context // ends when the set is over: bounds background requests
+	changed    chan struct{}   // closed and replaced on every change takeRest waits for
+	arb        int             // queued by Enqueue: the arbiter it chose
+	yieldTo    int             // waiting on this arbiter: other grants go back; -1 if not
 }
 
 // replicaTimeoutDefault bounds the wait for one replica's answer to a
