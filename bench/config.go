@@ -42,12 +42,19 @@ type Config struct {
 	HoldMany int
 	// Workloads to run, by name. Default all of Workloads().
 	Workloads []string
+	// Replicas runs every workload but raw once per replica count given
+	// (lock.Config.Replicas), side by side, named workload/rN. Default
+	// [1], named plainly.
+	Replicas []int
 	// AuthToken and TLS reach servers that need them; see lock.Config.
 	// The raw baseline runs only without them.
 	AuthToken string
 	TLS       *tls.Config
 	// Progress, when set, receives a progress bar.
 	Progress io.Writer
+
+	// requests counts the requests the workload's client sent.
+	requests func() uint64
 }
 
 // Workloads lists the workloads in the order they run.
@@ -77,9 +84,17 @@ func (c *Config) setDefaults() error {
 	if len(c.Workloads) == 0 {
 		c.Workloads = Workloads()
 	}
+	if len(c.Replicas) == 0 {
+		c.Replicas = []int{1}
+	}
 	for _, w := range c.Workloads {
 		if !slices.Contains(Workloads(), w) {
 			return fmt.Errorf("bench: unknown workload %q (have %v)", w, Workloads())
+		}
+	}
+	for _, r := range c.Replicas {
+		if r < 1 || r%2 == 0 {
+			return fmt.Errorf("bench: replicas %d: each must be odd (1, 3, 5...)", r)
 		}
 	}
 	if c.Conns < 2 || c.Workers < 1 || c.Keys < 1 || c.HoldMany < 1 || c.Duration < 0 || c.Warmup < 0 || c.Lease < 0 {

@@ -22,7 +22,9 @@ type Result struct {
 	PerSecond float64 `json:"per_second"`
 	// VsRaw is PerSecond over the raw baseline's (0 for the baseline).
 	VsRaw float64 `json:"vs_raw"`
-	// Latency percentiles of one operation; 0 when none succeeded.
+	// Mean and percentiles of one operation's latency; 0 when none
+	// succeeded.
+	Mean time.Duration `json:"mean_ns"`
 	P50  time.Duration `json:"p50_ns"`
 	P90  time.Duration `json:"p90_ns"`
 	P99  time.Duration `json:"p99_ns"`
@@ -33,6 +35,10 @@ type Result struct {
 	// operations' CPU counts too. It is the client's own cost unless
 	// Report.ServersInProcess. 0 when unknown.
 	CPUPerOp time.Duration `json:"cpu_per_op_ns"`
+	// ReqPerOp is the requests the client sent to the servers over the
+	// measured phase, renewals and keep-alives included, per op: the work
+	// it asked of them. 0 when unknown (the raw baseline).
+	ReqPerOp float64 `json:"requests_per_op"`
 	// Errors counts failed operations by kind.
 	Errors map[string]int64 `json:"errors"`
 	// Extra holds workload-specific figures (hold-many: lost, renewals/s).
@@ -79,20 +85,25 @@ func (r *Report) WriteTable(w io.Writer) error {
 	}
 	fmt.Fprintf(w, "dflock bench: %s; strategy %s; %d workers\n\n", where, r.Strategy, r.Workers)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintf(tw, "workload\top/s\tvs raw\t%s\tp50\tp90\tp99\tp99.9\tmax\terrors\t\n", cpuCol)
+	fmt.Fprintf(tw, "workload\top/s\tvs raw\t%s\treq/op\tmean\tp50\tp90\tp99\tp99.9\tmax\terrors\t\n", cpuCol)
 	for _, res := range r.Results {
 		vs := "-"
 		if res.VsRaw > 0 {
 			vs = fmt.Sprintf("%.0f%%", 100*res.VsRaw)
 		}
-		fmt.Fprintf(tw, "%s\t%.0f\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", res.Name, res.PerSecond, vs, cpuShort(res.CPUPerOp),
-			short(res.P50), short(res.P90), short(res.P99), short(res.P999), short(res.Max), errorsText(res.Errors))
+		req := "-"
+		if res.ReqPerOp > 0 {
+			req = fmt.Sprintf("%.2f", res.ReqPerOp)
+		}
+		fmt.Fprintf(tw, "%s\t%.0f\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", res.Name, res.PerSecond, vs, cpuShort(res.CPUPerOp), req,
+			short(res.Mean), short(res.P50), short(res.P90), short(res.P99), short(res.P999), short(res.Max), errorsText(res.Errors))
 	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, cpuNote)
+	fmt.Fprintln(w, "req/op: requests the client sent to the servers per op, renewals and keep-alives included: the work asked of the servers")
 	for _, res := range r.Results {
 		line := res.Name + ": one op = " + res.Op
 		for _, k := range slices.Sorted(maps.Keys(res.Extra)) {

@@ -49,13 +49,28 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
-	newClient := func() (*lock.Client, error) {
-		return lock.New(lock.Config{Strategy: strategy, AuthToken: cfg.AuthToken, TLS: cfg.TLS, Pool: pool.Config{MaxConns: cfg.Conns}})
+	newClient := func(replicas int) (*lock.Client, error) {
+		return lock.New(lock.Config{Strategy: strategy, Replicas: replicas, AuthToken: cfg.AuthToken, TLS: cfg.TLS, Pool: pool.Config{MaxConns: cfg.Conns}})
+	}
+	type run struct {
+		workload, name string
+		replicas       int
+	}
+	var runs []run
+	for _, name := range cfg.Workloads {
+		if name == "raw" || len(cfg.Replicas) == 1 && cfg.Replicas[0] == 1 {
+			runs = append(runs, run{name, name, cfg.Replicas[0]})
+			continue
+		}
+		// Side by side: each workload once per replica count.
+		for _, r := range cfg.Replicas {
+			runs = append(runs, run{name, fmt.Sprintf("%s/r%d", name, r), r})
+		}
 	}
 
 	var bar *progressbar.ProgressBar
 	if cfg.Progress != nil {
-		total := time.Duration(len(cfg.Workloads)) * (cfg.Duration + cfg.Warmup)
+		total := time.Duration(len(runs)) * (cfg.Duration + cfg.Warmup)
 		bar = progressbar.NewOptions64(total.Milliseconds(), progressbar.OptionSetWriter(cfg.Progress),
 			progressbar.OptionSetDescription("dflock bench"), progressbar.OptionClearOnFinish(),
 			progressbar.OptionSetPredictTime(false), progressbar.OptionShowCount())
@@ -63,20 +78,22 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 
 	var raw float64
-	for i, name := range cfg.Workloads {
+	for i, rn := range runs {
+		name := rn.name
+		newClient := func() (*lock.Client, error) { return newClient(rn.replicas) }
 		if bar != nil {
 			bar.Describe(name)
 		}
 		stopBar := advance(bar, int64(i)*(cfg.Duration+cfg.Warmup).Milliseconds())
 		var res Result
 		var err error
-		switch name {
+		switch rn.workload {
 		case "raw":
 			res, err = runRaw(ctx, cfg, rep.Servers)
 		case "hold-many":
-			res, err = runHoldMany(ctx, cfg, newClient, rep.ServersInProcess)
+			res, err = runHoldMany(ctx, cfg, name, newClient, rep.ServersInProcess)
 		default:
-			res, err = runLockWorkload(ctx, cfg, name, newClient)
+			res, err = runLockWorkload(ctx, cfg, rn.workload, name, newClient)
 		}
 		stopBar()
 		if ctx.Err() != nil {
@@ -91,7 +108,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		switch {
 		case name == "raw":
 			raw = res.PerSecond
-		case name != "hold-many" && raw > 0:
+		case rn.workload != "hold-many" && raw > 0:
 			// hold-many's op is an acquire, not a pair: no ratio.
 			res.VsRaw = res.PerSecond / raw
 		}
@@ -148,7 +165,7 @@ func closedLoop(ctx context.Context, cfg Config, name, what string, do op) (Resu
 	defer stop(nil)
 	tallies := make([]*tally, cfg.Workers)
 	var ops atomic.Int64
-	var cpu cpuSpan
+	cpu := cpuSpan{requests: cfg.requests}
 	var cpuFrom, cpuTo sync.Once
 	began := time.Now()
 	measureFrom := began.Add(cfg.Warmup)
@@ -216,6 +233,7 @@ func summarise(name, what string, tallies []*tally, ops int64, d time.Duration, 
 		Name: name, Op: what, Ops: ops, Seconds: d.Seconds(),
 		PerSecond: float64(ops) / d.Seconds(),
 		CPUPerOp:  cpu.perOp(ops),
+		ReqPerOp:  cpu.reqPerOp(ops),
 		Errors:    map[string]int64{},
 	}
 	for _, t := range tallies {
@@ -228,6 +246,7 @@ func summarise(name, what string, tallies []*tally, ops int64, d time.Duration, 
 		// An empty histogram answers 1µs, its lowest value, to every
 		// quantile; with nothing measured the latencies stay 0, which
 		// the table prints as "-".
+		res.Mean = time.Duration(all.Mean())
 		res.P50 = time.Duration(all.ValueAtQuantile(50))
 		res.P90 = time.Duration(all.ValueAtQuantile(90))
 		res.P99 = time.Duration(all.ValueAtQuantile(99))

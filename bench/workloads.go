@@ -22,12 +22,13 @@ import (
 const pairLease = 10 * time.Second
 
 // runLockWorkload runs one of the workloads that go through the lock API.
-func runLockWorkload(ctx context.Context, cfg Config, name string, newClient func() (*lock.Client, error)) (Result, error) {
+func runLockWorkload(ctx context.Context, cfg Config, workload, name string, newClient func() (*lock.Client, error)) (Result, error) {
 	c, err := newClient()
 	if err != nil {
 		return Result{}, err
 	}
 	defer c.Close()
+	cfg.requests = requestsOf(c)
 	lease := lock.LeaseTTL(cmp.Or(cfg.Lease, pairLease))
 	pair := func(ctx context.Context, l *lock.Lock) error {
 		ok, err := l.Acquire(ctx)
@@ -36,7 +37,7 @@ func runLockWorkload(ctx context.Context, cfg Config, name string, newClient fun
 		}
 		return l.Release(ctx)
 	}
-	switch name {
+	switch workload {
 	case "distinct":
 		// Throughput: every worker has keys of its own.
 		return closedLoop(ctx, cfg, name, "acquire+release of a key no one else uses", func(ctx context.Context, w int, n int64) error {
@@ -78,6 +79,17 @@ func runLockWorkload(ctx context.Context, cfg Config, name string, newClient fun
 	return Result{}, fmt.Errorf("no workload %q", name)
 }
 
+// requestsOf counts the requests c has sent to every server.
+func requestsOf(c *lock.Client) func() uint64 {
+	return func() uint64 {
+		var n uint64
+		for _, ps := range c.PoolStats() {
+			n += ps.Requests
+		}
+		return n
+	}
+}
+
 // orTimeout is err, or lock.ErrTimeout for an acquire that returned false
 // without one.
 func orTimeout(err error) error {
@@ -98,7 +110,7 @@ func holdManyLease(hold time.Duration) time.Duration {
 // duration, and reports what holding costs. One op is one acquire. It
 // stops taking locks when it fails (see WorkloadError), and then does not
 // hold the ones it took.
-func runHoldMany(ctx context.Context, cfg Config, newClient func() (*lock.Client, error), serversInProcess bool) (Result, error) {
+func runHoldMany(ctx context.Context, cfg Config, name string, newClient func() (*lock.Client, error), serversInProcess bool) (Result, error) {
 	c, err := newClient()
 	if err != nil {
 		return Result{}, err
@@ -123,7 +135,7 @@ func runHoldMany(ctx context.Context, cfg Config, newClient func() (*lock.Client
 	before := heapBytes()
 	// One op's CPU is its acquire and its share of the holding (renewals),
 	// but not the forced collection that measures the heap.
-	var cpu cpuSpan
+	cpu := cpuSpan{requests: requestsOf(c)}
 	cpu.start()
 	var wg sync.WaitGroup
 	began := time.Now()
@@ -166,8 +178,8 @@ func runHoldMany(ctx context.Context, cfg Config, newClient func() (*lock.Client
 	wg.Wait()
 	acquiring := time.Since(began)
 	cpu.stop()
-	if err := judge("hold-many", tallies, context.Cause(wctx)); err != nil || ctx.Err() != nil {
-		return summarise("hold-many", what, tallies, acquired.Load(), acquiring, &cpu), err
+	if err := judge(name, tallies, context.Cause(wctx)); err != nil || ctx.Err() != nil {
+		return summarise(name, what, tallies, acquired.Load(), acquiring, &cpu), err
 	}
 	perLock := float64(heapBytes()-before) / float64(cfg.HoldMany)
 	sent := c.RenewalsSent()
@@ -187,7 +199,7 @@ func runHoldMany(ctx context.Context, cfg Config, newClient func() (*lock.Client
 	for _, ps := range c.PoolStats() {
 		conns = max(conns, ps.Conns)
 	}
-	res := summarise("hold-many", what, tallies, int64(held), acquiring, &cpu)
+	res := summarise(name, what, tallies, int64(held), acquiring, &cpu)
 	res.Extra = map[string]float64{
 		"lost":             float64(lost.Load()),
 		"held at end":      float64(held),

@@ -63,9 +63,8 @@ type Client struct {
 	closeTimeout   time.Duration
 	replicas       int           // Config.Replicas, at least 1
 	replicaTimeout time.Duration // Config.ReplicaTimeout
-	// lossHook (tests) runs on every reported loss, with the grants the
-	// lock had and how many of them it needed.
-	lossHook func(gs []*pool.Grant, quorum int, err error)
+	// lossHook (tests) runs on every reported loss.
+	lossHook func(r lossReport, err error)
 
 	// mu guards the fields below. Lock order: Client.mu before Lock.mu.
 	mu     sync.RWMutex
@@ -106,7 +105,7 @@ func New(cfg Config) (*Client, error) {
 		closeTimeout: 5 * time.Second,
 		pools:        map[string]*pool.Pool{},
 		active:       map[*Lock]struct{}{},
-		lossHook:     func([]*pool.Grant, int, error) {},
+		lossHook:     func(lossReport, error) {},
 	}
 	if c.replicas, err = checkReplicas(cfg.Replicas, strategy); err != nil {
 		return nil, err
@@ -138,7 +137,7 @@ func checkReplicas(n int, s shard.Strategy) (int, error) {
 	case n > 1 && !ok:
 		return 0, fmt.Errorf("%w: Replicas %d needs a strategy that can place replicas (shard.Replicator); %T cannot", ErrInvalid, n, s)
 	case n > len(s.Servers()):
-		return 0, fmt.Errorf("%w: Replicas %d, but only %d servers", ErrInvalid, n, len(s.Servers()))
+		return 0, fmt.Errorf("%w: Replicas %d needs at least %d servers; the fleet has %d", ErrInvalid, n, n, len(s.Servers()))
 	}
 	return n, nil
 }
@@ -183,6 +182,12 @@ func (c *Client) poolAt(addr string) (*pool.Pool, error) {
 
 // ServerFor returns the address of the server that owns key.
 func (c *Client) ServerFor(key string) (string, error) { return c.strategy.Server(key) }
+
+// ServersFor returns the servers key lives on: its Config.Replicas
+// replicas, ServerFor(key) first.
+func (c *Client) ServersFor(key string) ([]string, error) {
+	return shard.Replicas(c.strategy, key, c.replicas)
+}
 
 // track adds a handle that is becoming queued or held to the set Close
 // settles; false once Close has begun.

@@ -1,26 +1,29 @@
 package lock
 
-import "github.com/dflock-go/dflock/pool"
-
-// LossGrant is one grant of a lock reported lost: the server it was on
-// and its token.
-type LossGrant struct{ Addr, Token string }
+// LossReport is what a reported loss was about.
+type LossReport struct {
+	Key string
+	// Grants are the lock's grants, one per replica it took in this
+	// acquisition (lost ones too): the server and the token.
+	Grants []struct{ Addr, Token string }
+	// Replicas is the key's replica count, Quorum how many of them it
+	// needed, HeldBefore how many it held just before the loss.
+	Replicas, Quorum, HeldBefore int
+	Err                error
+}
 
 // SetLossHook makes c call f for every lock loss it reports, as it
 // reports it and before it sends anything to the server (a loss at the
-// deadline gives the lock back right after), with the grants the lock
-// had (one per replica it ever held in this acquisition) and how many of
-// them it needed. Set it before taking locks.
-func SetLossHook(c *Client, f func(key string, gs []LossGrant, quorum int, err error)) {
-	c.lossHook = func(gs []*pool.Grant, quorum int, err error) {
-		var out []LossGrant
-		key := ""
-		for _, g := range gs {
+// deadline gives the lock back right after). Set it before taking locks.
+func SetLossHook(c *Client, f func(LossReport)) {
+	c.lossHook = func(r lossReport, err error) {
+		out := LossReport{Replicas: c.replicas, Quorum: r.quorum, HeldBefore: r.heldBefore, Err: err}
+		for _, g := range r.grants {
 			if g != nil {
-				key = g.Key()
-				out = append(out, LossGrant{g.Addr(), g.Token()})
+				out.Key = g.Key()
+				out.Grants = append(out.Grants, struct{ Addr, Token string }{g.Addr(), g.Token()})
 			}
 		}
-		f(key, out, quorum, err)
+		f(out)
 	}
 }

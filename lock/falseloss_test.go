@@ -18,6 +18,9 @@ import (
 type lossDetector struct {
 	servers  map[string]*fakeserver.Server // by the address clients dial
 	reported atomic.Int64
+	// fromFull counts losses of replicated locks that held every replica
+	// just before.
+	fromFull atomic.Int64
 	false_   atomic.Int64
 	mu       sync.Mutex
 	details  []string
@@ -37,8 +40,13 @@ func (d *lossDetector) watch(c *lock.Client) {
 	lock.SetLossHook(c, d.check)
 }
 
-func (d *lossDetector) check(key string, gs []lock.LossGrant, quorum int, err error) {
+func (d *lossDetector) check(r lock.LossReport) {
 	d.reported.Add(1)
+	if r.Replicas > 1 && r.HeldBefore == r.Replicas {
+		// One fault takes one replica: this one took more than that.
+		d.fromFull.Add(1)
+	}
+	key, gs, quorum, err := r.Key, r.Grants, r.Quorum, r.Err
 	// A lock is still ours while quorum of its replicas (its one server,
 	// without replicas) still hold its tokens, with time left and no
 	// fault injected there since the grant.

@@ -496,15 +496,21 @@ func (l *Lock) grantLost(g *pool.Grant, err error) {
 	}
 	e := l.entry
 	l.entry = nil
-	l.lose(fmt.Errorf("%w: %q on %s: %w", ErrLockLost, l.key, g.Addr(), err), g.Addr(), []*pool.Grant{g}, 1)
+	l.lose(fmt.Errorf("%w: %q on %s: %w", ErrLockLost, l.key, g.Addr(), err), g.Addr(), lossReport{[]*pool.Grant{g}, 1, 1})
 	l.c.renewer.remove(e)
 }
 
+// lossReport is what a loss is about, for the tests' hook.
+type lossReport struct {
+	grants     []*pool.Grant // every grant of the acquisition, lost ones too
+	quorum     int           // how many of them the lock needed
+	heldBefore int           // how many it held just before the loss
+}
+
 // lose moves the held handle to lost and reports it: Token turns "", Lost
-// closes, WithLock's context is cancelled, the OnLost option runs. gs are
-// the grants the lock had, of which it needed quorum. l.mu is held, and
-// released.
-func (l *Lock) lose(err error, server string, gs []*pool.Grant, quorum int) {
+// closes, WithLock's context is cancelled, the OnLost option runs. l.mu is
+// held, and released.
+func (l *Lock) lose(err error, server string, r lossReport) {
 	cancel := l.cancel
 	l.state, l.lostErr = stateLost, err
 	if l.lost != nil {
@@ -516,7 +522,7 @@ func (l *Lock) lose(err error, server string, gs []*pool.Grant, quorum int) {
 
 	l.c.untrack(l)
 	l.c.log.Error("lock lost", "key", l.key, "server", server, "err", err)
-	l.c.lossHook(gs, quorum, err)
+	l.c.lossHook(r, err)
 	if cancel != nil {
 		cancel(ErrLockLost)
 	}

@@ -85,6 +85,7 @@ var (
 type stressResult struct {
 	ops, acquired, lost, faults int64
 	falseLosses                 int64
+	lossesFromFull              int64 // losses of locks that held every replica
 	falseDetails                []string
 	violations                  []violation
 }
@@ -193,7 +194,9 @@ func (s stress) run(t *testing.T) stressResult {
 						if end.Sub(start) < s.lease/2 && !gotLost(gone) {
 							// Not renewed yet: the lease alone cannot have
 							// run out, so something ended the lock.
-							releaseLost.Add(1)
+							if releaseLost.Add(1) <= 5 {
+								t.Logf("release of %s found it lost: %v", key, err)
+							}
 						}
 					}
 					rcancel()
@@ -237,6 +240,7 @@ func (s stress) run(t *testing.T) stressResult {
 	res.ops, res.acquired, res.lost, res.faults = ops.Load(), acquired.Load(), lost.Load()+releaseLost.Load(), faults.Load()
 	res.violations = h.violations()
 	res.falseLosses, res.falseDetails = detector.falseLosses()
+	res.lossesFromFull = detector.fromFull.Load()
 	t.Logf("%s: %d operations, %d acquired, %d lost (%d false), %d faults, %d overlaps (longest %v)", t.Name(), res.ops, res.acquired, res.lost, res.falseLosses, res.faults, len(res.violations), res.longestOverlap())
 	for _, d := range res.falseDetails {
 		t.Log("false loss:", d)

@@ -37,7 +37,6 @@ type replicaSet struct {
 	backoffCap time.Duration
 	stop       context.CancelFunc
 	ctx        context.Context // ends when the set is over: bounds background requests
-	changed    chan struct{}   // closed and replaced on every change takeRest waits for
 	arb        int             // queued by Enqueue: the arbiter it chose
 	yieldTo    int             // waiting on this arbiter: other grants go back; -1 if not
 }
@@ -76,7 +75,7 @@ func (l *Lock) newSet() (*replicaSet, error) {
 	s.grants, s.entries, s.taken = make([]*pool.Grant, n), make([]*renewal, n), make([]*pool.Grant, n)
 	s.causes, s.pending = make([]error, n), make([]bool, n)
 	s.ctx, s.stop = context.WithCancel(context.Background())
-	s.changed, s.yieldTo, s.backoffCap = make(chan struct{}), -1, retakeMaxBusy
+	s.yieldTo, s.backoffCap = -1, retakeMaxBusy
 	return s, nil
 }
 
@@ -103,7 +102,6 @@ func (s *replicaSet) offer(i int, g *pool.Grant) bool {
 	}
 	e := &renewal{l: l, g: g, idx: -1}
 	s.grants[i], s.entries[i], s.taken[i] = g, e, g
-	s.signalLocked()
 	l.mu.Unlock()
 	l.c.renewer.add(e)
 	g.OnLost(func(err error) { s.replicaLost(i, g, err) })
@@ -136,18 +134,18 @@ func (s *replicaSet) replicaLost(i int, g *pool.Grant, err error) {
 		l.c.log.Warn("lock: lost a replica; still held on a quorum, taking it again", "key", l.key, "server", s.addrs[i], "held", n, "quorum", s.quorum, "err", err)
 	default:
 		l.c.renewer.remove(e)
-		s.loseLocked(fmt.Errorf("%w: %s: %s lost, %d of %d replicas left, quorum %d: %w", ErrLockLost, l.what(), s.addrs[i], n, len(s.addrs), s.quorum, err), s.addrs[i])
+		s.loseLocked(fmt.Errorf("%w: %s: %s lost, %d of %d replicas left, quorum %d: %w", ErrLockLost, l.what(), s.addrs[i], n, len(s.addrs), s.quorum, err), s.addrs[i], n+1)
 	}
 }
 
 // loseLocked reports the held lock lost and gives back what is still
 // held, in case a server still counts it. l.mu is held, and released.
-func (s *replicaSet) loseLocked(err error, server string) {
+func (s *replicaSet) loseLocked(err error, server string, heldBefore int) {
 	l := s.l
 	rest, entries := s.endLocked()
 	taken := append([]*pool.Grant(nil), s.taken...)
 	l.set = nil
-	l.lose(err, server, taken, s.quorum) // unlocks
+	l.lose(err, server, lossReport{taken, s.quorum, heldBefore}) // unlocks
 	s.drop(rest, entries, errQuorumLost)
 }
 
@@ -311,7 +309,6 @@ func (s *replicaSet) tryOne(ctx context.Context, i int, wait time.Duration) tryO
 	defer func() {
 		l.mu.Lock()
 		s.pending[i] = false
-		s.signalLocked()
 		l.mu.Unlock()
 	}()
 	rctx, cancel := context.WithTimeout(ctx, wait)
@@ -452,75 +449,50 @@ func (s *replicaSet) take(ctx context.Context, timeout time.Duration, deadline t
 	return s.takeRest(ctx, deadline)
 }
 
-// takeRest takes the replicas the set lacks, each with a try-lock and
-// then a wait until deadline, all at once, and returns as soon as it
-// holds a quorum. The set holds the arbiter, so every other contender
-// waits on it rather than holding these: the waits end. Those still out
-// at a quorum go on in the background and add their replicas to the lock.
+// takeRest takes the replicas the set lacks, with try-locks to all of
+// them at once, again and again until it holds a quorum or deadline
+// passes. The set holds the arbiter, so every other contender waits
+// there rather than here: whoever holds these lets go within a round
+// trip (a contender that found the arbiter taken, or the previous holder
+// still releasing). Waiting for them on the server instead would take an
+// exclusive connection per replica, and waits on every server for
+// connections held by waits on the others can deadlock the pool.
 func (s *replicaSet) takeRest(ctx context.Context, deadline time.Time) (bool, error) {
-	l := s.l
-	var idx []int
-	l.mu.Lock()
-	for i, g := range s.grants {
-		if g == nil && !s.pending[i] {
-			s.pending[i] = true
-			idx = append(idx, i)
-		}
-	}
-	l.mu.Unlock()
-	bctx, cancel := context.WithDeadline(s.ctx, deadline)
-	done := make(chan error, len(idx))
-	for _, i := range idx {
-		go func() {
-			g, err := l.acquireOn(bctx, s.pools[i], time.Until(deadline), deadline)
-			if g != nil {
-				s.offer(i, g)
-			}
-			l.mu.Lock()
-			s.pending[i] = false
-			s.signalLocked()
-			if s.held {
-				s.scheduleLocked()
-			}
-			l.mu.Unlock()
-			done <- err
-		}()
-	}
-	go func() {
-		// bctx lives until the last wait ends, past this call.
-		for range idx {
-			<-done
-		}
-		cancel()
-	}()
+	pause := restFirst
 	for {
-		l.mu.Lock()
-		n, waiting, changed := s.countLocked(), false, s.changed
-		for _, i := range idx {
-			waiting = waiting || s.pending[i]
-		}
-		l.mu.Unlock()
-		switch {
-		case n >= s.quorum:
+		outs := s.tryAll(ctx, s.missing(), s.l.c.replicaTimeout, true)
+		if s.count() >= s.quorum {
 			return true, nil
-		case !waiting:
+		}
+		if err := ctx.Err(); err != nil {
 			s.giveUp()
+			return false, err
+		}
+		wait := time.Until(deadline)
+		if wait <= 0 {
+			s.giveUp()
+			if _, err := s.arbiter(outs, false); err != nil {
+				return false, err
+			}
 			return false, nil
 		}
+		t := time.NewTimer(min(pause/2+rand.N(pause/2+1), wait))
 		select {
 		case <-ctx.Done():
+			t.Stop()
 			s.giveUp()
 			return false, ctx.Err()
-		case <-changed:
+		case <-t.C:
 		}
+		pause = min(2*pause, restMax)
 	}
 }
 
-// signalLocked wakes takeRest: a replica was taken, or a wait ended.
-func (s *replicaSet) signalLocked() {
-	close(s.changed)
-	s.changed = make(chan struct{})
-}
+// Bounds of the pause between rounds of takeRest.
+const (
+	restFirst = 500 * time.Microsecond
+	restMax   = 50 * time.Millisecond
+)
 
 func (l *Lock) acquireReplicated(ctx context.Context, timeout time.Duration, deadline time.Time) (bool, error) {
 	if err := l.ready(); err != nil {
@@ -551,7 +523,7 @@ func (l *Lock) adoptSet(s *replicaSet) (bool, error) {
 	}
 	if n := s.countLocked(); n < s.quorum {
 		// A replica was lost since the quorum was counted.
-		s.loseLocked(fmt.Errorf("%w: %s: %d of %d replicas left right after the acquire, quorum %d", ErrLockLost, l.what(), n, len(s.addrs), s.quorum), "")
+		s.loseLocked(fmt.Errorf("%w: %s: %d of %d replicas left right after the acquire, quorum %d", ErrLockLost, l.what(), n, len(s.addrs), s.quorum), "", n)
 		return true, nil
 	}
 	s.backoff = 0

@@ -245,6 +245,7 @@ func (c *Conn) queueLocked(req *wire.Request, internal bool) (*call, error) {
 		return nil, err
 	}
 	c.wbuf = buf
+	c.p.requests.Add(1)
 	cl := newCall(req)
 	cl.internal = internal
 	c.pending = append(c.pending, cl)

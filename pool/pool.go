@@ -48,6 +48,7 @@ type Pool struct {
 	dials      atomic.Uint64
 	dialErrors atomic.Uint64
 	broken     atomic.Uint64
+	requests   atomic.Uint64 // requests queued for the server
 
 	goroutines sync.WaitGroup // each connection's reader and writer, dials
 	closing    chan struct{}

@@ -13,6 +13,10 @@ type Stats struct {
 	InFlight int
 	// Dials counts dial attempts; DialErrors those that failed.
 	Dials, DialErrors uint64
+	// Requests counts the requests sent to the server (queued for a
+	// connection's writer), keep-alives and renewals included: the work
+	// the client asks of the server.
+	Requests uint64
 	// BrokenConns counts connections that broke (not those the pool
 	// closed on purpose).
 	BrokenConns uint64
@@ -39,6 +43,7 @@ func (p *Pool) Stats() Stats {
 		Dials:         p.dials.Load(),
 		DialErrors:    p.dialErrors.Load(),
 		BrokenConns:   p.broken.Load(),
+		Requests:      p.requests.Load(),
 		GrantsPerConn: map[uint64]int{},
 	}
 	conns := p.connList()

@@ -2,11 +2,13 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -44,6 +46,20 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 	fs.DurationVar(&cfg.Lease, "lease", 0, "lease of every lock (default 10s, and for hold-many half of --duration, at least 1s, so that its locks renew while held)")
 	fs.StringVar(&workloads, "workloads", strings.Join(bench.Workloads(), ","), "workloads to run")
 	fs.BoolVar(&asJSON, "json", false, "print the report as JSON")
+	fs.Func("replicas", "run each workload (raw aside) once per replica count in this comma-separated list, side by side, e.g. 1,3 (default 1)", func(v string) error {
+		cfg.Replicas = nil
+		for _, f := range splitList(v) {
+			n, err := strconv.Atoi(f)
+			if err != nil || n < 1 || n%2 == 0 {
+				return fmt.Errorf("%q: replica counts are odd numbers (1, 3, 5...)", f)
+			}
+			cfg.Replicas = append(cfg.Replicas, n)
+		}
+		if len(cfg.Replicas) == 0 {
+			return errors.New("no replica count given")
+		}
+		return nil
+	})
 	extra, err := parseInterspersed(fs, args)
 	if err != nil {
 		return err

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -33,7 +34,7 @@ const (
 	exitNotFound = 127
 )
 
-const runUsage = "usage: dflock run [-n LIMIT] [--timeout D] [--lease D] [--grace D] KEY -- CMD [ARGS...]"
+const runUsage = "usage: dflock run [-n LIMIT] [--timeout D] [--lease D] [--grace D] [--replicas N] KEY -- CMD [ARGS...]"
 
 // runSignals are the signals dflock passes on to the command's process
 // group. Without that, a hangup or ^\ that reaches dflock rather than
@@ -42,13 +43,14 @@ var runSignals = []os.Signal{syscall.SIGHUP, syscall.SIGINT, syscall.SIGQUIT, sy
 
 // runFlags is a parsed dflock run command line.
 type runFlags struct {
-	client  clientFlags
-	limit   int // 0: a lock; above 0: a slot of a semaphore of this many
-	timeout time.Duration
-	lease   time.Duration // 0: the server's default
-	grace   time.Duration
-	key     string
-	command []string
+	client   clientFlags
+	limit    int // 0: a lock; above 0: a slot of a semaphore of this many
+	replicas int
+	timeout  time.Duration
+	lease    time.Duration // 0: the server's default
+	grace    time.Duration
+	key      string
+	command  []string
 }
 
 // parseRunFlags parses and checks a dflock run command line. It returns
@@ -64,6 +66,16 @@ func parseRunFlags(args []string, getenv func(string) string) (runFlags, *flag.F
 	set.IntVar(&f.limit, "n", 0, "take a slot of a semaphore of this many slots (at least 1) instead of the lock")
 	set.DurationVar(&f.timeout, "timeout", 10*time.Second, "how long to wait for the lock; 0 tries once (sent in whole seconds, rounded up)")
 	set.DurationVar(&f.lease, "lease", 0, "lease to ask for, at least 1s, rounded up to whole seconds (default: the server's); renewed while the command runs")
+	replicasEnv := getenv("DFLOCK_REPLICAS")
+	f.replicas = 1
+	if replicasEnv != "" {
+		n, err := strconv.Atoi(replicasEnv)
+		if err != nil {
+			return f, set, fmt.Errorf("DFLOCK_REPLICAS=%q: not a number", replicasEnv)
+		}
+		f.replicas = n
+	}
+	set.IntVar(&f.replicas, "replicas", f.replicas, "hold the lock on a quorum of this many servers (odd), the key's server and the next ones in --servers order, so that it survives the loss of a minority of them (env DFLOCK_REPLICAS)")
 	set.DurationVar(&f.grace, "grace", 10*time.Second, "after the lock is lost: time between SIGTERM and SIGKILL of the command's process group")
 	if err := set.Parse(args); err != nil {
 		return f, set, err
@@ -84,6 +96,8 @@ func parseRunFlags(args []string, getenv func(string) string) (runFlags, *flag.F
 		return f, set, fmt.Errorf("--lease %v: the server counts leases in whole seconds; ask for at least 1s", f.lease)
 	case f.grace < 0:
 		return f, set, fmt.Errorf("--grace %v must not be negative", f.grace)
+	case f.replicas < 1 || f.replicas%2 == 0:
+		return f, set, fmt.Errorf("--replicas %d: an odd number of servers (1, 3, 5...)", f.replicas)
 	}
 	rest := set.Args()
 	switch {
@@ -111,7 +125,9 @@ func printRunHelp(w io.Writer, set *flag.FlagSet) {
 	fmt.Fprintln(w, runUsage)
 	fmt.Fprintf(w, `
 Holds the lock KEY (with -n, a slot of the semaphore KEY) while CMD runs in its
-own process group, with DFLOCK_KEY, DFLOCK_TOKEN and DFLOCK_SERVER set. The
+own process group, with DFLOCK_KEY, DFLOCK_TOKEN and DFLOCK_SERVER set (with
+--replicas, DFLOCK_SERVER lists the key's servers, and DFLOCK_TOKEN is the
+token of the first that holds it). The
 lease is renewed while CMD runs; if the lock is lost, CMD's process group gets
 SIGTERM, then SIGKILL after --grace. SIGHUP, SIGINT, SIGQUIT and SIGTERM sent
 to dflock go to CMD's process group. Typed at a terminal (on Linux, with the
@@ -175,6 +191,7 @@ func runRun(ctx context.Context, args []string, getenv func(string) string, stdo
 	if err != nil {
 		return failed(err)
 	}
+	cfg.Replicas = f.replicas
 	c, err := lock.New(cfg)
 	if err != nil {
 		return failed(err)
@@ -199,7 +216,9 @@ func runRun(ctx context.Context, args []string, getenv func(string) string, stdo
 		return fail(exitNotAcquired, "%q not acquired within %v", f.key, waited)
 	}
 	defer l.Close()
-	server, _ := c.ServerFor(f.key)
+	// With replicas, every server the key lives on.
+	servers, _ := c.ServersFor(f.key)
+	server := strings.Join(servers, ",")
 
 	cmd := &exec.Cmd{
 		Path:   path,

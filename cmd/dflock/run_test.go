@@ -334,3 +334,33 @@ func TestRunOnAServerWithAShortReadTimeout(t *testing.T) {
 	code, msg = dflockRun(t, srv, "--server-read-timeout", "1s", "k2", "--", "sleep", "2")
 	assert.Equal(t, 0, code, msg)
 }
+
+func TestRunReplicas(t *testing.T) {
+	fleet, err := fakeserver.StartFleet(3, fakeserver.Config{})
+	require.NoError(t, err)
+	t.Cleanup(func() { fleet.Close() })
+	servers := strings.Join(fleet.Addrs(), ",")
+	out := filepath.Join(t.TempDir(), "env")
+	// While the command runs, a quorum of the three holds the key.
+	script := `echo "$DFLOCK_SERVER $DFLOCK_TOKEN" > ` + out
+	var stdout, stderr bytes.Buffer
+	code := run(context.Background(), []string{"run", "--servers", servers, "--replicas", "3", "orders", "--", "sh", "-c", script}, env(nil), &stdout, &stderr)
+	require.Equal(t, 0, code, stderr.String())
+	b, err := os.ReadFile(out)
+	require.NoError(t, err)
+	f := strings.Fields(string(b))
+	require.Len(t, f, 2)
+	assert.ElementsMatch(t, fleet.Addrs(), strings.Split(f[0], ","), "all three servers")
+	assert.Regexp(t, "^[0-9a-f]{32}$", f[1])
+	for _, srv := range fleet.Servers {
+		assert.Empty(t, srv.Stats().Locks, "released everywhere after the command")
+	}
+
+	code = run(context.Background(), []string{"run", "--servers", servers, "--replicas", "2", "k", "--", "true"}, env(nil), &stdout, &stderr)
+	assert.Equal(t, 2, code, "an even count is a usage error")
+	assert.Contains(t, stderr.String(), "--replicas 2: an odd number")
+	stderr.Reset()
+	code = run(context.Background(), []string{"run", "--servers", fleet.Addrs()[0], "--replicas", "3", "k", "--", "true"}, env(nil), &stdout, &stderr)
+	assert.Equal(t, 2, code, "more replicas than servers is a usage error")
+	assert.Contains(t, stderr.String(), "Replicas 3 needs at least 3 servers; the fleet has 1")
+}
