@@ -9,7 +9,7 @@ type LossReport struct {
 	// Replicas is the key's replica count, Quorum how many of them it
 	// needed, HeldBefore how many it held just before the loss.
 	Replicas, Quorum, HeldBefore int
-	Err                error
+	Err                          error
 }
 
 // SetLossHook makes c call f for every lock loss it reports, as it
