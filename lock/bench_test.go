@@ -50,6 +50,46 @@ func BenchmarkAcquireRelease(b *testing.B) {
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "pairs/s")
 }
 
+// BenchmarkAcquireReleaseReplicas: as BenchmarkAcquireRelease, over 3
+// fakeservers, with keys on 1 and on 3 of them.
+func BenchmarkAcquireReleaseReplicas(b *testing.B) {
+	fleet, err := fakeserver.StartFleet(3, fakeserver.Config{MaxLocks: -1})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer fleet.Close()
+	for _, r := range []int{1, 3} {
+		b.Run(fmt.Sprintf("r%d", r), func(b *testing.B) {
+			c, err := lock.New(lock.Config{Servers: fleet.Addrs(), Replicas: r})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer c.Close()
+			var next atomic.Int64
+			ctx := context.Background()
+			b.SetParallelism(50)
+			b.ReportAllocs()
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				key := fmt.Sprintf("bench-%d", next.Add(1))
+				for pb.Next() {
+					l := c.Lock(key)
+					ok, err := l.Acquire(ctx)
+					if err != nil || !ok {
+						b.Errorf("acquire: %v %v", ok, err)
+						return
+					}
+					if err := l.Release(ctx); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "pairs/s")
+		})
+	}
+}
+
 // BenchmarkHoldMany holds 100,000 locks over 3 servers with a 3 s lease
 // for 10 s and reports connections per server, client heap per held lock,
 // renewals per second and locks lost. Run it alone:

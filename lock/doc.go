@@ -81,4 +81,69 @@
 // connection (it crashed, restarted, or dropped it), it may grant the
 // lock to the next waiter before the holder has read the close. No client
 // can close that window without fencing tokens, which dflockd lacks.
+// Replicated locks (below) close it for the fault of one server.
+//
+// # Replicated locks
+//
+// dflockd keeps its locks in memory: when a server dies or restarts,
+// every lock on it is gone, and its keys are unavailable until it comes
+// back. With [Config].Replicas = R (odd), a key lives on R servers (see
+// [Client.ServersFor]: the strategy's first R for the key, computed alike
+// by every client) and a lock on it is held on a quorum of them:
+// [Quorum](R, 1) = ⌊R/2⌋+1 for a lock, and for a semaphore of limit L
+// the larger Quorum(R, L) that keeps L holders at most (its doc has the
+// proof; 3 replicas of a semaphore of 2 need all 3). Every client of a key
+// must use the same Replicas and list the same servers.
+//
+// How it is taken. Acquire sends a try-lock to every replica at once,
+// pipelined (one round trip when the key is free), and succeeds as soon
+// as it holds a quorum including the key's arbiter: the first replica, in
+// the key's order, that answers. A contender that does not get the
+// arbiter gives back what it took elsewhere and waits in the arbiter's
+// queue only, so two clients that each hold a minority never wait on each
+// other, and waiters are served in the arbiter's FIFO order. Its holder
+// then takes the other replicas with try-locks until it has a quorum
+// (whoever holds them lets go within a round trip). Once held, the
+// replicas it lacks, and any it loses later (a server restarted empty, a
+// connection dropped), are taken again in the background, so that a
+// holder usually holds every replica and the next fault leaves it a
+// quorum. Renewals go to every replica held; Release releases them all
+// (best effort on replicas in doubt) and succeeds when a quorum was still
+// held. Enqueue and Wait work the same way, with the enqueue on the
+// arbiter; WithLock, OnLost, Lost and Err behave as without replicas.
+//
+// When it is lost. A replica lost while a quorum remains is only logged.
+// The lock is lost, and reported as usual, when fewer than a quorum of
+// replicas are certainly held: each replica's grant ends as a lone lock's
+// does (refused renewal, deadline, broken connection), and the rest are
+// given back. Token returns the token of the first replica held, in the
+// key's order; each server issues its own.
+//
+// What it guarantees, and on what it rests:
+//
+//   - Servers fail independently, and one that restarts comes back empty
+//     (dflockd forgets everything). While at most R−Quorum of a key's
+//     servers are down, stalled or cut off, its locks can be taken, and
+//     none held on every replica is lost: a lone server's fault never
+//     releases a lock anywhere that counts, so the window in which a
+//     closed connection lets two clients hold a lone lock is gone.
+//   - Each server's clock runs at about the right rate over a lease: the
+//     client's deadlines on each replica are counted from its own clock,
+//     as for a lone lock.
+//   - A holder on a bare quorum (it could not take every replica, say it
+//     was taken while a replica was down and others queue on that replica
+//     now) loses the lock to one more fault, and in that fault's
+//     close-detection window another holder may already hold a quorum.
+//     The background re-take keeps such holders rare, not impossible.
+//   - Two clients that disagree on which servers are up may pick different
+//     arbiters; mutual exclusion still holds (both need a quorum), but one
+//     may wait for its timeout.
+//
+// What still breaks mutual exclusion: a holder paused for longer than its
+// lease (a stop-the-world pause, SIGSTOP, a VM migrated) keeps believing
+// it holds a lock every server has let go of, and when it resumes it acts
+// before any renewal can tell it otherwise. Replication does not help
+// there; only fencing tokens checked by the protected resource do, and
+// dflockd has none. So do not hold a lock across work that can stall
+// longer than the lease without checking Token, or Lost, first.
 package lock

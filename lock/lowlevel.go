@@ -15,6 +15,14 @@ import (
 // sharding: the caller renews, and locks live and die with this
 // connection.
 //
+// It talks to one server and knows nothing of replicas: a lock taken
+// through it is one replica's grant, not a replicated lock. To take a
+// key replicated by hand, take it on a quorum of the key's servers
+// (Client.ServersFor, Quorum), waiting only on the first that answers, as
+// the package documentation's "Replicated locks" describes; mixing such
+// hand-made locks with a Client's replicated locks on the same keys keeps
+// mutual exclusion only if the hand-made ones follow those rules too.
+//
 // Each call honours ctx's deadline and cancellation; a call cut short
 // leaves the connection out of step, and it must be closed.
 type Conn struct {

@@ -248,3 +248,103 @@ func TestReplicatedMutualExclusionUnderFaults(t *testing.T) {
 		})
 	}
 }
+
+func TestReplicatedTwoPhase(t *testing.T) {
+	f, srvs, _ := replicated(t, 5, 3, "k")
+	a := f.client(t, lock.Config{Replicas: 3})
+	b := f.client(t, lock.Config{Replicas: 3})
+
+	la := a.Lock("k")
+	st, err := la.Enqueue(ctxFor(t, wait))
+	require.NoError(t, err)
+	assert.Equal(t, lock.Acquired, st, "a free key is taken at once")
+	ok, err := la.Wait(ctxFor(t, wait), time.Second)
+	require.NoError(t, err)
+	assert.True(t, ok)
+
+	lb := b.Lock("k")
+	st, err = lb.Enqueue(ctxFor(t, wait))
+	require.NoError(t, err)
+	assert.Equal(t, lock.Queued, st)
+	require.Eventually(t, func() bool { return waiters(srvs[0], "k") == 1 }, wait, time.Millisecond, "queued on the arbiter")
+	for _, srv := range srvs[1:] {
+		assert.Zero(t, waiters(srv, "k"), "and nowhere else")
+	}
+	// Timed out: nothing of b's stays anywhere.
+	ok, err = lb.Wait(ctxFor(t, wait), time.Second)
+	require.NoError(t, err)
+	assert.False(t, ok)
+	assert.Empty(t, lb.HeldOn())
+
+	st, err = lb.Enqueue(ctxFor(t, wait))
+	require.NoError(t, err)
+	require.Equal(t, lock.Queued, st)
+	require.NoError(t, la.Release(ctxFor(t, wait)))
+	ok, err = lb.Wait(ctxFor(t, wait), 5*time.Second)
+	require.NoError(t, err)
+	require.True(t, ok)
+	assert.NotEmpty(t, lb.Token())
+	assert.GreaterOrEqual(t, len(lb.HeldOn()), 2)
+	require.NoError(t, lb.Release(ctxFor(t, wait)))
+	for _, srv := range srvs {
+		assert.Eventually(t, func() bool { return !keyHeld(srv, "k") && waiters(srv, "k") == 0 }, wait, time.Millisecond)
+	}
+
+	// Closing a queued handle withdraws it.
+	mustAcquire(t, la)
+	lc := b.Lock("k")
+	st, err = lc.Enqueue(ctxFor(t, wait))
+	require.NoError(t, err)
+	require.Equal(t, lock.Queued, st)
+	require.NoError(t, lc.Close())
+	require.NoError(t, la.Release(ctxFor(t, wait)))
+	for _, srv := range srvs {
+		assert.Eventually(t, func() bool { return !keyHeld(srv, "k") }, wait, time.Millisecond, "the withdrawn enqueue took nothing")
+	}
+}
+
+// A semaphore keeps its limit across replicas: with 5 replicas and 2
+// slots a holder needs 4 of them, so no third holder fits.
+func TestReplicatedSemaphoreLimit(t *testing.T) {
+	f, _, _ := replicated(t, 5, 5, "s")
+	var held []*lock.Semaphore
+	for range 2 {
+		c := f.client(t, lock.Config{Replicas: 5})
+		s := c.Semaphore("s", 2)
+		mustAcquire(t, s)
+		held = append(held, s)
+	}
+	c := f.client(t, lock.Config{Replicas: 5})
+	third := c.Semaphore("s", 2, lock.AcquireTimeout(time.Second))
+	ok, err := third.Acquire(ctxFor(t, wait))
+	require.NoError(t, err)
+	assert.False(t, ok, "a third holder of a semaphore of 2")
+	require.NoError(t, held[0].Release(ctxFor(t, wait)))
+	mustAcquire(t, third)
+	require.NoError(t, third.Release(ctxFor(t, wait)))
+	require.NoError(t, held[1].Release(ctxFor(t, wait)))
+}
+
+// WithLock's context ends when the replicated lock loses its quorum, not
+// when one replica goes.
+func TestReplicatedWithLock(t *testing.T) {
+	f, srvs, _ := replicated(t, 3, 3, "k")
+	c := f.client(t, lock.Config{Replicas: 3})
+	err := c.WithLock(ctxFor(t, wait), "k", func(ctx context.Context) error {
+		require.NoError(t, srvs[2].Stop())
+		select {
+		case <-ctx.Done():
+			return errors.New("cancelled for one replica")
+		case <-time.After(200 * time.Millisecond):
+		}
+		require.NoError(t, srvs[1].Stop())
+		select {
+		case <-ctx.Done():
+			assert.ErrorIs(t, context.Cause(ctx), lock.ErrLockLost)
+			return nil
+		case <-time.After(wait):
+			return errors.New("not cancelled when the quorum went")
+		}
+	})
+	assert.ErrorIs(t, err, lock.ErrLockLost)
+}
