@@ -158,6 +158,34 @@ func TestCountsErrorsByKind(t *testing.T) {
 	assert.Positive(t, rep.Results[0].Errors["max_locks"])
 }
 
+// --replicas 1,3 measures every workload but raw at both replica counts,
+// side by side, and R=3 asks three times the requests of R=1.
+func TestReplicasSideBySide(t *testing.T) {
+	cfg := shortRun
+	cfg.Workloads, cfg.Replicas = []string{"raw", "distinct", "hold-many"}, []int{1, 3}
+	rep, err := bench.Run(context.Background(), cfg)
+	require.NoError(t, err)
+	var names []string
+	for _, res := range rep.Results {
+		names = append(names, res.Name)
+		assert.Empty(t, res.Errors, res.Name)
+		assert.LessOrEqual(t, res.P50, res.Max, res.Name)
+		assert.Positive(t, res.Mean, res.Name)
+	}
+	require.Equal(t, []string{"raw", "distinct/r1", "distinct/r3", "hold-many/r1", "hold-many/r3"}, names)
+	r1, r3 := rep.Results[1].ReqPerOp, rep.Results[2].ReqPerOp
+	assert.InDelta(t, 2, r1, 0.1, "a try-lock and a release")
+	assert.InDelta(t, 3*r1, r3, 0.3, "the same on each of 3 replicas")
+	assert.Equal(t, 200.0, rep.Results[4].Extra["held at end"])
+	var table bytes.Buffer
+	require.NoError(t, rep.WriteTable(&table))
+	assert.Contains(t, table.String(), "req/op")
+
+	cfg.Replicas = []int{2}
+	_, err = bench.Run(context.Background(), cfg)
+	assert.ErrorContains(t, err, "replicas 2")
+}
+
 func TestConfigErrors(t *testing.T) {
 	_, err := bench.Run(context.Background(), bench.Config{Workloads: []string{"nope"}})
 	assert.ErrorContains(t, err, "unknown workload")

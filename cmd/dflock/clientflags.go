@@ -65,6 +65,20 @@ func serversFlag(fs *flag.FlagSet, servers *string, getenv func(string) string) 
 	fs.StringVar(servers, "servers", def, "comma-separated servers, in the order every client uses (env DFLOCK_SERVERS)")
 }
 
+// replicasFlag registers --replicas with usage, defaulting to
+// DFLOCK_REPLICAS and then to 1; a bad value there is an error.
+func replicasFlag(fs *flag.FlagSet, n *int, usage string, getenv func(string) string) error {
+	*n = 1
+	if v := getenv("DFLOCK_REPLICAS"); v != "" {
+		var err error
+		if *n, err = strconv.Atoi(v); err != nil {
+			return fmt.Errorf("DFLOCK_REPLICAS=%q: not a number", v)
+		}
+	}
+	fs.IntVar(n, "replicas", *n, usage+" (env DFLOCK_REPLICAS)")
+	return nil
+}
+
 // authToken reads the token file; the token never goes on a command line,
 // where other users could read it.
 func (f *clientFlags) authToken() (string, error) {

@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -66,16 +65,9 @@ func parseRunFlags(args []string, getenv func(string) string) (runFlags, *flag.F
 	set.IntVar(&f.limit, "n", 0, "take a slot of a semaphore of this many slots (at least 1) instead of the lock")
 	set.DurationVar(&f.timeout, "timeout", 10*time.Second, "how long to wait for the lock; 0 tries once (sent in whole seconds, rounded up)")
 	set.DurationVar(&f.lease, "lease", 0, "lease to ask for, at least 1s, rounded up to whole seconds (default: the server's); renewed while the command runs")
-	replicasEnv := getenv("DFLOCK_REPLICAS")
-	f.replicas = 1
-	if replicasEnv != "" {
-		n, err := strconv.Atoi(replicasEnv)
-		if err != nil {
-			return f, set, fmt.Errorf("DFLOCK_REPLICAS=%q: not a number", replicasEnv)
-		}
-		f.replicas = n
+	if err := replicasFlag(set, &f.replicas, "hold the lock on a quorum of this many servers (odd), the key's server and the next ones in --servers order, so that it survives the loss of a minority of them", getenv); err != nil {
+		return f, set, err
 	}
-	set.IntVar(&f.replicas, "replicas", f.replicas, "hold the lock on a quorum of this many servers (odd), the key's server and the next ones in --servers order, so that it survives the loss of a minority of them (env DFLOCK_REPLICAS)")
 	set.DurationVar(&f.grace, "grace", 10*time.Second, "after the lock is lost: time between SIGTERM and SIGKILL of the command's process group")
 	if err := set.Parse(args); err != nil {
 		return f, set, err

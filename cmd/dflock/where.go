@@ -75,7 +75,10 @@ func runWhere(args []string, getenv func(string) string, stdout, stderr io.Write
 	var servers string
 	serversFlag(fs, &servers, getenv)
 	strategy := fs.String("strategy", "stable", "stable (CRC32, like the Python/TypeScript clients), consistent or rendezvous")
-	replicas := fs.Int("replicas", 1, "print each key's first N servers, most preferred first (its replicas)")
+	var replicas int
+	if err := replicasFlag(fs, &replicas, "print each key's first N servers, most preferred first: its replicas, as dflock run --replicas and lock.Config.Replicas place it", getenv); err != nil {
+		return err
+	}
 	keys, err := parseInterspersed(fs, args)
 	if err != nil {
 		return err
@@ -100,7 +103,7 @@ func runWhere(args []string, getenv func(string) string, stdout, stderr io.Write
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	for _, k := range keys {
-		addrs, err := shard.Replicas(s, k, *replicas)
+		addrs, err := shard.Replicas(s, k, replicas)
 		if err != nil {
 			return err
 		}
