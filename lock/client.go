@@ -63,6 +63,7 @@ type Client struct {
 	closeTimeout   time.Duration
 	replicas       int           // Config.Replicas, at least 1
 	replicaTimeout time.Duration // Config.ReplicaTimeout
+	contention     *contentionTable
 	// lossHook (tests) runs on every reported loss.
 	lossHook func(r lossReport, err error)
 
@@ -111,6 +112,9 @@ func New(cfg Config) (*Client, error) {
 		return nil, err
 	}
 	c.replicaTimeout = cmp.Or(cfg.ReplicaTimeout, replicaTimeoutDefault)
+	if c.replicas > 1 {
+		c.contention = newContentionTable()
+	}
 	if c.replicaTimeout < 0 {
 		return nil, fmt.Errorf("%w: ReplicaTimeout %v must not be negative", ErrInvalid, cfg.ReplicaTimeout)
 	}

@@ -230,7 +230,14 @@ func (l *Lock) acquireOn(ctx context.Context, p *pool.Pool, timeout time.Duratio
 		// caller can back off rather than pin a connection to be refused.
 		return g, err
 	}
+	return l.waitFor(ctx, p, deadline)
+}
 
+// waitFor is the blocking half of acquireOn, after a try-lock found the
+// key busy: a lock request that waits on p's server, on a pinned
+// connection, until deadline.
+func (l *Lock) waitFor(ctx context.Context, p *pool.Pool, deadline time.Time) (*pool.Grant, error) {
+	req := l.request(l.cmds.Acquire)
 	// The wait for a free connection counts against the timeout too.
 	wctx, cancel := context.WithDeadlineCause(ctx, deadline, errWaitOver)
 	defer cancel()

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/dflock-go/dflock/pool"
@@ -265,15 +266,30 @@ func (s *replicaSet) tryAll(ctx context.Context, idx []int, wait time.Duration, 
 		o tryOutcome
 	}
 	outs := make([]tryOutcome, len(s.addrs))
+	if len(idx) == 0 {
+		return outs
+	}
 	ch := make(chan answer, len(idx))
 	s.l.mu.Lock()
 	for _, i := range idx {
 		s.pending[i] = true
 	}
 	s.l.mu.Unlock()
-	for _, i := range idx {
-		go func() { ch <- answer{i, s.tryOne(ctx, i, wait)} }()
+	// One deadline for the round, ended by the last answer, which may
+	// come after an early return.
+	rctx, cancel := context.WithTimeout(ctx, wait)
+	var left atomic.Int32
+	left.Store(int32(len(idx)))
+	try := func(i int) {
+		ch <- answer{i, s.tryOne(rctx, i)}
+		if left.Add(-1) == 0 {
+			cancel()
+		}
 	}
+	for _, i := range idx[1:] {
+		go try(i)
+	}
+	try(idx[0])
 	for range idx {
 		a := <-ch
 		outs[a.i] = a.o
@@ -304,17 +320,16 @@ func (s *replicaSet) quorumWith(outs []tryOutcome) bool {
 	return false
 }
 
-func (s *replicaSet) tryOne(ctx context.Context, i int, wait time.Duration) tryOutcome {
+// tryOne sends one try-lock to replica i, bounded by ctx.
+func (s *replicaSet) tryOne(ctx context.Context, i int) tryOutcome {
 	l := s.l
 	defer func() {
 		l.mu.Lock()
 		s.pending[i] = false
 		l.mu.Unlock()
 	}()
-	rctx, cancel := context.WithTimeout(ctx, wait)
-	defer cancel()
 	req := l.request(l.cmds.Acquire)
-	res, err := s.pools[i].Do(rctx, &req)
+	res, err := s.pools[i].Do(ctx, &req)
 	if err != nil {
 		return tryOutcome{done: true, err: err}
 	}
@@ -416,7 +431,25 @@ func (s *replicaSet) yield(arb int) {
 // another holds it, then waits on the missing replicas until a quorum.
 // It holds the set's grants when it returns true, and none otherwise.
 func (s *replicaSet) take(ctx context.Context, timeout time.Duration, deadline time.Time) (bool, error) {
-	outs := s.tryAll(ctx, s.allReplicas(), s.l.c.replicaTimeout, true)
+	l := s.l
+	if timeout > 0 && l.c.contention.recent(l.key) {
+		// The key was busy moments ago: ask its first replica alone
+		// first. Taking the others too, only to give them back, would
+		// cost their servers two requests each and get in the way of the
+		// holder taking them.
+		switch o := s.tryAll(ctx, []int{0}, l.c.replicaTimeout, false)[0]; {
+		case o.took:
+			return s.takeRest(ctx, deadline)
+		case o.answered && o.err == nil:
+			l.c.contention.saw(l.key)
+			return s.wait(ctx, 0, deadline)
+		case o.answered && errors.Is(o.err, ErrMaxWaiters):
+			s.giveUp()
+			return false, l.describe(o.err, s.addrs[0])
+		}
+		// Unreachable, or refusing: the full round finds the arbiter.
+	}
+	outs := s.tryAll(ctx, s.allReplicas(), l.c.replicaTimeout, true)
 	if s.quorumWith(outs) {
 		return true, nil
 	}
@@ -437,15 +470,23 @@ func (s *replicaSet) take(ctx context.Context, timeout time.Duration, deadline t
 		return false, nil
 	}
 	if !s.holds(arb) {
-		s.yield(arb)
-		g, err := s.l.acquireOn(ctx, s.pools[arb], timeout, deadline)
-		if g == nil || err != nil {
-			s.giveUp()
-			return false, err
-		}
-		s.offer(arb, g)
-		s.yield(-1)
+		l.c.contention.saw(l.key)
+		return s.wait(ctx, arb, deadline)
 	}
+	return s.takeRest(ctx, deadline)
+}
+
+// wait waits in the arbiter's queue, holding nothing elsewhere, then
+// takes the rest.
+func (s *replicaSet) wait(ctx context.Context, arb int, deadline time.Time) (bool, error) {
+	s.yield(arb)
+	g, err := s.l.waitFor(ctx, s.pools[arb], deadline)
+	if g == nil || err != nil {
+		s.giveUp()
+		return false, err
+	}
+	s.offer(arb, g)
+	s.yield(-1)
 	return s.takeRest(ctx, deadline)
 }
 
@@ -538,12 +579,15 @@ func (l *Lock) adoptSet(s *replicaSet) (bool, error) {
 func (l *Lock) releaseSet(ctx context.Context, gs []*pool.Grant, replicas, quorum int) error {
 	errs := make([]error, len(gs))
 	var wg sync.WaitGroup
-	for i, g := range gs {
+	for i, g := range gs[min(1, len(gs)):] {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			errs[i] = g.Release(ctx)
+			errs[i+1] = g.Release(ctx)
 		}()
+	}
+	if len(gs) > 0 {
+		errs[0] = gs[0].Release(ctx)
 	}
 	wg.Wait()
 	released, gone := 0, 0
