@@ -379,21 +379,16 @@ func (p *Pool) Renew(ctx context.Context, rs []Renewal) []error {
 // broken on the client's side only (a half-open one) until its read
 // timeout. Tokens are unique, so these releases can end nothing else.
 func (p *Pool) releaseLost(gs []*Grant) {
-	if p.isClosing() {
-		return
-	}
 	reqs := make([]wire.Request, len(gs))
 	for i, g := range gs {
 		reqs[i] = *g.releaseRequest()
 	}
-	p.goroutines.Add(1)
-	go func() {
-		defer p.goroutines.Done()
+	p.spawn(func() {
 		// Pool.Close ends it sooner: its connections close under it.
 		ctx, cancel := context.WithTimeout(context.Background(), p.cfg.DialTimeout+releaseLostTimeout)
 		defer cancel()
 		p.sendReleases(ctx, reqs)
-	}()
+	})
 }
 
 // sendReleases sends releases in batches on shared connections, best

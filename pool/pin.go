@@ -223,13 +223,11 @@ func (p *Pool) addFreed(c *Conn) {
 		return
 	}
 	if p.excl.Stat().TotalResources() < int32(p.cfg.MaxConns-p.cfg.SharedConns) {
-		p.goroutines.Add(1)
-		go func() {
-			defer p.goroutines.Done()
+		p.spawn(func() {
 			// The constructor takes the freed connection; it must not
 			// dial if another Pin took it first.
 			p.excl.CreateResource(context.WithValue(context.Background(), freedOnly{}, true))
-		}()
+		})
 	}
 }
 

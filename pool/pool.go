@@ -239,15 +239,18 @@ func (p *Pool) sharedConn(ctx context.Context) (*Conn, error) {
 		if s.dialing == nil {
 			ch := make(chan struct{})
 			s.dialing, s.c = ch, nil
-			p.goroutines.Add(1)
-			go func() {
-				defer p.goroutines.Done()
+			started := p.spawn(func() {
 				c, err := p.dial(context.Background(), true)
 				s.mu.Lock()
 				s.c, s.err, s.dialing = c, err, nil
 				s.mu.Unlock()
 				close(ch)
-			}()
+			})
+			if !started {
+				s.dialing = nil
+				s.mu.Unlock()
+				return nil, ErrClosed
+			}
 		}
 		ch := s.dialing
 		s.mu.Unlock()
@@ -446,6 +449,22 @@ func loggable(err error) string {
 	return err.Error()
 }
 
+// spawn runs f in a goroutine that Close waits for, unless the pool is
+// closing; it reports whether f runs.
+func (p *Pool) spawn(f func()) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.isClosing() {
+		return false
+	}
+	p.goroutines.Add(1)
+	go func() {
+		defer p.goroutines.Done()
+		f()
+	}()
+	return true
+}
+
 func (p *Pool) isClosing() bool {
 	select {
 	case <-p.closing:
@@ -460,7 +479,11 @@ func (p *Pool) isClosing() bool {
 // Close waits for them.
 func (p *Pool) Close() {
 	p.closeOnce.Do(func() {
+		// Under mu, so that no goroutine is added (see spawn, dial) once
+		// Wait below may have begun.
+		p.mu.Lock()
 		close(p.closing)
+		p.mu.Unlock()
 		<-p.maintDone
 		for _, c := range p.connList() {
 			c.close()
