@@ -63,7 +63,8 @@ type Client struct {
 	closeTimeout   time.Duration
 	replicas       int           // Config.Replicas, at least 1
 	replicaTimeout time.Duration // Config.ReplicaTimeout
-	contention     *contentionTable
+	contention     *recentSet    // keys found taken lately
+	slow           *slowServers  // servers that did not answer a try-lock in time lately
 	// lossHook (tests) runs on every reported loss.
 	lossHook func(r lossReport, err error)
 
@@ -113,7 +114,7 @@ func New(cfg Config) (*Client, error) {
 	}
 	c.replicaTimeout = cmp.Or(cfg.ReplicaTimeout, replicaTimeoutDefault)
 	if c.replicas > 1 {
-		c.contention = newContentionTable()
+		c.contention, c.slow = newRecentSet(), &slowServers{}
 	}
 	if c.replicaTimeout < 0 {
 		return nil, fmt.Errorf("%w: ReplicaTimeout %v must not be negative", ErrInvalid, cfg.ReplicaTimeout)

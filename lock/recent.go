@@ -2,41 +2,94 @@ package lock
 
 import (
 	"hash/maphash"
+	"sync"
 	"sync/atomic"
 	"time"
 )
 
-// contentionTable remembers, roughly, which keys a client recently found
+// recentSet remembers, roughly, which keys a client recently found
 // taken, so that a replicated acquire of a busy key asks the key's first
 // replica alone first (see replicaSet.take). It is a fixed table of
 // slots indexed by the key's hash: no growth, no locks. Two keys sharing
 // a slot, or a torn read, only cost a round trip or a few requests.
-type contentionTable struct {
+type recentSet struct {
 	seed  maphash.Seed
-	slots [contentionSlots]struct{ hash, at atomic.Uint64 }
+	slots [recentSlots]struct{ hash, at atomic.Uint64 }
 }
 
 const (
-	contentionSlots = 1024
-	// contentionMemory is how long a key is remembered as busy.
-	contentionMemory = 2 * time.Second
+	recentSlots = 1024
+	// recentMemory is how long a key is remembered as busy, and a
+	// server as slow.
+	recentMemory = 2 * time.Second
 )
 
-func newContentionTable() *contentionTable {
-	return &contentionTable{seed: maphash.MakeSeed()}
+func newRecentSet() *recentSet {
+	return &recentSet{seed: maphash.MakeSeed()}
 }
 
-// saw notes that key was found taken.
-func (t *contentionTable) saw(key string) {
+// saw notes key.
+func (t *recentSet) saw(key string) {
 	h := maphash.String(t.seed, key)
-	s := &t.slots[h%contentionSlots]
+	s := &t.slots[h%recentSlots]
 	s.hash.Store(h)
 	s.at.Store(uint64(time.Now().UnixNano()))
 }
 
-// recent reports whether key was found taken within contentionMemory.
-func (t *contentionTable) recent(key string) bool {
+// recent reports whether key was noted within recentMemory.
+func (t *recentSet) recent(key string) bool {
 	h := maphash.String(t.seed, key)
-	s := &t.slots[h%contentionSlots]
-	return s.hash.Load() == h && time.Since(time.Unix(0, int64(s.at.Load()))) < contentionMemory
+	s := &t.slots[h%recentSlots]
+	return s.hash.Load() == h && time.Since(time.Unix(0, int64(s.at.Load()))) < recentMemory
+}
+
+// slowServers tracks the servers that lately did not answer a try-lock
+// within Config.ReplicaTimeout (a stalled server, or one cut off): an
+// acquire does not wait for their answer, and only one request at a
+// time goes to each, as a probe, until one is answered.
+type slowServers struct {
+	m sync.Map // address → *slowServer
+}
+
+type slowServer struct {
+	at      atomic.Int64 // when it was last too slow, in Unix nanoseconds; 0 once it answered
+	probing atomic.Bool  // a request to it is in flight
+}
+
+func (s *slowServers) get(addr string) *slowServer {
+	if v, ok := s.m.Load(addr); ok {
+		return v.(*slowServer)
+	}
+	v, _ := s.m.LoadOrStore(addr, &slowServer{})
+	return v.(*slowServer)
+}
+
+// saw notes that addr did not answer in time.
+func (s *slowServers) saw(addr string) { s.get(addr).at.Store(time.Now().UnixNano()) }
+
+// answered notes that addr answered.
+func (s *slowServers) answered(addr string) {
+	if v, ok := s.m.Load(addr); ok {
+		v.(*slowServer).at.Store(0)
+	}
+}
+
+// recent reports whether addr was too slow within recentMemory.
+func (s *slowServers) recent(addr string) bool {
+	v, ok := s.m.Load(addr)
+	return ok && time.Since(time.Unix(0, v.(*slowServer).at.Load())) < recentMemory
+}
+
+// send reports whether a request may go to addr now: always, unless it
+// is slow and a probe is already out. A true answer for a slow server
+// makes the caller the probe; it calls done when the probe ends.
+func (s *slowServers) send(addr string) (ok bool, done func()) {
+	if !s.recent(addr) {
+		return true, func() {}
+	}
+	st := s.get(addr)
+	if !st.probing.CompareAndSwap(false, true) {
+		return false, nil
+	}
+	return true, func() { st.probing.Store(false) }
 }

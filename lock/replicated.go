@@ -1,6 +1,7 @@
 package lock
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -55,6 +56,11 @@ const (
 	retakeMaxBusy = 200 * time.Millisecond
 	retakeMax     = time.Second
 )
+
+// errSlowServer is why a replica whose server lately failed to answer
+// within Config.ReplicaTimeout is left out, while one request at a time
+// probes it.
+var errSlowServer = errors.New("no answer within the replica timeout lately")
 
 // errQuorumLost is why the replicas still held are given back once a
 // quorum is out of reach.
@@ -280,20 +286,42 @@ func (s *replicaSet) tryAll(ctx context.Context, idx []int, wait time.Duration, 
 	rctx, cancel := context.WithTimeout(ctx, wait)
 	var left atomic.Int32
 	left.Store(int32(len(idx)))
+	slow := s.l.c.slow
 	try := func(i int) {
-		ch <- answer{i, s.tryOne(rctx, i)}
+		var o tryOutcome
+		if ok, done := slow.send(s.addrs[i]); ok {
+			o = s.tryOne(rctx, i)
+			done()
+		} else {
+			// Requests would only pile up on a server that stopped
+			// answering; its probe tells when it is back.
+			o = tryOutcome{done: true, err: errSlowServer}
+			s.l.mu.Lock()
+			s.pending[i] = false
+			s.l.mu.Unlock()
+		}
+		switch {
+		case o.answered:
+			slow.answered(s.addrs[i])
+		case errors.Is(o.err, context.DeadlineExceeded) && ctx.Err() == nil:
+			// No answer within wait: the next rounds go on without
+			// waiting for this server (see failedLocked).
+			slow.saw(s.addrs[i])
+		}
+		ch <- answer{i, o}
 		if left.Add(-1) == 0 {
 			cancel()
 		}
 	}
-	for _, i := range idx[1:] {
+	// Each in its own goroutine: a stalled server must not hold up the
+	// reading of the others' answers.
+	for _, i := range idx {
 		go try(i)
 	}
-	try(idx[0])
 	for range idx {
 		a := <-ch
 		outs[a.i] = a.o
-		if early && s.quorumWith(outs) {
+		if early && s.decided(outs) {
 			break
 		}
 	}
@@ -306,18 +334,50 @@ func (s *replicaSet) tryAll(ctx context.Context, idx []int, wait time.Duration, 
 func (s *replicaSet) quorumWith(outs []tryOutcome) bool {
 	s.l.mu.Lock()
 	defer s.l.mu.Unlock()
-	if s.countLocked() < s.quorum {
+	i := s.arbiterLocked(outs)
+	return i >= 0 && s.grants[i] != nil && s.countLocked() >= s.quorum
+}
+
+// decided reports whether the answers in so far settle the round: the
+// set holds its arbiter and a quorum, or the arbiter answered busy (the
+// acquirer waits there, whatever the others say).
+func (s *replicaSet) decided(outs []tryOutcome) bool {
+	s.l.mu.Lock()
+	defer s.l.mu.Unlock()
+	i := s.arbiterLocked(outs)
+	switch {
+	case i < 0:
 		return false
+	case s.grants[i] != nil:
+		return s.countLocked() >= s.quorum
 	}
-	for i, g := range s.grants {
-		switch {
-		case g != nil:
-			return true
-		case !outs[i].done || outs[i].answered:
-			return false
+	return outs[i].done
+}
+
+// arbiterLocked is the first replica, in the key's order, that has not
+// failed by the answers in so far (see failedLocked), or -1; l.mu is held.
+func (s *replicaSet) arbiterLocked(outs []tryOutcome) int {
+	for i := range s.grants {
+		if !s.failedLocked(outs, i) {
+			return i
 		}
 	}
-	return false
+	return -1
+}
+
+// failedLocked reports whether replica i is out of this round: not held,
+// and it did not answer (or answered with a refusal other than busy), or
+// it has not answered yet and its server was too slow to answer lately;
+// l.mu is held.
+func (s *replicaSet) failedLocked(outs []tryOutcome, i int) bool {
+	o := outs[i]
+	switch {
+	case s.grants[i] != nil:
+		return false
+	case o.done:
+		return !o.answered || (o.err != nil && !errors.Is(o.err, ErrMaxWaiters))
+	}
+	return s.l.c.slow.recent(s.addrs[i])
 }
 
 // tryOne sends one try-lock to replica i, bounded by ctx.
@@ -349,29 +409,24 @@ func (s *replicaSet) tryOne(ctx context.Context, i int) tryOutcome {
 // refusing (a limit mismatch, say). fullQueue says whether a full queue
 // on the arbiter is an error (a request that would wait there) or busy.
 func (s *replicaSet) arbiter(outs []tryOutcome, fullQueue bool) (int, error) {
-	arb, failed := -1, 0
+	s.l.mu.Lock()
+	arb, held, failed := s.arbiterLocked(outs), false, 0
 	var errs []error
 	for i, o := range outs {
-		if !o.done && !s.holds(i) {
-			continue // not asked
-		}
-		busy := errors.Is(o.err, ErrMaxWaiters)
-		held := s.holds(i)
-		switch {
-		case held || (o.answered && (o.err == nil || busy)):
-			if arb < 0 {
-				arb = i
-				if busy && fullQueue && !held {
-					return -1, s.l.describe(o.err, s.addrs[i])
-				}
-			}
-		default:
+		if s.failedLocked(outs, i) {
 			failed++
-			errs = append(errs, s.l.describe(o.err, s.addrs[i]))
+			errs = append(errs, s.l.describe(cmp.Or(o.err, errSlowServer), s.addrs[i]))
 		}
 	}
-	if arb < 0 || failed > len(s.addrs)-s.quorum {
+	if arb >= 0 {
+		held = s.grants[arb] != nil
+	}
+	s.l.mu.Unlock()
+	switch {
+	case arb < 0 || failed > len(s.addrs)-s.quorum:
 		return -1, fmt.Errorf("%s: %d of %d replicas unavailable, and %d are needed: %w", s.l.what(), failed, len(s.addrs), s.quorum, errors.Join(errs...))
+	case !held && fullQueue && errors.Is(outs[arb].err, ErrMaxWaiters):
+		return -1, s.l.describe(outs[arb].err, s.addrs[arb])
 	}
 	return arb, nil
 }

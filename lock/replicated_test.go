@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -14,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/dflock-go/dflock/fakeserver"
+	"github.com/dflock-go/dflock/internal/testproxy"
 	"github.com/dflock-go/dflock/lock"
 	"github.com/dflock-go/dflock/shard"
 )
@@ -347,4 +349,31 @@ func TestReplicatedWithLock(t *testing.T) {
 		}
 	})
 	assert.ErrorIs(t, err, lock.ErrLockLost)
+}
+
+// A stalled first replica costs the first acquire the replica timeout;
+// the next ones go on without waiting for it, and send it one request at
+// a time, a probe, rather than a pile.
+func TestReplicatedLockWithItsFirstServerStalled(t *testing.T) {
+	f, srvs, addrs := replicated(t, 5, 3, "k")
+	proxy := testproxy.Start(t, addrs[0], nil)
+	servers := slices.Clone(f.addrs)
+	servers[slices.Index(servers, addrs[0])] = proxy.Addr()
+	c := f.client(t, lock.Config{Servers: servers, Replicas: 3, ReplicaTimeout: time.Second})
+	mustAcquire(t, c.Lock("warm-up")) // connections up
+	srvs[0].Stall(time.Hour)
+	t.Cleanup(srvs[0].Unstall)
+	before := proxy.Requests()
+
+	l := c.Lock("k")
+	mustAcquire(t, l) // waits a replica timeout for the first replica
+	require.NoError(t, l.Release(ctxFor(t, wait)))
+	for range 20 {
+		ok, err := l.Acquire(ctxFor(t, 500*time.Millisecond))
+		require.NoError(t, err, "waited for the stalled server")
+		require.True(t, ok)
+		assert.NotContains(t, l.HeldOn(), proxy.Addr())
+		require.NoError(t, l.Release(ctxFor(t, wait)))
+	}
+	assert.LessOrEqual(t, proxy.Requests()-before, int64(3), "requests piled up on the stalled server")
 }
