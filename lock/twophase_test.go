@@ -45,13 +45,17 @@ func TestTwoPhaseQueued(t *testing.T) {
 	require.NoError(t, err)
 	require.True(t, ok)
 
+	released := make(chan error, 1)
 	go func() {
 		time.Sleep(50 * time.Millisecond)
-		assert.NoError(t, holder.Release(context.Background()))
+		released <- holder.Release(context.Background())
 	}()
 	ok, err = l.Wait(ctxFor(t, wait), 5*time.Second)
 	require.NoError(t, err)
 	require.True(t, ok)
+	// The server granted l on the release; its answer may still be on
+	// the way back, and the client must not close under it.
+	require.NoError(t, <-released)
 	assert.Equal(t, 4*time.Second, l.Lease())
 	require.NoError(t, l.Release(ctxFor(t, wait)))
 
