@@ -138,7 +138,9 @@ func (s *replicaSet) replicaLost(i int, g *pool.Grant, err error) {
 		s.scheduleLocked()
 		l.mu.Unlock()
 		l.c.renewer.remove(e)
-		l.c.log.Warn("lock: lost a replica; still held on a quorum, taking it again", "key", l.key, "server", s.addrs[i], "held", n, "quorum", s.quorum, "err", err)
+		// Debug: a server going down costs every lock it held a replica;
+		// the pool already logs the connections that broke.
+		l.c.log.Debug("lock: lost a replica; still held on a quorum, taking it again", "key", l.key, "server", s.addrs[i], "held", n, "quorum", s.quorum, "err", err)
 	default:
 		l.c.renewer.remove(e)
 		s.loseLocked(fmt.Errorf("%w: %s: %s lost, %d of %d replicas left, quorum %d: %w", ErrLockLost, l.what(), s.addrs[i], n, len(s.addrs), s.quorum, err), s.addrs[i], n+1)
