@@ -104,12 +104,23 @@ func (r *Report) WriteTable(w io.Writer) error {
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, cpuNote)
 	fmt.Fprintln(w, "req/op: requests the client sent to the servers per op, renewals and keep-alives included: the work asked of the servers")
-	for _, res := range r.Results {
-		line := res.Name + ": one op = " + res.Op
+	fmt.Fprintln(w, "mean, p50 ... max: the latency of one op, its mean and percentiles")
+	if slices.ContainsFunc(r.Results, func(res Result) bool { return strings.Contains(res.Name, "/r") }) {
+		fmt.Fprintln(w, "workload/rN: the workload with every key on N servers (lock.Config.Replicas = N, --replicas)")
+	}
+	// Runs of one workload at several replica counts share a line.
+	var names []string
+	for i, res := range r.Results {
+		names = append(names, res.Name)
+		if next := i + 1; next < len(r.Results) && len(res.Extra) == 0 && r.Results[next].Op == res.Op {
+			continue
+		}
+		line := strings.Join(names, ", ") + ": one op = " + res.Op
 		for _, k := range slices.Sorted(maps.Keys(res.Extra)) {
 			line += fmt.Sprintf("; %s %s", k, number(res.Extra[k]))
 		}
 		fmt.Fprintln(w, line)
+		names = names[:0]
 	}
 	switch {
 	case r.Failed != "":

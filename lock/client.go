@@ -43,8 +43,10 @@ type Config struct {
 	// the key's server and the next ones the strategy prefers (see
 	// shard.Replicas). A lock is taken on a quorum of them and holds
 	// while a quorum does, so it survives the loss of a minority of its
-	// servers; see "Replicated locks" in the package documentation. Every
-	// client of a key must use the same Replicas and the same servers.
+	// servers; see "Replicated locks" in the package documentation. A
+	// semaphore needs more of them (Quorum): with 3 replicas, a semaphore
+	// of 2 slots or more needs all 3 and survives no server. Every client
+	// of a key must use the same Replicas and the same servers.
 	Replicas int
 	// ReplicaTimeout bounds the wait for one replica's answer to a
 	// try-lock, after which the acquire goes on without that replica (a
@@ -117,7 +119,7 @@ func New(cfg Config) (*Client, error) {
 		c.contention, c.slow = newRecentSet(), &slowServers{}
 	}
 	if c.replicaTimeout < 0 {
-		return nil, fmt.Errorf("%w: ReplicaTimeout %v must not be negative", ErrInvalid, cfg.ReplicaTimeout)
+		return nil, invalid("ReplicaTimeout %v must not be negative", cfg.ReplicaTimeout)
 	}
 	for _, addr := range strategy.Servers() {
 		if _, err := c.addPool(addr); err != nil {
@@ -137,12 +139,14 @@ func checkReplicas(n int, s shard.Strategy) (int, error) {
 		n = 1
 	}
 	switch _, ok := s.(shard.Replicator); {
-	case n < 0 || n%2 == 0:
-		return 0, fmt.Errorf("%w: Replicas %d must be odd (1, 3, 5...): an even number tolerates no more lost servers than the odd number below it", ErrInvalid, n)
+	case n < 0:
+		return 0, invalid("Replicas %d: at least 1", n)
+	case n%2 == 0:
+		return 0, invalid("Replicas %d must be odd (1, 3, 5...): an even number tolerates no more lost servers than the odd number below it", n)
 	case n > 1 && !ok:
-		return 0, fmt.Errorf("%w: Replicas %d needs a strategy that can place replicas (shard.Replicator); %T cannot", ErrInvalid, n, s)
+		return 0, invalid("Replicas %d needs a strategy that can place replicas (shard.Replicator); %T cannot", n, s)
 	case n > len(s.Servers()):
-		return 0, fmt.Errorf("%w: Replicas %d needs at least %d servers; the fleet has %d", ErrInvalid, n, n, len(s.Servers()))
+		return 0, invalid("Replicas %d needs at least %d servers; the fleet has %d", n, n, len(s.Servers()))
 	}
 	return n, nil
 }
@@ -220,11 +224,14 @@ func (c *Client) Lock(key string, opts ...Option) *Lock {
 }
 
 // Semaphore returns a handle on one slot of the semaphore named key with
-// limit slots.
+// limit slots. With Config.Replicas, a slot is held on Quorum(Replicas,
+// limit) replicas, more than a lock's majority: 3 replicas keep a
+// semaphore of 2 or more slots only while all 3 servers are up; 5 keep
+// one of 2 slots through the loss of one.
 func (c *Client) Semaphore(key string, limit int, opts ...Option) *Semaphore {
 	s := &Semaphore{newLock(c, key, limit, opts)}
 	if limit <= 0 && s.err == nil {
-		s.err = fmt.Errorf("%w: semaphore limit %d must be positive", ErrInvalid, limit)
+		s.err = invalid("semaphore limit %d must be positive", limit)
 	}
 	return s
 }

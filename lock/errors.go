@@ -2,6 +2,7 @@ package lock
 
 import (
 	"errors"
+	"fmt"
 
 	"github.com/dflock-go/dflock/pool"
 	"github.com/dflock-go/dflock/wire"
@@ -42,3 +43,15 @@ var (
 	// then back off for a while (up to 2 s), failing at once meanwhile.
 	ErrRefused = pool.ErrRefused
 )
+
+// invalidError is a setting or argument refused before anything was
+// sent: it matches ErrInvalid and says what was wrong in lock's words.
+type invalidError string
+
+func (e invalidError) Error() string { return "lock: " + string(e) }
+func (e invalidError) Unwrap() error { return ErrInvalid }
+
+// invalid builds an invalidError.
+func invalid(format string, args ...any) error {
+	return invalidError(fmt.Sprintf(format, args...))
+}

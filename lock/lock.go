@@ -86,6 +86,11 @@ func (l *Lock) Key() string { return l.key }
 // turns "" the moment the lock can no longer be known to be held: when
 // its lease, as the server counts it, may have run out without a
 // confirmed renewal.
+//
+// With Config.Replicas each server issues its own token. Token gives one
+// of them, the same as long as the replica that issued it is held: at
+// first that of the first replica held in the key's order (HeldOn); if
+// that replica is lost, another's.
 func (l *Lock) Token() string {
 	if l.c.replicas > 1 {
 		return l.setToken()
@@ -371,7 +376,8 @@ func (l *Lock) grantFrom(ctx context.Context, addr string, res pool.Result, err 
 // error of a request for it is about; it still matches the same
 // sentinels. The caller's own context errors pass unchanged.
 func (l *Lock) describe(err error, addr string) error {
-	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+	var done *describedError
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) || errors.As(err, &done) {
 		return err
 	}
 	if (errors.Is(err, pool.ErrClosed) || errors.Is(err, pool.ErrBroken)) && l.c.isClosed() {
@@ -382,11 +388,22 @@ func (l *Lock) describe(err error, addr string) error {
 	if addr != "" {
 		what += " on " + addr
 	}
+	d := &describedError{what: what, err: err}
 	if errors.Is(err, ErrAuth) {
-		return fmt.Errorf("%s: %w (give the token in Config.AuthToken)", what, err)
+		d.hint = " (give the token in Config.AuthToken)"
 	}
-	return fmt.Errorf("%s: %w", what, err)
+	return d
 }
+
+// describedError is an error of a request that says which key, of which
+// kind, on which server it is about (see describe).
+type describedError struct {
+	what, hint string
+	err        error
+}
+
+func (e *describedError) Error() string { return e.what + ": " + e.err.Error() + e.hint }
+func (e *describedError) Unwrap() error { return e.err }
 
 // what names the handle's key and kind, for errors.
 func (l *Lock) what() string {

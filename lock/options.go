@@ -1,7 +1,6 @@
 package lock
 
 import (
-	"fmt"
 	"time"
 )
 
@@ -39,11 +38,11 @@ func OnLost(f func(key string, err error)) Option { return func(o *options) { o.
 func (o *options) check() error {
 	switch {
 	case o.acquireTimeout < 0:
-		return fmt.Errorf("%w: AcquireTimeout %v must not be negative", ErrInvalid, o.acquireTimeout)
+		return invalid("AcquireTimeout %v must not be negative", o.acquireTimeout)
 	case o.lease < 0:
-		return fmt.Errorf("%w: LeaseTTL %v must not be negative", ErrInvalid, o.lease)
+		return invalid("LeaseTTL %v must not be negative", o.lease)
 	case !(o.renewRatio > 0 && o.renewRatio < 1):
-		return fmt.Errorf("%w: RenewRatio %v must be between 0 and 1", ErrInvalid, o.renewRatio)
+		return invalid("RenewRatio %v must be between 0 and 1", o.renewRatio)
 	}
 	return nil
 }

@@ -23,7 +23,8 @@ package lock
 // semaphore it grows with the limit: 3 replicas with limit 2 need all 3
 // (a majority of 2 would let three holders each hold 2 of the 3), so
 // such a semaphore survives no server; 5 replicas with limit 2 need 4.
-// It is at most replicas, and 1 for a single replica.
+// It is at most replicas, and 1 for a single replica. Both arguments
+// are at least 1; for anything else the result means nothing.
 func Quorum(replicas, limit int) int {
 	return replicas*limit/(limit+1) + 1
 }

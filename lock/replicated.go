@@ -41,6 +41,7 @@ type replicaSet struct {
 	ctx        context.Context // ends when the set is over: bounds background requests
 	arb        int             // queued by Enqueue: the arbiter it chose
 	yieldTo    int             // waiting on this arbiter: other grants go back; -1 if not
+	shown      *pool.Grant     // the grant whose token Token gave last
 }
 
 // replicaTimeoutDefault bounds the wait for one replica's answer to a
@@ -412,21 +413,31 @@ func (s *replicaSet) tryOne(ctx context.Context, i int) tryOutcome {
 // on the arbiter is an error (a request that would wait there) or busy.
 func (s *replicaSet) arbiter(outs []tryOutcome, fullQueue bool) (int, error) {
 	s.l.mu.Lock()
-	arb, held, failed := s.arbiterLocked(outs), false, 0
+	arb, held, refused, unreachable := s.arbiterLocked(outs), false, 0, 0
 	var errs []error
 	for i, o := range outs {
-		if s.failedLocked(outs, i) {
-			failed++
-			errs = append(errs, s.l.describe(cmp.Or(o.err, errSlowServer), s.addrs[i]))
+		if !s.failedLocked(outs, i) {
+			continue
 		}
+		if o.answered {
+			refused++
+		} else {
+			unreachable++
+		}
+		errs = append(errs, s.l.describe(cmp.Or(o.err, errSlowServer), s.addrs[i]))
 	}
 	if arb >= 0 {
 		held = s.grants[arb] != nil
 	}
 	s.l.mu.Unlock()
+	n := len(s.addrs)
 	switch {
-	case arb < 0 || failed > len(s.addrs)-s.quorum:
-		return -1, fmt.Errorf("%s: %d of %d replicas unavailable, and %d are needed: %w", s.l.what(), failed, len(s.addrs), s.quorum, errors.Join(errs...))
+	case arb < 0 || refused+unreachable > n-s.quorum:
+		why := fmt.Sprintf("%d unreachable", unreachable)
+		if refused > 0 {
+			why = fmt.Sprintf("%d refused, %d unreachable", refused, unreachable)
+		}
+		return -1, fmt.Errorf("%s: only %d of %d replicas available (%s), %d needed:\n%w", s.l.what(), n-refused-unreachable, n, why, s.quorum, errors.Join(errs...))
 	case !held && fullQueue && errors.Is(outs[arb].err, ErrMaxWaiters):
 		return -1, s.l.describe(outs[arb].err, s.addrs[arb])
 	}
@@ -665,9 +676,10 @@ func (l *Lock) releaseSet(ctx context.Context, gs []*pool.Grant, replicas, quoru
 	return fmt.Errorf("lock: %s: released on %d of %d replicas, quorum %d; the others did not answer: %w", l.what(), released, replicas, quorum, errors.Join(errs...))
 }
 
-// setToken is Token for a replicated handle: the token of the first
-// replica held, in the key's replica order, while a quorum of replicas is
-// still certainly held.
+// setToken is Token for a replicated handle, while a quorum of replicas
+// is still certainly held: the token of the replica it gave before, as
+// long as that replica is held, else of the first replica held in the
+// key's order.
 func (l *Lock) setToken() string {
 	l.mu.Lock()
 	s := l.set
@@ -676,9 +688,11 @@ func (l *Lock) setToken() string {
 		return ""
 	}
 	gs := append([]*pool.Grant(nil), s.grants...)
+	shown := s.shown
 	l.mu.Unlock()
 	now := time.Now()
-	n, token := 0, ""
+	n := 0
+	var first *pool.Grant
 	for _, g := range gs {
 		if g == nil {
 			continue
@@ -687,14 +701,20 @@ func (l *Lock) setToken() string {
 			g.Drop(errDeadline)
 			continue
 		}
-		if n++; token == "" {
-			token = g.Token()
+		n++
+		if first == nil || g == shown {
+			first = g
 		}
 	}
 	if n < s.quorum {
 		return ""
 	}
-	return token
+	if first != shown {
+		l.mu.Lock()
+		s.shown = first
+		l.mu.Unlock()
+	}
+	return first.Token()
 }
 
 // HeldOn lists the servers on which the lock is held now: its server,

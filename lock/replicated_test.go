@@ -101,10 +101,13 @@ func TestReplicatedLockSurvivesOneServer(t *testing.T) {
 	la := a.Lock("k", lock.LeaseTTL(time.Second))
 	mustAcquire(t, la)
 	require.Eventually(t, func() bool { return len(la.HeldOn()) == 3 }, wait, time.Millisecond)
+	first := la.Token()
 
 	require.NoError(t, srvs[0].Stop())
 	require.Eventually(t, func() bool { return len(la.HeldOn()) == 2 }, wait, time.Millisecond)
-	assert.NotEmpty(t, la.Token())
+	second := la.Token()
+	assert.NotEmpty(t, second)
+	assert.NotEqual(t, first, second, "the first replica's token went with it")
 	require.False(t, gotLost(la.Lost()), "%v", la.Err())
 	// Renewed past its lease on the two left.
 	time.Sleep(1500 * time.Millisecond)
@@ -116,6 +119,7 @@ func TestReplicatedLockSurvivesOneServer(t *testing.T) {
 	require.NoError(t, srvs[0].Restart())
 	require.Eventually(t, func() bool { return len(la.HeldOn()) == 3 }, 2*wait, 5*time.Millisecond, "taken again on the restarted server")
 	assert.Equal(t, addrs, la.HeldOn())
+	assert.Equal(t, second, la.Token(), "the token stays while its replica is held")
 
 	require.NoError(t, srvs[1].Stop())
 	require.NoError(t, srvs[2].Stop())
@@ -161,7 +165,7 @@ func TestReplicatedLockWithTooFewServers(t *testing.T) {
 	ok, err := a.Lock("k").TryAcquire(ctxFor(t, wait))
 	assert.False(t, ok)
 	require.Error(t, err)
-	assert.Contains(t, err.Error(), "2 of 3 replicas unavailable")
+	assert.Contains(t, err.Error(), "only 1 of 3 replicas available (2 unreachable), 2 needed")
 	assert.Eventually(t, func() bool { return !keyHeld(srvs[1], "k") }, wait, time.Millisecond, "the one replica taken is given back")
 }
 

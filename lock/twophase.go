@@ -27,7 +27,7 @@ func (s Status) String() string {
 	case Queued:
 		return "queued"
 	}
-	return "status(?)"
+	return "none" // the zero Status, returned with an error
 }
 
 // Enqueue joins the key's queue without waiting, the first half of a

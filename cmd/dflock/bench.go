@@ -46,7 +46,7 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 	fs.DurationVar(&cfg.Lease, "lease", 0, "lease of every lock (default 10s, and for hold-many half of --duration, at least 1s, so that its locks renew while held)")
 	fs.StringVar(&workloads, "workloads", strings.Join(bench.Workloads(), ","), "workloads to run")
 	fs.BoolVar(&asJSON, "json", false, "print the report as JSON")
-	fs.Func("replicas", "run each workload (raw aside) once per replica count in this comma-separated list, side by side, e.g. 1,3 (default 1)", func(v string) error {
+	setReplicas := func(v string) error {
 		cfg.Replicas = nil
 		for _, f := range splitList(v) {
 			n, err := strconv.Atoi(f)
@@ -59,7 +59,13 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 			return errors.New("no replica count given")
 		}
 		return nil
-	})
+	}
+	fs.Func("replicas", "run each workload (raw aside) once per replica count in this comma-separated list, side by side, e.g. 1,3; rows are named workload/rN (env DFLOCK_REPLICAS; default 1; the embedded fleet has 3 servers, so at most 3)", setReplicas)
+	if v := getenv("DFLOCK_REPLICAS"); v != "" {
+		if err := setReplicas(v); err != nil {
+			return usageError(fs, "DFLOCK_REPLICAS=%q: %v", v, err)
+		}
+	}
 	extra, err := parseInterspersed(fs, args)
 	if err != nil {
 		return err

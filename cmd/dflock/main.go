@@ -5,7 +5,7 @@
 //	dflock run [-n LIMIT] [--timeout D] [--lease D] [--grace D] KEY -- CMD ARGS...
 //	                         hold a lock (or semaphore slot) while CMD runs
 //	dflock stats [--json]    print each server's state
-//	dflock where KEY... [--servers a:1,b:2] [--strategy stable|consistent|rendezvous]
+//	dflock where KEY... [--servers a:1,b:2] [--strategy stable|consistent|rendezvous] [--replicas N]
 //	                         print the server each key maps to
 //
 // The commands that talk to servers take --servers, --auth-token-file and
@@ -47,7 +47,7 @@ commands:
   serve    run an in-memory dflockd (same flags and DFLOCKD_* variables as the real server)
   run      hold a lock while a command runs: dflock run [-n LIMIT] KEY -- CMD ARGS...
   stats    print each server's state
-  where    print the server each key maps to
+  where    print the server each key maps to (with --replicas N, its N servers)
 `
 
 // run dispatches a subcommand and returns the process exit code.

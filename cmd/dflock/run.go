@@ -65,7 +65,7 @@ func parseRunFlags(args []string, getenv func(string) string) (runFlags, *flag.F
 	set.IntVar(&f.limit, "n", 0, "take a slot of a semaphore of this many slots (at least 1) instead of the lock")
 	set.DurationVar(&f.timeout, "timeout", 10*time.Second, "how long to wait for the lock; 0 tries once (sent in whole seconds, rounded up)")
 	set.DurationVar(&f.lease, "lease", 0, "lease to ask for, at least 1s, rounded up to whole seconds (default: the server's); renewed while the command runs")
-	if err := replicasFlag(set, &f.replicas, "hold the lock on a quorum of this many servers (odd), the key's server and the next ones in --servers order, so that it survives the loss of a minority of them", getenv); err != nil {
+	if err := replicasFlag(set, &f.replicas, "hold the lock on a quorum of this many servers (odd; see above)", getenv); err != nil {
 		return f, set, err
 	}
 	set.DurationVar(&f.grace, "grace", 10*time.Second, "after the lock is lost: time between SIGTERM and SIGKILL of the command's process group")
@@ -117,15 +117,20 @@ func printRunHelp(w io.Writer, set *flag.FlagSet) {
 	fmt.Fprintln(w, runUsage)
 	fmt.Fprintf(w, `
 Holds the lock KEY (with -n, a slot of the semaphore KEY) while CMD runs in its
-own process group, with DFLOCK_KEY, DFLOCK_TOKEN and DFLOCK_SERVER set (with
---replicas, DFLOCK_SERVER lists the key's servers, and DFLOCK_TOKEN is the
-token of the first that holds it). The
+own process group, with DFLOCK_KEY, DFLOCK_TOKEN and DFLOCK_SERVER set. The
 lease is renewed while CMD runs; if the lock is lost, CMD's process group gets
 SIGTERM, then SIGKILL after --grace. SIGHUP, SIGINT, SIGQUIT and SIGTERM sent
 to dflock go to CMD's process group. Typed at a terminal (on Linux, with the
 terminal as standard input), CMD gets the terminal while it runs: it can read
 it, and ^C, ^\ and ^Z act on CMD (^Z suspends dflock with it; fg or bg
 resumes both).
+
+With --replicas N the lock is held on a quorum of the key's N servers (the
+key's server and the next ones in --servers order), so that it survives the
+loss of a minority of them; a semaphore needs more of them (-n 2 or more on 3
+replicas needs all 3). DFLOCK_SERVER then lists the key's N servers, and
+DFLOCK_TOKEN is the token, at the start, of the first of them that held it
+(each server issues its own).
 
 exit codes: CMD's own (128+N if signal N ended it), %d not acquired in time,
 %d lock lost (CMD stopped), %d CMD cannot be executed, %d CMD not found,

@@ -76,15 +76,18 @@ func runWhere(args []string, getenv func(string) string, stdout, stderr io.Write
 	serversFlag(fs, &servers, getenv)
 	strategy := fs.String("strategy", "stable", "stable (CRC32, like the Python/TypeScript clients), consistent or rendezvous")
 	var replicas int
-	if err := replicasFlag(fs, &replicas, "print each key's first N servers, most preferred first: its replicas, as dflock run --replicas and lock.Config.Replicas place it", getenv); err != nil {
-		return err
-	}
+	envErr := replicasFlag(fs, &replicas, "print each key's first N servers (odd), most preferred first: its replicas, as dflock run --replicas and lock.Config.Replicas place it", getenv)
 	keys, err := parseInterspersed(fs, args)
 	if err != nil {
 		return err
 	}
-	if len(keys) == 0 {
+	switch {
+	case envErr != nil:
+		return usageError(fs, "%v", envErr)
+	case len(keys) == 0:
 		return usageError(fs, "no keys given")
+	case replicas < 1 || replicas%2 == 0:
+		return usageError(fs, "--replicas %d: an odd number of servers (1, 3, 5...), as clients take", replicas)
 	}
 	for _, k := range keys {
 		if err := wire.CheckKey(k); err != nil {
@@ -96,6 +99,9 @@ func runWhere(args []string, getenv func(string) string, stdout, stderr io.Write
 	list, err := parseServers(servers)
 	if err != nil {
 		return err
+	}
+	if replicas > len(list) {
+		return usageError(fs, "--replicas %d needs at least %d servers; --servers lists %d", replicas, replicas, len(list))
 	}
 	s, err := shard.ByName(*strategy, list)
 	if err != nil {

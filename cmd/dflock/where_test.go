@@ -92,11 +92,17 @@ func TestWhereReplicas(t *testing.T) {
 	require.Equal(t, 0, code, errOut)
 	assert.Equal(t, "my-key  s2:1  s0:1  s1:1\na       s0:1  s1:1  s2:1\n", out, "the primary, then the list order")
 	for _, strategy := range []string{"consistent", "rendezvous"} {
-		out, errOut, code = where(t, nil, "k", "--strategy", strategy, "--servers", "a:1,b:1,c:1", "--replicas", "2")
+		out, errOut, code = where(t, nil, "k", "--strategy", strategy, "--servers", "a:1,b:1,c:1", "--replicas", "3")
 		require.Equal(t, 0, code, errOut)
-		assert.Len(t, strings.Fields(out), 3, strategy)
+		assert.Len(t, strings.Fields(out), 4, strategy)
 	}
 	_, errOut, code = where(t, nil, "k", "--servers", "a:1,b:1", "--replicas", "3")
-	assert.Equal(t, 1, code)
-	assert.Contains(t, errOut, "3 replicas of 2 servers")
+	assert.Equal(t, 2, code)
+	assert.Contains(t, errOut, "--replicas 3 needs at least 3 servers; --servers lists 2")
+	_, errOut, code = where(t, nil, "k", "--servers", "a:1,b:1", "--replicas", "2")
+	assert.Equal(t, 2, code, "clients take odd counts only")
+	assert.Contains(t, errOut, "--replicas 2: an odd number")
+	_, errOut, code = where(t, map[string]string{"DFLOCK_REPLICAS": "abc"}, "k", "--servers", "a:1")
+	assert.Equal(t, 2, code)
+	assert.Contains(t, errOut, `DFLOCK_REPLICAS="abc"`)
 }
