@@ -275,53 +275,58 @@ func (s *replicaSet) tryAll(ctx context.Context, idx []int, wait time.Duration, 
 		o tryOutcome
 	}
 	outs := make([]tryOutcome, len(s.addrs))
-	if len(idx) == 0 {
+	slow := s.l.c.slow
+	// Requests would only pile up on a server that lately did not
+	// answer, or could not be reached; one at a time probes it, and the
+	// others count as failed at once.
+	type probe struct {
+		i    int
+		done func()
+	}
+	var send []probe
+	for _, i := range idx {
+		if ok, done := slow.send(s.addrs[i]); ok {
+			send = append(send, probe{i, done})
+		} else {
+			outs[i] = tryOutcome{done: true, err: errSlowServer}
+		}
+	}
+	if len(send) == 0 {
 		return outs
 	}
-	ch := make(chan answer, len(idx))
+	ch := make(chan answer, len(send))
 	s.l.mu.Lock()
-	for _, i := range idx {
-		s.pending[i] = true
+	for _, p := range send {
+		s.pending[p.i] = true
 	}
 	s.l.mu.Unlock()
 	// One deadline for the round, ended by the last answer, which may
 	// come after an early return.
 	rctx, cancel := context.WithTimeout(ctx, wait)
 	var left atomic.Int32
-	left.Store(int32(len(idx)))
-	slow := s.l.c.slow
-	try := func(i int) {
-		var o tryOutcome
-		if ok, done := slow.send(s.addrs[i]); ok {
-			o = s.tryOne(rctx, i)
-			done()
-		} else {
-			// Requests would only pile up on a server that stopped
-			// answering; its probe tells when it is back.
-			o = tryOutcome{done: true, err: errSlowServer}
-			s.l.mu.Lock()
-			s.pending[i] = false
-			s.l.mu.Unlock()
-		}
+	left.Store(int32(len(send)))
+	try := func(p probe) {
+		o := s.tryOne(rctx, p.i)
+		p.done()
 		switch {
 		case o.answered:
-			slow.answered(s.addrs[i])
-		case errors.Is(o.err, context.DeadlineExceeded) && ctx.Err() == nil:
-			// No answer within wait: the next rounds go on without
-			// waiting for this server (see failedLocked).
-			slow.saw(s.addrs[i])
+			slow.answered(s.addrs[p.i])
+		case ctx.Err() == nil && !errors.Is(o.err, pool.ErrClosed):
+			// No answer within wait, or none to be had: the next rounds
+			// go on without waiting for this server (see failedLocked).
+			slow.saw(s.addrs[p.i])
 		}
-		ch <- answer{i, o}
+		ch <- answer{p.i, o}
 		if left.Add(-1) == 0 {
 			cancel()
 		}
 	}
 	// Each in its own goroutine: a stalled server must not hold up the
 	// reading of the others' answers.
-	for _, i := range idx {
-		go try(i)
+	for _, p := range send {
+		go try(p)
 	}
-	for range idx {
+	for range send {
 		a := <-ch
 		outs[a.i] = a.o
 		if early && s.decided(outs) {
