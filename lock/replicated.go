@@ -582,6 +582,10 @@ func (s *replicaSet) takeRest(ctx context.Context, deadline time.Time) (bool, er
 			s.giveUp()
 			return false, err
 		}
+		if s.l.c.isClosed() {
+			s.giveUp()
+			return false, ErrClosed
+		}
 		wait := time.Until(deadline)
 		if wait <= 0 {
 			s.giveUp()

@@ -381,3 +381,48 @@ func TestReplicatedLockWithItsFirstServerStalled(t *testing.T) {
 	}
 	assert.LessOrEqual(t, proxy.Requests()-before, int64(3), "requests piled up on the stalled server")
 }
+
+// Client.Close gives back every replica of every lock, held or queued,
+// and ends acquires in flight with ErrClosed.
+func TestReplicatedClientClose(t *testing.T) {
+	f := newFleet(t, 5, fakeserver.Config{DisableAutoRelease: true})
+	a, err := lock.New(lock.Config{Servers: f.addrs, Replicas: 3})
+	require.NoError(t, err)
+	b := f.client(t, lock.Config{Replicas: 3})
+	for i := range 10 {
+		mustAcquire(t, a.Lock(fmt.Sprintf("k%d", i)))
+	}
+	q := a.Lock("q")
+	mustAcquire(t, b.Lock("q"))
+	st, err := q.Enqueue(ctxFor(t, wait))
+	require.NoError(t, err)
+	require.Equal(t, lock.Queued, st)
+	// Blocked on b's lock; b is not giving it up.
+	done := make(chan error, 1)
+	go func() {
+		_, err := a.Lock("q").Acquire(context.Background())
+		done <- err
+	}()
+	require.Eventually(t, func() bool {
+		n := 0
+		for i := range f.addrs {
+			n += waiters(f.server(t, i), "q")
+		}
+		return n == 2
+	}, wait, time.Millisecond)
+
+	require.NoError(t, a.Close())
+	select {
+	case err := <-done:
+		assert.ErrorIs(t, err, lock.ErrClosed)
+	case <-time.After(wait):
+		t.Fatal("an acquire in flight outlived Client.Close")
+	}
+	for i := range f.addrs {
+		srv := f.server(t, i)
+		for _, li := range srv.Stats().Locks {
+			// Only b's lock on q is left, on its replicas.
+			assert.Equal(t, "q", li.Key, "%s still held on %s", li.Key, srv.Addr())
+		}
+	}
+}
