@@ -394,6 +394,11 @@ func (s *replicaSet) tryOne(ctx context.Context, i int) tryOutcome {
 	defer func() {
 		l.mu.Lock()
 		s.pending[i] = false
+		if s.held && s.grants[i] == nil {
+			// The lock was handed out while this try was out, and the
+			// try did not take the replica: the re-take must.
+			s.scheduleLocked()
+		}
 		l.mu.Unlock()
 	}()
 	req := l.request(l.cmds.Acquire)
@@ -654,26 +659,45 @@ func (l *Lock) adoptSet(s *replicaSet) (bool, error) {
 // It succeeds when a quorum of them was still held; it reports the lock
 // lost when the servers had let go of too many to leave one.
 func (l *Lock) releaseSet(ctx context.Context, gs []*pool.Grant, replicas, quorum int) error {
-	errs := make([]error, len(gs))
+	// The releases go on after a quorum answered, bounded by the close
+	// timeout: a stalled server must not hold up the caller, nor keep a
+	// goroutine for ever.
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), l.c.closeTimeout)
+	type answer struct {
+		i   int
+		err error
+	}
+	ch := make(chan answer, len(gs))
 	var wg sync.WaitGroup
-	for i, g := range gs[min(1, len(gs)):] {
+	for i, g := range gs {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			errs[i+1] = g.Release(ctx)
+			ch <- answer{i, g.Release(rctx)}
 		}()
 	}
-	if len(gs) > 0 {
-		errs[0] = gs[0].Release(ctx)
-	}
-	wg.Wait()
+	go func() {
+		wg.Wait()
+		cancel()
+	}()
+	errs := make([]error, len(gs))
 	released, gone := 0, 0
-	for _, err := range errs {
+	for range gs {
+		var a answer
+		select {
+		case a = <-ch:
+		case <-ctx.Done():
+			return fmt.Errorf("lock: %s: released on %d of %d replicas, quorum %d, when ctx ended (the rest are still sent): %w", l.what(), released, replicas, quorum, ctx.Err())
+		}
+		errs[a.i] = a.err
 		switch {
-		case err == nil:
+		case a.err == nil:
 			released++
-		case errors.Is(err, pool.ErrGrantLost):
+		case errors.Is(a.err, pool.ErrGrantLost):
 			gone++
+		}
+		if released >= quorum {
+			break
 		}
 	}
 	switch {

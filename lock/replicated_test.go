@@ -426,3 +426,39 @@ func TestReplicatedClientClose(t *testing.T) {
 		}
 	}
 }
+
+// A replica busy when the lock is taken, whose answer comes after
+// Acquire returned, is taken once it is free.
+func TestReplicaBusyAtAcquireIsTakenLater(t *testing.T) {
+	f, srvs, addrs := replicated(t, 5, 3, "k")
+	other, err := lock.New(lock.Config{Servers: addrs[2:3]})
+	require.NoError(t, err)
+	defer other.Close()
+	third := other.Lock("k")
+	mustAcquire(t, third)
+
+	c := f.client(t, lock.Config{Replicas: 3})
+	l := c.Lock("k")
+	mustAcquire(t, c.Lock("warm-up"))
+	// The third replica answers busy only after Acquire returned.
+	srvs[2].Stall(200 * time.Millisecond)
+	mustAcquire(t, l)
+	assert.Len(t, l.HeldOn(), 2)
+	// The stalled try-lock answered busy: nothing is handling a request.
+	require.Eventually(t, func() bool { return srvs[2].Busy() == 0 }, wait, time.Millisecond)
+	require.NoError(t, third.Release(ctxFor(t, wait)))
+	require.Eventually(t, func() bool { return len(l.HeldOn()) == 3 }, wait, 5*time.Millisecond, "the third replica was never taken")
+}
+
+// Release returns once a quorum of replicas is released: a stalled one
+// is released in the background.
+func TestReplicatedReleaseDoesNotWaitForAStalledReplica(t *testing.T) {
+	f, srvs, _ := replicated(t, 5, 3, "k")
+	c := f.client(t, lock.Config{Replicas: 3})
+	l := c.Lock("k")
+	mustAcquire(t, l)
+	require.Eventually(t, func() bool { return len(l.HeldOn()) == 3 }, wait, time.Millisecond)
+	srvs[1].Stall(time.Hour)
+	t.Cleanup(srvs[1].Unstall)
+	require.NoError(t, l.Release(ctxFor(t, 2*time.Second)))
+}
