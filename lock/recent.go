@@ -1,10 +1,13 @@
 package lock
 
 import (
+	"context"
 	"hash/maphash"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/dflock-go/dflock/pool"
 )
 
 // recentSet remembers, roughly, which keys a client recently found
@@ -54,6 +57,11 @@ type slowServers struct {
 type slowServer struct {
 	at      atomic.Int64 // when it was last too slow, in Unix nanoseconds; 0 once it answered
 	probing atomic.Bool  // a request to it is in flight
+	// refusedAt is when it last refused a wait (dflockd draining for
+	// shutdown), in Unix nanoseconds; answers do not clear it.
+	refusedAt atomic.Int64
+	// answeredAt is when it last answered a try-lock or a ping.
+	answeredAt atomic.Int64
 }
 
 func (s *slowServers) get(addr string) *slowServer {
@@ -69,15 +77,44 @@ func (s *slowServers) saw(addr string) { s.get(addr).at.Store(time.Now().UnixNan
 
 // answered notes that addr answered.
 func (s *slowServers) answered(addr string) {
-	if v, ok := s.m.Load(addr); ok {
-		v.(*slowServer).at.Store(0)
-	}
+	st := s.get(addr)
+	st.at.Store(0)
+	st.answeredAt.Store(time.Now().UnixNano())
 }
 
 // recent reports whether addr was too slow within recentMemory.
 func (s *slowServers) recent(addr string) bool {
 	v, ok := s.m.Load(addr)
 	return ok && time.Since(time.Unix(0, v.(*slowServer).at.Load())) < recentMemory
+}
+
+// check pings addr's server through p, unless another check of it is
+// under way, and notes whether it answered within wait.
+func (s *slowServers) check(ctx context.Context, addr string, p *pool.Pool, wait time.Duration) {
+	st := s.get(addr)
+	if time.Since(time.Unix(0, st.answeredAt.Load())) < wait || !st.probing.CompareAndSwap(false, true) {
+		return // it answered lately, or is being asked
+	}
+	defer st.probing.Store(false)
+	pctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	switch err := p.Ping(pctx); {
+	case err == nil:
+		s.answered(addr)
+	case ctx.Err() == nil:
+		st.at.Store(time.Now().UnixNano())
+	}
+}
+
+// refusedWait notes that addr refused a wait.
+func (s *slowServers) refusedWait(addr string) {
+	s.get(addr).refusedAt.Store(time.Now().UnixNano())
+}
+
+// refusesWaits reports whether addr refused a wait within recentMemory.
+func (s *slowServers) refusesWaits(addr string) bool {
+	v, ok := s.m.Load(addr)
+	return ok && time.Since(time.Unix(0, v.(*slowServer).refusedAt.Load())) < recentMemory
 }
 
 // send reports whether a request may go to addr now: always, unless it

@@ -12,6 +12,7 @@ import (
 
 	"github.com/dflock-go/dflock/pool"
 	"github.com/dflock-go/dflock/shard"
+	"github.com/dflock-go/dflock/wire"
 )
 
 // replicaSet is what a replicated handle holds, or is taking, for one
@@ -382,6 +383,10 @@ func (s *replicaSet) failedLocked(outs []tryOutcome, i int) bool {
 	switch {
 	case s.grants[i] != nil:
 		return false
+	case o.done && o.answered && o.err == nil:
+		// Busy: a contender would wait there, unless it refuses waits
+		// (a server draining for shutdown).
+		return s.l.c.slow.refusesWaits(s.addrs[i])
 	case o.done:
 		return !o.answered || (o.err != nil && !errors.Is(o.err, ErrMaxWaiters))
 	}
@@ -518,7 +523,7 @@ func (s *replicaSet) take(ctx context.Context, timeout time.Duration, deadline t
 		switch o := s.tryAll(ctx, []int{0}, l.c.replicaTimeout, false)[0]; {
 		case o.took:
 			return s.takeRest(ctx, deadline)
-		case o.answered && o.err == nil:
+		case o.answered && o.err == nil && !l.c.slow.refusesWaits(s.addrs[0]):
 			l.c.contention.saw(l.key)
 			return s.wait(ctx, 0, deadline)
 		case o.answered && errors.Is(o.err, ErrMaxWaiters):
@@ -555,18 +560,66 @@ func (s *replicaSet) take(ctx context.Context, timeout time.Duration, deadline t
 }
 
 // wait waits in the arbiter's queue, holding nothing elsewhere, then
-// takes the rest.
+// takes the rest. If the arbiter fails meanwhile (its connection breaks,
+// it refuses the wait, or it stops answering others), the acquire starts
+// again with what is left of the timeout, and the next replica
+// arbitrates.
 func (s *replicaSet) wait(ctx context.Context, arb int, deadline time.Time) (bool, error) {
+	l, addr := s.l, s.addrs[arb]
 	s.yield(arb)
-	g, err := s.l.waitFor(ctx, s.pools[arb], deadline)
-	if g == nil || err != nil {
-		s.giveUp()
-		return false, err
+	wctx, cancel := context.WithCancelCause(ctx)
+	// Nothing tells a waiter that its server stalled: it pings the
+	// server now and then (one ping per server at a time, shared by its
+	// waiters), and other requests tell too (see slowServers).
+	watch := time.NewTicker(l.c.replicaTimeout)
+	go func() {
+		for {
+			select {
+			case <-wctx.Done():
+				return
+			case <-watch.C:
+				l.c.slow.check(wctx, addr, s.pools[arb], l.c.replicaTimeout)
+				if l.c.slow.recent(addr) {
+					cancel(errArbiterFailed)
+					return
+				}
+			}
+		}
+	}()
+	g, err := l.waitFor(wctx, s.pools[arb], deadline)
+	failed := context.Cause(wctx) == errArbiterFailed
+	watch.Stop()
+	cancel(nil)
+	if g != nil && err == nil {
+		s.offer(arb, g)
+		s.yield(-1)
+		return s.takeRest(ctx, deadline)
 	}
-	s.offer(arb, g)
-	s.yield(-1)
-	return s.takeRest(ctx, deadline)
+	switch {
+	case errors.Is(err, ErrServer):
+		// dflockd answers "error" to waits while it drains for shutdown,
+		// and still grants try-locks.
+		l.c.slow.refusedWait(addr)
+		failed = true
+	case err != nil && ctx.Err() == nil && !errors.As(err, new(*wire.ServerError)):
+		// No answer to be had: the connection broke, or was refused.
+		l.c.slow.saw(addr)
+		failed = true
+	}
+	if failed && ctx.Err() == nil && time.Now().Before(deadline) {
+		s.yield(-1)
+		return s.take(ctx, time.Until(deadline), deadline)
+	}
+	s.giveUp()
+	if failed {
+		err = nil // the timeout passed
+	}
+	return false, err
 }
+
+// errArbiterFailed ends a wait on an arbiter whose server stopped
+// answering.
+var errArbiterFailed = errors.New("the arbiter stopped answering")
 
 // takeRest takes the replicas the set lacks, with try-locks to all of
 // them at once, again and again until it holds a quorum or deadline

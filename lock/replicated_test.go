@@ -462,3 +462,46 @@ func TestReplicatedReleaseDoesNotWaitForAStalledReplica(t *testing.T) {
 	t.Cleanup(srvs[1].Unstall)
 	require.NoError(t, l.Release(ctxFor(t, 2*time.Second)))
 }
+
+// A waiter queued on the arbiter moves on when the arbiter's server dies
+// or stalls: the next replica arbitrates, and it gets the lock when the
+// holder lets go.
+func TestReplicatedWaiterSurvivesItsArbiter(t *testing.T) {
+	for _, fault := range []string{"killed", "stalled"} {
+		t.Run(fault, func(t *testing.T) {
+			f, srvs, _ := replicated(t, 5, 3, "k")
+			a := f.client(t, lock.Config{Replicas: 3})
+			b := f.client(t, lock.Config{Replicas: 3, ReplicaTimeout: 200 * time.Millisecond})
+			la := a.Lock("k")
+			mustAcquire(t, la)
+			require.Eventually(t, func() bool { return len(la.HeldOn()) == 3 }, wait, time.Millisecond)
+			got := make(chan error, 1)
+			lb := b.Lock("k", lock.AcquireTimeout(20*time.Second))
+			go func() {
+				ok, err := lb.Acquire(context.Background())
+				if err == nil && !ok {
+					err = errors.New("not acquired")
+				}
+				got <- err
+			}()
+			require.Eventually(t, func() bool { return waiters(srvs[0], "k") == 1 }, wait, time.Millisecond)
+			if fault == "killed" {
+				require.NoError(t, srvs[0].Stop())
+			} else {
+				srvs[0].Stall(time.Hour)
+				t.Cleanup(srvs[0].Unstall)
+			}
+			// b now waits on the second replica, which a holds.
+			require.Eventually(t, func() bool { return waiters(srvs[1], "k") == 1 }, wait, time.Millisecond)
+			require.NoError(t, la.Release(ctxFor(t, wait)))
+			select {
+			case err := <-got:
+				require.NoError(t, err)
+			case <-time.After(wait):
+				t.Fatal("the waiter never got the lock")
+			}
+			assert.NotContains(t, lb.HeldOn(), srvs[0].Addr())
+			require.NoError(t, lb.Release(ctxFor(t, wait)))
+		})
+	}
+}

@@ -177,6 +177,15 @@ func (p *Pool) Do(ctx context.Context, req *wire.Request) (Result, error) {
 	}
 }
 
+// Ping sends a request with no effect on a shared connection and waits
+// for the answer: nil means the server answered within ctx, so it is up
+// and not stalled.
+func (p *Pool) Ping(ctx context.Context) error {
+	req := keepAlive
+	_, err := p.Do(ctx, &req)
+	return err
+}
+
 // DoAll sends non-blocking requests together on one shared connection, in
 // one write, and waits for all their replies (renewals due at the same
 // time, say). Result i and error i belong to request i. A blocking request
