@@ -103,21 +103,29 @@
 // queue only, so two clients that each hold a minority never wait on each
 // other, and waiters are served in the arbiter's FIFO order. Its holder
 // then takes the other replicas with try-locks until it has a quorum
-// (whoever holds them lets go within a round trip). Once held, the
+// (whoever holds them lets go within a round trip). A server that does
+// not answer a try-lock within [Config].ReplicaTimeout, or cannot be
+// reached, is left out of the next acquires (the next replica
+// arbitrates) and gets one request at a time until it answers; a waiter
+// whose arbiter dies, stalls or refuses waits (dflockd draining for
+// shutdown) starts again on the next replica with what is left of its
+// timeout. A client that found a key busy lately asks its arbiter alone
+// first, so that contenders do not take the other replicas only to give
+// them back. Once held, the
 // replicas it lacks, and any it loses later (a server restarted empty, a
 // connection dropped), are taken again in the background, so that a
 // holder usually holds every replica and the next fault leaves it a
 // quorum. Renewals go to every replica held; Release releases them all
-// (best effort on replicas in doubt) and succeeds when a quorum was still
-// held. Enqueue and Wait work the same way, with the enqueue on the
+// and returns once a quorum is released (the rest, a stalled server say,
+// are released in the background, best effort). Enqueue and Wait work the same way, with the enqueue on the
 // arbiter; WithLock, OnLost, Lost and Err behave as without replicas.
 //
 // When it is lost. A replica lost while a quorum remains is only logged.
 // The lock is lost, and reported as usual, when fewer than a quorum of
 // replicas are certainly held: each replica's grant ends as a lone lock's
 // does (refused renewal, deadline, broken connection), and the rest are
-// given back. Token returns the token of the first replica held, in the
-// key's order; each server issues its own.
+// given back. Each server issues its own token: Token returns one of
+// them, the same while the replica that issued it is held.
 //
 // What it guarantees, and on what it rests:
 //
