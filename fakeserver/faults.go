@@ -124,6 +124,12 @@ func (s *Server) ExpireNow(key string) int {
 }
 
 // fault counts a fault that may hit every holder of the server.
+// NoteFault records a fault injected outside the server, such as a
+// network partition by a proxy in front of it: the server itself goes on
+// as before, but TokenState then excuses a client for giving up a grant
+// made before it, as for the other hooks.
+func (s *Server) NoteFault() { s.fault() }
+
 func (s *Server) fault() {
 	s.mu.Lock()
 	defer s.mu.Unlock()

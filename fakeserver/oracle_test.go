@@ -175,3 +175,18 @@ func TestTokenStateSemaphoreSlots(t *testing.T) {
 	assert.Equal(t, fakeserver.TokenState{Faulted: true}, srv.TokenState("s", tb))
 	assert.Equal(t, fakeserver.TokenState{}, srv.TokenState("s", ta), "released before the fault")
 }
+
+// A fault outside the server (a partition in a proxy) changes nothing in
+// it, but excuses a client for giving up what it held before.
+func TestNoteFault(t *testing.T) {
+	srv := start(t, fakeserver.Config{})
+	c := dial(t, srv.Addr())
+	tok := token(t, c.do("l", "k", "0 10"))
+	srv.NoteFault()
+	st := srv.TokenState("k", tok)
+	assert.True(t, st.Held, "still held")
+	assert.True(t, st.Faulted)
+	assert.Equal(t, uint64(1), srv.FaultCount())
+	after := token(t, c.do("l", "k2", "0 10"))
+	assert.False(t, srv.TokenState("k2", after).Faulted, "a grant after the fault")
+}

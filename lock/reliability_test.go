@@ -76,6 +76,9 @@ var (
 	// longer than the lease; then the connections are reset, as a
 	// firewall that forgot them would.
 	blackholeFault = fault{"blackhole", func(ft faultTarget, rng *rand.Rand, _ bool) {
+		// Clients give up what they hold there; the server, which sees
+		// nothing, still holds it, and must not count that as false.
+		ft.srv.NoteFault()
 		ft.proxy.Partition(true)
 		time.Sleep(time.Duration(1500+rng.IntN(1000)) * time.Millisecond)
 		ft.proxy.Reset()
