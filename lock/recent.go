@@ -118,10 +118,11 @@ func (s *slowServers) refusesWaits(addr string) bool {
 }
 
 // send reports whether a request may go to addr now: always, unless it
-// is slow and a probe is already out. A true answer for a slow server
+// is slow, or refuses waits (it is draining for shutdown, and what it
+// grants now goes when it exits), and a probe is already out. A true answer for a slow server
 // makes the caller the probe; it calls done when the probe ends.
 func (s *slowServers) send(addr string) (ok bool, done func()) {
-	if !s.recent(addr) {
+	if !s.recent(addr) && !s.refusesWaits(addr) {
 		return true, func() {}
 	}
 	st := s.get(addr)

@@ -565,8 +565,17 @@ func (s *replicaSet) take(ctx context.Context, timeout time.Duration, deadline t
 // again with what is left of the timeout, and the next replica
 // arbitrates.
 func (s *replicaSet) wait(ctx context.Context, arb int, deadline time.Time) (bool, error) {
-	l, addr := s.l, s.addrs[arb]
 	s.yield(arb)
+	return s.waitWith(ctx, arb, deadline, func(wctx context.Context) (*pool.Grant, error) {
+		return s.l.waitFor(wctx, s.pools[arb], deadline)
+	})
+}
+
+// waitWith runs wait, a blocking request on the arbiter arb (a lock
+// request, or the wait of a two-phase acquire), and goes on as wait
+// describes.
+func (s *replicaSet) waitWith(ctx context.Context, arb int, deadline time.Time, wait func(context.Context) (*pool.Grant, error)) (bool, error) {
+	l, addr := s.l, s.addrs[arb]
 	wctx, cancel := context.WithCancelCause(ctx)
 	// Nothing tells a waiter that its server stalled: it pings the
 	// server now and then (one ping per server at a time, shared by its
@@ -586,7 +595,7 @@ func (s *replicaSet) wait(ctx context.Context, arb int, deadline time.Time) (boo
 			}
 		}
 	}()
-	g, err := l.waitFor(wctx, s.pools[arb], deadline)
+	g, err := wait(wctx)
 	failed := context.Cause(wctx) == errArbiterFailed
 	watch.Stop()
 	cancel(nil)

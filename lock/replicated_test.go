@@ -467,8 +467,16 @@ func TestReplicatedReleaseDoesNotWaitForAStalledReplica(t *testing.T) {
 // or stalls: the next replica arbitrates, and it gets the lock when the
 // holder lets go.
 func TestReplicatedWaiterSurvivesItsArbiter(t *testing.T) {
-	for _, fault := range []string{"killed", "stalled"} {
-		t.Run(fault, func(t *testing.T) {
+	for _, c := range []struct {
+		fault    string
+		twoPhase bool
+	}{{"killed", false}, {"stalled", false}, {"killed", true}, {"stalled", true}} {
+		fault := c.fault
+		name := fault
+		if c.twoPhase {
+			name += ", two-phase"
+		}
+		t.Run(name, func(t *testing.T) {
 			f, srvs, _ := replicated(t, 5, 3, "k")
 			a := f.client(t, lock.Config{Replicas: 3})
 			b := f.client(t, lock.Config{Replicas: 3, ReplicaTimeout: 200 * time.Millisecond})
@@ -477,8 +485,19 @@ func TestReplicatedWaiterSurvivesItsArbiter(t *testing.T) {
 			require.Eventually(t, func() bool { return len(la.HeldOn()) == 3 }, wait, time.Millisecond)
 			got := make(chan error, 1)
 			lb := b.Lock("k", lock.AcquireTimeout(20*time.Second))
+			if c.twoPhase {
+				st, err := lb.Enqueue(ctxFor(t, wait))
+				require.NoError(t, err)
+				require.Equal(t, lock.Queued, st)
+			}
 			go func() {
-				ok, err := lb.Acquire(context.Background())
+				var ok bool
+				var err error
+				if c.twoPhase {
+					ok, err = lb.Wait(context.Background(), 20*time.Second)
+				} else {
+					ok, err = lb.Acquire(context.Background())
+				}
 				if err == nil && !ok {
 					err = errors.New("not acquired")
 				}

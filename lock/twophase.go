@@ -235,20 +235,18 @@ func (l *Lock) adoptEnqueued(s *replicaSet) (Status, error) {
 // Enqueue queued there, then the missing replicas, up to the same
 // deadline.
 func (l *Lock) waitReplicated(ctx context.Context, s *replicaSet, pin *pool.Pinned, secs int, timeout time.Duration, deadline time.Time) (bool, error) {
-	if pin != nil {
-		g, err := l.waitOn(ctx, s.addrs[s.arb], pin, &wire.Request{Cmd: l.cmds.Wait, Key: l.key, Timeout: secs}, true)
-		if g == nil || err != nil {
-			s.giveUp()
-			return false, err
-		}
-		s.offer(s.arb, g)
-		s.yield(-1)
-	}
 	var ok bool
 	var err error
-	if s.holds(s.arb) {
+	switch {
+	case pin != nil:
+		// Queued on the arbiter: wait there, with the same failover as
+		// Acquire.
+		ok, err = s.waitWith(ctx, s.arb, deadline, func(wctx context.Context) (*pool.Grant, error) {
+			return l.waitOn(wctx, s.addrs[s.arb], pin, &wire.Request{Cmd: l.cmds.Wait, Key: l.key, Timeout: secs}, true)
+		})
+	case s.holds(s.arb):
 		ok, err = s.takeRest(ctx, deadline)
-	} else {
+	default:
 		// The arbiter's replica was lost while queued: start again.
 		ok, err = s.take(ctx, timeout, deadline)
 	}
