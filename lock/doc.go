@@ -116,8 +116,9 @@
 // connection dropped), are taken again in the background, so that a
 // holder usually holds every replica and the next fault leaves it a
 // quorum. Renewals go to every replica held; Release releases them all
-// and returns once a quorum is released (the rest, a stalled server say,
-// are released in the background, best effort). Enqueue and Wait work the same way, with the enqueue on the
+// and returns once every replica answered, or a quorum did and the
+// others had ReplicaTimeout to (those, a stalled server say, are released
+// in the background, best effort). Enqueue and Wait work the same way, with the enqueue on the
 // arbiter; WithLock, OnLost, Lost and Err behave as without replicas.
 //
 // When it is lost. A replica lost while a quorum remains is only logged.

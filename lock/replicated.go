@@ -743,23 +743,49 @@ func (l *Lock) releaseSet(ctx context.Context, gs []*pool.Grant, replicas, quoru
 		cancel()
 	}()
 	errs := make([]error, len(gs))
+	answered := make([]bool, len(gs))
 	released, gone := 0, 0
+	// Past a quorum, the other answers are still awaited a while: a
+	// release that returns before they are in would have the next acquire
+	// of the key, from this client say, find those replicas still taken.
+	// A stalled server is not waited for past the replica timeout, nor
+	// at all once known to be slow.
+	var linger <-chan time.Time
 	for range gs {
 		var a answer
 		select {
 		case a = <-ch:
+		case <-linger:
+			for i, g := range gs {
+				if !answered[i] {
+					l.c.slow.saw(g.Addr())
+				}
+			}
+			return nil
 		case <-ctx.Done():
+			if released >= quorum {
+				return nil
+			}
 			return fmt.Errorf("lock: %s: released on %d of %d replicas, quorum %d, when ctx ended (the rest are still sent): %w", l.what(), released, replicas, quorum, ctx.Err())
 		}
-		errs[a.i] = a.err
+		errs[a.i], answered[a.i] = a.err, true
 		switch {
 		case a.err == nil:
 			released++
 		case errors.Is(a.err, pool.ErrGrantLost):
 			gone++
 		}
-		if released >= quorum {
-			break
+		if released >= quorum && linger == nil {
+			slowLeft := true
+			for i, g := range gs {
+				slowLeft = slowLeft && (answered[i] || l.c.slow.recent(g.Addr()))
+			}
+			if slowLeft {
+				break
+			}
+			t := time.NewTimer(l.c.replicaTimeout)
+			defer t.Stop()
+			linger = t.C
 		}
 	}
 	switch {

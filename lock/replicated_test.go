@@ -450,8 +450,9 @@ func TestReplicaBusyAtAcquireIsTakenLater(t *testing.T) {
 	require.Eventually(t, func() bool { return len(l.HeldOn()) == 3 }, wait, 5*time.Millisecond, "the third replica was never taken")
 }
 
-// Release returns once a quorum of replicas is released: a stalled one
-// is released in the background.
+// Release returns once a quorum of replicas is released and the others
+// answered or had the replica timeout to: a stalled one is released in
+// the background.
 func TestReplicatedReleaseDoesNotWaitForAStalledReplica(t *testing.T) {
 	f, srvs, _ := replicated(t, 5, 3, "k")
 	c := f.client(t, lock.Config{Replicas: 3})
