@@ -29,7 +29,6 @@ type replicaSet struct {
 	grants  []*pool.Grant // held, nil where not
 	entries []*renewal    // the held grants' renewer entries
 	taken   []*pool.Grant // the latest grant of each replica, lost ones too
-	causes  []error       // why each replica was last lost
 	pending []bool        // a request that may take the replica is out
 	held    bool          // a quorum was handed to the caller
 	over    bool          // released, lost or given up: late grants go back
@@ -82,7 +81,7 @@ func (l *Lock) newSet() (*replicaSet, error) {
 		}
 	}
 	s.grants, s.entries, s.taken = make([]*pool.Grant, n), make([]*renewal, n), make([]*pool.Grant, n)
-	s.causes, s.pending = make([]error, n), make([]bool, n)
+	s.pending = make([]bool, n)
 	s.ctx, s.stop = context.WithCancel(context.Background())
 	s.yieldTo, s.backoffCap = -1, retakeMaxBusy
 	return s, nil
@@ -128,7 +127,7 @@ func (s *replicaSet) replicaLost(i int, g *pool.Grant, err error) {
 		return
 	}
 	e := s.entries[i]
-	s.grants[i], s.entries[i], s.causes[i] = nil, nil, err
+	s.grants[i], s.entries[i] = nil, nil
 	n := s.countLocked()
 	switch {
 	case s.over || !s.held:
