@@ -1,6 +1,8 @@
 package shard_test
 
 import (
+	"fmt"
+	"slices"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -103,4 +105,49 @@ func TestConsistentReplicasMatchTheRingLibrary(t *testing.T) {
 		require.NoError(t, err)
 		assert.Equal(t, want, r, key)
 	}
+}
+
+func TestReplicaMoves(t *testing.T) {
+	three := []string{"a:1", "b:1", "c:1"}
+	four := append(slices.Clone(three), "d:1")
+	keys := make([]string, 2000)
+	for i := range keys {
+		keys[i] = fmt.Sprintf("key-%d", i)
+	}
+	for _, name := range shard.Names() {
+		before, err := shard.ByName(name, three)
+		require.NoError(t, err)
+		after, err := shard.ByName(name, four)
+		require.NoError(t, err)
+		single, err := shard.Moves(keys, before, after)
+		require.NoError(t, err)
+		moves, err := shard.ReplicaMoves(keys, before, after, 1)
+		require.NoError(t, err)
+		require.Len(t, moves, len(single), name)
+		for i, m := range moves {
+			assert.Equal(t, single[i].Key, m.Key)
+			assert.Equal(t, []string{single[i].From}, m.From)
+			assert.Equal(t, []string{single[i].To}, m.To)
+		}
+		moves, err = shard.ReplicaMoves(keys, before, after, 3)
+		require.NoError(t, err)
+		for _, m := range moves {
+			assert.ElementsMatch(t, three, m.From, "before, a key lives on all three")
+			assert.Contains(t, m.To, "d:1", "a key's set changes only by taking the new server")
+		}
+		if name != "stable" {
+			// Growing by one moves a key's replica set only when the new
+			// server is among its first three: about 3/4 of the keys.
+			assert.InDelta(t, 0.75, float64(len(moves))/float64(len(keys)), 0.1, name)
+		}
+	}
+	_, err := shard.ReplicaMoves(keys, must(shard.NewStableHash(three)), must(shard.NewStableHash(four)), 4)
+	assert.ErrorIs(t, err, shard.ErrTooFewServers)
+}
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
 }

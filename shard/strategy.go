@@ -92,3 +92,51 @@ func ByName(name string, servers []string) (Strategy, error) {
 	}
 	return nil, fmt.Errorf("shard: unknown strategy %q (want one of %v)", name, Names())
 }
+
+// ReplicaMove is a key whose replicas change with a membership change:
+// its n servers before and after, each in replica order (see Replicas).
+type ReplicaMove struct {
+	Key      string
+	From, To []string
+}
+
+// ReplicaMoves returns the keys whose n replicas before and after are not
+// the same set of servers, in the order given. A key whose replicas only
+// change order keeps its locks valid (every quorum of one order is a
+// quorum of the other) and is not listed. With n = 1 it lists the keys
+// Moves does.
+func ReplicaMoves(keys []string, before, after Strategy, n int) ([]ReplicaMove, error) {
+	var moves []ReplicaMove
+	for _, k := range keys {
+		from, err := Replicas(before, k, n)
+		if err != nil {
+			return nil, err
+		}
+		to, err := Replicas(after, k, n)
+		if err != nil {
+			return nil, err
+		}
+		if !sameSet(from, to) {
+			moves = append(moves, ReplicaMove{Key: k, From: from, To: to})
+		}
+	}
+	return moves, nil
+}
+
+// sameSet reports whether a and b, each without repeats, hold the same
+// servers.
+func sameSet(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for _, x := range a {
+		found := false
+		for _, y := range b {
+			found = found || x == y
+		}
+		if !found {
+			return false
+		}
+	}
+	return true
+}

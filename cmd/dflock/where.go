@@ -70,8 +70,12 @@ func runWhere(args []string, getenv func(string) string, stdout, stderr io.Write
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), "usage: dflock where KEY... [--servers host:port,...] [--strategy stable|consistent|rendezvous] [--replicas N]")
+		fmt.Fprintln(fs.Output(), "       dflock where --plan --from host:port,... --to host:port,... KEY... [--strategy ...] [--replicas N]")
 		fs.PrintDefaults()
 	}
+	plan := fs.Bool("plan", false, "list the keys whose servers (their replicas, with --replicas) differ between the fleets --from and --to: the keys a membership change moves, each with its servers before -> after")
+	from := fs.String("from", "", "with --plan: the servers before the change, in the order clients list them")
+	to := fs.String("to", "", "with --plan: the servers after the change")
 	var servers string
 	serversFlag(fs, &servers, getenv)
 	strategy := fs.String("strategy", "stable", "stable (CRC32, like the Python/TypeScript clients), consistent or rendezvous")
@@ -88,6 +92,10 @@ func runWhere(args []string, getenv func(string) string, stdout, stderr io.Write
 		return usageError(fs, "no keys given")
 	case replicas < 1 || replicas%2 == 0:
 		return usageError(fs, "--replicas %d: an odd number of servers (1, 3, 5...), as clients take", replicas)
+	case *plan && (*from == "" || *to == ""):
+		return usageError(fs, "--plan needs --from and --to")
+	case !*plan && (*from != "" || *to != ""):
+		return usageError(fs, "--from and --to go with --plan")
 	}
 	for _, k := range keys {
 		if err := wire.CheckKey(k); err != nil {
@@ -95,6 +103,9 @@ func runWhere(args []string, getenv func(string) string, stdout, stderr io.Write
 			fmt.Fprintf(stderr, "dflock where: %v\n", err)
 			return errUsage{err}
 		}
+	}
+	if *plan {
+		return printPlan(keys, *strategy, *from, *to, replicas, stdout, stderr)
 	}
 	list, err := parseServers(servers)
 	if err != nil {
@@ -116,4 +127,35 @@ func runWhere(args []string, getenv func(string) string, stdout, stderr io.Write
 		fmt.Fprintf(tw, "%s\t%s\n", k, strings.Join(addrs, "\t"))
 	}
 	return tw.Flush()
+}
+
+// printPlan prints the keys whose replicas differ between the fleets from
+// and to, each with its servers before and after, then how many moved.
+func printPlan(keys []string, strategy, from, to string, replicas int, stdout, stderr io.Writer) error {
+	var fleets [2]shard.Strategy
+	for i, list := range []string{from, to} {
+		servers, err := parseServers(list)
+		if err != nil {
+			return err
+		}
+		if replicas > len(servers) {
+			return errUsage{fmt.Errorf("--replicas %d needs at least %d servers; %s lists %d", replicas, replicas, []string{"--from", "--to"}[i], len(servers))}
+		}
+		if fleets[i], err = shard.ByName(strategy, servers); err != nil {
+			return err
+		}
+	}
+	moves, err := shard.ReplicaMoves(keys, fleets[0], fleets[1], replicas)
+	if err != nil {
+		return err
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	for _, m := range moves {
+		fmt.Fprintf(tw, "%s\t%s\t->\t%s\n", m.Key, strings.Join(m.From, ","), strings.Join(m.To, ","))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	fmt.Fprintf(stderr, "%d of %d keys move (%.1f%%)\n", len(moves), len(keys), 100*float64(len(moves))/float64(len(keys)))
+	return nil
 }

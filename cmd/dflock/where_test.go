@@ -3,11 +3,14 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/dflock-go/dflock/shard"
 )
 
 func where(t *testing.T, vars map[string]string, args ...string) (string, string, int) {
@@ -105,4 +108,45 @@ func TestWhereReplicas(t *testing.T) {
 	_, errOut, code = where(t, map[string]string{"DFLOCK_REPLICAS": "abc"}, "k", "--servers", "a:1")
 	assert.Equal(t, 2, code)
 	assert.Contains(t, errOut, `DFLOCK_REPLICAS="abc"`)
+}
+
+func TestWherePlan(t *testing.T) {
+	keys := []string{"my-key", "a", "lock-1", "orders/42", "k5", "k6"}
+	from, to := "s0:1,s1:1,s2:1", "s0:1,s1:1,s2:1,s3:1"
+	for _, strategy := range []string{"stable", "consistent", "rendezvous"} {
+		args := append([]string{"--plan", "--from", from, "--to", to, "--strategy", strategy}, keys...)
+		out, errOut, code := where(t, nil, args...)
+		require.Equal(t, 0, code, errOut)
+		before, err := shard.ByName(strategy, strings.Split(from, ","))
+		require.NoError(t, err)
+		after, err := shard.ByName(strategy, strings.Split(to, ","))
+		require.NoError(t, err)
+		moves, err := shard.Moves(keys, before, after)
+		require.NoError(t, err)
+		var want string
+		for _, m := range moves {
+			want += m.Key + " " + m.From + " -> " + m.To + "\n"
+		}
+		var got string
+		for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+			if line != "" {
+				got += strings.Join(strings.Fields(line), " ") + "\n"
+			}
+		}
+		assert.Equal(t, want, got, strategy)
+		assert.Contains(t, errOut, fmt.Sprintf("%d of %d keys move", len(moves), len(keys)), strategy)
+	}
+
+	out, _, code := where(t, nil, "--plan", "--from", from, "--to", to, "--replicas", "3", "my-key")
+	require.Equal(t, 0, code)
+	assert.Contains(t, out, "s3:1", "a key whose replica set changes lists the new server")
+
+	_, errOut, code := where(t, nil, "--plan", "--from", from, "k")
+	assert.Equal(t, 2, code)
+	assert.Contains(t, errOut, "--plan needs --from and --to")
+	_, errOut, code = where(t, nil, "--to", to, "k")
+	assert.Equal(t, 2, code)
+	assert.Contains(t, errOut, "--from and --to go with --plan")
+	_, _, code = where(t, nil, "--plan", "--from", "a:1,b:1", "--to", to, "--replicas", "3", "k")
+	assert.Equal(t, 2, code, "more replicas than the old fleet has")
 }
