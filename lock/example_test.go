@@ -156,3 +156,40 @@ func ExampleConn_Enqueue() {
 	_ = conn.Release(ctx, "my-key", token)
 	// Output: acquired 32
 }
+
+// A lock on 3 of 5 servers, held on a quorum of them: one server dying
+// costs nothing.
+func ExampleConfig_replicas() {
+	fleet, err := fakeserver.StartFleet(5, fakeserver.Config{})
+	if err != nil {
+		panic(err)
+	}
+	defer fleet.Close()
+	c, err := lock.New(lock.Config{Servers: fleet.Addrs(), Replicas: 3})
+	if err != nil {
+		panic(err)
+	}
+	defer c.Close()
+
+	servers, _ := c.ServersFor("orders/42")
+	l := c.Lock("orders/42")
+	if ok, err := l.Acquire(context.Background()); !ok || err != nil {
+		panic(err)
+	}
+	// The key's first server goes down: the other two still hold it.
+	for _, srv := range fleet.Servers {
+		if srv.Addr() == servers[0] {
+			srv.Stop()
+		}
+	}
+	for end := time.Now().Add(5 * time.Second); len(l.HeldOn()) == 3 && time.Now().Before(end); {
+		time.Sleep(time.Millisecond) // until the client has seen the connection close
+	}
+	fmt.Println("replicas:", len(servers), "quorum:", lock.Quorum(3, 1))
+	fmt.Println("still held:", l.Token() != "", "on", len(l.HeldOn()), "servers")
+	fmt.Println(l.Release(context.Background()))
+	// Output:
+	// replicas: 3 quorum: 2
+	// still held: true on 2 servers
+	// <nil>
+}
