@@ -176,15 +176,15 @@ func ExampleConfig_replicas() {
 	if ok, err := l.Acquire(context.Background()); !ok || err != nil {
 		panic(err)
 	}
+	// Held on a quorum at once; the last replica's answer may come later.
+	waitFor(func() bool { return len(l.HeldOn()) == 3 })
 	// The key's first server goes down: the other two still hold it.
 	for _, srv := range fleet.Servers {
 		if srv.Addr() == servers[0] {
 			srv.Stop()
 		}
 	}
-	for end := time.Now().Add(5 * time.Second); len(l.HeldOn()) == 3 && time.Now().Before(end); {
-		time.Sleep(time.Millisecond) // until the client has seen the connection close
-	}
+	waitFor(func() bool { return len(l.HeldOn()) == 2 }) // the client saw the close
 	fmt.Println("replicas:", len(servers), "quorum:", lock.Quorum(3, 1))
 	fmt.Println("still held:", l.Token() != "", "on", len(l.HeldOn()), "servers")
 	fmt.Println(l.Release(context.Background()))
@@ -192,4 +192,11 @@ func ExampleConfig_replicas() {
 	// replicas: 3 quorum: 2
 	// still held: true on 2 servers
 	// <nil>
+}
+
+// waitFor polls cond for up to 5 s.
+func waitFor(cond func() bool) {
+	for end := time.Now().Add(5 * time.Second); !cond() && time.Now().Before(end); {
+		time.Sleep(time.Millisecond)
+	}
 }
