@@ -38,7 +38,7 @@ type replicaSet struct {
 	// busy, long while one does not answer.
 	backoffCap time.Duration
 	stop       context.CancelFunc
-	ctx        context.Context // ends when the set is over: bounds background requests
+	ctx        context.Context // ends when the set is over: bounds background requests; made by the first re-take
 	arb        int             // queued by Enqueue: the arbiter it chose
 	yieldTo    int             // waiting on this arbiter: other grants go back; -1 if not
 	shown      *pool.Grant     // the grant whose token Token gave last
@@ -82,7 +82,6 @@ func (l *Lock) newSet() (*replicaSet, error) {
 	}
 	s.grants, s.entries, s.taken = make([]*pool.Grant, n), make([]*renewal, n), make([]*pool.Grant, n)
 	s.pending = make([]bool, n)
-	s.ctx, s.stop = context.WithCancel(context.Background())
 	s.yieldTo, s.backoffCap = -1, retakeMaxBusy
 	return s, nil
 }
@@ -163,7 +162,9 @@ func (s *replicaSet) loseLocked(err error, server string, heldBefore int) {
 // l.mu is held.
 func (s *replicaSet) endLocked() ([]*pool.Grant, []*renewal) {
 	s.over = true
-	s.stop()
+	if s.stop != nil {
+		s.stop()
+	}
 	if s.retake != nil {
 		s.retake.Stop()
 	}
@@ -216,6 +217,11 @@ func (s *replicaSet) scheduleLocked() {
 	if !missing {
 		return
 	}
+	if s.ctx == nil {
+		// Made on first need: most locks are released with every replica
+		// held, and never re-take one.
+		s.ctx, s.stop = context.WithCancel(context.Background())
+	}
 	d := s.backoff
 	s.backoff = min(max(2*s.backoff, retakeFirst), s.backoffCap)
 	// Jitter keeps the holders of a semaphore's slots out of step.
@@ -236,8 +242,9 @@ func (s *replicaSet) retakeMissing() {
 			idx = append(idx, i)
 		}
 	}
+	ctx := s.ctx
 	l.mu.Unlock()
-	outs := s.tryAll(s.ctx, idx, retakeMax, false)
+	outs := s.tryAll(ctx, idx, retakeMax, false)
 	got, down := false, false
 	l.mu.Lock()
 	for _, i := range idx {
@@ -531,21 +538,9 @@ func (s *replicaSet) take(ctx context.Context, timeout time.Duration, deadline t
 		}
 		// Unreachable, or refusing: the full round finds the arbiter.
 	}
-	outs := s.tryAll(ctx, s.allReplicas(), l.c.replicaTimeout, true)
-	if s.quorumWith(outs) {
-		return true, nil
-	}
-	if err := ctx.Err(); err != nil {
-		s.giveUp()
-		return false, err
-	}
-	arb, err := s.arbiter(outs, timeout > 0)
-	if err != nil {
-		s.giveUp()
-		return false, err
-	}
-	if s.holds(arb) && s.count() >= s.quorum {
-		return true, nil
+	arb, held, _, err := s.round(ctx, timeout > 0)
+	if held || err != nil {
+		return held, err
 	}
 	if timeout <= 0 {
 		s.giveUp()
@@ -556,6 +551,26 @@ func (s *replicaSet) take(ctx context.Context, timeout time.Duration, deadline t
 		return s.wait(ctx, arb, deadline)
 	}
 	return s.takeRest(ctx, deadline)
+}
+
+// round sends a try-lock to every replica at once and finds the
+// arbiter. held says the set holds the arbiter and a quorum: the key is
+// taken. On an error the set is given up. fullQueue is as for arbiter.
+func (s *replicaSet) round(ctx context.Context, fullQueue bool) (arb int, held bool, outs []tryOutcome, err error) {
+	outs = s.tryAll(ctx, s.allReplicas(), s.l.c.replicaTimeout, true)
+	if s.quorumWith(outs) {
+		return -1, true, outs, nil
+	}
+	if err := ctx.Err(); err != nil {
+		s.giveUp()
+		return -1, false, outs, err
+	}
+	if arb, err = s.arbiter(outs, fullQueue); err != nil {
+		s.giveUp()
+		return -1, false, outs, err
+	}
+	// Answers that came in after the early check may have made it.
+	return arb, s.quorumWith(outs), outs, nil
 }
 
 // wait waits in the arbiter's queue, holding nothing elsewhere, then

@@ -124,18 +124,12 @@ func (l *Lock) enqueueReplicated(ctx context.Context) (Status, error) {
 	if err != nil {
 		return 0, err
 	}
-	outs := s.tryAll(ctx, s.allReplicas(), l.c.replicaTimeout, true)
-	if s.quorumWith(outs) {
+	arb, held, outs, err := s.round(ctx, true)
+	switch {
+	case err != nil:
+		return 0, err
+	case held:
 		return l.adoptEnqueued(s)
-	}
-	if err := ctx.Err(); err != nil {
-		s.giveUp()
-		return 0, err
-	}
-	arb, err := s.arbiter(outs, true)
-	if err != nil {
-		s.giveUp()
-		return 0, err
 	}
 	var pin *pool.Pinned
 	if !s.holds(arb) {
