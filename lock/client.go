@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/dflock-go/dflock/pool"
@@ -25,7 +26,9 @@ type Config struct {
 	Servers []string
 	// Strategy maps keys to servers. Default shard.StableHash over
 	// Servers, which agrees with the other dflockd clients. When set,
-	// Servers may be left empty: the strategy's servers are used.
+	// Servers may be left empty: the strategy's servers are used. A
+	// *shard.Transition starts the client in the middle of a fleet change
+	// (see Client.Reconfigure).
 	Strategy shard.Strategy
 	// Pool tunes the connections to each server (see pool.Config): most
 	// connections per server, timeouts, keep-alive, and ServerReadTimeout,
@@ -58,7 +61,8 @@ type Config struct {
 // through it. It is safe for concurrent use. Close it to release
 // everything it holds.
 type Client struct {
-	strategy       shard.Strategy
+	route          atomic.Pointer[routing] // where keys are taken; replaced whole by a fleet change
+	moveMu         sync.Mutex              // serialises fleet changes
 	poolCfg        pool.Config
 	log            *slog.Logger
 	renewer        *renewer
@@ -103,7 +107,6 @@ func New(cfg Config) (*Client, error) {
 	}
 	pc.Logger = log
 	c := &Client{
-		strategy:     strategy,
 		poolCfg:      pc,
 		log:          log,
 		closeTimeout: 5 * time.Second,
@@ -114,10 +117,11 @@ func New(cfg Config) (*Client, error) {
 	if c.replicas, err = checkReplicas(cfg.Replicas, strategy); err != nil {
 		return nil, err
 	}
+	c.route.Store(newRouting(strategy))
 	c.replicaTimeout = cmp.Or(cfg.ReplicaTimeout, replicaTimeoutDefault)
-	if c.replicas > 1 {
-		c.contention, c.slow = newRecentSet(), &slowServers{}
-	}
+	// Also without replicas: a key that moves in a transition is taken
+	// as a replicaSet.
+	c.contention, c.slow = newRecentSet(), &slowServers{}
 	if c.replicaTimeout < 0 {
 		return nil, invalid("ReplicaTimeout %v must not be negative", cfg.ReplicaTimeout)
 	}
@@ -133,10 +137,16 @@ func New(cfg Config) (*Client, error) {
 
 // checkReplicas validates Config.Replicas against the strategy: an odd
 // number, at most the servers it has, and a strategy that can place
-// replicas.
+// replicas. A transition must suit both of its memberships.
 func checkReplicas(n int, s shard.Strategy) (int, error) {
 	if n == 0 {
 		n = 1
+	}
+	if t, ok := s.(*shard.Transition); ok {
+		if _, err := checkReplicas(n, t.From()); err != nil {
+			return 0, err
+		}
+		s = t.To()
 	}
 	switch _, ok := s.(shard.Replicator); {
 	case n < 0:
@@ -160,15 +170,6 @@ func (c *Client) addPool(addr string) (*pool.Pool, error) {
 	return p, nil
 }
 
-// poolFor returns the pool of the server that owns key.
-func (c *Client) poolFor(key string) (*pool.Pool, error) {
-	addr, err := c.strategy.Server(key)
-	if err != nil {
-		return nil, err
-	}
-	return c.poolAt(addr)
-}
-
 // poolAt returns the pool for addr, making one for a server that joined an
 // elastic strategy after New.
 func (c *Client) poolAt(addr string) (*pool.Pool, error) {
@@ -189,13 +190,22 @@ func (c *Client) poolAt(addr string) (*pool.Pool, error) {
 	return c.addPool(addr)
 }
 
-// ServerFor returns the address of the server that owns key.
-func (c *Client) ServerFor(key string) (string, error) { return c.strategy.Server(key) }
+// ServerFor returns the address of the server that owns key; during a
+// transition, its owner in the new membership.
+func (c *Client) ServerFor(key string) (string, error) { return c.route.Load().strategy.Server(key) }
 
 // ServersFor returns the servers key lives on: its Config.Replicas
-// replicas, ServerFor(key) first.
+// replicas, ServerFor(key) first; during a transition, in the new
+// membership (RoutesFor gives both).
 func (c *Client) ServersFor(key string) ([]string, error) {
-	return shard.Replicas(c.strategy, key, c.replicas)
+	return shard.Replicas(c.route.Load().strategy, key, c.replicas)
+}
+
+// RoutesFor returns where a lock on key is taken, in order: its servers
+// (ServersFor), or during a transition, for a key whose servers change,
+// its servers in the old membership, then in the new.
+func (c *Client) RoutesFor(key string) ([][]string, error) {
+	return c.route.Load().routes(key, c.replicas)
 }
 
 // track adds a handle that is becoming queued or held to the set Close
@@ -312,7 +322,7 @@ func (c *Client) Stats(ctx context.Context) []ServerStats {
 		ctx, cancel = context.WithTimeout(ctx, statsTimeout)
 		defer cancel()
 	}
-	addrs := c.strategy.Servers()
+	addrs := c.route.Load().strategy.Servers()
 	out := make([]ServerStats, len(addrs))
 	var wg sync.WaitGroup
 	for i, addr := range addrs {
@@ -393,9 +403,9 @@ func (c *Client) Close() error {
 		l.withdraw()
 		g, set, _ := l.letGo()
 		if g != nil {
-			set = append(set, g)
+			set.grants = append(set.grants, g)
 		}
-		for _, g := range set {
+		for _, g := range set.grants {
 			p := g.Pool()
 			batches[p] = append(batches[p], g)
 		}

@@ -27,3 +27,22 @@ func SetLossHook(c *Client, f func(LossReport)) {
 		f(out)
 	}
 }
+
+// GrantsOf lists the grants a held lock holds now, server and token.
+func GrantsOf(l *Lock) []struct{ Addr, Token string } {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []struct{ Addr, Token string }
+	if l.state != stateHeld {
+		return nil
+	}
+	if l.set == nil {
+		return append(out, struct{ Addr, Token string }{l.grant.Addr(), l.grant.Token()})
+	}
+	for _, g := range l.set.grants {
+		if g != nil {
+			out = append(out, struct{ Addr, Token string }{g.Addr(), g.Token()})
+		}
+	}
+	return out
+}

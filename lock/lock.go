@@ -39,6 +39,9 @@ type Lock struct {
 	err   error // a bad option, reported by every call
 
 	op sync.Mutex // serialises Acquire, Release, Enqueue, Wait, Close
+	// moving serialises bringing a held lock to the client's routing
+	// (conform), which a fleet change does while Wait may hold op.
+	moving sync.Mutex
 
 	// mu guards the fields below. Lock order: Lock.op, then Lock.mu, then
 	// the renewer's mu; a pool Grant's callbacks run with none of them
@@ -46,7 +49,8 @@ type Lock struct {
 	mu      sync.Mutex
 	state   state
 	grant   *pool.Grant   // held, lost: the grant
-	set     *replicaSet   // held, queued, with Config.Replicas: the replicas
+	set     *replicaSet   // held, queued, with Config.Replicas or moving in a transition: the servers
+	rt      *routing      // held: the routing the grant or set follows
 	entry   *renewal      // held: the grant's place in the renewer
 	pin     *pool.Pinned  // queued: the connection the enqueue waits on
 	lost    chan struct{} // made on demand: most locks are never asked
@@ -92,13 +96,13 @@ func (l *Lock) Key() string { return l.key }
 // first that of the first replica held in the key's order (HeldOn); if
 // that replica is lost, another's.
 func (l *Lock) Token() string {
-	if l.c.replicas > 1 {
-		return l.setToken()
-	}
 	l.mu.Lock()
-	g := l.grant
+	g, set := l.grant, l.set
 	held := l.state == stateHeld
 	l.mu.Unlock()
+	if set != nil {
+		return l.setToken()
+	}
 	if !held {
 		return ""
 	}
@@ -207,14 +211,44 @@ func (l *Lock) acquire(ctx context.Context, timeout time.Duration) (bool, error)
 	l.op.Lock()
 	defer l.op.Unlock()
 	deadline := time.Now().Add(timeout)
-	if l.c.replicas > 1 {
-		return l.acquireReplicated(ctx, timeout, deadline)
+	if err := l.ready(); err != nil {
+		return false, err
 	}
-	p, err := l.begin()
+	rt := l.c.route.Load()
+	p, routes, err := l.place(rt)
 	if err != nil {
 		return false, err
 	}
-	return l.hold(l.acquireOn(ctx, p, timeout, deadline))
+	var ok bool
+	if p != nil {
+		g, gerr := l.acquireOn(ctx, p, timeout, deadline)
+		ok, err = l.hold(rt, g, gerr)
+	} else {
+		ok, err = l.acquireSet(ctx, rt, routes, timeout, deadline)
+	}
+	if ok && err == nil && l.c.route.Load() != rt {
+		// The fleet changed while it was being taken.
+		return l.conform(ctx, deadline, true)
+	}
+	return ok, err
+}
+
+// place finds where the key is taken under rt: one server's pool (the
+// common case), or the routes of a replicated key, or of a key that
+// moves in a transition, for a replicaSet.
+func (l *Lock) place(rt *routing) (*pool.Pool, [][]string, error) {
+	if l.c.replicas == 1 {
+		addr, moved, err := rt.owner(l.key)
+		if err != nil {
+			return nil, nil, err
+		}
+		if !moved {
+			p, err := l.c.poolAt(addr)
+			return p, nil, err
+		}
+	}
+	routes, err := rt.routes(l.key, l.c.replicas)
+	return nil, routes, err
 }
 
 // acquireOn takes the key on p's server, waiting until deadline when
@@ -296,14 +330,6 @@ func waitSeconds(ctx context.Context, timeout time.Duration) (int, error) {
 	return max(seconds(timeout), 1), nil
 }
 
-// begin checks that the handle may acquire and finds the key's server.
-func (l *Lock) begin() (*pool.Pool, error) {
-	if err := l.ready(); err != nil {
-		return nil, err
-	}
-	return l.c.poolFor(l.key)
-}
-
 // ready checks that the handle may acquire.
 func (l *Lock) ready() error {
 	if l.err != nil {
@@ -323,18 +349,13 @@ func (l *Lock) ready() error {
 	return nil
 }
 
-// take turns a reply into Acquire's result, and makes a grant the
-// handle's. confirm asks for the grant to be confirmed whatever its age.
-func (l *Lock) take(ctx context.Context, addr string, res pool.Result, err error, confirm bool) (bool, error) {
-	return l.hold(l.grantFrom(ctx, addr, res, err, confirm))
-}
-
-// hold makes g, if any, the handle's grant: Acquire's result.
-func (l *Lock) hold(g *pool.Grant, err error) (bool, error) {
+// hold makes g, if any, taken under rt, the handle's grant: Acquire's
+// result.
+func (l *Lock) hold(rt *routing, g *pool.Grant, err error) (bool, error) {
 	if g == nil || err != nil {
 		return false, err
 	}
-	if err := l.adopt(g); err != nil {
+	if err := l.adopt(rt, g); err != nil {
 		return false, err
 	}
 	return true, nil
@@ -413,15 +434,16 @@ func (l *Lock) what() string {
 	return fmt.Sprintf("lock %q", l.key)
 }
 
-// adopt makes the handle the holder of g and starts renewing it.
-func (l *Lock) adopt(g *pool.Grant) error {
+// adopt makes the handle the holder of g, taken under rt, and starts
+// renewing it.
+func (l *Lock) adopt(rt *routing, g *pool.Grant) error {
 	if !l.c.track(l) {
 		g.Drop(errUnwanted)
 		return ErrClosed
 	}
 	e := &renewal{l: l, g: g, idx: -1}
 	l.mu.Lock()
-	l.state, l.grant, l.entry = stateHeld, g, e
+	l.state, l.grant, l.entry, l.rt = stateHeld, g, e, rt
 	if l.lostErr != nil {
 		l.lost, l.lostErr = nil, nil // a new acquisition, a new channel
 	}
@@ -443,8 +465,8 @@ func (l *Lock) Release(ctx context.Context) error {
 
 func (l *Lock) release(ctx context.Context) error {
 	g, set, err := l.letGo()
-	if set != nil {
-		return l.releaseSet(ctx, set, l.c.replicas, Quorum(l.c.replicas, max(l.limit, 1)))
+	if set.s != nil {
+		return l.releaseSet(ctx, set.s, set.groups, set.grants)
 	}
 	if g == nil {
 		return err
@@ -458,26 +480,35 @@ func (l *Lock) release(ctx context.Context) error {
 	return nil
 }
 
+// letGoneSet is what letGo took out of a held replicaSet: its grants, to
+// give back, and its groups as they were, to judge the releases by.
+type letGoneSet struct {
+	s      *replicaSet
+	groups []replicaGroup
+	grants []*pool.Grant
+}
+
 // letGo moves a held or lost handle to idle and stops renewing; it
-// returns the grant to give back if the lock was held (the grants of
-// its replicas, with Config.Replicas), else why not (the loss, or
-// ErrNotHeld).
-func (l *Lock) letGo() (*pool.Grant, []*pool.Grant, error) {
+// returns the grant to give back if the lock was held (or the grants of
+// its set, with Config.Replicas or in a transition), else why not (the
+// loss, or ErrNotHeld).
+func (l *Lock) letGo() (*pool.Grant, letGoneSet, error) {
 	l.mu.Lock()
 	st, g, e, lostErr := l.state, l.grant, l.entry, l.lostErr
-	var set []*pool.Grant
+	var set letGoneSet
 	var entries []*renewal
 	switch st {
 	case stateHeld, stateLost:
 		if st == stateHeld && l.set != nil {
-			set, entries = l.set.endLocked()
+			set.s, set.groups = l.set, l.set.groups
+			set.grants, entries = l.set.endLocked()
 		}
-		l.state, l.grant, l.entry, l.set = stateIdle, nil, nil, nil
+		l.state, l.grant, l.entry, l.set, l.rt = stateIdle, nil, nil, nil, nil
 	}
 	l.mu.Unlock()
 	switch st {
 	case stateLost:
-		return nil, nil, lostErr
+		return nil, set, lostErr
 	case stateHeld:
 		l.c.renewer.remove(e)
 		for _, e := range entries {
@@ -486,7 +517,7 @@ func (l *Lock) letGo() (*pool.Grant, []*pool.Grant, error) {
 		l.c.untrack(l)
 		return g, set, nil
 	}
-	return nil, nil, ErrNotHeld
+	return nil, set, ErrNotHeld
 }
 
 // Close releases the lock if held, withdraws a pending Enqueue, stops

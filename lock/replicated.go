@@ -6,26 +6,32 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/dflock-go/dflock/pool"
-	"github.com/dflock-go/dflock/shard"
 	"github.com/dflock-go/dflock/wire"
 )
 
 // replicaSet is what a replicated handle holds, or is taking, for one
-// acquisition: a slot per replica of the key, each holding that server's
-// grant or nothing. The key is taken when the set holds a quorum and the
-// arbiter (see arbiter); it stays held while a quorum lasts.
+// acquisition: a slot per server of the key, each holding that server's
+// grant or nothing. The servers form one group (the key's replicas), or
+// two during a fleet transition (its replicas in the old membership and
+// in the new, sharing the servers they have in common). A group is taken
+// when the set holds a quorum of it and its arbiter (see arbiter); the
+// groups are taken one after the other, in order, and the key stays held
+// while every group keeps a quorum.
 type replicaSet struct {
-	l      *Lock
-	addrs  []string
-	pools  []*pool.Pool
-	quorum int
+	l     *Lock
+	rt    *routing // the routing the groups come from
+	addrs []string
+	pools []*pool.Pool
 
 	// Guarded by l.mu.
+	groups  []replicaGroup
+	cur     int           // the group being taken
 	grants  []*pool.Grant // held, nil where not
 	entries []*renewal    // the held grants' renewer entries
 	taken   []*pool.Grant // the latest grant of each replica, lost ones too
@@ -39,9 +45,26 @@ type replicaSet struct {
 	backoffCap time.Duration
 	stop       context.CancelFunc
 	ctx        context.Context // ends when the set is over: bounds background requests; made by the first re-take
+	endTake    func()          // ends a take of a held set's new group (see Lock.conform) when the set is over
+	// taking: a held set takes a new group (see Lock.conform). No
+	// background re-take meanwhile: one could take the very replica the
+	// take waits for, and the wait would queue behind its own set.
+	taking bool
 	arb        int             // queued by Enqueue: the arbiter it chose
 	yieldTo    int             // waiting on this arbiter: other grants go back; -1 if not
 	shown      *pool.Grant     // the grant whose token Token gave last
+}
+
+// replicaGroup is one route of a key: its replicas in one membership,
+// as indexes into the set's servers in that membership's order, and how
+// many of them the lock needs.
+type replicaGroup struct {
+	idx    []int
+	quorum int
+	// taken: the set holds the group's quorum for this acquisition. Once
+	// the lock is held, a taken group that falls below its quorum loses
+	// it.
+	taken bool
 }
 
 // replicaTimeoutDefault bounds the wait for one replica's answer to a
@@ -67,15 +90,26 @@ var errSlowServer = errors.New("no answer within the replica timeout lately")
 // quorum is out of reach.
 var errQuorumLost = errors.New("the lock lost its quorum")
 
-func (l *Lock) newSet() (*replicaSet, error) {
-	addrs, err := shard.Replicas(l.c.strategy, l.key, l.c.replicas)
-	if err != nil {
-		return nil, err
+// newSet makes the set of an acquisition over routes, each the key's
+// servers in one membership (see routing.routes), taken in that order.
+func (l *Lock) newSet(rt *routing, routes [][]string) (*replicaSet, error) {
+	s := &replicaSet{l: l, rt: rt, groups: make([]replicaGroup, len(routes))}
+	for k, r := range routes {
+		g := replicaGroup{idx: make([]int, len(r)), quorum: Quorum(len(r), max(l.limit, 1))}
+		for j, a := range r {
+			i := slices.Index(s.addrs, a)
+			if i < 0 {
+				i = len(s.addrs)
+				s.addrs = append(s.addrs, a)
+			}
+			g.idx[j] = i
+		}
+		s.groups[k] = g
 	}
-	s := &replicaSet{l: l, addrs: addrs, quorum: Quorum(len(addrs), max(l.limit, 1))}
-	n := len(addrs)
+	n := len(s.addrs)
 	s.pools = make([]*pool.Pool, n)
-	for i, a := range addrs {
+	for i, a := range s.addrs {
+		var err error
 		if s.pools[i], err = l.c.poolAt(a); err != nil {
 			return nil, err
 		}
@@ -86,7 +120,7 @@ func (l *Lock) newSet() (*replicaSet, error) {
 	return s, nil
 }
 
-// countLocked is how many replicas the set holds.
+// countLocked is how many servers the set holds.
 func (s *replicaSet) countLocked() int {
 	n := 0
 	for _, g := range s.grants {
@@ -97,12 +131,55 @@ func (s *replicaSet) countLocked() int {
 	return n
 }
 
+// countIn is how many of group k's replicas the set holds; l.mu is held.
+func (s *replicaSet) countIn(k int) int {
+	n := 0
+	for _, i := range s.groups[k].idx {
+		if s.grants[i] != nil {
+			n++
+		}
+	}
+	return n
+}
+
+// shortLocked returns the first taken group that the set holds less than
+// a quorum of, or -1; l.mu is held.
+func (s *replicaSet) shortLocked() int {
+	for k, g := range s.groups {
+		if g.taken && s.countIn(k) < g.quorum {
+			return k
+		}
+	}
+	return -1
+}
+
+// keptLocked reports whether replica i belongs to a taken group: the set
+// keeps it; l.mu is held.
+func (s *replicaSet) keptLocked(i int) bool {
+	for _, g := range s.groups {
+		if g.taken && slices.Contains(g.idx, i) {
+			return true
+		}
+	}
+	return false
+}
+
+// markTaken marks group k taken if the set holds its quorum, and says
+// whether it does.
+func (s *replicaSet) markTaken(k int) bool {
+	s.l.mu.Lock()
+	defer s.l.mu.Unlock()
+	g := &s.groups[k]
+	g.taken = g.taken || s.countIn(k) >= g.quorum
+	return g.taken
+}
+
 // offer gives the set replica i's grant g. A set that is over, or
 // already holds that replica, gives it straight back.
 func (s *replicaSet) offer(i int, g *pool.Grant) bool {
 	l := s.l
 	l.mu.Lock()
-	if s.over || s.grants[i] != nil || (s.yieldTo >= 0 && i != s.yieldTo) {
+	if s.over || s.grants[i] != nil || (s.yieldTo >= 0 && i != s.yieldTo && !s.keptLocked(i)) {
 		l.mu.Unlock()
 		g.Drop(errUnwanted)
 		return false
@@ -115,9 +192,9 @@ func (s *replicaSet) offer(i int, g *pool.Grant) bool {
 	return true
 }
 
-// replicaLost is the loss callback of replica i's grant g. While the set
-// keeps a quorum the replica is taken again in the background; below it,
-// a held lock is lost.
+// replicaLost is the loss callback of replica i's grant g. While every
+// taken group keeps a quorum the replica is taken again in the
+// background; below it, a held lock is lost.
 func (s *replicaSet) replicaLost(i int, g *pool.Grant, err error) {
 	l := s.l
 	l.mu.Lock()
@@ -127,34 +204,42 @@ func (s *replicaSet) replicaLost(i int, g *pool.Grant, err error) {
 	}
 	e := s.entries[i]
 	s.grants[i], s.entries[i] = nil, nil
-	n := s.countLocked()
+	n, short := s.countLocked(), s.shortLocked()
 	switch {
 	case s.over || !s.held:
 		// Not handed out (the acquirer counts what is left), or done.
 		l.mu.Unlock()
 		l.c.renewer.remove(e)
-	case n >= s.quorum:
+	case short < 0:
 		s.backoff = 0
 		s.scheduleLocked()
 		l.mu.Unlock()
 		l.c.renewer.remove(e)
 		// Debug: a server going down costs every lock it held a replica;
 		// the pool already logs the connections that broke.
-		l.c.log.Debug("lock: lost a replica; still held on a quorum, taking it again", "key", l.key, "server", s.addrs[i], "held", n, "quorum", s.quorum, "err", err)
+		l.c.log.Debug("lock: lost a replica; still held on a quorum, taking it again", "key", l.key, "server", s.addrs[i], "held", n, "err", err)
 	default:
 		l.c.renewer.remove(e)
-		s.loseLocked(fmt.Errorf("%w: %s: %s lost, %d of %d replicas left, quorum %d: %w", ErrLockLost, l.what(), s.addrs[i], n, len(s.addrs), s.quorum, err), s.addrs[i], n+1)
+		g := s.groups[short]
+		left := s.countIn(short)
+		s.loseLocked(fmt.Errorf("%w: %s: %s lost, %d of %d replicas left, quorum %d: %w", ErrLockLost, l.what(), s.addrs[i], left, len(g.idx), g.quorum, err), s.addrs[i], short, left+1)
 	}
 }
 
-// loseLocked reports the held lock lost and gives back what is still
-// held, in case a server still counts it. l.mu is held, and released.
-func (s *replicaSet) loseLocked(err error, server string, heldBefore int) {
+// loseLocked reports the held lock lost, because group k fell below its
+// quorum (heldBefore of it were held just before), and gives back what
+// is still held, in case a server still counts it. l.mu is held, and
+// released.
+func (s *replicaSet) loseLocked(err error, server string, k, heldBefore int) {
 	l := s.l
 	rest, entries := s.endLocked()
-	taken := append([]*pool.Grant(nil), s.taken...)
+	g := s.groups[k]
+	taken := make([]*pool.Grant, len(g.idx))
+	for j, i := range g.idx {
+		taken[j] = s.taken[i]
+	}
 	l.set = nil
-	l.lose(err, server, lossReport{taken, s.quorum, heldBefore}) // unlocks
+	l.lose(err, server, lossReport{taken, g.quorum, heldBefore}) // unlocks
 	s.drop(rest, entries, errQuorumLost)
 }
 
@@ -168,16 +253,19 @@ func (s *replicaSet) endLocked() ([]*pool.Grant, []*renewal) {
 	if s.retake != nil {
 		s.retake.Stop()
 	}
-	return s.takeOutLocked(-1)
+	if s.endTake != nil {
+		s.endTake()
+	}
+	return s.takeOutLocked(func(int) bool { return true })
 }
 
-// takeOutLocked takes the held grants but replica keep's out of the set,
-// with their renewer entries; l.mu is held.
-func (s *replicaSet) takeOutLocked(keep int) ([]*pool.Grant, []*renewal) {
+// takeOutLocked takes the held grants of the replicas out (says which)
+// out of the set, with their renewer entries; l.mu is held.
+func (s *replicaSet) takeOutLocked(out func(i int) bool) ([]*pool.Grant, []*renewal) {
 	var gs []*pool.Grant
 	var es []*renewal
 	for i, g := range s.grants {
-		if g != nil && i != keep {
+		if g != nil && out(i) {
 			gs, es = append(gs, g), append(es, s.entries[i])
 			s.grants[i], s.entries[i] = nil, nil
 		}
@@ -196,10 +284,18 @@ func (s *replicaSet) drop(gs []*pool.Grant, es []*renewal, why error) {
 }
 
 // giveUp ends a set that did not become a held lock, and gives back what
-// it took.
+// it took. A held set (taking a new group, see Lock.conform) gives back
+// only what it took of groups it has not taken, and lives on.
 func (s *replicaSet) giveUp() {
+	var gs []*pool.Grant
+	var es []*renewal
 	s.l.mu.Lock()
-	gs, es := s.endLocked()
+	if s.held {
+		gs, es = s.takeOutLocked(func(i int) bool { return !s.keptLocked(i) })
+		s.yieldTo = -1
+	} else {
+		gs, es = s.endLocked()
+	}
 	s.l.mu.Unlock()
 	s.drop(gs, es, errUnwanted)
 }
@@ -207,12 +303,12 @@ func (s *replicaSet) giveUp() {
 // scheduleLocked plans a background attempt at the missing replicas
 // that no request is out for; l.mu is held.
 func (s *replicaSet) scheduleLocked() {
-	if s.over || s.retake != nil {
+	if s.over || s.retake != nil || s.taking {
 		return
 	}
 	missing := false
 	for i, g := range s.grants {
-		missing = missing || (g == nil && !s.pending[i])
+		missing = missing || (g == nil && !s.pending[i] && s.keptLocked(i))
 	}
 	if !missing {
 		return
@@ -238,7 +334,7 @@ func (s *replicaSet) retakeMissing() {
 	s.retake = nil
 	var idx []int
 	for i, g := range s.grants {
-		if g == nil && !s.pending[i] && !s.over {
+		if g == nil && !s.pending[i] && !s.over && s.keptLocked(i) {
 			idx = append(idx, i)
 		}
 	}
@@ -343,14 +439,14 @@ func (s *replicaSet) tryAll(ctx context.Context, idx []int, wait time.Duration, 
 	return outs
 }
 
-// quorumWith reports whether the set holds a quorum and its arbiter,
-// judging by the answers in so far: every replica before the first held
-// one failed.
+// quorumWith reports whether the set holds a quorum of the group it
+// takes and its arbiter, judging by the answers in so far: every replica
+// before the first held one failed.
 func (s *replicaSet) quorumWith(outs []tryOutcome) bool {
 	s.l.mu.Lock()
 	defer s.l.mu.Unlock()
 	i := s.arbiterLocked(outs)
-	return i >= 0 && s.grants[i] != nil && s.countLocked() >= s.quorum
+	return i >= 0 && s.grants[i] != nil && s.countIn(s.cur) >= s.groups[s.cur].quorum
 }
 
 // decided reports whether the answers in so far settle the round: the
@@ -364,15 +460,16 @@ func (s *replicaSet) decided(outs []tryOutcome) bool {
 	case i < 0:
 		return false
 	case s.grants[i] != nil:
-		return s.countLocked() >= s.quorum
+		return s.countIn(s.cur) >= s.groups[s.cur].quorum
 	}
 	return outs[i].done
 }
 
-// arbiterLocked is the first replica, in the key's order, that has not
-// failed by the answers in so far (see failedLocked), or -1; l.mu is held.
+// arbiterLocked is the first replica of the group being taken, in the
+// key's order, that has not failed by the answers in so far (see
+// failedLocked), or -1; l.mu is held.
 func (s *replicaSet) arbiterLocked(outs []tryOutcome) int {
-	for i := range s.grants {
+	for _, i := range s.groups[s.cur].idx {
 		if !s.failedLocked(outs, i) {
 			return i
 		}
@@ -435,8 +532,10 @@ func (s *replicaSet) tryOne(ctx context.Context, i int) tryOutcome {
 func (s *replicaSet) arbiter(outs []tryOutcome, fullQueue bool) (int, error) {
 	s.l.mu.Lock()
 	arb, held, refused, unreachable := s.arbiterLocked(outs), false, 0, 0
+	g := s.groups[s.cur]
 	var errs []error
-	for i, o := range outs {
+	for _, i := range g.idx {
+		o := outs[i]
 		if !s.failedLocked(outs, i) {
 			continue
 		}
@@ -451,14 +550,14 @@ func (s *replicaSet) arbiter(outs []tryOutcome, fullQueue bool) (int, error) {
 		held = s.grants[arb] != nil
 	}
 	s.l.mu.Unlock()
-	n := len(s.addrs)
+	n := len(g.idx)
 	switch {
-	case arb < 0 || refused+unreachable > n-s.quorum:
+	case arb < 0 || refused+unreachable > n-g.quorum:
 		why := fmt.Sprintf("%d unreachable", unreachable)
 		if refused > 0 {
 			why = fmt.Sprintf("%d refused, %d unreachable", refused, unreachable)
 		}
-		return -1, fmt.Errorf("%s: only %d of %d replicas available (%s), %d needed:\n%w", s.l.what(), n-refused-unreachable, n, why, s.quorum, errors.Join(errs...))
+		return -1, fmt.Errorf("%s: only %d of %d replicas available (%s), %d needed:\n%w", s.l.what(), n-refused-unreachable, n, why, g.quorum, errors.Join(errs...))
 	case !held && fullQueue && errors.Is(outs[arb].err, ErrMaxWaiters):
 		return -1, s.l.describe(outs[arb].err, s.addrs[arb])
 	}
@@ -472,53 +571,84 @@ func (s *replicaSet) holds(i int) bool {
 	return s.grants[i] != nil
 }
 
-// count is how many replicas the set holds.
-func (s *replicaSet) count() int {
+// hasQuorum reports whether the set holds a quorum of the group it takes.
+func (s *replicaSet) hasQuorum() bool {
 	s.l.mu.Lock()
 	defer s.l.mu.Unlock()
-	return s.countLocked()
+	return s.countIn(s.cur) >= s.groups[s.cur].quorum
 }
 
-// missing lists the replicas the set does not hold.
+// missing lists the replicas of the group being taken that the set does
+// not hold.
 func (s *replicaSet) missing() []int {
 	s.l.mu.Lock()
 	defer s.l.mu.Unlock()
 	var idx []int
-	for i, g := range s.grants {
-		if g == nil {
+	for _, i := range s.groups[s.cur].idx {
+		if s.grants[i] == nil {
 			idx = append(idx, i)
 		}
 	}
 	return idx
 }
 
-// allReplicas lists every replica index.
-func (s *replicaSet) allReplicas() []int {
-	idx := make([]int, len(s.addrs))
-	for i := range idx {
-		idx[i] = i
-	}
-	return idx
+// group lists the replicas of the group being taken, and its first.
+func (s *replicaSet) group() []int {
+	s.l.mu.Lock()
+	defer s.l.mu.Unlock()
+	return slices.Clone(s.groups[s.cur].idx)
 }
 
-// yield makes the set give back every replica but arb, now and as
-// their grants come in, while it waits on the arbiter: what it holds
-// elsewhere would only hold up the arbiter's holder. -1 ends that.
+// yield makes the set give back every replica but arb (and those of
+// the groups it has taken), now and as their grants come in, while it
+// waits on the arbiter: what it holds elsewhere would only hold up the
+// arbiter's holder. -1 ends that.
 func (s *replicaSet) yield(arb int) {
 	var gs []*pool.Grant
 	var es []*renewal
 	s.l.mu.Lock()
 	if s.yieldTo = arb; arb >= 0 {
-		gs, es = s.takeOutLocked(arb)
+		gs, es = s.takeOutLocked(func(i int) bool { return i != arb && !s.keptLocked(i) })
 	}
 	s.l.mu.Unlock()
 	s.drop(gs, es, errUnwanted)
 }
 
-// take runs one acquisition: a try-lock to every replica at once (one
-// round trip for a free key); with a timeout, a wait on the arbiter when
-// another holds it, then waits on the missing replicas until a quorum.
-// It holds the set's grants when it returns true, and none otherwise.
+// takeGroups takes, in order, the groups the set has not taken: during a
+// transition, the key's servers in the old membership, then in the new.
+// A group whose quorum the set already holds (servers both memberships
+// have) is taken as it stands. It holds the set's grants when it returns
+// true, and none of the groups it took otherwise.
+func (s *replicaSet) takeGroups(ctx context.Context, timeout time.Duration, deadline time.Time) (bool, error) {
+	s.l.mu.Lock()
+	n := len(s.groups)
+	s.l.mu.Unlock()
+	for k := 0; k < n; {
+		s.l.mu.Lock()
+		s.cur = k
+		s.l.mu.Unlock()
+		if s.markTaken(k) {
+			k++
+			continue
+		}
+		ok, err := s.take(ctx, timeout, deadline)
+		if !ok || err != nil {
+			return false, err
+		}
+		if timeout > 0 {
+			// The next group waits until the same deadline.
+			timeout = max(time.Until(deadline), time.Nanosecond)
+		}
+		// Not marked taken if a replica was lost since: take it again.
+	}
+	return true, nil
+}
+
+// take runs the taking of one group: a try-lock to each replica at once
+// (one round trip for a free key); with a timeout, a wait on the arbiter
+// when another holds it, then waits on the missing replicas until a
+// quorum. It holds the group's quorum when it returns true; otherwise
+// the set was given up (see giveUp).
 func (s *replicaSet) take(ctx context.Context, timeout time.Duration, deadline time.Time) (bool, error) {
 	l := s.l
 	if timeout > 0 && l.c.contention.recent(l.key) {
@@ -526,15 +656,21 @@ func (s *replicaSet) take(ctx context.Context, timeout time.Duration, deadline t
 		// first. Taking the others too, only to give them back, would
 		// cost their servers two requests each and get in the way of the
 		// holder taking them.
-		switch o := s.tryAll(ctx, []int{0}, l.c.replicaTimeout, false)[0]; {
+		first := s.group()[0]
+		if s.holds(first) {
+			// Shared with a group taken before: the set holds the
+			// arbiter already.
+			return s.takeRest(ctx, deadline)
+		}
+		switch o := s.tryAll(ctx, []int{first}, l.c.replicaTimeout, false)[first]; {
 		case o.took:
 			return s.takeRest(ctx, deadline)
-		case o.answered && o.err == nil && !l.c.slow.refusesWaits(s.addrs[0]):
+		case o.answered && o.err == nil && !l.c.slow.refusesWaits(s.addrs[first]):
 			l.c.contention.saw(l.key)
-			return s.wait(ctx, 0, deadline)
+			return s.wait(ctx, first, deadline)
 		case o.answered && errors.Is(o.err, ErrMaxWaiters):
 			s.giveUp()
-			return false, l.describe(o.err, s.addrs[0])
+			return false, l.describe(o.err, s.addrs[first])
 		}
 		// Unreachable, or refusing: the full round finds the arbiter.
 	}
@@ -557,7 +693,9 @@ func (s *replicaSet) take(ctx context.Context, timeout time.Duration, deadline t
 // arbiter. held says the set holds the arbiter and a quorum: the key is
 // taken. On an error the set is given up. fullQueue is as for arbiter.
 func (s *replicaSet) round(ctx context.Context, fullQueue bool) (arb int, held bool, outs []tryOutcome, err error) {
-	outs = s.tryAll(ctx, s.allReplicas(), s.l.c.replicaTimeout, true)
+	// Not those held already, for a group that shares servers with one
+	// taken before: the server would call its own holder busy.
+	outs = s.tryAll(ctx, s.missing(), s.l.c.replicaTimeout, true)
 	if s.quorumWith(outs) {
 		return -1, true, outs, nil
 	}
@@ -656,7 +794,7 @@ func (s *replicaSet) takeRest(ctx context.Context, deadline time.Time) (bool, er
 	pause := restFirst
 	for {
 		outs := s.tryAll(ctx, s.missing(), s.l.c.replicaTimeout, true)
-		if s.count() >= s.quorum {
+		if s.hasQuorum() {
 			return true, nil
 		}
 		if err := ctx.Err(); err != nil {
@@ -693,15 +831,14 @@ const (
 	restMax   = 50 * time.Millisecond
 )
 
-func (l *Lock) acquireReplicated(ctx context.Context, timeout time.Duration, deadline time.Time) (bool, error) {
-	if err := l.ready(); err != nil {
-		return false, err
-	}
-	s, err := l.newSet()
+// acquireSet is Acquire with replicas, or on a key that moves in a
+// transition: the groups of routes, taken in order.
+func (l *Lock) acquireSet(ctx context.Context, rt *routing, routes [][]string, timeout time.Duration, deadline time.Time) (bool, error) {
+	s, err := l.newSet(rt, routes)
 	if err != nil {
 		return false, err
 	}
-	ok, err := s.take(ctx, timeout, deadline)
+	ok, err := s.takeGroups(ctx, timeout, deadline)
 	if !ok || err != nil {
 		return false, err
 	}
@@ -716,13 +853,17 @@ func (l *Lock) adoptSet(s *replicaSet) (bool, error) {
 		return false, ErrClosed
 	}
 	l.mu.Lock()
-	l.state, l.set, s.held = stateHeld, s, true
+	l.state, l.set, l.rt, s.held = stateHeld, s, s.rt, true
 	if l.lostErr != nil {
 		l.lost, l.lostErr = nil, nil // a new acquisition, a new channel
 	}
-	if n := s.countLocked(); n < s.quorum {
+	for k := range s.groups {
+		s.groups[k].taken = true
+	}
+	if k := s.shortLocked(); k >= 0 {
 		// A replica was lost since the quorum was counted.
-		s.loseLocked(fmt.Errorf("%w: %s: %d of %d replicas left right after the acquire, quorum %d", ErrLockLost, l.what(), n, len(s.addrs), s.quorum), "", n)
+		g, n := s.groups[k], s.countIn(k)
+		s.loseLocked(fmt.Errorf("%w: %s: %d of %d replicas left right after the acquire, quorum %d", ErrLockLost, l.what(), n, len(g.idx), g.quorum), "", k, n)
 		return true, nil
 	}
 	s.backoff = 0
@@ -731,10 +872,28 @@ func (l *Lock) adoptSet(s *replicaSet) (bool, error) {
 	return true, nil
 }
 
-// releaseSet gives back the replicas a released lock held, all at once.
-// It succeeds when a quorum of them was still held; it reports the lock
-// lost when the servers had let go of too many to leave one.
-func (l *Lock) releaseSet(ctx context.Context, gs []*pool.Grant, replicas, quorum int) error {
+// quorate returns the first of groups that has (says which of the set's
+// servers count) does not give a quorum, or -1 if every group has one.
+func quorate(groups []replicaGroup, has func(i int) bool) int {
+	for k, g := range groups {
+		n := 0
+		for _, i := range g.idx {
+			if has(i) {
+				n++
+			}
+		}
+		if n < g.quorum {
+			return k
+		}
+	}
+	return -1
+}
+
+// releaseSet gives back gs, the grants a released lock held of set s's
+// servers (whose groups were groups), all at once. It succeeds when they
+// held a quorum of every group; it reports the lock lost when the servers
+// had let go of too many to leave one.
+func (l *Lock) releaseSet(ctx context.Context, s *replicaSet, groups []replicaGroup, gs []*pool.Grant) error {
 	// The releases go on after a quorum answered, bounded by the close
 	// timeout: a stalled server must not hold up the caller, nor keep a
 	// goroutine for ever.
@@ -756,9 +915,16 @@ func (l *Lock) releaseSet(ctx context.Context, gs []*pool.Grant, replicas, quoru
 		wg.Wait()
 		cancel()
 	}()
+	// By server: held, released, gone (the server had let it go).
+	held, released, gone := make([]bool, len(s.addrs)), make([]bool, len(s.addrs)), make([]bool, len(s.addrs))
+	at := make([]int, len(gs))
+	for j, g := range gs {
+		at[j] = slices.Index(s.addrs, g.Addr())
+		held[at[j]] = true
+	}
+	isReleased := func(i int) bool { return released[i] }
 	errs := make([]error, len(gs))
 	answered := make([]bool, len(gs))
-	released, gone := 0, 0
 	// Past a quorum, the other answers are still awaited a while: a
 	// release that returns before they are in would have the next acquire
 	// of the key, from this client say, find those replicas still taken.
@@ -777,19 +943,20 @@ func (l *Lock) releaseSet(ctx context.Context, gs []*pool.Grant, replicas, quoru
 			}
 			return nil
 		case <-ctx.Done():
-			if released >= quorum {
+			k := quorate(groups, isReleased)
+			if k < 0 {
 				return nil
 			}
-			return fmt.Errorf("lock: %s: released on %d of %d replicas, quorum %d, when ctx ended (the rest are still sent): %w", l.what(), released, replicas, quorum, ctx.Err())
+			return fmt.Errorf("lock: %s: released on %s when ctx ended (the rest are still sent): %w", l.what(), tally(groups[k], released), ctx.Err())
 		}
 		errs[a.i], answered[a.i] = a.err, true
 		switch {
 		case a.err == nil:
-			released++
+			released[at[a.i]] = true
 		case errors.Is(a.err, pool.ErrGrantLost):
-			gone++
+			gone[at[a.i]] = true
 		}
-		if released >= quorum && linger == nil {
+		if linger == nil && quorate(groups, isReleased) < 0 {
 			slowLeft := true
 			for i, g := range gs {
 				slowLeft = slowLeft && (answered[i] || l.c.slow.recent(g.Addr()))
@@ -802,19 +969,36 @@ func (l *Lock) releaseSet(ctx context.Context, gs []*pool.Grant, replicas, quoru
 			linger = t.C
 		}
 	}
-	switch {
-	case released >= quorum:
+	if quorate(groups, isReleased) < 0 {
 		return nil
-	case len(gs)-gone < quorum:
-		return fmt.Errorf("%w: %s: the servers held it on only %d of %d replicas, quorum %d: %w", ErrLockLost, l.what(), len(gs)-gone, replicas, quorum, errors.Join(errs...))
 	}
-	return fmt.Errorf("lock: %s: released on %d of %d replicas, quorum %d; the others did not answer: %w", l.what(), released, replicas, quorum, errors.Join(errs...))
+	if k := quorate(groups, func(i int) bool { return held[i] && !gone[i] }); k >= 0 {
+		still := make([]bool, len(held))
+		for i := range still {
+			still[i] = held[i] && !gone[i]
+		}
+		return fmt.Errorf("%w: %s: the servers held it on only %s: %w", ErrLockLost, l.what(), tally(groups[k], still), errors.Join(errs...))
+	}
+	k := quorate(groups, isReleased)
+	return fmt.Errorf("lock: %s: released on %s; the others did not answer: %w", l.what(), tally(groups[k], released), errors.Join(errs...))
 }
 
-// setToken is Token for a replicated handle, while a quorum of replicas
-// is still certainly held: the token of the replica it gave before, as
-// long as that replica is held, else of the first replica held in the
-// key's order.
+// tally says how many of group g's replicas are in (by server), against
+// its quorum.
+func tally(g replicaGroup, in []bool) string {
+	n := 0
+	for _, i := range g.idx {
+		if in[i] {
+			n++
+		}
+	}
+	return fmt.Sprintf("%d of %d replicas, quorum %d", n, len(g.idx), g.quorum)
+}
+
+// setToken is Token for a replicated handle, while a quorum of every
+// group is still certainly held: the token of the replica it gave
+// before, as long as that replica is held, else of the first replica held
+// in the key's order.
 func (l *Lock) setToken() string {
 	l.mu.Lock()
 	s := l.set
@@ -822,26 +1006,26 @@ func (l *Lock) setToken() string {
 		l.mu.Unlock()
 		return ""
 	}
-	gs := append([]*pool.Grant(nil), s.grants...)
+	gs := slices.Clone(s.grants)
+	groups := s.groups
 	shown := s.shown
 	l.mu.Unlock()
 	now := time.Now()
-	n := 0
 	var first *pool.Grant
-	for _, g := range gs {
+	for i, g := range gs {
 		if g == nil {
 			continue
 		}
 		if !now.Before(g.Deadline()) {
 			g.Drop(errDeadline)
+			gs[i] = nil
 			continue
 		}
-		n++
 		if first == nil || g == shown {
 			first = g
 		}
 	}
-	if n < s.quorum {
+	if quorate(groups, func(i int) bool { return gs[i] != nil }) >= 0 {
 		return ""
 	}
 	if first != shown {

@@ -2,6 +2,7 @@ package lock
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"github.com/dflock-go/dflock/pool"
@@ -40,12 +41,30 @@ func (s Status) String() string {
 func (l *Lock) Enqueue(ctx context.Context) (Status, error) {
 	l.op.Lock()
 	defer l.op.Unlock()
-	if l.c.replicas > 1 {
-		return l.enqueueReplicated(ctx)
+	if err := l.ready(); err != nil {
+		return 0, err
 	}
-	p, err := l.begin()
+	rt := l.c.route.Load()
+	st, err := l.enqueue(ctx, rt)
+	if st != Acquired || err != nil {
+		return st, err
+	}
+	switch ok, err := l.settle(ctx, rt, time.Now().Add(l.opt.acquireTimeout), true, nil); {
+	case err != nil:
+		return 0, err
+	case !ok:
+		return 0, fmt.Errorf("lock: %s was taken as the fleet changed, but its new servers stayed busy for the acquire timeout", l.what())
+	}
+	return Acquired, nil
+}
+
+func (l *Lock) enqueue(ctx context.Context, rt *routing) (Status, error) {
+	p, routes, err := l.place(rt)
 	if err != nil {
 		return 0, err
+	}
+	if p == nil {
+		return l.enqueueSet(ctx, rt, routes)
 	}
 	// A free key is granted to a try-lock exactly when it would be to an
 	// enqueue (free, and nobody waiting). Tried first on a shared
@@ -54,7 +73,8 @@ func (l *Lock) Enqueue(ctx context.Context) (Status, error) {
 	// that churn of connections cost two-phase most of its throughput.
 	try := l.request(l.cmds.Acquire)
 	res, err := p.Do(ctx, &try)
-	switch ok, err := l.take(ctx, p.Addr(), res, err, false); {
+	g, err := l.grantFrom(ctx, p.Addr(), res, err, false)
+	switch ok, err := l.hold(rt, g, err); {
 	case err != nil:
 		return 0, err // a full queue included: an enqueue would be refused too
 	case ok:
@@ -70,11 +90,11 @@ func (l *Lock) Enqueue(ctx context.Context) (Status, error) {
 			return 0, ErrClosed
 		}
 		l.mu.Lock()
-		l.state, l.pin = stateQueued, pin
+		l.state, l.pin, l.rt = stateQueued, pin, rt
 		l.mu.Unlock()
 		return Queued, nil
 	}
-	if err := l.adopt(g); err != nil {
+	if err := l.adopt(rt, g); err != nil {
 		return 0, err
 	}
 	return Acquired, nil
@@ -113,14 +133,13 @@ func (l *Lock) enqueueOn(ctx context.Context, p *pool.Pool) (*pool.Pinned, *pool
 	return nil, res.Grant, nil
 }
 
-// enqueueReplicated is Enqueue with replicas: try-locks to every replica
-// at once; short of the arbiter and a quorum, the enqueue goes to the
-// arbiter, where every contender waits, and Wait takes the rest.
-func (l *Lock) enqueueReplicated(ctx context.Context) (Status, error) {
-	if err := l.ready(); err != nil {
-		return 0, err
-	}
-	s, err := l.newSet()
+// enqueueSet is Enqueue with replicas, or on a key that moves in a
+// transition: try-locks to every replica of the first group at once;
+// short of its arbiter and a quorum, the enqueue goes to the arbiter,
+// where every contender waits, and Wait takes the rest. A first group
+// taken at once, the next are tried the same way, without an enqueue.
+func (l *Lock) enqueueSet(ctx context.Context, rt *routing, routes [][]string) (Status, error) {
+	s, err := l.newSet(rt, routes)
 	if err != nil {
 		return 0, err
 	}
@@ -129,7 +148,7 @@ func (l *Lock) enqueueReplicated(ctx context.Context) (Status, error) {
 	case err != nil:
 		return 0, err
 	case held:
-		return l.adoptEnqueued(s)
+		return l.enqueueRest(ctx, s)
 	}
 	var pin *pool.Pinned
 	if !s.holds(arb) {
@@ -147,8 +166,14 @@ func (l *Lock) enqueueReplicated(ctx context.Context) (Status, error) {
 		}
 	}
 	if pin == nil && s.quorumWith(outs) {
-		return l.adoptEnqueued(s)
+		return l.enqueueRest(ctx, s)
 	}
+	return l.queueSet(s, pin, arb)
+}
+
+// queueSet leaves s queued (on pin, at the arbiter arb of the group it
+// takes), or holding that arbiter short of a quorum, for Wait.
+func (l *Lock) queueSet(s *replicaSet, pin *pool.Pinned, arb int) (Status, error) {
 	if !l.c.track(l) {
 		if pin != nil {
 			l.withdrawPinned(pin)
@@ -178,9 +203,9 @@ func (l *Lock) Wait(ctx context.Context, timeout time.Duration) (bool, error) {
 		return false, l.err
 	}
 	l.mu.Lock()
-	st, pin, set := l.state, l.pin, l.set
+	st, pin, set, rt := l.state, l.pin, l.set, l.rt
 	if st == stateQueued {
-		l.state, l.pin, l.set = stateIdle, nil, nil
+		l.state, l.pin, l.set, l.rt = stateIdle, nil, nil, nil
 	}
 	l.mu.Unlock()
 	switch st {
@@ -213,12 +238,41 @@ func (l *Lock) Wait(ctx context.Context, timeout time.Duration) (bool, error) {
 	// Always confirmed: dflockd 1.10 answers a wait with the token of a
 	// grant it made earlier even when that grant's lease has run out
 	// meanwhile and it no longer holds it. Only a renewal tells.
-	addr, _ := l.c.strategy.Server(l.key)
-	return l.hold(l.waitOn(ctx, addr, pin, &wire.Request{Cmd: l.cmds.Wait, Key: l.key, Timeout: secs}, true))
+	g, err := l.waitOn(ctx, pin.Addr(), pin, &wire.Request{Cmd: l.cmds.Wait, Key: l.key, Timeout: secs}, true)
+	ok, err := l.hold(rt, g, err)
+	return l.settle(ctx, rt, deadline, ok, err)
 }
 
-// adoptEnqueued makes an Enqueue that took a quorum at once the holder.
-func (l *Lock) adoptEnqueued(s *replicaSet) (Status, error) {
+// enqueueRest goes on with an Enqueue whose group s.cur was taken at
+// once: the next groups are tried, one round of try-locks each. All taken,
+// the lock is held; otherwise Wait takes the rest.
+func (l *Lock) enqueueRest(ctx context.Context, s *replicaSet) (Status, error) {
+	for {
+		s.l.mu.Lock()
+		k := s.cur
+		more := k+1 < len(s.groups)
+		s.l.mu.Unlock()
+		if !s.markTaken(k) {
+			// A replica was lost since: Wait takes the group again.
+			return l.queueSet(s, nil, -1)
+		}
+		if !more {
+			break
+		}
+		s.l.mu.Lock()
+		s.cur = k + 1
+		s.l.mu.Unlock()
+		if s.markTaken(k + 1) {
+			continue
+		}
+		arb, held, _, err := s.round(ctx, true)
+		switch {
+		case err != nil:
+			return 0, err
+		case !held:
+			return l.queueSet(s, nil, arb)
+		}
+	}
 	if _, err := l.adoptSet(s); err != nil {
 		return 0, err
 	}
@@ -238,16 +292,21 @@ func (l *Lock) waitReplicated(ctx context.Context, s *replicaSet, pin *pool.Pinn
 		ok, err = s.waitWith(ctx, s.arb, deadline, func(wctx context.Context) (*pool.Grant, error) {
 			return l.waitOn(wctx, s.addrs[s.arb], pin, &wire.Request{Cmd: l.cmds.Wait, Key: l.key, Timeout: secs}, true)
 		})
-	case s.holds(s.arb):
+	case s.arb >= 0 && s.holds(s.arb):
 		ok, err = s.takeRest(ctx, deadline)
 	default:
 		// The arbiter's replica was lost while queued: start again.
 		ok, err = s.take(ctx, timeout, deadline)
 	}
+	if ok && err == nil {
+		// The groups after it, in a transition.
+		ok, err = s.takeGroups(ctx, timeout, deadline)
+	}
 	if !ok || err != nil {
 		return false, err
 	}
-	return l.adoptSet(s)
+	ok, err = l.adoptSet(s)
+	return l.settle(ctx, s.rt, deadline, ok, err)
 }
 
 // withdraw gives up a pending Enqueue.
@@ -255,7 +314,7 @@ func (l *Lock) withdraw() {
 	l.mu.Lock()
 	pin, set := l.pin, l.set
 	if l.state == stateQueued {
-		l.state, l.pin, l.set = stateIdle, nil, nil
+		l.state, l.pin, l.set, l.rt = stateIdle, nil, nil, nil
 	} else {
 		set = nil
 	}

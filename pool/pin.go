@@ -109,6 +109,9 @@ func (p *Pool) Pin(ctx context.Context) (*Pinned, error) {
 // Conn returns the pinned connection.
 func (pn *Pinned) Conn() *Conn { return pn.c }
 
+// Addr returns the address of the pinned connection's server.
+func (pn *Pinned) Addr() string { return pn.c.p.addr }
+
 // Do sends req on the pinned connection and waits for its reply.
 //
 // If ctx ends first, Do returns ctx's error at once. The request is left

@@ -11,6 +11,11 @@ import "fmt"
 // transition and on the new membership: any two of them that take a key
 // both take it on one of the same server sets. Old and new together
 // could each hold the key, one on each set.
+//
+// A Transition is also a Strategy (and a Replicator): as one it routes a
+// key to where it is going, its servers in the new membership, and lists
+// the servers of both. Give it to lock.Config.Strategy to start a client
+// in the middle of a rollout.
 type Transition struct {
 	from, to Strategy
 }
@@ -19,6 +24,12 @@ type Transition struct {
 func NewTransition(from, to Strategy) (*Transition, error) {
 	if from == nil || to == nil {
 		return nil, fmt.Errorf("shard: a transition needs both memberships")
+	}
+	_, fromT := from.(*Transition)
+	_, toT := to.(*Transition)
+	if fromT || toT {
+		// Routes of a transition of transitions would need three.
+		return nil, fmt.Errorf("shard: a transition is between two memberships, not transitions: finish one before starting the next")
 	}
 	return &Transition{from: from, to: to}, nil
 }
@@ -42,6 +53,22 @@ func (t *Transition) Servers() []string {
 		}
 	}
 	return out
+}
+
+// Server returns key's server in the new membership.
+func (t *Transition) Server(key string) (string, error) { return t.to.Server(key) }
+
+// Replicas returns key's n servers in the new membership.
+func (t *Transition) Replicas(key string, n int) ([]string, error) { return Replicas(t.to, key, n) }
+
+// Owners returns key's server before and after: Routes with one replica,
+// without allocating.
+func (t *Transition) Owners(key string) (from, to string, err error) {
+	if from, err = t.from.Server(key); err != nil {
+		return "", "", err
+	}
+	to, err = t.to.Server(key)
+	return from, to, err
 }
 
 // Routes returns where key's lock must be taken, in order, with n

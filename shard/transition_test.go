@@ -69,3 +69,34 @@ func TestTransitionRoutes(t *testing.T) {
 	_, err = shard.NewTransition(nil, tr.To())
 	assert.Error(t, err)
 }
+
+func TestTransitionIsAStrategy(t *testing.T) {
+	from := must(shard.NewStableHash([]string{"a:1", "b:1", "c:1"}))
+	to := must(shard.NewStableHash([]string{"a:1", "b:1", "c:1", "d:1"}))
+	tr, err := shard.NewTransition(from, to)
+	require.NoError(t, err)
+	var s shard.Replicator = tr
+	for i := range 100 {
+		k := fmt.Sprintf("k%d", i)
+		got, err := s.Server(k)
+		require.NoError(t, err)
+		want, _ := to.Server(k)
+		assert.Equal(t, want, got, "a key goes where it is headed")
+		o1, o2, err := tr.Owners(k)
+		require.NoError(t, err)
+		routes, _ := tr.Routes(k, 1)
+		if o1 == o2 {
+			assert.Equal(t, [][]string{{o1}}, routes)
+		} else {
+			assert.Equal(t, [][]string{{o1}, {o2}}, routes)
+		}
+		reps, err := s.Replicas(k, 3)
+		require.NoError(t, err)
+		wantReps, _ := shard.Replicas(to, k, 3)
+		assert.Equal(t, wantReps, reps)
+	}
+	_, err = shard.NewTransition(tr, to)
+	assert.ErrorContains(t, err, "finish one before starting the next")
+	_, err = shard.NewTransition(nil, to)
+	assert.Error(t, err)
+}

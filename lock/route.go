@@ -1,0 +1,393 @@
+package lock
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/dflock-go/dflock/pool"
+	"github.com/dflock-go/dflock/shard"
+)
+
+// routing is where a client takes keys: one membership, or a transition
+// between two (joint routing, see Client.Reconfigure). A fleet change
+// replaces it whole; each held lock remembers the one it follows.
+type routing struct {
+	strategy shard.Strategy
+	joint    *shard.Transition // strategy, during a transition
+}
+
+func newRouting(s shard.Strategy) *routing {
+	t, _ := s.(*shard.Transition)
+	return &routing{strategy: s, joint: t}
+}
+
+// owner returns key's one server, and whether it moves in a transition
+// (it must then be taken on two).
+func (rt *routing) owner(key string) (addr string, moved bool, err error) {
+	if rt.joint == nil {
+		addr, err = rt.strategy.Server(key)
+		return addr, false, err
+	}
+	from, to, err := rt.joint.Owners(key)
+	return to, from != to, err
+}
+
+// routes returns key's routes with n replicas: its servers, or, for a key
+// whose servers change in a transition, its old servers, then its new.
+func (rt *routing) routes(key string, n int) ([][]string, error) {
+	if rt.joint != nil {
+		return rt.joint.Routes(key, n)
+	}
+	r, err := shard.Replicas(rt.strategy, key, n)
+	if err != nil {
+		return nil, err
+	}
+	return [][]string{r}, nil
+}
+
+// ErrInTransition is returned by Reconfigure while a fleet change is
+// still under way: Commit or Abort it first.
+var ErrInTransition = errors.New("lock: a fleet change is under way: Commit or Abort it first")
+
+// Reconfigure starts moving the client from its fleet to the servers of
+// to (a strategy over the new membership, of the same kind as the old):
+// the client enters the transition between them, and stays there until
+// Commit (or Abort). A key whose servers are the same in both is taken
+// as before. A key whose servers differ is taken on its old servers
+// first, then on its new ones, and released on both. Every lock the
+// client holds on such a key is taken on its new servers before
+// Reconfigure returns; one that cannot be, within ctx and its acquire
+// timeout, is lost (reported as any loss) and counted in the error.
+//
+// Operators roll a change out in two steps, and every client must finish
+// a step before any client starts the next:
+//
+//  1. every client calls Reconfigure(to) (or reads a fleet file that
+//     names the new servers and the previous ones, see WatchFleet);
+//  2. once all have returned, every client calls Commit (the fleet
+//     file drops the previous servers).
+//
+// Clients before step 1 and in the transition may run together, and so
+// may clients in the transition and after step 2: each pair takes every
+// moving key on one common set of servers. Clients before step 1 and
+// after step 2 must never run together: they could both hold a key, one
+// on its old servers and one on its new. A client started during the
+// rollout must start in the transition (Config.Strategy a
+// *shard.Transition, or the fleet file). Removing a server is the same
+// change. To give a change up before step 2, every client calls Abort.
+func (c *Client) Reconfigure(ctx context.Context, to shard.Strategy) error {
+	c.moveMu.Lock()
+	defer c.moveMu.Unlock()
+	cur := c.route.Load()
+	if cur.joint != nil {
+		return ErrInTransition
+	}
+	t, err := shard.NewTransition(cur.strategy, to)
+	if err != nil {
+		return err
+	}
+	return c.reroute(ctx, t)
+}
+
+// Commit ends the transition Reconfigure started: the client routes by
+// the new membership alone, and gives back what its held locks hold on
+// the old servers of keys that moved. Call it once every client of the
+// fleet has returned from Reconfigure. Without a transition it does
+// nothing.
+func (c *Client) Commit(ctx context.Context) error {
+	c.moveMu.Lock()
+	defer c.moveMu.Unlock()
+	cur := c.route.Load()
+	if cur.joint == nil {
+		return nil
+	}
+	return c.reroute(ctx, cur.joint.To())
+}
+
+// Abort gives the transition Reconfigure started up: the client routes by
+// the old membership again, and gives back what its held locks hold on
+// the new servers of keys that moved. Every client in the transition must
+// abort before any client reconfigures again. Without a transition it
+// does nothing.
+func (c *Client) Abort(ctx context.Context) error {
+	c.moveMu.Lock()
+	defer c.moveMu.Unlock()
+	cur := c.route.Load()
+	if cur.joint == nil {
+		return nil
+	}
+	return c.reroute(ctx, cur.joint.From())
+}
+
+// Membership returns the client's fleet: the servers keys live on, and
+// during a transition (see Reconfigure) the previous ones, else nil.
+func (c *Client) Membership() (servers, previous []string) {
+	rt := c.route.Load()
+	if rt.joint != nil {
+		return rt.joint.To().Servers(), rt.joint.From().Servers()
+	}
+	return rt.strategy.Servers(), nil
+}
+
+// conformWorkers bounds how many held locks a fleet change brings to the
+// new routing at once.
+const conformWorkers = 64
+
+// reroute makes s the client's routing and brings every held lock to
+// it. A lock taken under the old routing after the switch brings itself
+// (see settle), so none is missed. c.moveMu is held.
+func (c *Client) reroute(ctx context.Context, s shard.Strategy) error {
+	if _, err := checkReplicas(c.replicas, s); err != nil {
+		return err
+	}
+	for _, addr := range s.Servers() {
+		if _, err := c.poolAt(addr); err != nil {
+			return err
+		}
+	}
+	rt := newRouting(s)
+	c.route.Store(rt)
+	c.mu.RLock()
+	locks := make([]*Lock, 0, len(c.active))
+	for l := range c.active {
+		locks = append(locks, l)
+	}
+	c.mu.RUnlock()
+	var (
+		mu   sync.Mutex
+		errs []error
+		lost int
+		next = make(chan *Lock)
+		wg   sync.WaitGroup
+	)
+	for range min(conformWorkers, len(locks)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for l := range next {
+				// A held key's new servers are free but for a holder
+				// letting go: a lock set never to wait still waits a
+				// little.
+				dctx, cancel := context.WithTimeout(ctx, max(l.opt.acquireTimeout, time.Second))
+				deadline, _ := dctx.Deadline()
+				_, err := l.conform(dctx, deadline, false)
+				cancel()
+				if err != nil {
+					mu.Lock()
+					lost++
+					errs = append(errs, err)
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+	for _, l := range locks {
+		next <- l
+	}
+	close(next)
+	wg.Wait()
+	if lost > 0 {
+		return fmt.Errorf("lock: %d of %d held locks could not follow the fleet change and were lost: %w", lost, len(locks), errors.Join(errs[:min(len(errs), 5)]...))
+	}
+	return nil
+}
+
+// settle is Acquire's (and Wait's, Enqueue's) last step: a lock taken
+// under rt, if the client's routing changed meanwhile, is brought to the
+// new one before it is handed out.
+func (l *Lock) settle(ctx context.Context, rt *routing, deadline time.Time, ok bool, err error) (bool, error) {
+	if !ok || err != nil || l.c.route.Load() == rt {
+		return ok, err
+	}
+	return l.conform(ctx, deadline, true)
+}
+
+// conform brings a held lock to the client's routing: it takes the key on
+// the servers of the routing's groups that the lock does not hold a
+// quorum of, in order, waiting until deadline, then gives back what it
+// holds on servers the routing no longer has. The lock stays held
+// throughout. If the new servers cannot be taken, the lock is lost (or,
+// quiet, for a lock not yet handed out, given back unreported): false,
+// and why. A lock that is not held, or already follows the routing, is
+// left alone.
+func (l *Lock) conform(ctx context.Context, deadline time.Time, quiet bool) (bool, error) {
+	l.moving.Lock()
+	defer l.moving.Unlock()
+	for {
+		rt := l.c.route.Load()
+		l.mu.Lock()
+		held, at := l.state == stateHeld, l.rt
+		l.mu.Unlock()
+		if !held {
+			return false, nil
+		}
+		if at == rt {
+			return true, nil
+		}
+		if ok, err := l.conformTo(ctx, rt, deadline, quiet); !ok || err != nil {
+			return ok, err
+		}
+	}
+}
+
+// conformTo is one step of conform, to rt.
+func (l *Lock) conformTo(ctx context.Context, rt *routing, deadline time.Time, quiet bool) (bool, error) {
+	routes, err := rt.routes(l.key, l.c.replicas)
+	if err != nil {
+		return false, err
+	}
+	l.mu.Lock()
+	g0, s0 := l.grant, l.set
+	var old [][]string
+	if s0 == nil {
+		old = [][]string{{g0.Addr()}}
+	} else {
+		for _, g := range s0.groups {
+			r := make([]string, len(g.idx))
+			for j, i := range g.idx {
+				r[j] = s0.addrs[i]
+			}
+			old = append(old, r)
+		}
+	}
+	if sameRoutes(old, routes) {
+		// Nothing moves for this key (nor its order): it follows rt as
+		// it stands.
+		l.rt = rt
+		l.mu.Unlock()
+		return true, nil
+	}
+	l.mu.Unlock()
+
+	// The new set has the routing's groups first, then the old groups
+	// it drops: they keep the lock valid until the new ones are taken.
+	all := slices.Clone(routes)
+	for _, r := range old {
+		if !slices.ContainsFunc(routes, func(n []string) bool { return sameRoutes([][]string{n}, [][]string{r}) }) {
+			all = append(all, r)
+		}
+	}
+	ns, err := l.newSet(rt, all)
+	if err != nil {
+		return false, err
+	}
+	type moved struct {
+		i int
+		g *pool.Grant
+	}
+	var ms []moved
+	tctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	l.mu.Lock()
+	if l.state != stateHeld || l.grant != g0 || l.set != s0 {
+		// Released (or lost) meanwhile.
+		l.mu.Unlock()
+		return false, nil
+	}
+	// The grants move to the new set, with their renewer entries; the old
+	// set ends (a late answer to it is given back).
+	if s0 == nil {
+		i := slices.Index(ns.addrs, g0.Addr())
+		ns.grants[i], ns.entries[i], ns.taken[i] = g0, l.entry, g0
+		ms = append(ms, moved{i, g0})
+		l.grant, l.entry = nil, nil
+	} else {
+		for j, g := range s0.grants {
+			if g == nil {
+				continue
+			}
+			i := slices.Index(ns.addrs, s0.addrs[j])
+			ns.grants[i], ns.entries[i], ns.taken[i] = g, s0.entries[j], g
+			ms = append(ms, moved{i, g})
+			s0.grants[j], s0.entries[j] = nil, nil
+		}
+		ns.shown = s0.shown
+		s0.endLocked()
+	}
+	for k := range ns.groups {
+		ns.groups[k].taken = ns.countIn(k) >= ns.groups[k].quorum
+	}
+	ns.held, ns.endTake, ns.taking = true, cancel, true
+	l.set = ns
+	l.mu.Unlock()
+	for _, m := range ms {
+		// Replaces the old callback; runs now if the grant was lost
+		// since.
+		m.g.OnLost(func(err error) { ns.replicaLost(m.i, m.g, err) })
+	}
+
+	timeout := max(time.Until(deadline), time.Nanosecond)
+	ok, err := ns.takeGroups(tctx, timeout, deadline)
+	l.mu.Lock()
+	if l.set != ns || l.state != stateHeld {
+		l.mu.Unlock()
+		return false, err
+	}
+	if !ok || err != nil {
+		k := 0
+		for k < len(ns.groups) && ns.groups[k].taken {
+			k++
+		}
+		why := err
+		if why == nil {
+			why = fmt.Errorf("busy until the deadline")
+		}
+		lostErr := fmt.Errorf("%w: %s could not be taken on its new servers %v: %w", ErrLockLost, l.what(), routes[min(k, len(routes)-1)], why)
+		if quiet {
+			l.mu.Unlock()
+			if rerr := l.release(context.WithoutCancel(ctx)); rerr != nil {
+				l.c.log.Debug("lock: giving back a lock that could not follow the fleet", "key", l.key, "err", rerr)
+			}
+			l.c.log.Debug("lock: a lock taken as the fleet changed could not follow it", "key", l.key, "err", lostErr)
+			if err == nil {
+				return false, nil
+			}
+			return false, lostErr
+		}
+		ns.loseLocked(lostErr, "", min(k, len(ns.groups)-1), ns.countIn(min(k, len(ns.groups)-1)))
+		return false, lostErr
+	}
+	// The old groups go, and what only they held is given back.
+	ns.groups, ns.cur = ns.groups[:len(routes):len(routes)], 0
+	gs, es := ns.takeOutLocked(func(i int) bool { return !ns.keptLocked(i) })
+	l.rt = rt
+	ns.endTake, ns.taking = nil, false
+	ns.backoff = 0
+	ns.scheduleLocked()
+	l.mu.Unlock()
+	for _, e := range es {
+		l.c.renewer.remove(e)
+	}
+	l.giveBack(ctx, gs)
+	return true, nil
+}
+
+// giveBack releases grants a held lock no longer needs, all at once,
+// waiting for the answers (bounded by the close timeout).
+func (l *Lock) giveBack(ctx context.Context, gs []*pool.Grant) {
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), l.c.closeTimeout)
+	defer cancel()
+	var wg sync.WaitGroup
+	for _, g := range gs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := g.Release(rctx); err != nil {
+				l.c.log.Debug("lock: giving back a lock's old servers after a fleet change", "key", l.key, "server", g.Addr(), "err", err)
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// sameRoutes reports whether a and b are the same routes: in the same
+// order, each the same set of servers.
+func sameRoutes(a, b [][]string) bool {
+	return slices.EqualFunc(a, b, func(x, y []string) bool {
+		return len(x) == len(y) && !slices.ContainsFunc(x, func(s string) bool { return !slices.Contains(y, s) })
+	})
+}

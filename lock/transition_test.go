@@ -1,0 +1,411 @@
+package lock_test
+
+import (
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/dflock-go/dflock/fakeserver"
+	"github.com/dflock-go/dflock/lock"
+	"github.com/dflock-go/dflock/shard"
+)
+
+// grown is a fleet of four fake servers, and strategies by name over its
+// first three (before) and all four (after).
+type grown struct {
+	f             *testFleet
+	byAddr        map[string]*fakeserver.Server
+	before, after shard.Strategy
+}
+
+func newGrown(t *testing.T, strategy string) *grown {
+	t.Helper()
+	f := newFleet(t, 4, fakeserver.Config{})
+	g := &grown{f: f, byAddr: map[string]*fakeserver.Server{}}
+	for i, a := range f.addrs {
+		g.byAddr[a] = f.server(t, i)
+	}
+	var err error
+	g.before, err = shard.ByName(strategy, f.addrs[:3])
+	require.NoError(t, err)
+	g.after, err = shard.ByName(strategy, f.addrs)
+	require.NoError(t, err)
+	return g
+}
+
+func (g *grown) client(t *testing.T, s shard.Strategy, replicas int) *lock.Client {
+	t.Helper()
+	return g.f.client(t, lock.Config{Strategy: s, Replicas: replicas})
+}
+
+// transition returns the transition from before to after.
+func (g *grown) transition(t *testing.T) *shard.Transition {
+	t.Helper()
+	tr, err := shard.NewTransition(g.before, g.after)
+	require.NoError(t, err)
+	return tr
+}
+
+// movedKeys returns n keys whose replicas differ between before and
+// after, and n that stay.
+func (g *grown) keys(t *testing.T, prefix string, n, replicas int) (moved, stay []string) {
+	t.Helper()
+	for i := 0; len(moved) < n || len(stay) < n; i++ {
+		k := fmt.Sprintf("%s-%d", prefix, i)
+		m, err := shard.ReplicaMoves([]string{k}, g.before, g.after, replicas)
+		require.NoError(t, err)
+		switch {
+		case len(m) > 0 && len(moved) < n:
+			moved = append(moved, k)
+		case len(m) == 0 && len(stay) < n:
+			stay = append(stay, k)
+		}
+	}
+	return moved, stay
+}
+
+// heldOnServers asserts that every grant l holds is held by its server.
+func (g *grown) assertHeldOnServers(t *testing.T, l *lock.Lock) {
+	t.Helper()
+	for _, gr := range lock.GrantsOf(l) {
+		st := g.byAddr[gr.Addr].TokenState(l.Key(), gr.Token)
+		assert.True(t, st.Held && st.LeaseLeft > 0, "%s: %s does not hold it", l.Key(), gr.Addr)
+	}
+}
+
+// servers returns key's servers of every route of s, as a sorted set.
+func serversOf(t *testing.T, s shard.Strategy, key string, replicas int) []string {
+	t.Helper()
+	var out []string
+	routes := [][]string{}
+	if tr, ok := s.(*shard.Transition); ok {
+		var err error
+		routes, err = tr.Routes(key, replicas)
+		require.NoError(t, err)
+	} else {
+		r, err := shard.Replicas(s, key, replicas)
+		require.NoError(t, err)
+		routes = append(routes, r)
+	}
+	for _, r := range routes {
+		for _, a := range r {
+			if !slices.Contains(out, a) {
+				out = append(out, a)
+			}
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// assertFollows asserts that l is held on a quorum of each of its key's
+// routes under s, and on no other server.
+func assertFollows(t *testing.T, l *lock.Lock, s shard.Strategy, replicas int) {
+	t.Helper()
+	var routes [][]string
+	if tr, ok := s.(*shard.Transition); ok {
+		var err error
+		routes, err = tr.Routes(l.Key(), replicas)
+		require.NoError(t, err)
+	} else {
+		r, err := shard.Replicas(s, l.Key(), replicas)
+		require.NoError(t, err)
+		routes = [][]string{r}
+	}
+	on := l.HeldOn()
+	all := serversOf(t, s, l.Key(), replicas)
+	for _, a := range on {
+		assert.Contains(t, all, a, "%s held on a server none of its routes has", l.Key())
+	}
+	for _, r := range routes {
+		n := 0
+		for _, a := range r {
+			if slices.Contains(on, a) {
+				n++
+			}
+		}
+		assert.GreaterOrEqual(t, n, lock.Quorum(replicas, 1), "%s: held on %v, route %v", l.Key(), on, r)
+	}
+}
+
+// A held lock follows its client through both steps: entering the
+// transition it is also taken on the key's new servers, on commit it
+// gives back the old ones; it is never released in between, and keys
+// that do not move are not touched.
+func TestReconfigureCarriesHeldLocks(t *testing.T) {
+	for _, strategy := range shard.Names() {
+		for _, replicas := range []int{1, 3} {
+			t.Run(fmt.Sprintf("%s/r%d", strategy, replicas), func(t *testing.T) {
+				g := newGrown(t, strategy)
+				c := g.client(t, g.before, replicas)
+				moved, stay := g.keys(t, "k", 20, replicas)
+				var locks []*lock.Lock
+				tokens := map[string]string{}
+				for _, k := range append(slices.Clone(moved), stay...) {
+					l := c.Lock(k)
+					mustAcquire(t, l)
+					locks = append(locks, l)
+					tokens[k] = l.Token()
+				}
+				requestsBefore := requests(c)
+				ctx := ctxFor(t, wait)
+				require.NoError(t, c.Reconfigure(ctx, g.after))
+				servers, previous := c.Membership()
+				assert.Equal(t, g.after.Servers(), servers)
+				assert.Equal(t, g.before.Servers(), previous)
+				tr := g.transition(t)
+				for _, l := range locks {
+					assertFollows(t, l, tr, replicas)
+					g.assertHeldOnServers(t, l)
+					assert.NotEmpty(t, l.Token())
+				}
+				// Only the moved keys cost requests: one try-lock per new
+				// server at most, with a few renewals besides.
+				extra := requests(c) - requestsBefore
+				assert.LessOrEqual(t, extra, uint64(len(moved)*replicas+len(locks)), "requests for the transition")
+
+				require.NoError(t, c.Commit(ctx))
+				servers, previous = c.Membership()
+				assert.Equal(t, g.after.Servers(), servers)
+				assert.Nil(t, previous)
+				for _, l := range locks {
+					assertFollows(t, l, g.after, replicas)
+					g.assertHeldOnServers(t, l)
+					select {
+					case <-l.Lost():
+						t.Fatalf("%s lost: %v", l.Key(), l.Err())
+					default:
+					}
+				}
+				for _, k := range stay {
+					// Untouched: the same grants, the same token.
+					l := locks[slices.Index(append(slices.Clone(moved), stay...), k)]
+					assert.Equal(t, tokens[k], l.Token())
+				}
+				// The old servers no longer hold what moved.
+				for _, k := range moved {
+					for _, a := range serversOf(t, g.before, k, replicas) {
+						if slices.Contains(serversOf(t, g.after, k, replicas), a) {
+							continue
+						}
+						assert.Zero(t, keyHolders(g.byAddr[a], k), "%s still held on %s", k, a)
+					}
+				}
+				for _, l := range locks {
+					require.NoError(t, l.Release(ctx))
+				}
+			})
+		}
+	}
+}
+
+func requests(c *lock.Client) uint64 {
+	var n uint64
+	for _, s := range c.PoolStats() {
+		n += s.Requests
+	}
+	return n
+}
+
+// keyHolders counts the holders of key on srv.
+func keyHolders(srv *fakeserver.Server, key string) int {
+	n := 0
+	for _, l := range srv.Stats().Locks {
+		if l.Key == key && l.OwnerConnID != 0 {
+			n++
+		}
+	}
+	return n
+}
+
+// Clients before and in the transition exclude each other, and so do
+// clients in the transition and after it.
+func TestTransitionExcludesNeighbours(t *testing.T) {
+	for _, replicas := range []int{1, 3} {
+		t.Run(fmt.Sprintf("r%d", replicas), func(t *testing.T) {
+			g := newGrown(t, "consistent")
+			m1 := g.client(t, g.before, replicas)
+			tc := g.client(t, g.transition(t), replicas)
+			m2 := g.client(t, g.after, replicas)
+			moved, _ := g.keys(t, "x", 10, replicas)
+			ctx := ctxFor(t, wait)
+			for _, k := range moved {
+				for _, pair := range [][2]*lock.Client{{m1, tc}, {tc, m1}, {tc, m2}, {m2, tc}} {
+					a := pair[0].Lock(k)
+					mustAcquire(t, a)
+					ok, err := pair[1].Lock(k).TryAcquire(ctx)
+					require.NoError(t, err)
+					assert.False(t, ok, "%s taken twice", k)
+					require.NoError(t, a.Release(ctx))
+				}
+			}
+		})
+	}
+}
+
+// What the rollout's steps prevent: a client before the change and one
+// after it can both hold a moving key. The checker sees it.
+func TestOldAndNewMembershipsTogetherOverlap(t *testing.T) {
+	g := newGrown(t, "rendezvous")
+	m1 := g.client(t, g.before, 1)
+	m2 := g.client(t, g.after, 1)
+	moved, _ := g.keys(t, "y", 5, 1)
+	h := newHistory()
+	for _, k := range moved {
+		a, b := m1.Lock(k), m2.Lock(k)
+		mustAcquire(t, a)
+		start := time.Now()
+		mustAcquire(t, b)
+		h.record(k, 1, "m1", start, time.Now().Add(time.Millisecond), false)
+		h.record(k, 1, "m2", start, time.Now().Add(time.Millisecond), false)
+	}
+	assert.Len(t, h.violations(), len(moved))
+}
+
+// A waiter queued behind the old owner while its client enters the
+// transition holds the new servers too when it gets the lock.
+func TestAcquireInFlightFollowsTheChange(t *testing.T) {
+	for _, replicas := range []int{1, 3} {
+		t.Run(fmt.Sprintf("r%d", replicas), func(t *testing.T) {
+			g := newGrown(t, "stable")
+			holder := g.client(t, g.before, replicas)
+			c := g.client(t, g.before, replicas)
+			moved, _ := g.keys(t, "w", 1, replicas)
+			k := moved[0]
+			h := holder.Lock(k)
+			mustAcquire(t, h)
+			got := make(chan error, 1)
+			l := c.Lock(k)
+			go func() {
+				ok, err := l.Acquire(ctxFor(t, wait))
+				if err == nil && !ok {
+					err = fmt.Errorf("not acquired")
+				}
+				got <- err
+			}()
+			// Queued on the old owner.
+			require.Eventually(t, func() bool { return waitersOn(g, k) > 0 }, wait, time.Millisecond)
+			ctx := ctxFor(t, wait)
+			require.NoError(t, c.Reconfigure(ctx, g.after))
+			require.NoError(t, h.Release(ctx))
+			require.NoError(t, <-got)
+			assertFollows(t, l, g.transition(t), replicas)
+			g.assertHeldOnServers(t, l)
+			require.NoError(t, c.Commit(ctx))
+			assertFollows(t, l, g.after, replicas)
+			require.NoError(t, l.Release(ctx))
+		})
+	}
+}
+
+// waitersOn counts the waiters for key across the fleet.
+func waitersOn(g *grown, key string) int {
+	n := 0
+	for _, srv := range g.byAddr {
+		for _, l := range srv.Stats().Locks {
+			if l.Key == key {
+				n += l.Waiters
+			}
+		}
+	}
+	return n
+}
+
+// Two-phase acquires in the transition: queued on the old owner, Wait
+// takes the new one too.
+func TestTwoPhaseInTransition(t *testing.T) {
+	for _, replicas := range []int{1, 3} {
+		t.Run(fmt.Sprintf("r%d", replicas), func(t *testing.T) {
+			g := newGrown(t, "consistent")
+			tc := g.client(t, g.transition(t), replicas)
+			other := g.client(t, g.transition(t), replicas)
+			moved, _ := g.keys(t, "e", 3, replicas)
+			ctx := ctxFor(t, wait)
+			for _, k := range moved {
+				l := tc.Lock(k)
+				st, err := l.Enqueue(ctx)
+				require.NoError(t, err)
+				require.Equal(t, lock.Acquired, st)
+				assertFollows(t, l, g.transition(t), replicas)
+
+				o := other.Lock(k)
+				st, err = o.Enqueue(ctx)
+				require.NoError(t, err)
+				require.Equal(t, lock.Queued, st)
+				require.NoError(t, l.Release(ctx))
+				ok, err := o.Wait(ctx, wait)
+				require.NoError(t, err)
+				require.True(t, ok)
+				assertFollows(t, o, g.transition(t), replicas)
+				g.assertHeldOnServers(t, o)
+				require.NoError(t, o.Release(ctx))
+			}
+		})
+	}
+}
+
+// Abort gives back the new servers; Reconfigure refuses a second change
+// before the first ends; Commit and Abort without one do nothing.
+func TestAbortAndMisuse(t *testing.T) {
+	g := newGrown(t, "rendezvous")
+	c := g.client(t, g.before, 1)
+	ctx := ctxFor(t, wait)
+	require.NoError(t, c.Commit(ctx))
+	require.NoError(t, c.Abort(ctx))
+	moved, _ := g.keys(t, "a", 5, 1)
+	var locks []*lock.Lock
+	for _, k := range moved {
+		l := c.Lock(k)
+		mustAcquire(t, l)
+		locks = append(locks, l)
+	}
+	require.NoError(t, c.Reconfigure(ctx, g.after))
+	assert.ErrorIs(t, c.Reconfigure(ctx, g.after), lock.ErrInTransition)
+	require.NoError(t, c.Abort(ctx))
+	servers, previous := c.Membership()
+	assert.Equal(t, g.before.Servers(), servers)
+	assert.Nil(t, previous)
+	for _, l := range locks {
+		assertFollows(t, l, g.before, 1)
+		g.assertHeldOnServers(t, l)
+		to, _ := g.after.Server(l.Key())
+		assert.Zero(t, keyHolders(g.byAddr[to], l.Key()))
+	}
+	// Too few servers for the replicas: refused, nothing changes.
+	c3 := g.client(t, g.after, 3)
+	small, err := shard.NewRendezvous(g.f.addrs[:2])
+	require.NoError(t, err)
+	assert.ErrorIs(t, c3.Reconfigure(ctx, small), lock.ErrInvalid)
+	_, previous = c3.Membership()
+	assert.Nil(t, previous)
+}
+
+// A held lock whose new server is held by someone else (a client that
+// broke the rollout's rules) cannot follow: it is lost, and Reconfigure
+// says so.
+func TestReconfigureLosesWhatCannotFollow(t *testing.T) {
+	g := newGrown(t, "stable")
+	c := g.client(t, g.before, 1)
+	intruder := g.client(t, g.after, 1)
+	moved, _ := g.keys(t, "z", 1, 1)
+	ctx := ctxFor(t, wait)
+	l := c.Lock(moved[0], lock.AcquireTimeout(100*time.Millisecond))
+	mustAcquire(t, l)
+	in := intruder.Lock(moved[0])
+	mustAcquire(t, in)
+	err := c.Reconfigure(ctx, g.after)
+	require.ErrorIs(t, err, lock.ErrLockLost)
+	assert.Contains(t, err.Error(), "1 of 1 held locks could not follow")
+	select {
+	case <-l.Lost():
+	case <-time.After(wait):
+		t.Fatal("not reported lost")
+	}
+	assert.ErrorIs(t, l.Err(), lock.ErrLockLost)
+	from, _ := g.before.Server(moved[0])
+	require.Eventually(t, func() bool { return keyHolders(g.byAddr[from], moved[0]) == 0 }, wait, time.Millisecond, "given back on its old server")
+}
