@@ -49,10 +49,10 @@ type replicaSet struct {
 	// taking: a held set takes a new group (see Lock.conform). No
 	// background re-take meanwhile: one could take the very replica the
 	// take waits for, and the wait would queue behind its own set.
-	taking bool
-	arb        int             // queued by Enqueue: the arbiter it chose
-	yieldTo    int             // waiting on this arbiter: other grants go back; -1 if not
-	shown      *pool.Grant     // the grant whose token Token gave last
+	taking  bool
+	arb     int         // queued by Enqueue: the arbiter it chose
+	yieldTo int         // waiting on this arbiter: other grants go back; -1 if not
+	shown   *pool.Grant // the grant whose token Token gave last
 }
 
 // replicaGroup is one route of a key: its replicas in one membership,
