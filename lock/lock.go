@@ -500,7 +500,7 @@ func (l *Lock) letGo() (*pool.Grant, letGoneSet, error) {
 	switch st {
 	case stateHeld, stateLost:
 		if st == stateHeld && l.set != nil {
-			set.s, set.groups = l.set, l.set.groups
+			set.s, set.groups = l.set, l.set.takenLocked()
 			set.grants, entries = l.set.endLocked()
 		}
 		l.state, l.grant, l.entry, l.set, l.rt = stateIdle, nil, nil, nil, nil

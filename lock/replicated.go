@@ -164,6 +164,18 @@ func (s *replicaSet) keptLocked(i int) bool {
 	return false
 }
 
+// takenLocked returns the groups the lock counts on: those taken (a held
+// set still taking a new group does not count on it yet); l.mu is held.
+func (s *replicaSet) takenLocked() []replicaGroup {
+	var out []replicaGroup
+	for _, g := range s.groups {
+		if g.taken {
+			out = append(out, g)
+		}
+	}
+	return out
+}
+
 // markTaken marks group k taken if the set holds its quorum, and says
 // whether it does.
 func (s *replicaSet) markTaken(k int) bool {
@@ -1007,7 +1019,7 @@ func (l *Lock) setToken() string {
 		return ""
 	}
 	gs := slices.Clone(s.grants)
-	groups := s.groups
+	groups := s.takenLocked()
 	shown := s.shown
 	l.mu.Unlock()
 	now := time.Now()

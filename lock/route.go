@@ -324,8 +324,10 @@ func (l *Lock) conformTo(ctx context.Context, rt *routing, deadline time.Time, q
 	ok, err := ns.takeGroups(tctx, timeout, deadline)
 	l.mu.Lock()
 	if l.set != ns || l.state != stateHeld {
+		// Released meanwhile (which ended the take), or lost, which
+		// is reported as such.
 		l.mu.Unlock()
-		return false, err
+		return false, nil
 	}
 	if !ok || err != nil {
 		k := 0

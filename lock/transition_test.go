@@ -24,7 +24,7 @@ type grown struct {
 
 func newGrown(t *testing.T, strategy string) *grown {
 	t.Helper()
-	f := newFleet(t, 4, fakeserver.Config{})
+	f := newFleet(t, 4, fakeserver.Config{MaxLocks: 100_000})
 	g := &grown{f: f, byAddr: map[string]*fakeserver.Server{}}
 	for i, a := range f.addrs {
 		g.byAddr[a] = f.server(t, i)
@@ -408,4 +408,31 @@ func TestReconfigureLosesWhatCannotFollow(t *testing.T) {
 	assert.ErrorIs(t, l.Err(), lock.ErrLockLost)
 	from, _ := g.before.Server(moved[0])
 	require.Eventually(t, func() bool { return keyHolders(g.byAddr[from], moved[0]) == 0 }, wait, time.Millisecond, "given back on its old server")
+}
+
+// A lock released while it is being taken on its new servers is released
+// cleanly: Release succeeds (it held its old servers, all it counted on),
+// Reconfigure does not count it lost, and the late grant on the new
+// server goes back.
+func TestReleaseWhileFollowing(t *testing.T) {
+	g := newGrown(t, "consistent")
+	c := g.client(t, g.before, 1)
+	slowNew := g.client(t, g.after, 1) // holds the new server for a while
+	moved, _ := g.keys(t, "r", 1, 1)
+	k := moved[0]
+	ctx := ctxFor(t, wait)
+	l := c.Lock(k)
+	mustAcquire(t, l)
+	blocker := slowNew.Lock(k)
+	mustAcquire(t, blocker)
+	done := make(chan error, 1)
+	go func() { done <- c.Reconfigure(ctx, g.after) }()
+	require.Eventually(t, func() bool { return waitersOn(g, k) > 0 }, wait, time.Millisecond)
+	require.NoError(t, l.Release(ctx))
+	require.NoError(t, <-done)
+	require.NoError(t, blocker.Release(ctx))
+	to, _ := g.after.Server(k)
+	require.Eventually(t, func() bool { return keyHolders(g.byAddr[to], k) == 0 }, wait, time.Millisecond, "the late grant went back")
+	from, _ := g.before.Server(k)
+	assert.Zero(t, keyHolders(g.byAddr[from], k))
 }
