@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -55,6 +56,14 @@ type Config struct {
 	// try-lock, after which the acquire goes on without that replica (a
 	// stalled server). Default 500 ms. Only used with Replicas above 1.
 	ReplicaTimeout time.Duration
+	// FleetFile, when set, names a fleet file (see Fleet) that gives the
+	// servers in place of Servers and Strategy, which must then be
+	// empty. The client reads it every FleetWatchInterval (default 1 s)
+	// until Close, and follows each change (see Client.Follow): this is
+	// how a fleet of clients goes through a change (Client.Reconfigure)
+	// without a restart.
+	FleetFile          string
+	FleetWatchInterval time.Duration
 }
 
 // Client holds the connections to a fleet and renews every lock taken
@@ -73,6 +82,10 @@ type Client struct {
 	slow           *slowServers  // servers that did not answer a try-lock in time lately
 	// lossHook (tests) runs on every reported loss.
 	lossHook func(r lossReport, err error)
+	// stopWatch ends the fleet file's watcher, which closes watchDone;
+	// nil without a fleet file.
+	stopWatch context.CancelFunc
+	watchDone chan struct{}
 
 	// mu guards the fields below. Lock order: Client.mu before Lock.mu.
 	mu     sync.RWMutex
@@ -85,6 +98,25 @@ type Client struct {
 func New(cfg Config) (*Client, error) {
 	strategy := cfg.Strategy
 	var err error
+	var fleetFile []byte
+	if cfg.FleetFile != "" {
+		if strategy != nil || cfg.Servers != nil {
+			return nil, invalid("FleetFile gives the servers: leave Servers and Strategy empty")
+		}
+		if cfg.FleetWatchInterval < 0 {
+			return nil, invalid("FleetWatchInterval %v must not be negative", cfg.FleetWatchInterval)
+		}
+		if fleetFile, err = os.ReadFile(cfg.FleetFile); err != nil {
+			return nil, fmt.Errorf("lock: reading the fleet file: %w", err)
+		}
+		f, err := parseFleet(fleetFile, cfg.FleetFile)
+		if err != nil {
+			return nil, err
+		}
+		if strategy, err = f.Build(); err != nil {
+			return nil, err
+		}
+	}
 	if strategy == nil {
 		servers := cfg.Servers
 		if len(servers) == 0 {
@@ -132,6 +164,12 @@ func New(cfg Config) (*Client, error) {
 		}
 	}
 	c.renewer = newRenewer(c)
+	if cfg.FleetFile != "" {
+		var ctx context.Context
+		ctx, c.stopWatch = context.WithCancel(context.Background())
+		c.watchDone = make(chan struct{})
+		go c.watchFleet(ctx, cfg.FleetFile, cmp.Or(cfg.FleetWatchInterval, fleetWatchDefault), fleetFile)
+	}
 	return c, nil
 }
 
@@ -382,6 +420,11 @@ func (c *Client) isClosed() bool {
 // closed connection, or, on a server with -auto-release-on-disconnect
 // =false, only when its lease runs out.
 func (c *Client) Close() error {
+	if c.stopWatch != nil {
+		// First: a fleet change under way ends, and none starts.
+		c.stopWatch()
+		<-c.watchDone
+	}
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()

@@ -52,7 +52,7 @@ func (f *testFleet) server(t *testing.T, i int) *fakeserver.Server {
 
 func (f *testFleet) client(t *testing.T, cfg lock.Config) *lock.Client {
 	t.Helper()
-	if cfg.Servers == nil && cfg.Strategy == nil {
+	if cfg.Servers == nil && cfg.Strategy == nil && cfg.FleetFile == "" {
 		cfg.Servers = f.addrs
 	}
 	c, err := lock.New(cfg)

@@ -79,6 +79,20 @@ func Moves(keys []string, before, after Strategy) ([]Move, error) {
 // Names lists the built-in strategies ByName knows.
 func Names() []string { return []string{"stable", "consistent", "rendezvous"} }
 
+// NameOf returns the name ByName knows s by, or "" for a strategy it
+// does not build (a Func, a Transition, one of the caller's own).
+func NameOf(s Strategy) string {
+	switch s.(type) {
+	case *StableHash:
+		return "stable"
+	case *Consistent:
+		return "consistent"
+	case *Rendezvous:
+		return "rendezvous"
+	}
+	return ""
+}
+
 // ByName builds a built-in strategy over servers: "stable" (StableHash),
 // "consistent" (Consistent with the default config) or "rendezvous".
 func ByName(name string, servers []string) (Strategy, error) {

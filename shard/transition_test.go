@@ -100,3 +100,14 @@ func TestTransitionIsAStrategy(t *testing.T) {
 	_, err = shard.NewTransition(nil, to)
 	assert.Error(t, err)
 }
+
+func TestNameOf(t *testing.T) {
+	for _, name := range shard.Names() {
+		s, err := shard.ByName(name, []string{"a:1", "b:1"})
+		require.NoError(t, err)
+		assert.Equal(t, name, shard.NameOf(s))
+	}
+	f, err := shard.NewFunc([]string{"a:1"}, func(string, int) int { return 0 })
+	require.NoError(t, err)
+	assert.Empty(t, shard.NameOf(f))
+}
