@@ -192,3 +192,42 @@ func TestConfigErrors(t *testing.T) {
 	_, err = bench.Run(context.Background(), bench.Config{Strategy: "magic", Workloads: []string{"distinct"}, Duration: time.Millisecond})
 	assert.ErrorContains(t, err, "unknown strategy")
 }
+
+func TestReshard(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cfg := shortRun
+	cfg.Reshard, cfg.ReshardStrategies, cfg.ReshardHeld, cfg.Keys = true, []string{"rendezvous", "stable"}, 300, 1000
+	cfg.FleetCommand = fleetInChild
+	rep, err := bench.Run(ctx, cfg)
+	require.NoError(t, err)
+	require.Len(t, rep.Servers, 4, "the fleet grows to 4")
+	var names []string
+	for _, res := range rep.Results {
+		names = append(names, res.Name)
+		assert.Positive(t, res.Ops, res.Name)
+		assert.Empty(t, res.Errors, res.Name)
+		assert.Positive(t, res.ReqPerOp, res.Name)
+		switch {
+		case strings.HasSuffix(res.Name, "during"):
+			assert.Positive(t, res.Extra["held locks moved"], res.Name)
+			assert.Positive(t, res.Extra["extra requests %"], "%s: moving keys are taken twice", res.Name)
+		case strings.HasSuffix(res.Name, "after"):
+			assert.Equal(t, 0.0, res.Extra["lost"], res.Name)
+		}
+	}
+	assert.Equal(t, []string{
+		"rendezvous 3→4 before", "rendezvous 3→4 during", "rendezvous 3→4 after",
+		"rendezvous 4→3 before", "rendezvous 4→3 during", "rendezvous 4→3 after",
+		"stable 3→4 before", "stable 3→4 during", "stable 3→4 after",
+		"stable 4→3 before", "stable 4→3 during", "stable 4→3 after",
+	}, names)
+	var table bytes.Buffer
+	require.NoError(t, rep.WriteTable(&table))
+	assert.Contains(t, table.String(), "rendezvous 3→4 during: extra requests % ")
+
+	_, err = bench.Run(ctx, bench.Config{Reshard: true, ReshardStrategies: []string{"ring"}})
+	assert.ErrorContains(t, err, `unknown strategy "ring"`)
+	_, err = bench.Run(ctx, bench.Config{Reshard: true, Servers: []string{"127.0.0.1:1"}})
+	assert.ErrorContains(t, err, "at least 2 servers")
+}

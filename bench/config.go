@@ -7,6 +7,8 @@ import (
 	"os/exec"
 	"slices"
 	"time"
+
+	"github.com/dflock-go/dflock/shard"
 )
 
 // Config says what to run. The zero value of each field is its default.
@@ -46,6 +48,17 @@ type Config struct {
 	// (lock.Config.Replicas), side by side, named workload/rN. Default
 	// [1], named plainly.
 	Replicas []int
+	// Reshard runs, in place of the workloads, fleet changes under load
+	// (see runReshard): for each of ReshardStrategies (default all
+	// three), the fleet grows by a server and shrinks back while
+	// ReshardClients clients (default 4) run acquire+release pairs and
+	// hold ReshardHeld locks (default 4,000). The embedded fleet has 4
+	// servers for it; given Servers, the last one is the one that comes
+	// and goes.
+	Reshard           bool
+	ReshardStrategies []string
+	ReshardClients    int
+	ReshardHeld       int
 	// AuthToken and TLS reach servers that need them; see lock.Config.
 	// The raw baseline runs only without them.
 	AuthToken string
@@ -86,6 +99,19 @@ func (c *Config) setDefaults() error {
 	}
 	if len(c.Replicas) == 0 {
 		c.Replicas = []int{1}
+	}
+	if len(c.ReshardStrategies) == 0 {
+		c.ReshardStrategies = shard.Names()
+	}
+	def(&c.ReshardClients, reshardClients)
+	def(&c.ReshardHeld, reshardHeld)
+	for _, s := range c.ReshardStrategies {
+		if !slices.Contains(shard.Names(), s) {
+			return fmt.Errorf("bench: unknown strategy %q (have %v)", s, shard.Names())
+		}
+	}
+	if c.ReshardClients < 1 || c.ReshardHeld < 0 {
+		return fmt.Errorf("bench: reshard needs at least 1 client, and held locks not negative")
 	}
 	for _, w := range c.Workloads {
 		if !slices.Contains(Workloads(), w) {

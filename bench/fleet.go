@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"time"
 
@@ -15,15 +16,25 @@ import (
 )
 
 // FleetEnv is set in the environment of the process Config.FleetCommand
-// starts. A program that sets FleetCommand must check for it first thing
-// and then call ServeFleet instead of doing its usual work.
+// starts, to the number of servers to run. A program that sets
+// FleetCommand must check for it first thing and then call ServeFleet
+// instead of doing its usual work.
 const FleetEnv = "DFLOCK_BENCH_FLEET"
 
 // fleetLine prefixes the one line a fleet process writes: its addresses.
 const fleetLine = "FLEET "
 
-func startEmbeddedFleet() (*fakeserver.Fleet, error) {
-	return fakeserver.StartFleet(3, fakeserver.Config{MaxLocks: -1})
+func startEmbeddedFleet(n int) (*fakeserver.Fleet, error) {
+	return fakeserver.StartFleet(n, fakeserver.Config{MaxLocks: -1})
+}
+
+// embeddedServers is the size of the embedded fleet: 3, and 4 for the
+// reshard run, which takes the last one out and puts it back.
+func embeddedServers(cfg Config) int {
+	if cfg.Reshard {
+		return 4
+	}
+	return 3
 }
 
 // ServeFleet serves the harness's embedded fleet for the process that
@@ -31,7 +42,11 @@ func startEmbeddedFleet() (*fakeserver.Fleet, error) {
 // addresses to w, then serves until r ends, which happens when that
 // process closes the pipe or dies, so a fleet never outlives its run.
 func ServeFleet(r io.Reader, w io.Writer) error {
-	fleet, err := startEmbeddedFleet()
+	n, err := strconv.Atoi(os.Getenv(FleetEnv))
+	if err != nil || n < 1 {
+		n = 3
+	}
+	fleet, err := startEmbeddedFleet(n)
 	if err != nil {
 		return err
 	}
@@ -84,8 +99,8 @@ const fleetStartTimeout = 30 * time.Second
 
 // startChildFleet runs cmd as a fleet process and returns its addresses
 // and a stop that ends it.
-func startChildFleet(ctx context.Context, cmd *exec.Cmd) ([]string, func() error, error) {
-	cmd.Env = append(cmd.Environ(), FleetEnv+"=1")
+func startChildFleet(ctx context.Context, cmd *exec.Cmd, servers int) ([]string, func() error, error) {
+	cmd.Env = append(cmd.Environ(), FleetEnv+"="+strconv.Itoa(servers))
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		return nil, nil, err

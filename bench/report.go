@@ -108,19 +108,26 @@ func (r *Report) WriteTable(w io.Writer) error {
 	if slices.ContainsFunc(r.Results, func(res Result) bool { return strings.Contains(res.Name, "/r") }) {
 		fmt.Fprintln(w, "workload/rN: the workload with every key on N servers (lock.Config.Replicas = N, --replicas)")
 	}
-	// Runs of one workload at several replica counts share a line.
+	// Rows of one op (a workload at several replica counts, the phases
+	// of a fleet change) share a line; their own figures follow.
 	var names []string
 	for i, res := range r.Results {
 		names = append(names, res.Name)
-		if next := i + 1; next < len(r.Results) && len(res.Extra) == 0 && r.Results[next].Op == res.Op {
+		if next := i + 1; next < len(r.Results) && r.Results[next].Op == res.Op {
 			continue
 		}
-		line := strings.Join(names, ", ") + ": one op = " + res.Op
-		for _, k := range slices.Sorted(maps.Keys(res.Extra)) {
-			line += fmt.Sprintf("; %s %s", k, number(res.Extra[k]))
-		}
-		fmt.Fprintln(w, line)
+		fmt.Fprintln(w, strings.Join(names, ", ")+": one op = "+res.Op)
 		names = names[:0]
+	}
+	for _, res := range r.Results {
+		if len(res.Extra) == 0 {
+			continue
+		}
+		var parts []string
+		for _, k := range slices.Sorted(maps.Keys(res.Extra)) {
+			parts = append(parts, fmt.Sprintf("%s %s", k, number(res.Extra[k])))
+		}
+		fmt.Fprintf(w, "%s: %s\n", res.Name, strings.Join(parts, "; "))
 	}
 	switch {
 	case r.Failed != "":

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -31,19 +32,34 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	switch {
 	case len(cfg.Servers) > 0:
 	case cfg.FleetCommand != nil:
-		addrs, stop, err := startChildFleet(ctx, cfg.FleetCommand())
+		addrs, stop, err := startChildFleet(ctx, cfg.FleetCommand(), embeddedServers(cfg))
 		if err != nil {
 			return nil, fmt.Errorf("bench: %w", err)
 		}
 		defer stop()
 		rep.Servers, rep.Embedded = addrs, true
 	default:
-		fleet, err := startEmbeddedFleet()
+		fleet, err := startEmbeddedFleet(embeddedServers(cfg))
 		if err != nil {
 			return nil, err
 		}
 		defer fleet.Close()
 		rep.Servers, rep.Embedded, rep.ServersInProcess = fleet.Addrs(), true, true
+	}
+	if cfg.Reshard {
+		rep.Strategy = strings.Join(cfg.ReshardStrategies, ", ")
+		stopBar := progress(cfg, "reshard", time.Duration(len(cfg.ReshardStrategies))*(cfg.Warmup+6*cfg.Duration))
+		res, err := runReshard(ctx, cfg, rep.Servers, reshardClient(cfg))
+		stopBar()
+		rep.Results = res
+		if ctx.Err() != nil {
+			rep.Interrupted = "reshard"
+			return rep, fmt.Errorf("bench: interrupted during reshard: %w", context.Cause(ctx))
+		}
+		if err != nil {
+			return rep, fmt.Errorf("bench: reshard: %w", err)
+		}
+		return rep, nil
 	}
 	strategy, err := shard.ByName(cfg.Strategy, rep.Servers)
 	if err != nil {
@@ -119,6 +135,22 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		}
 	}
 	return rep, nil
+}
+
+// progress shows a bar for a run of one part that takes about total,
+// when Config.Progress asks for one, until the returned stop.
+func progress(cfg Config, name string, total time.Duration) func() {
+	if cfg.Progress == nil {
+		return func() {}
+	}
+	bar := progressbar.NewOptions64(total.Milliseconds(), progressbar.OptionSetWriter(cfg.Progress),
+		progressbar.OptionSetDescription("dflock bench "+name), progressbar.OptionClearOnFinish(),
+		progressbar.OptionSetPredictTime(false), progressbar.OptionShowCount())
+	stop := advance(bar, 0)
+	return func() {
+		stop()
+		bar.Finish()
+	}
 }
 
 // advance moves the bar with the clock until the returned stop is called.

@@ -46,6 +46,7 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 	fs.DurationVar(&cfg.Lease, "lease", 0, "lease of every lock (default 10s, and for hold-many half of --duration, at least 1s, so that its locks renew while held)")
 	fs.StringVar(&workloads, "workloads", strings.Join(bench.Workloads(), ","), "workloads to run")
 	fs.BoolVar(&asJSON, "json", false, "print the report as JSON")
+	fs.BoolVar(&cfg.Reshard, "reshard", false, "instead of the workloads, measure fleet changes under load: for each strategy (all three, or --strategy), the fleet grows from 3 servers to 4 and back while 4 clients run acquire+release pairs over --keys keys and hold 4,000 locks (--hold), moving through the change one by one; before, during and after are each --duration long")
 	setReplicas := func(v string) error {
 		cfg.Replicas = nil
 		for _, f := range splitList(v) {
@@ -104,6 +105,21 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 		cfg.FleetCommand = func() *exec.Cmd { return exec.Command(exe, "bench") }
 	}
 	cfg.Workloads = splitList(workloads)
+	if cfg.Reshard {
+		fs.Visit(func(f *flag.Flag) {
+			switch f.Name {
+			case "strategy":
+				cfg.ReshardStrategies = []string{cfg.Strategy}
+			case "hold":
+				cfg.ReshardHeld = cfg.HoldMany
+			case "workloads", "replicas":
+				err = usageError(fs, "--%s does not go with --reshard, which runs its own workload without replicas", f.Name)
+			}
+		})
+		if err != nil {
+			return err
+		}
+	}
 	if f, ok := stderr.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
 		cfg.Progress = stderr
 	}

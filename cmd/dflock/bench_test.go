@@ -119,3 +119,20 @@ func TestBenchRefusesArgumentsAndZeros(t *testing.T) {
 	assert.Equal(t, 2, code)
 	assert.Contains(t, errOut, "--duration, --workers must be more than 0")
 }
+
+func TestBenchReshard(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	out, errOut, code := benchCmd(t, ctx, append(quickBench, "--reshard", "--strategy", "consistent", "--hold", "100")...)
+	require.Equal(t, 0, code, errOut)
+	assert.Contains(t, out, "embedded fleet of 4 fakeservers")
+	for _, row := range []string{"consistent 3→4 before", "consistent 3→4 during", "consistent 4→3 after"} {
+		assert.Contains(t, out, row)
+	}
+	assert.NotContains(t, out, "stable 3→4", "--strategy picks one")
+	assert.Regexp(t, `consistent 3→4 during: extra requests % [0-9.]+; held locks moved [1-9]`, out)
+
+	_, errOut, code = benchCmd(t, ctx, "--reshard", "--workloads", "hot")
+	assert.Equal(t, 2, code)
+	assert.Contains(t, errOut, "--workloads does not go with --reshard")
+}
