@@ -20,7 +20,14 @@ type clientFlags struct {
 	authTokenFile     string
 	tlsCA             string
 	serverReadTimeout time.Duration
-	envErr            error // a bad value in the environment, reported by config
+	fleet             string // a fleet file, in place of servers (registerFleet)
+	envErr            error  // a bad value in the environment, reported by config
+}
+
+// registerFleet registers --fleet, for the commands that talk to a
+// running fleet (not bench, which measures servers it is given).
+func (f *clientFlags) registerFleet(fs *flag.FlagSet, getenv func(string) string) {
+	fs.StringVar(&f.fleet, "fleet", getenv("DFLOCK_FLEET"), "fleet file naming the servers (and, during a fleet change, the previous ones); overrides --servers and is followed as it changes (env DFLOCK_FLEET)")
 }
 
 func (f *clientFlags) register(fs *flag.FlagSet, getenv func(string) string) {
@@ -123,11 +130,12 @@ func (f *clientFlags) config() (lock.Config, error) {
 	if f.envErr != nil {
 		return lock.Config{}, f.envErr
 	}
-	servers, err := parseServers(f.servers)
-	if err != nil {
-		return lock.Config{}, err
+	cfg := lock.Config{FleetFile: f.fleet, AuthToken: token, TLS: tc}
+	if f.fleet == "" {
+		if cfg.Servers, err = parseServers(f.servers); err != nil {
+			return lock.Config{}, err
+		}
 	}
-	cfg := lock.Config{Servers: servers, AuthToken: token, TLS: tc}
 	cfg.Pool.ServerReadTimeout = f.serverReadTimeout
 	return cfg, nil
 }

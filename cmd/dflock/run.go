@@ -62,6 +62,7 @@ func parseRunFlags(args []string, getenv func(string) string) (runFlags, *flag.F
 	set.SetOutput(io.Discard)
 	set.Usage = func() {}
 	f.client.register(set, getenv)
+	f.client.registerFleet(set, getenv)
 	set.IntVar(&f.limit, "n", 0, "take a slot of a semaphore of this many slots (at least 1) instead of the lock")
 	set.DurationVar(&f.timeout, "timeout", 10*time.Second, "how long to wait for the lock; 0 tries once (sent in whole seconds, rounded up)")
 	set.DurationVar(&f.lease, "lease", 0, "lease to ask for, at least 1s, rounded up to whole seconds (default: the server's); renewed while the command runs")

@@ -364,3 +364,22 @@ func TestRunReplicas(t *testing.T) {
 	assert.Equal(t, 2, code, "more replicas than servers is a usage error")
 	assert.Contains(t, stderr.String(), "Replicas 3 needs at least 3 servers; the fleet has 1")
 }
+
+// A fleet file gives the servers in place of --servers, to run and stats;
+// during a change, stats lists the servers of both memberships.
+func TestFleetFileFlag(t *testing.T) {
+	a, b := startServer(t), startServer(t)
+	path := filepath.Join(t.TempDir(), "fleet.json")
+	require.NoError(t, os.WriteFile(path, []byte(`{"servers": ["`+b.Addr()+`"], "previous": ["`+a.Addr()+`"]}`), 0o600))
+	var out, errOut bytes.Buffer
+	code := run(context.Background(), []string{"run", "--fleet", path, "k", "--", "sh", "-c", `test "$DFLOCK_SERVER" = "` + b.Addr() + `"`}, env(nil), &out, &errOut)
+	assert.Equal(t, 0, code, errOut.String())
+	out.Reset()
+	code = run(context.Background(), []string{"stats"}, env(map[string]string{"DFLOCK_FLEET": path}), &out, &errOut)
+	assert.Equal(t, 0, code, errOut.String())
+	assert.Contains(t, out.String(), a.Addr())
+	assert.Contains(t, out.String(), b.Addr())
+	code = run(context.Background(), []string{"stats", "--fleet", path + ".missing"}, env(nil), &out, &errOut)
+	assert.Equal(t, 1, code)
+	assert.Contains(t, errOut.String(), "reading the fleet file")
+}

@@ -17,6 +17,7 @@ func runStats(ctx context.Context, args []string, getenv func(string) string, st
 	fs := newFlagSet("dflock stats [--json] [--servers a:1,b:2]", "Prints each server's state: connections, locks, semaphores, waiters, idle keys.", stderr)
 	var cf clientFlags
 	cf.register(fs, getenv)
+	cf.registerFleet(fs, getenv)
 	asJSON := fs.Bool("json", false, "print the servers' stats documents as JSON")
 	extra, err := parseInterspersed(fs, args)
 	if err != nil {
