@@ -155,4 +155,49 @@
 // there; only fencing tokens checked by the protected resource do, and
 // dflockd has none. So do not hold a lock across work that can stall
 // longer than the lease without checking Token, or Lost, first.
+//
+// # Fleet changes
+//
+// Adding a server to a running fleet, or taking one out, moves keys: a
+// client that has switched to the new membership and one that has not
+// would route a moving key to different servers and could both hold it.
+// [Client.Reconfigure] avoids that with joint routing, as joint
+// consensus does: a client in the transition between the old membership
+// and the new takes a key whose servers change on its old servers first,
+// then on its new ones, and holds it only while it holds both (with
+// Replicas, a quorum of each; the servers both have count for both).
+// Keys whose servers do not change are taken as before, at no extra cost.
+// A change rolls out in two steps, each finished by every client before
+// any client starts the next:
+//
+//  1. every client enters the transition (Reconfigure, or a fleet file
+//     that names the new servers and the previous ones);
+//  2. every client leaves it (Commit, or the fleet file without the
+//     previous servers).
+//
+// Clients before and in the transition may run together, and so may
+// clients in and after it; clients before and after must never. A lock
+// held across the change stays held: entering the transition it is also
+// taken on its new servers (Reconfigure returns once every held lock has
+// been), and leaving it gives back its old servers; it is never released
+// in between. A lock being acquired as its client moves is brought to the
+// new routing before Acquire returns. [Client.Abort] gives a change up
+// before step 2. Removing a server is the same change; a server that is
+// already dead is what Replicas is for. [Config].FleetFile and
+// [Client.Follow] let clients follow a file the operator edits
+// ([Fleet]); `dflock where --plan` lists the keys a change would move.
+//
+// What it costs: during the transition a moving key is taken on two
+// servers (twice the requests for about a quarter of the keys, with
+// consistent or rendezvous hashing going from 3 servers to 4; three
+// quarters with stable hashing, whose owners mostly move), and each held
+// moving lock is taken once more on entering. The strategies that Add
+// and Remove servers in place (shard.Consistent, shard.Rendezvous) give
+// no such guarantee to running clients: give a client a new strategy
+// through Reconfigure instead.
+//
+// The operator must know when every client has finished a step. A client
+// logs each step it takes (at info level, "lock: fleet change"); a fleet
+// file is read every FleetWatchInterval, and a step takes up to the
+// locks' acquire timeout. Wait for all of them before the next step.
 package lock

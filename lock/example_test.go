@@ -9,6 +9,7 @@ import (
 
 	"github.com/dflock-go/dflock/fakeserver"
 	"github.com/dflock-go/dflock/lock"
+	"github.com/dflock-go/dflock/shard"
 )
 
 // exampleServer stands in for a dflockd at 127.0.0.1:6388.
@@ -199,4 +200,62 @@ func waitFor(cond func() bool) {
 	for end := time.Now().Add(5 * time.Second); !cond() && time.Now().Before(end); {
 		time.Sleep(time.Millisecond)
 	}
+}
+
+// Growing a fleet from 3 servers to 4 while a lock is held: every client
+// enters the transition, then, once all have, every client commits. The
+// lock is held throughout; a key that moves is held on its old server
+// and its new one while the change is under way.
+func ExampleClient_Reconfigure() {
+	fleet, err := fakeserver.StartFleet(4, fakeserver.Config{})
+	if err != nil {
+		panic(err)
+	}
+	defer fleet.Close()
+	addrs := fleet.Addrs()
+	before, _ := shard.NewRendezvous(addrs[:3])
+	after, _ := shard.NewRendezvous(addrs)
+	c, err := lock.New(lock.Config{Strategy: before})
+	if err != nil {
+		panic(err)
+	}
+	defer c.Close()
+	ctx := context.Background()
+
+	// A key that the fourth server takes over.
+	key := ""
+	for i := 0; key == ""; i++ {
+		if k := fmt.Sprint("job-", i); mustServer(after, k) == addrs[3] {
+			key = k
+		}
+	}
+	l := c.Lock(key)
+	if ok, err := l.Acquire(ctx); err != nil || !ok {
+		panic(err)
+	}
+	fmt.Println("held on", len(l.HeldOn()), "server")
+
+	// Step 1, in every client.
+	if err := c.Reconfigure(ctx, after); err != nil {
+		panic(err)
+	}
+	fmt.Println("in the transition: held on", len(l.HeldOn()), "servers")
+
+	// Step 2, once every client has returned from step 1.
+	if err := c.Commit(ctx); err != nil {
+		panic(err)
+	}
+	fmt.Println("after: held on the new server:", l.HeldOn()[0] == addrs[3])
+	// Output:
+	// held on 1 server
+	// in the transition: held on 2 servers
+	// after: held on the new server: true
+}
+
+func mustServer(s shard.Strategy, key string) string {
+	addr, err := s.Server(key)
+	if err != nil {
+		panic(err)
+	}
+	return addr
 }

@@ -119,7 +119,14 @@ func (c *Client) Follow(ctx context.Context, f Fleet) error {
 	case curT && !targetT && sameStrategy(ct.From(), target):
 		step = "aborted"
 	}
-	err = c.reroute(ctx, target)
+	return c.step(ctx, target, step)
+}
+
+// step moves the client to target (see reroute) and logs the step it
+// took, so that operators can tell when every client has; c.moveMu is
+// held.
+func (c *Client) step(ctx context.Context, target shard.Strategy, step string) error {
+	err := c.reroute(ctx, target)
 	servers, previous := c.Membership()
 	switch {
 	case err != nil:

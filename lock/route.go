@@ -90,7 +90,7 @@ func (c *Client) Reconfigure(ctx context.Context, to shard.Strategy) error {
 	if err != nil {
 		return err
 	}
-	return c.reroute(ctx, t)
+	return c.step(ctx, t, "entered the transition")
 }
 
 // Commit ends the transition Reconfigure started: the client routes by
@@ -105,7 +105,7 @@ func (c *Client) Commit(ctx context.Context) error {
 	if cur.joint == nil {
 		return nil
 	}
-	return c.reroute(ctx, cur.joint.To())
+	return c.step(ctx, cur.joint.To(), "committed")
 }
 
 // Abort gives the transition Reconfigure started up: the client routes by
@@ -120,7 +120,7 @@ func (c *Client) Abort(ctx context.Context) error {
 	if cur.joint == nil {
 		return nil
 	}
-	return c.reroute(ctx, cur.joint.From())
+	return c.step(ctx, cur.joint.From(), "aborted")
 }
 
 // Membership returns the client's fleet: the servers keys live on, and

@@ -40,7 +40,8 @@ func (e *elastic) Servers() []string { return e.cur.Load().Servers() }
 
 // Add makes server a member. The keys that move to it (see PlanAdd) must
 // be drained first: a key that moves while its lock is held could be held
-// twice.
+// twice. A fleet of running clients changes safely through lock's
+// Client.Reconfigure, given a new strategy, instead.
 func (e *elastic) Add(server string) error { return e.change(withServer(server)) }
 
 // Remove takes server out; the last server cannot be removed. Its keys
