@@ -12,6 +12,7 @@ import (
 	"github.com/dflock-go/dflock/bench"
 	"github.com/dflock-go/dflock/fakeserver"
 	"github.com/dflock-go/dflock/lock"
+	"github.com/dflock-go/dflock/shard"
 )
 
 // BenchmarkAcquireRelease: 100 goroutines take and release distinct keys
@@ -27,19 +28,19 @@ func BenchmarkAcquireRelease(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer c.Close()
-	benchPairs(b, c)
+	benchPairs(b, c, func(i int) string { return fmt.Sprintf("bench-%d", i) })
 }
 
-// benchPairs runs acquire+release pairs of distinct keys on c from 100
-// goroutines; one op is one pair.
-func benchPairs(b *testing.B, c *lock.Client) {
+// benchPairs runs acquire+release pairs of distinct keys (key(i) for
+// goroutine i) on c from 100 goroutines; one op is one pair.
+func benchPairs(b *testing.B, c *lock.Client, key func(i int) string) {
 	var next atomic.Int64
 	ctx := context.Background()
 	b.SetParallelism(50) // 50 × GOMAXPROCS(2) = 100 goroutines
 	b.ReportAllocs()
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
-		key := fmt.Sprintf("bench-%d", next.Add(1))
+		key := key(int(next.Add(1)))
 		for pb.Next() {
 			l := c.Lock(key)
 			ok, err := l.Acquire(ctx)
@@ -71,7 +72,46 @@ func BenchmarkAcquireReleaseReplicas(b *testing.B) {
 				b.Fatal(err)
 			}
 			defer c.Close()
-			benchPairs(b, c)
+			benchPairs(b, c, func(i int) string { return fmt.Sprintf("bench-%d", i) })
+		})
+	}
+}
+
+// BenchmarkAcquireReleaseInTransition: as BenchmarkAcquireRelease, over
+// 4 fakeservers with rendezvous hashing, by a client steady on 3 of them
+// and by one in the transition to all 4: a key that stays where it is
+// costs what it did, one that moves is taken on two servers.
+func BenchmarkAcquireReleaseInTransition(b *testing.B) {
+	fleet, err := fakeserver.StartFleet(4, fakeserver.Config{MaxLocks: -1})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer fleet.Close()
+	before, _ := shard.NewRendezvous(fleet.Addrs()[:3])
+	after, _ := shard.NewRendezvous(fleet.Addrs())
+	tr, _ := shard.NewTransition(before, after)
+	// Keys of each kind, one per goroutine.
+	var moved, stay []string
+	for i := 0; len(moved) < 200 || len(stay) < 200; i++ {
+		k := fmt.Sprintf("bench-%d", i)
+		if from, to, _ := tr.Owners(k); from != to {
+			moved = append(moved, k)
+		} else {
+			stay = append(stay, k)
+		}
+	}
+	for _, bc := range []struct {
+		name     string
+		strategy shard.Strategy
+		keys     []string
+	}{{"steady", before, stay}, {"unmoved", tr, stay}, {"moved", tr, moved}} {
+		b.Run(bc.name, func(b *testing.B) {
+			c, err := lock.New(lock.Config{Strategy: bc.strategy})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer c.Close()
+			benchPairs(b, c, func(i int) string { return bc.keys[i%len(bc.keys)] })
 		})
 	}
 }

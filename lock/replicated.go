@@ -167,6 +167,9 @@ func (s *replicaSet) keptLocked(i int) bool {
 // takenLocked returns the groups the lock counts on: those taken (a held
 // set still taking a new group does not count on it yet); l.mu is held.
 func (s *replicaSet) takenLocked() []replicaGroup {
+	if !slices.ContainsFunc(s.groups, func(g replicaGroup) bool { return !g.taken }) {
+		return s.groups // the common case: no copy
+	}
 	var out []replicaGroup
 	for _, g := range s.groups {
 		if g.taken {
