@@ -607,6 +607,15 @@ func (s *replicaSet) missing() []int {
 	return idx
 }
 
+// allReplicas lists the indexes of n servers.
+func allReplicas(n int) []int {
+	idx := make([]int, n)
+	for i := range idx {
+		idx[i] = i
+	}
+	return idx
+}
+
 // group lists the replicas of the group being taken, and its first.
 func (s *replicaSet) group() []int {
 	s.l.mu.Lock()
@@ -852,6 +861,17 @@ func (l *Lock) acquireSet(ctx context.Context, rt *routing, routes [][]string, t
 	s, err := l.newSet(rt, routes)
 	if err != nil {
 		return false, err
+	}
+	if len(routes) > 1 && (timeout <= 0 || !l.c.contention.recent(l.key)) {
+		// A key that moves in a transition: a try-lock to every server of
+		// both routes at once, so that a free key costs one round trip,
+		// not one per route. Holding the new route's servers before the
+		// old route's is safe as long as nothing waits out of order: a
+		// busy old route gives the new one back before it waits (yield).
+		// Every answer is awaited: a second try-lock sent to a server
+		// whose first is still in flight would find the key taken by
+		// this very set.
+		s.tryAll(ctx, allReplicas(len(s.addrs)), l.c.replicaTimeout, false)
 	}
 	ok, err := s.takeGroups(ctx, timeout, deadline)
 	if !ok || err != nil {
