@@ -139,6 +139,10 @@ func (c *Client) step(ctx context.Context, target shard.Strategy, step string) e
 	return err
 }
 
+// fleetRetry spaces out attempts at a fleet file's step that failed
+// without changing anything.
+const fleetRetry = 10 * time.Second
+
 // fleetWatchDefault is how often a fleet file is read when
 // Config.FleetWatchInterval is zero.
 const fleetWatchDefault = time.Second
@@ -151,6 +155,7 @@ func (c *Client) watchFleet(ctx context.Context, path string, every time.Duratio
 	t := time.NewTicker(every)
 	defer t.Stop()
 	var lastErr string
+	var failedAt time.Time // the last step that failed and changed nothing
 	for {
 		select {
 		case <-ctx.Done():
@@ -158,7 +163,7 @@ func (c *Client) watchFleet(ctx context.Context, path string, every time.Duratio
 		case <-t.C:
 		}
 		b, err := os.ReadFile(path)
-		if err == nil && bytes.Equal(b, last) {
+		if err == nil && bytes.Equal(b, last) && (failedAt.IsZero() || time.Since(failedAt) < fleetRetry) {
 			continue
 		}
 		var f Fleet
@@ -174,9 +179,14 @@ func (c *Client) watchFleet(ctx context.Context, path string, every time.Duratio
 			}
 			continue
 		}
-		// Follow logs how the step went; a step that failed is not
-		// tried again until the file changes.
-		lastErr, last = "", b
-		c.Follow(ctx, f)
+		// Follow logs how the step went. A step that failed before
+		// changing anything (a new server down) is tried again now and
+		// then; one that moved the client and lost some locks is done.
+		lastErr, last, failedAt = "", b, time.Time{}
+		if err := c.Follow(ctx, f); err != nil && ctx.Err() == nil {
+			if target, berr := f.Build(); berr == nil && !sameStrategy(c.route.Load().strategy, target) {
+				failedAt = time.Now()
+			}
+		}
 	}
 }

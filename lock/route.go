@@ -144,10 +144,8 @@ func (c *Client) reroute(ctx context.Context, s shard.Strategy) error {
 	if _, err := checkReplicas(c.replicas, s); err != nil {
 		return err
 	}
-	for _, addr := range s.Servers() {
-		if _, err := c.poolAt(addr); err != nil {
-			return err
-		}
+	if err := c.preflight(ctx, s); err != nil {
+		return err
 	}
 	rt := newRouting(s)
 	c.route.Store(rt)
@@ -194,6 +192,53 @@ func (c *Client) reroute(ctx context.Context, s shard.Strategy) error {
 		return fmt.Errorf("lock: %d of %d held locks could not follow the fleet change and were lost: %w", lost, len(locks), errors.Join(errs[:min(len(errs), 5)]...))
 	}
 	return nil
+}
+
+// preflightTimeout bounds the wait for a new server's answer before a
+// fleet change.
+const preflightTimeout = 5 * time.Second
+
+// preflight makes sure the servers s adds to the client's answer before
+// it moves there: every held lock on a key that moves to a server that
+// cannot be reached would be lost. With Replicas, a minority of a key's
+// servers may be down (a quorum suffices), so a silent one is only
+// logged.
+func (c *Client) preflight(ctx context.Context, s shard.Strategy) error {
+	known := c.route.Load().strategy.Servers()
+	var (
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		errs []error
+	)
+	pctx, cancel := context.WithTimeout(ctx, preflightTimeout)
+	defer cancel()
+	for _, addr := range s.Servers() {
+		p, err := c.poolAt(addr)
+		if err != nil {
+			return err
+		}
+		if slices.Contains(known, addr) {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := p.Ping(pctx); err != nil {
+				mu.Lock()
+				errs = append(errs, fmt.Errorf("%s: %w", addr, err))
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	switch {
+	case len(errs) == 0:
+		return nil
+	case c.replicas > 1:
+		c.log.Warn("lock: fleet change: a new server does not answer; its replicas are taken when it does", "err", errors.Join(errs...))
+		return nil
+	}
+	return fmt.Errorf("lock: fleet change refused, nothing changed: a new server does not answer, and every lock moving to it would be lost: %w", errors.Join(errs...))
 }
 
 // settle is Acquire's (and Wait's, Enqueue's) last step: a lock taken

@@ -436,3 +436,40 @@ func TestReleaseWhileFollowing(t *testing.T) {
 	from, _ := g.before.Server(k)
 	assert.Zero(t, keyHolders(g.byAddr[from], k))
 }
+
+// A change to a server that does not answer is refused, nothing changed
+// and nothing lost: every lock moving there would be. With replicas a
+// quorum suffices, and the change goes ahead.
+func TestReconfigureToADeadServer(t *testing.T) {
+	for _, replicas := range []int{1, 3} {
+		t.Run(fmt.Sprintf("r%d", replicas), func(t *testing.T) {
+			g := newGrown(t, "rendezvous")
+			require.NoError(t, g.f.server(t, 3).Stop())
+			c := g.client(t, g.before, replicas)
+			moved, _ := g.keys(t, "d", 5, replicas)
+			ctx := ctxFor(t, wait)
+			var locks []*lock.Lock
+			for _, k := range moved {
+				l := c.Lock(k)
+				mustAcquire(t, l)
+				locks = append(locks, l)
+			}
+			err := c.Reconfigure(ctx, g.after)
+			_, previous := c.Membership()
+			if replicas == 1 {
+				require.ErrorContains(t, err, "fleet change refused, nothing changed")
+				assert.Nil(t, previous)
+				for _, l := range locks {
+					assertFollows(t, l, g.before, 1)
+				}
+				return
+			}
+			require.NoError(t, err)
+			assert.NotNil(t, previous)
+			for _, l := range locks {
+				assertFollows(t, l, g.transition(t), replicas)
+				assert.False(t, gotLost(l.Lost()))
+			}
+		})
+	}
+}
