@@ -257,9 +257,16 @@ func (l *Lock) place(rt *routing) (*pool.Pool, [][]string, error) {
 func (l *Lock) acquireOn(ctx context.Context, p *pool.Pool, timeout time.Duration, deadline time.Time) (*pool.Grant, error) {
 	// A try-lock first, pipelined on a shared connection: a free key
 	// costs one round trip and no exclusive connection. It never jumps a
-	// queue: the server refuses it while anyone waits.
+	// queue: the server refuses it while anyone waits. A server that does
+	// not answer it by the acquire's deadline (and the slack a reply
+	// gets) leaves the key not acquired; a grant it sends later is
+	// released at once.
 	req := l.request(l.cmds.Acquire)
-	res, err := p.Do(ctx, &req)
+	res, err := p.DoBy(ctx, &req, deadline.Add(replySlack))
+	if errors.Is(err, pool.ErrNoReply) {
+		l.c.log.Warn("lock: a try-lock had no answer by the acquire's deadline: the server is stalled or overloaded", "key", l.key, "server", p.Addr())
+		return nil, nil
+	}
 	g, err := l.grantFrom(ctx, p.Addr(), res, err, false)
 	if timeout <= 0 && errors.Is(err, ErrMaxWaiters) {
 		return nil, nil

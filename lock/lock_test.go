@@ -389,3 +389,31 @@ func TestFullQueue(t *testing.T) {
 	require.NoError(t, holder.Release(ctxFor(t, wait)))
 	assert.True(t, <-got, "the waiter in the queue still gets it")
 }
+
+// A server that accepts but never answers cannot hold an acquire past its
+// timeout (and the slack a reply gets): the try-lock is given up, and the
+// key is not acquired.
+func TestAcquireTimeoutBoundsAStalledServer(t *testing.T) {
+	f := newFleet(t, 1, fakeserver.Config{})
+	c := f.client(t, lock.Config{})
+	// Connected first, so that the stall catches a request in flight.
+	mustAcquire(t, c.Lock(uniqueKey(t, "warm")))
+	f.server(t, 0).Stall(time.Minute)
+	defer f.server(t, 0).Unstall()
+	start := time.Now()
+	done := make(chan struct{})
+	var ok bool
+	var err error
+	go func() {
+		defer close(done)
+		ok, err = c.Lock(uniqueKey(t, "k"), lock.AcquireTimeout(200*time.Millisecond)).Acquire(context.Background())
+	}()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Acquire ignored its timeout on a stalled server")
+	}
+	require.NoError(t, err)
+	assert.False(t, ok)
+	assert.Less(t, time.Since(start), 5*time.Second)
+}

@@ -71,8 +71,10 @@ func (l *Lock) enqueue(ctx context.Context, rt *routing) (Status, error) {
 	// connection, it costs one pipelined round trip, and no exclusive
 	// connection is pinned and then kept by the lock: against dflockd
 	// that churn of connections cost two-phase most of its throughput.
+	// Bounded like Acquire's try-lock, so that a stalled server cannot
+	// hold Enqueue for ever.
 	try := l.request(l.cmds.Acquire)
-	res, err := p.Do(ctx, &try)
+	res, err := p.DoBy(ctx, &try, time.Now().Add(l.opt.acquireTimeout+replySlack))
 	g, err := l.grantFrom(ctx, p.Addr(), res, err, false)
 	switch ok, err := l.hold(rt, g, err); {
 	case err != nil:
@@ -108,7 +110,11 @@ func (l *Lock) enqueueOn(ctx context.Context, p *pool.Pool) (*pool.Pinned, *pool
 		return nil, nil, err
 	}
 	req := l.request(l.cmds.Enqueue)
-	res, err := pin.Do(ctx, &req)
+	// An enqueue is answered at once (acquired or queued); a server that
+	// does not is stalled.
+	ectx, cancel := context.WithTimeout(ctx, l.opt.acquireTimeout+replySlack)
+	defer cancel()
+	res, err := pin.Do(ectx, &req)
 	if err == nil {
 		err = res.Resp.Err()
 	}

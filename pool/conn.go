@@ -193,31 +193,63 @@ type Result struct {
 // do sends req and waits for its reply or for ctx to end. If ctx ends
 // first, the request stays in the pipeline and its reply is handled as
 // unwanted: a lock it grants is released as soon as it arrives.
-func (c *Conn) do(ctx context.Context, req *wire.Request) (Result, error) {
+func (c *Conn) do(ctx context.Context, req *wire.Request, deadline time.Time) (Result, error) {
 	cl, err := c.send(req, false)
 	if err != nil {
 		return Result{}, err
 	}
-	res, _, err := c.await(ctx, cl)
+	res, _, err := c.awaitBy(ctx, cl, deadline)
 	return res, err
 }
 
 // await waits for cl's reply. If ctx ends first, it abandons cl and says
 // so.
 func (c *Conn) await(ctx context.Context, cl *call) (res Result, abandoned bool, err error) {
+	return c.awaitBy(ctx, cl, time.Time{})
+}
+
+// timers are reused by awaitBy: a deadline on every try-lock would
+// otherwise cost a timer each.
+var timers = sync.Pool{New: func() any {
+	t := time.NewTimer(time.Hour)
+	t.Stop()
+	return t
+}}
+
+// awaitBy is await that also gives up at deadline, unless it is zero,
+// with an error matching ErrNoReply.
+func (c *Conn) awaitBy(ctx context.Context, cl *call, deadline time.Time) (res Result, abandoned bool, err error) {
+	var late <-chan time.Time
+	if !deadline.IsZero() {
+		t := timers.Get().(*time.Timer)
+		t.Reset(time.Until(deadline))
+		defer func() {
+			t.Stop()
+			timers.Put(t)
+		}()
+		late = t.C
+	}
+	why := error(nil)
 	select {
 	case <-cl.done:
 		res, err = cl.result()
 		return res, false, err
 	case <-ctx.Done():
+		why = ctx.Err()
+	case <-late:
+		why = fmt.Errorf("%w from %s", ErrNoReply, c.p.addr)
 	}
 	if !c.abandon(cl) {
 		<-cl.done // the reply won the race
 		res, err = cl.result()
 		return res, false, err
 	}
-	return Result{}, true, ctx.Err()
+	return Result{}, true, why
 }
+
+// ErrNoReply: a request's deadline (see Pool.DoBy) passed before its
+// reply came.
+var ErrNoReply = errors.New("pool: no reply by the deadline")
 
 func (cl *call) result() (Result, error) {
 	r, err := Result{Resp: cl.resp, Grant: cl.grant, Sent: cl.sent}, cl.err

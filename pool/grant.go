@@ -293,7 +293,7 @@ func (g *Grant) releaseElsewhere(ctx context.Context, broke error) error {
 // server no longer held it: the grant is lost and the error says so.
 func (g *Grant) Confirm(ctx context.Context, leaseSecs int) error {
 	req := g.renewRequest(leaseSecs)
-	res, err := g.c.do(ctx, &req)
+	res, err := g.c.do(ctx, &req, time.Time{})
 	if err != nil {
 		return err
 	}

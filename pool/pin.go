@@ -92,7 +92,7 @@ func (p *Pool) Pin(ctx context.Context) (*Pinned, error) {
 		}
 		if idle > p.cfg.HealthCheckAfter {
 			// It sat idle: the server may have closed it meanwhile.
-			if _, err := c.do(ctx, &keepAlive); err != nil {
+			if _, err := c.do(ctx, &keepAlive, time.Time{}); err != nil {
 				pn := &Pinned{p: p, c: c}
 				if c.Err() == nil {
 					pn.Unpin() // ctx ended; the ping drains harmlessly

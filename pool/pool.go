@@ -150,10 +150,23 @@ func (p *Pool) KeepAlive() time.Duration { return p.cfg.KeepAlive }
 // from then on: the lock lives and dies with the connection that carried
 // it.
 func (p *Pool) Do(ctx context.Context, req *wire.Request) (Result, error) {
+	return p.DoBy(ctx, req, time.Time{})
+}
+
+// DoBy is Do that also gives up waiting for the reply at deadline (unless
+// it is zero), as a context deadline would, but without a context's
+// allocations on the way: the error then matches ErrNoReply. A lock the
+// request grants later is released at once.
+func (p *Pool) DoBy(ctx context.Context, req *wire.Request, deadline time.Time) (Result, error) {
 	if err := req.Validate(); err != nil {
 		return Result{}, err
 	}
 	if needsCleanConn(req) {
+		if !deadline.IsZero() {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithDeadline(ctx, deadline)
+			defer cancel()
+		}
 		pin, err := p.Pin(ctx)
 		if err != nil {
 			return Result{}, err
@@ -166,7 +179,7 @@ func (p *Pool) Do(ctx context.Context, req *wire.Request) (Result, error) {
 		if err != nil {
 			return Result{}, err
 		}
-		res, err := c.do(ctx, req)
+		res, err := c.do(ctx, req, deadline)
 		if (errors.Is(err, errNotSent) || errors.Is(err, ErrRefused)) && attempt < 3 {
 			// The connection broke or was closed before the request was
 			// queued, or the server closed it unread at once (its

@@ -274,3 +274,26 @@ func TestRenew(t *testing.T) {
 	assert.NoError(t, c.Err())
 	assert.Equal(t, 2, p.Stats().Grants)
 }
+
+// DoBy gives up on a stalled server at its deadline; the lock the
+// request is granted once the server wakes is released at once.
+func TestDoByGivesUpAtItsDeadline(t *testing.T) {
+	srv := startServer(t, fakeserver.Config{})
+	p := newPool(t, srv.Addr(), pool.Config{})
+	grant(t, p, "warm") // connected
+	srv.Stall(time.Minute)
+	start := time.Now()
+	_, err := p.DoBy(ctxFor(t, wait), tryLock("k"), time.Now().Add(100*time.Millisecond))
+	assert.ErrorIs(t, err, pool.ErrNoReply)
+	assert.Contains(t, err.Error(), srv.Addr())
+	assert.Less(t, time.Since(start), 2*time.Second)
+	srv.Unstall()
+	// Answered after the try-lock on the same pipelined connection: the
+	// server has granted it by then.
+	require.NoError(t, p.Ping(ctxFor(t, wait)))
+	require.Eventually(t, func() bool { return heldBy(srv, "k") == 0 }, wait, time.Millisecond, "the late grant went back")
+	// A zero deadline waits as Do does.
+	res, err := p.DoBy(ctxFor(t, wait), tryLock("k2"), time.Time{})
+	require.NoError(t, err)
+	require.NotNil(t, res.Grant)
+}
