@@ -21,6 +21,9 @@ import (
 // During a change (see Client.Reconfigure) it names the servers the fleet
 // is moving to and, in Previous, those it is leaving; once every client
 // is in the transition, the operator drops Previous, which commits.
+// Replace the file whole (write a new one beside it, then rename it over
+// the old): a client that reads a half-written file ignores it and
+// reads again, but one written in place may be read half old, half new.
 type Fleet struct {
 	// Strategy names the strategy, as shard.ByName knows it: "stable"
 	// (the default), "consistent" or "rendezvous", with their defaults.
@@ -119,6 +122,11 @@ func (c *Client) Follow(ctx context.Context, f Fleet) error {
 	case curT && !targetT && sameStrategy(ct.From(), target):
 		step = "aborted"
 	}
+	if step == "jumped" {
+		was, wasPrevious := c.Membership()
+		c.log.Warn("lock: fleet change of more than one step: the fleet names other previous servers, or another strategy, than the client's; clients before and after it may both hold a moving key until every client is past it",
+			"servers", f.Servers, "previous", f.Previous, "strategy", f.Strategy, "client_servers", was, "client_previous", wasPrevious, "client_strategy", shard.NameOf(cur))
+	}
 	return c.step(ctx, target, step)
 }
 
@@ -129,10 +137,15 @@ func (c *Client) step(ctx context.Context, target shard.Strategy, step string) e
 	err := c.reroute(ctx, target)
 	servers, previous := c.Membership()
 	switch {
+	case err != nil && !sameStrategy(c.route.Load().strategy, target):
+		// Nothing changed: said as such, with where it was to go.
+		to, from := target.Servers(), []string(nil)
+		if t, ok := target.(*shard.Transition); ok {
+			to, from = t.To().Servers(), t.From().Servers()
+		}
+		c.log.Error("lock: fleet change refused; the client stays where it is", "step", step, "to", to, "from", from, "servers", servers, "previous", previous, "err", err)
 	case err != nil:
 		c.log.Error("lock: fleet change", "step", step, "servers", servers, "previous", previous, "err", err)
-	case step == "jumped":
-		c.log.Warn("lock: fleet change of more than one step: clients before and after it may both hold a moving key until every client is past it", "servers", servers, "previous", previous)
 	default:
 		c.log.Info("lock: fleet change", "step", step, "servers", servers, "previous", previous)
 	}
@@ -167,14 +180,16 @@ func (c *Client) watchFleet(ctx context.Context, path string, every time.Duratio
 			continue
 		}
 		var f Fleet
-		if err == nil {
+		if err != nil {
+			err = fmt.Errorf("lock: reading the fleet file: %w", err)
+		} else {
 			f, err = parseFleet(b, path)
 		}
 		if err != nil {
 			// Logged once per distinct error: an editor's half-written
 			// file is read again next time.
 			if err.Error() != lastErr {
-				c.log.Warn("lock: fleet file", "err", err)
+				c.log.Warn("lock: fleet file unusable; the client stays where it is", "err", err)
 				lastErr = err.Error()
 			}
 			continue

@@ -567,10 +567,14 @@ func (s *replicaSet) arbiter(outs []tryOutcome, fullQueue bool) (int, error) {
 	s.l.mu.Unlock()
 	n := len(g.idx)
 	switch {
+	case (arb < 0 || refused+unreachable > n-g.quorum) && n == 1:
+		// One server (a key moving in a transition, without replicas):
+		// its own error says it all.
+		return -1, errs[0]
 	case arb < 0 || refused+unreachable > n-g.quorum:
-		why := fmt.Sprintf("%d unreachable", unreachable)
+		why := fmt.Sprintf("%d unreachable or silent", unreachable)
 		if refused > 0 {
-			why = fmt.Sprintf("%d refused, %d unreachable", refused, unreachable)
+			why = fmt.Sprintf("%d refused, %d unreachable or silent", refused, unreachable)
 		}
 		return -1, fmt.Errorf("%s: only %d of %d replicas available (%s), %d needed:\n%w", s.l.what(), n-refused-unreachable, n, why, g.quorum, errors.Join(errs...))
 	case !held && fullQueue && errors.Is(outs[arb].err, ErrMaxWaiters):

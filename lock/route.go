@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -54,20 +55,28 @@ func (rt *routing) routes(key string, n int) ([][]string, error) {
 var ErrInTransition = errors.New("lock: a fleet change is under way: Commit or Abort it first")
 
 // Reconfigure starts moving the client from its fleet to the servers of
-// to (a strategy over the new membership, of the same kind as the old):
-// the client enters the transition between them, and stays there until
-// Commit (or Abort). A key whose servers are the same in both is taken
-// as before. A key whose servers differ is taken on its old servers
-// first, then on its new ones, and released on both. Every lock the
-// client holds on such a key is taken on its new servers before
-// Reconfigure returns; one that cannot be, within ctx and its acquire
-// timeout, is lost (reported as any loss) and counted in the error.
+// to (a strategy over the new membership; it may also be another kind of
+// strategy, to migrate from one to another): the client enters the
+// transition between them, and stays there until Commit (or Abort). A
+// key whose servers are the same in both is taken as before. A key whose
+// servers differ is taken on its old servers first, then on its new
+// ones, and released on both. Every lock the client holds on such a key
+// is taken on its new servers before Reconfigure returns; one that cannot
+// be, within ctx and its acquire timeout, is lost (reported as any loss)
+// and counted in the error. Its Token may change at Commit, when the
+// server that issued it is left behind.
+//
+// Before anything changes, every server the change adds must answer
+// (within 5 s): without replicas, Reconfigure is refused otherwise, as
+// every lock moving to a silent server would be lost; with replicas, a
+// quorum suffices and it goes ahead. A change to the very fleet the
+// client is on does nothing.
 //
 // Operators roll a change out in two steps, and every client must finish
 // a step before any client starts the next:
 //
 //  1. every client calls Reconfigure(to) (or reads a fleet file that
-//     names the new servers and the previous ones, see WatchFleet);
+//     names the new servers and the previous ones, see Config.FleetFile);
 //  2. once all have returned, every client calls Commit (the fleet
 //     file drops the previous servers).
 //
@@ -83,8 +92,13 @@ func (c *Client) Reconfigure(ctx context.Context, to shard.Strategy) error {
 	c.moveMu.Lock()
 	defer c.moveMu.Unlock()
 	cur := c.route.Load()
-	if cur.joint != nil {
+	switch {
+	case c.isClosed():
+		return ErrClosed
+	case cur.joint != nil:
 		return ErrInTransition
+	case to != nil && sameStrategy(cur.strategy, to):
+		return nil
 	}
 	t, err := shard.NewTransition(cur.strategy, to)
 	if err != nil {
@@ -102,7 +116,10 @@ func (c *Client) Commit(ctx context.Context) error {
 	c.moveMu.Lock()
 	defer c.moveMu.Unlock()
 	cur := c.route.Load()
-	if cur.joint == nil {
+	switch {
+	case c.isClosed():
+		return ErrClosed
+	case cur.joint == nil:
 		return nil
 	}
 	return c.step(ctx, cur.joint.To(), "committed")
@@ -117,7 +134,10 @@ func (c *Client) Abort(ctx context.Context) error {
 	c.moveMu.Lock()
 	defer c.moveMu.Unlock()
 	cur := c.route.Load()
-	if cur.joint == nil {
+	switch {
+	case c.isClosed():
+		return ErrClosed
+	case cur.joint == nil:
 		return nil
 	}
 	return c.step(ctx, cur.joint.From(), "aborted")
@@ -383,7 +403,8 @@ func (l *Lock) conformTo(ctx context.Context, rt *routing, deadline time.Time, q
 		if why == nil {
 			why = fmt.Errorf("busy until the deadline")
 		}
-		lostErr := fmt.Errorf("%w: %s could not be taken on its new servers %v: %w", ErrLockLost, l.what(), routes[min(k, len(routes)-1)], why)
+		route := routes[min(k, len(routes)-1)]
+		lostErr := fmt.Errorf("%w: %s could not be taken on its new servers %v: %w", ErrLockLost, l.what(), route, why)
 		if quiet {
 			l.mu.Unlock()
 			if rerr := l.release(context.WithoutCancel(ctx)); rerr != nil {
@@ -395,7 +416,7 @@ func (l *Lock) conformTo(ctx context.Context, rt *routing, deadline time.Time, q
 			}
 			return false, lostErr
 		}
-		ns.loseLocked(lostErr, "", min(k, len(ns.groups)-1), ns.countIn(min(k, len(ns.groups)-1)))
+		ns.loseLocked(lostErr, strings.Join(route, ","), min(k, len(ns.groups)-1), ns.countIn(min(k, len(ns.groups)-1)))
 		return false, lostErr
 	}
 	// The old groups go, and what only they held is given back.

@@ -363,6 +363,11 @@ func TestAbortAndMisuse(t *testing.T) {
 		mustAcquire(t, l)
 		locks = append(locks, l)
 	}
+	same, err := shard.NewRendezvous(g.f.addrs[:3])
+	require.NoError(t, err)
+	require.NoError(t, c.Reconfigure(ctx, same), "the fleet it is on")
+	_, previous := c.Membership()
+	require.Nil(t, previous, "no transition to the same fleet")
 	require.NoError(t, c.Reconfigure(ctx, g.after))
 	assert.ErrorIs(t, c.Reconfigure(ctx, g.after), lock.ErrInTransition)
 	require.NoError(t, c.Abort(ctx))
@@ -382,6 +387,10 @@ func TestAbortAndMisuse(t *testing.T) {
 	assert.ErrorIs(t, c3.Reconfigure(ctx, small), lock.ErrInvalid)
 	_, previous = c3.Membership()
 	assert.Nil(t, previous)
+	require.NoError(t, c3.Close())
+	assert.ErrorIs(t, c3.Commit(ctx), lock.ErrClosed)
+	assert.ErrorIs(t, c3.Abort(ctx), lock.ErrClosed)
+	assert.ErrorIs(t, c3.Reconfigure(ctx, g.before), lock.ErrClosed)
 }
 
 // A held lock whose new server is held by someone else (a client that

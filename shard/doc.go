@@ -11,8 +11,11 @@
 //
 // Membership never changes behind the user's back: a slow or unreachable
 // server keeps its keys. Moving a key while its lock is held would let two
-// clients hold it at once (one on the old server, one on the new), so drain
-// the keys that [Moves] reports before calling Add or Remove.
+// clients hold it at once (one on the old server, one on the new). A
+// fleet of running clients changes membership safely through a
+// [Transition] (package lock's Client.Reconfigure rolls it out, held
+// locks and all); Add and Remove change one strategy in place, and are
+// safe only once the keys that [Moves] reports are drained.
 //
 //	s, err := shard.NewStableHash([]string{"10.0.0.1:6388", "10.0.0.2:6388"})
 //	addr, err := s.Server("orders/42")
