@@ -116,8 +116,16 @@ func (r *Report) WriteTable(w io.Writer) error {
 		if next := i + 1; next < len(r.Results) && r.Results[next].Op == res.Op {
 			continue
 		}
-		fmt.Fprintln(w, strings.Join(names, ", ")+": one op = "+res.Op)
+		which := strings.Join(names, ", ")
+		if len(names) == len(r.Results) && len(names) > 3 {
+			which = "every row"
+		}
+		fmt.Fprintln(w, which+": one op = "+res.Op)
 		names = names[:0]
+	}
+	if slices.ContainsFunc(r.Results, func(res Result) bool { return res.Extra["extra requests %"] > 0 }) {
+		fmt.Fprintln(w, "A → B before, during, after: a fleet change from A servers to B, with clients moving through its steps at their own moments; during runs from the first client's Reconfigure to the last one's Commit")
+		fmt.Fprintln(w, "extra requests %: the share of the requests sent during the change beyond what as many ops cost before it: keys that move taken on two servers, held locks taken on their new one")
 	}
 	for _, res := range r.Results {
 		if len(res.Extra) == 0 {

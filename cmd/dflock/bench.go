@@ -36,17 +36,17 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 	// flag's default server as well, which bench does not use.
 	servers := fs.Lookup("servers")
 	servers.Usage, servers.DefValue = "comma-separated servers to measure (default: DFLOCK_SERVERS if set, else an embedded fleet of 3 fakeservers in a child process)", ""
-	fs.StringVar(&cfg.Strategy, "strategy", "stable", "stable, consistent or rendezvous")
+	fs.StringVar(&cfg.Strategy, "strategy", "stable", "stable, consistent or rendezvous (--reshard: all three unless given)")
 	fs.IntVar(&cfg.Conns, "conns", 16, "most connections per server")
 	fs.IntVar(&cfg.Workers, "workers", 64, "closed-loop workers")
 	fs.DurationVar(&cfg.Duration, "duration", 2*time.Second, "measured run of each workload")
 	fs.DurationVar(&cfg.Warmup, "warmup", 300*time.Millisecond, "unmeasured run before each workload")
 	fs.IntVar(&cfg.Keys, "keys", 10_000, "key space of the zipf workload")
-	fs.IntVar(&cfg.HoldMany, "hold", 20_000, "locks held by the hold-many workload")
+	fs.IntVar(&cfg.HoldMany, "hold", 20_000, "locks held by the hold-many workload (--reshard: by its clients, 4000 unless given)")
 	fs.DurationVar(&cfg.Lease, "lease", 0, "lease of every lock (default 10s, and for hold-many half of --duration, at least 1s, so that its locks renew while held)")
 	fs.StringVar(&workloads, "workloads", strings.Join(bench.Workloads(), ","), "workloads to run")
 	fs.BoolVar(&asJSON, "json", false, "print the report as JSON")
-	fs.BoolVar(&cfg.Reshard, "reshard", false, "instead of the workloads, measure fleet changes under load: for each strategy (all three, or --strategy), the fleet grows from 3 servers to 4 and back while 4 clients run acquire+release pairs over --keys keys and hold 4,000 locks (--hold), moving through the change one by one; before, during and after are each --duration long")
+	fs.BoolVar(&cfg.Reshard, "reshard", false, "instead of the workloads, measure fleet changes under load: for each strategy (all three, or --strategy), the fleet grows from 3 servers to 4 and back while 4 clients run acquire+release pairs over --keys keys and hold 4,000 locks (--hold), moving through the change one by one; before, during and after are each --duration long. With --servers, the last one listed is the one that goes and comes back")
 	setReplicas := func(v string) error {
 		cfg.Replicas = nil
 		for _, f := range splitList(v) {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"crypto/tls"
+	"errors"
 	"crypto/x509"
 	"flag"
 	"fmt"
@@ -27,7 +28,21 @@ type clientFlags struct {
 // registerFleet registers --fleet, for the commands that talk to a
 // running fleet (not bench, which measures servers it is given).
 func (f *clientFlags) registerFleet(fs *flag.FlagSet, getenv func(string) string) {
-	fs.StringVar(&f.fleet, "fleet", getenv("DFLOCK_FLEET"), "fleet file naming the servers (and, during a fleet change, the previous ones); overrides --servers and is followed as it changes (env DFLOCK_FLEET)")
+	fs.StringVar(&f.fleet, "fleet", getenv("DFLOCK_FLEET"), "fleet file naming the servers (and, during a fleet change, the previous ones), in place of --servers, followed as it changes (env DFLOCK_FLEET, which DFLOCK_SERVERS does not override)")
+}
+
+// fleetConflict reports --servers given on the command line together
+// with a fleet file, which gives the servers itself.
+func (f *clientFlags) fleetConflict(fs *flag.FlagSet) error {
+	if f.fleet == "" {
+		return nil
+	}
+	conflict := false
+	fs.Visit(func(fl *flag.Flag) { conflict = conflict || fl.Name == "servers" })
+	if conflict {
+		return errors.New("--servers and a fleet file (--fleet, DFLOCK_FLEET) both name the servers: give one")
+	}
+	return nil
 }
 
 func (f *clientFlags) register(fs *flag.FlagSet, getenv func(string) string) {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"log/slog"
 	"errors"
 	"flag"
 	"fmt"
@@ -33,7 +34,7 @@ const (
 	exitNotFound = 127
 )
 
-const runUsage = "usage: dflock run [-n LIMIT] [--timeout D] [--lease D] [--grace D] [--replicas N] KEY -- CMD [ARGS...]"
+const runUsage = "usage: dflock run [-n LIMIT] [--timeout D] [--lease D] [--grace D] [--replicas N] [--servers LIST | --fleet FILE] KEY -- CMD [ARGS...]"
 
 // runSignals are the signals dflock passes on to the command's process
 // group. Without that, a hangup or ^\ that reaches dflock rather than
@@ -71,6 +72,9 @@ func parseRunFlags(args []string, getenv func(string) string) (runFlags, *flag.F
 	}
 	set.DurationVar(&f.grace, "grace", 10*time.Second, "after the lock is lost: time between SIGTERM and SIGKILL of the command's process group")
 	if err := set.Parse(args); err != nil {
+		return f, set, err
+	}
+	if err := f.client.fleetConflict(set); err != nil {
 		return f, set, err
 	}
 	limitSet := false
@@ -133,6 +137,11 @@ replicas needs all 3). DFLOCK_SERVER then lists the key's N servers, and
 DFLOCK_TOKEN is the token, at the start, of the first of them that held it
 (each server issues its own).
 
+With --fleet FILE (or DFLOCK_FLEET) the servers come from a fleet file, which
+dflock follows while CMD runs: the lock stays held through a fleet change (see
+"Fleet changes" in the lock package), and each step is logged on stderr.
+DFLOCK_SERVER and DFLOCK_TOKEN are set when CMD starts, and do not follow.
+
 exit codes: CMD's own (128+N if signal N ended it), %d not acquired in time,
 %d lock lost (CMD stopped), %d CMD cannot be executed, %d CMD not found,
 1 other dflock error, 2 usage
@@ -190,6 +199,17 @@ func runRun(ctx context.Context, args []string, getenv func(string) string, stdo
 		return failed(err)
 	}
 	cfg.Replicas = f.replicas
+	if cfg.FleetFile != "" {
+		// The steps this client takes as the fleet file changes, which
+		// operators wait for before the next step (and anything else the
+		// client reports), on stderr.
+		cfg.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{ReplaceAttr: func(groups []string, a slog.Attr) slog.Attr {
+			if a.Key == slog.TimeKey && len(groups) == 0 {
+				return slog.Attr{}
+			}
+			return a
+		}}))
+	}
 	c, err := lock.New(cfg)
 	if err != nil {
 		return failed(err)

@@ -382,4 +382,14 @@ func TestFleetFileFlag(t *testing.T) {
 	code = run(context.Background(), []string{"stats", "--fleet", path + ".missing"}, env(nil), &out, &errOut)
 	assert.Equal(t, 1, code)
 	assert.Contains(t, errOut.String(), "reading the fleet file")
+	for _, cmd := range [][]string{{"stats", "--fleet", path, "--servers", a.Addr()}, {"run", "--fleet", path, "--servers", a.Addr(), "k", "--", "true"}} {
+		errOut.Reset()
+		code = run(context.Background(), cmd, env(nil), &out, &errOut)
+		assert.Equal(t, 2, code, cmd)
+		assert.Contains(t, errOut.String(), "both name the servers", cmd)
+	}
+	// The environment's fleet file wins over its server list.
+	errOut.Reset()
+	code = run(context.Background(), []string{"run", "k", "--", "true"}, env(map[string]string{"DFLOCK_FLEET": path, "DFLOCK_SERVERS": "127.0.0.1:1"}), &out, &errOut)
+	assert.Equal(t, 0, code, errOut.String())
 }

@@ -14,7 +14,7 @@ import (
 
 // runStats prints each server's state.
 func runStats(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("dflock stats [--json] [--servers a:1,b:2]", "Prints each server's state: connections, locks, semaphores, waiters, idle keys.", stderr)
+	fs := newFlagSet("dflock stats [--json] [--servers a:1,b:2 | --fleet FILE]", "Prints each server's state: connections, locks, semaphores, waiters, idle keys.", stderr)
 	var cf clientFlags
 	cf.register(fs, getenv)
 	cf.registerFleet(fs, getenv)
@@ -25,6 +25,9 @@ func runStats(ctx context.Context, args []string, getenv func(string) string, st
 	}
 	if len(extra) > 0 {
 		return usageError(fs, "unexpected arguments: %s", strings.Join(extra, " "))
+	}
+	if err := cf.fleetConflict(fs); err != nil {
+		return usageError(fs, "%v", err)
 	}
 	cfg, err := cf.config()
 	if err != nil {

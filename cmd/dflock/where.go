@@ -1,12 +1,14 @@
 package main
 
 import (
+	"cmp"
 	"flag"
 	"fmt"
 	"io"
 	"strings"
 	"text/tabwriter"
 
+	"github.com/dflock-go/dflock/lock"
 	"github.com/dflock-go/dflock/pool"
 	"github.com/dflock-go/dflock/shard"
 	"github.com/dflock-go/dflock/wire"
@@ -69,13 +71,15 @@ func runWhere(args []string, getenv func(string) string, stdout, stderr io.Write
 	fs := flag.NewFlagSet("dflock where", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "usage: dflock where KEY... [--servers host:port,...] [--strategy stable|consistent|rendezvous] [--replicas N]")
+		fmt.Fprintln(fs.Output(), "usage: dflock where KEY... [--servers host:port,... | --fleet FILE] [--strategy stable|consistent|rendezvous] [--replicas N]")
 		fmt.Fprintln(fs.Output(), "       dflock where --plan --from host:port,... --to host:port,... KEY... [--strategy ...] [--replicas N]")
+		fmt.Fprintln(fs.Output(), "       dflock where --plan --fleet FILE KEY... [--replicas N]")
 		fs.PrintDefaults()
 	}
 	plan := fs.Bool("plan", false, "list the keys whose servers (their replicas, with --replicas) differ between the fleets --from and --to: the keys a membership change moves, each with its servers before -> after")
 	from := fs.String("from", "", "with --plan: the servers before the change, in the order clients list them")
 	to := fs.String("to", "", "with --plan: the servers after the change")
+	fleetFile := fs.String("fleet", "", "a fleet file (see lock.Fleet): its servers and strategy, in place of --servers and --strategy; with --plan, the change from its previous servers to its servers")
 	var servers string
 	serversFlag(fs, &servers, getenv)
 	strategy := fs.String("strategy", "stable", "stable (CRC32, like the Python/TypeScript clients), consistent or rendezvous")
@@ -92,6 +96,26 @@ func runWhere(args []string, getenv func(string) string, stdout, stderr io.Write
 		return usageError(fs, "no keys given")
 	case replicas < 1 || replicas%2 == 0:
 		return usageError(fs, "--replicas %d: an odd number of servers (1, 3, 5...), as clients take", replicas)
+	case *fleetFile != "":
+		given := []string{}
+		fs.Visit(func(f *flag.Flag) {
+			switch f.Name {
+			case "servers", "strategy", "from", "to":
+				given = append(given, "--"+f.Name)
+			}
+		})
+		if len(given) > 0 {
+			return usageError(fs, "--fleet gives the servers and the strategy: leave out %s", strings.Join(given, ", "))
+		}
+		f, err := lock.ReadFleet(*fleetFile)
+		if err != nil {
+			return err
+		}
+		if *plan && f.Previous == nil {
+			return usageError(fs, "--plan --fleet: %s names no previous servers, so no change is under way", *fleetFile)
+		}
+		servers, *from, *to = strings.Join(f.Servers, ","), strings.Join(f.Previous, ","), strings.Join(f.Servers, ",")
+		*strategy = cmp.Or(f.Strategy, "stable")
 	case *plan && (*from == "" || *to == ""):
 		return usageError(fs, "--plan needs --from and --to")
 	case !*plan && (*from != "" || *to != ""):
@@ -105,7 +129,7 @@ func runWhere(args []string, getenv func(string) string, stdout, stderr io.Write
 		}
 	}
 	if *plan {
-		return printPlan(keys, *strategy, *from, *to, replicas, stdout, stderr)
+		return printPlan(fs, keys, *strategy, *from, *to, replicas, stdout, stderr)
 	}
 	list, err := parseServers(servers)
 	if err != nil {
@@ -131,7 +155,7 @@ func runWhere(args []string, getenv func(string) string, stdout, stderr io.Write
 
 // printPlan prints the keys whose replicas differ between the fleets from
 // and to, each with its servers before and after, then how many moved.
-func printPlan(keys []string, strategy, from, to string, replicas int, stdout, stderr io.Writer) error {
+func printPlan(fs *flag.FlagSet, keys []string, strategy, from, to string, replicas int, stdout, stderr io.Writer) error {
 	var fleets [2]shard.Strategy
 	for i, list := range []string{from, to} {
 		servers, err := parseServers(list)
@@ -139,7 +163,7 @@ func printPlan(keys []string, strategy, from, to string, replicas int, stdout, s
 			return err
 		}
 		if replicas > len(servers) {
-			return errUsage{fmt.Errorf("--replicas %d needs at least %d servers; %s lists %d", replicas, replicas, []string{"--from", "--to"}[i], len(servers))}
+			return usageError(fs, "--replicas %d needs at least %d servers; %s lists %d", replicas, replicas, []string{"the servers before (--from)", "the servers after (--to)"}[i], len(servers))
 		}
 		if fleets[i], err = shard.ByName(strategy, servers); err != nil {
 			return err

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"os"
+	"path/filepath"
 	"bytes"
 	"context"
 	"fmt"
@@ -147,6 +149,31 @@ func TestWherePlan(t *testing.T) {
 	_, errOut, code = where(t, nil, "--to", to, "k")
 	assert.Equal(t, 2, code)
 	assert.Contains(t, errOut, "--from and --to go with --plan")
-	_, _, code = where(t, nil, "--plan", "--from", "a:1,b:1", "--to", to, "--replicas", "3", "k")
+	_, errOut, code = where(t, nil, "--plan", "--from", "a:1,b:1", "--to", to, "--replicas", "3", "k")
 	assert.Equal(t, 2, code, "more replicas than the old fleet has")
+	assert.Contains(t, errOut, "--replicas 3 needs at least 3 servers; the servers before (--from) lists 2")
+}
+
+func TestWhereFleetFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "fleet.json")
+	require.NoError(t, os.WriteFile(path, []byte(`{"strategy": "rendezvous", "servers": ["s0:1","s1:1","s2:1","s3:1"], "previous": ["s0:1","s1:1","s2:1"]}`), 0o600))
+	keys := []string{"my-key", "a", "lock-1", "orders/42", "k5", "k6"}
+	byFile, errFile, code := where(t, nil, append([]string{"--plan", "--fleet", path}, keys...)...)
+	require.Equal(t, 0, code, errFile)
+	byFlags, errFlags, code := where(t, nil, append([]string{"--plan", "--from", "s0:1,s1:1,s2:1", "--to", "s0:1,s1:1,s2:1,s3:1", "--strategy", "rendezvous"}, keys...)...)
+	require.Equal(t, 0, code)
+	assert.Equal(t, byFlags, byFile)
+	assert.Equal(t, errFlags, errFile)
+	out, _, code := where(t, nil, "--fleet", path, "my-key")
+	require.Equal(t, 0, code)
+	want, _, _ := where(t, nil, "--servers", "s0:1,s1:1,s2:1,s3:1", "--strategy", "rendezvous", "my-key")
+	assert.Equal(t, want, out)
+
+	_, errOut, code := where(t, nil, "--fleet", path, "--servers", "a:1", "k")
+	assert.Equal(t, 2, code)
+	assert.Contains(t, errOut, "--fleet gives the servers and the strategy: leave out --servers")
+	require.NoError(t, os.WriteFile(path, []byte(`{"servers": ["s0:1"]}`), 0o600))
+	_, errOut, code = where(t, nil, "--plan", "--fleet", path, "k")
+	assert.Equal(t, 2, code)
+	assert.Contains(t, errOut, "names no previous servers")
 }
