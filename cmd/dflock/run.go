@@ -2,12 +2,12 @@ package main
 
 import (
 	"context"
-	"log/slog"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"io/fs"
+	"log/slog"
 	"os"
 	"os/exec"
 	"os/signal"
