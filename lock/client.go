@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -117,6 +118,9 @@ func New(cfg Config) (*Client, error) {
 			return nil, err
 		}
 	}
+	if strategy != nil && cfg.Servers != nil && !sameServers(cfg.Servers, strategy.Servers()) {
+		return nil, invalid("Servers %v and Strategy's servers %v differ: give one of them", cfg.Servers, strategy.Servers())
+	}
 	if strategy == nil {
 		servers := cfg.Servers
 		if len(servers) == 0 {
@@ -171,6 +175,12 @@ func New(cfg Config) (*Client, error) {
 		go c.watchFleet(ctx, cfg.FleetFile, cmp.Or(cfg.FleetWatchInterval, fleetWatchDefault), fleetFile)
 	}
 	return c, nil
+}
+
+// sameServers reports whether a and b list the same servers, in any
+// order.
+func sameServers(a, b []string) bool {
+	return len(a) == len(b) && !slices.ContainsFunc(a, func(s string) bool { return !slices.Contains(b, s) })
 }
 
 // checkReplicas validates Config.Replicas against the strategy: an odd

@@ -417,3 +417,14 @@ func TestAcquireTimeoutBoundsAStalledServer(t *testing.T) {
 	assert.False(t, ok)
 	assert.Less(t, time.Since(start), 5*time.Second)
 }
+
+// Servers beside a Strategy over other servers is a mistake said at once.
+func TestServersAndStrategyMustAgree(t *testing.T) {
+	s, err := shard.NewStableHash([]string{"127.0.0.1:1", "127.0.0.1:2"})
+	require.NoError(t, err)
+	_, err = lock.New(lock.Config{Strategy: s, Servers: []string{"127.0.0.1:1"}})
+	assert.ErrorIs(t, err, lock.ErrInvalid)
+	c, err := lock.New(lock.Config{Strategy: s, Servers: []string{"127.0.0.1:2", "127.0.0.1:1"}})
+	require.NoError(t, err, "the same servers, in any order")
+	c.Close()
+}
