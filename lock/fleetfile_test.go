@@ -41,12 +41,7 @@ func TestFleetFileDrivesTheChange(t *testing.T) {
 	require.Equal(t, g.before.Servers(), servers)
 	require.Nil(t, previous)
 	moved, _ := g.keys(t, "ff", 10, 1)
-	var locks []*lock.Lock
-	for _, k := range moved {
-		l := c.Lock(k)
-		mustAcquire(t, l)
-		locks = append(locks, l)
-	}
+	locks := holdAll(t, c, moved)
 	inTransition := func() bool { _, p := c.Membership(); return p != nil }
 
 	// A half-written file is ignored.
@@ -77,12 +72,7 @@ func TestFollowAbortAndJump(t *testing.T) {
 	c := g.client(t, g.before, 1)
 	ctx := ctxFor(t, wait)
 	moved, _ := g.keys(t, "fj", 5, 1)
-	var locks []*lock.Lock
-	for _, k := range moved {
-		l := c.Lock(k)
-		mustAcquire(t, l)
-		locks = append(locks, l)
-	}
+	locks := holdAll(t, c, moved)
 	now := lock.Fleet{Servers: g.f.addrs[:3]}
 	require.NoError(t, c.Follow(ctx, now), "already there")
 	require.NoError(t, c.Follow(ctx, lock.Fleet{Servers: g.f.addrs, Previous: g.f.addrs[:3]}))

@@ -113,16 +113,7 @@ func (c *Client) Reconfigure(ctx context.Context, to shard.Strategy) error {
 // fleet has returned from Reconfigure. Without a transition it does
 // nothing.
 func (c *Client) Commit(ctx context.Context) error {
-	c.moveMu.Lock()
-	defer c.moveMu.Unlock()
-	cur := c.route.Load()
-	switch {
-	case c.isClosed():
-		return ErrClosed
-	case cur.joint == nil:
-		return nil
-	}
-	return c.step(ctx, cur.joint.To(), "committed")
+	return c.leave(ctx, (*shard.Transition).To, "committed")
 }
 
 // Abort gives the transition Reconfigure started up: the client routes by
@@ -131,6 +122,11 @@ func (c *Client) Commit(ctx context.Context) error {
 // abort before any client reconfigures again. Without a transition it
 // does nothing.
 func (c *Client) Abort(ctx context.Context) error {
+	return c.leave(ctx, (*shard.Transition).From, "aborted")
+}
+
+// leave ends the client's transition for the membership side picks.
+func (c *Client) leave(ctx context.Context, side func(*shard.Transition) shard.Strategy, step string) error {
 	c.moveMu.Lock()
 	defer c.moveMu.Unlock()
 	cur := c.route.Load()
@@ -140,7 +136,7 @@ func (c *Client) Abort(ctx context.Context) error {
 	case cur.joint == nil:
 		return nil
 	}
-	return c.step(ctx, cur.joint.From(), "aborted")
+	return c.step(ctx, side(cur.joint), step)
 }
 
 // Membership returns the client's fleet: the servers keys live on, and

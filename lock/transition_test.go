@@ -102,6 +102,17 @@ func serversOf(t *testing.T, s shard.Strategy, key string, replicas int) []strin
 	return out
 }
 
+// holdAll acquires a lock on each of keys through c.
+func holdAll(t *testing.T, c *lock.Client, keys []string) []*lock.Lock {
+	t.Helper()
+	locks := make([]*lock.Lock, len(keys))
+	for i, k := range keys {
+		locks[i] = c.Lock(k)
+		mustAcquire(t, locks[i])
+	}
+	return locks
+}
+
 // assertFollows asserts that l is held on a quorum of each of its key's
 // routes under s, and on no other server.
 func assertFollows(t *testing.T, l *lock.Lock, s shard.Strategy, replicas int) {
@@ -357,12 +368,7 @@ func TestAbortAndMisuse(t *testing.T) {
 	require.NoError(t, c.Commit(ctx))
 	require.NoError(t, c.Abort(ctx))
 	moved, _ := g.keys(t, "a", 5, 1)
-	var locks []*lock.Lock
-	for _, k := range moved {
-		l := c.Lock(k)
-		mustAcquire(t, l)
-		locks = append(locks, l)
-	}
+	locks := holdAll(t, c, moved)
 	same, err := shard.NewRendezvous(g.f.addrs[:3])
 	require.NoError(t, err)
 	require.NoError(t, c.Reconfigure(ctx, same), "the fleet it is on")
@@ -457,12 +463,7 @@ func TestReconfigureToADeadServer(t *testing.T) {
 			c := g.client(t, g.before, replicas)
 			moved, _ := g.keys(t, "d", 5, replicas)
 			ctx := ctxFor(t, wait)
-			var locks []*lock.Lock
-			for _, k := range moved {
-				l := c.Lock(k)
-				mustAcquire(t, l)
-				locks = append(locks, l)
-			}
+			locks := holdAll(t, c, moved)
 			err := c.Reconfigure(ctx, g.after)
 			_, previous := c.Membership()
 			if replicas == 1 {
