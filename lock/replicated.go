@@ -50,9 +50,14 @@ type replicaSet struct {
 	// background re-take meanwhile: one could take the very replica the
 	// take waits for, and the wait would queue behind its own set.
 	taking  bool
-	arb     int         // queued by Enqueue: the arbiter it chose
-	yieldTo int         // waiting on this arbiter: other grants go back; -1 if not
-	shown   *pool.Grant // the grant whose token Token gave last
+	arb     int // queued by Enqueue: the arbiter it chose
+	yieldTo int // waiting on this arbiter: other grants go back; -1 if not
+	// arbTaken, while a wait on the arbiter yieldTo is out, is closed
+	// when the set gets that arbiter's grant some other way (an earlier
+	// try-lock answered late): the wait would otherwise queue behind the
+	// set's own grant.
+	arbTaken chan struct{}
+	shown    *pool.Grant // the grant whose token Token gave last
 }
 
 // replicaGroup is one route of a key: its replicas in one membership,
@@ -201,6 +206,10 @@ func (s *replicaSet) offer(i int, g *pool.Grant) bool {
 	}
 	e := &renewal{l: l, g: g, idx: -1}
 	s.grants[i], s.entries[i], s.taken[i] = g, e, g
+	if i == s.yieldTo && s.arbTaken != nil {
+		close(s.arbTaken)
+		s.arbTaken = nil
+	}
 	l.mu.Unlock()
 	l.c.renewer.add(e)
 	g.OnLost(func(err error) { s.replicaLost(i, g, err) })
@@ -402,7 +411,18 @@ func (s *replicaSet) tryAll(ctx context.Context, idx []int, wait time.Duration, 
 		done func()
 	}
 	var send []probe
+	// Not to a replica whose earlier try-lock is still out: the server
+	// would call the key taken, by this very set, and its answer comes
+	// to the set anyway.
+	s.l.mu.Lock()
+	live := make([]int, 0, len(idx))
 	for _, i := range idx {
+		if !s.pending[i] {
+			live = append(live, i)
+		}
+	}
+	s.l.mu.Unlock()
+	for _, i := range live {
 		if ok, done := slow.send(s.addrs[i]); ok {
 			send = append(send, probe{i, done})
 		} else {
@@ -756,6 +776,18 @@ func (s *replicaSet) wait(ctx context.Context, arb int, deadline time.Time) (boo
 // describes.
 func (s *replicaSet) waitWith(ctx context.Context, arb int, deadline time.Time, wait func(context.Context) (*pool.Grant, error)) (bool, error) {
 	l, addr := s.l, s.addrs[arb]
+	taken := make(chan struct{})
+	l.mu.Lock()
+	held := s.grants[arb] != nil
+	if !held {
+		s.arbTaken = taken
+	}
+	l.mu.Unlock()
+	if held {
+		// An earlier try-lock took it after all.
+		s.yield(-1)
+		return s.takeRest(ctx, deadline)
+	}
 	wctx, cancel := context.WithCancelCause(ctx)
 	// Nothing tells a waiter that its server stalled: it pings the
 	// server now and then (one ping per server at a time, shared by its
@@ -765,6 +797,9 @@ func (s *replicaSet) waitWith(ctx context.Context, arb int, deadline time.Time, 
 		for {
 			select {
 			case <-wctx.Done():
+				return
+			case <-taken:
+				cancel(errArbiterTaken)
 				return
 			case <-watch.C:
 				l.c.slow.check(wctx, addr, s.pools[arb], l.c.replicaTimeout)
@@ -779,8 +814,15 @@ func (s *replicaSet) waitWith(ctx context.Context, arb int, deadline time.Time, 
 	failed := context.Cause(wctx) == errArbiterFailed
 	watch.Stop()
 	cancel(nil)
+	l.mu.Lock()
+	if s.arbTaken == taken {
+		s.arbTaken = nil
+	}
+	l.mu.Unlock()
 	if g != nil && err == nil {
-		s.offer(arb, g)
+		s.offer(arb, g) // given back if the set took it meanwhile
+	}
+	if s.holds(arb) {
 		s.yield(-1)
 		return s.takeRest(ctx, deadline)
 	}
@@ -809,6 +851,9 @@ func (s *replicaSet) waitWith(ctx context.Context, arb int, deadline time.Time, 
 // errArbiterFailed ends a wait on an arbiter whose server stopped
 // answering.
 var errArbiterFailed = errors.New("the arbiter stopped answering")
+
+// errArbiterTaken ends a wait on an arbiter that the set took meanwhile.
+var errArbiterTaken = errors.New("the arbiter was taken by an earlier try-lock")
 
 // takeRest takes the replicas the set lacks, with try-locks to all of
 // them at once, again and again until it holds a quorum or deadline
