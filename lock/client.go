@@ -430,11 +430,6 @@ func (c *Client) isClosed() bool {
 // closed connection, or, on a server with -auto-release-on-disconnect
 // =false, only when its lease runs out.
 func (c *Client) Close() error {
-	if c.stopWatch != nil {
-		// First: a fleet change under way ends, and none starts.
-		c.stopWatch()
-		<-c.watchDone
-	}
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
@@ -447,6 +442,12 @@ func (c *Client) Close() error {
 	}
 	clear(c.active)
 	c.mu.Unlock()
+	if c.stopWatch != nil {
+		// A fleet change under way ends (what it could not finish is
+		// released below, not reported lost), and none starts.
+		c.stopWatch()
+		<-c.watchDone
+	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), c.closeTimeout)
 	defer cancel()

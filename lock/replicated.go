@@ -28,6 +28,13 @@ type replicaSet struct {
 	rt    *routing // the routing the groups come from
 	addrs []string
 	pools []*pool.Pool
+	// single: a key that moves in a transition, without replicas: each
+	// group is one server, which must answer however slow; there is no
+	// other to go on without it.
+	single bool
+	// deadline bounds the acquisition, and with single, the wait for
+	// each answer. Set before the first request.
+	deadline time.Time
 
 	// Guarded by l.mu.
 	groups  []replicaGroup
@@ -98,7 +105,7 @@ var errQuorumLost = errors.New("the lock lost its quorum")
 // newSet makes the set of an acquisition over routes, each the key's
 // servers in one membership (see routing.routes), taken in that order.
 func (l *Lock) newSet(rt *routing, routes [][]string) (*replicaSet, error) {
-	s := &replicaSet{l: l, rt: rt, groups: make([]replicaGroup, len(routes))}
+	s := &replicaSet{l: l, rt: rt, groups: make([]replicaGroup, len(routes)), single: l.c.replicas == 1}
 	for k, r := range routes {
 		g := replicaGroup{idx: make([]int, len(r)), quorum: Quorum(len(r), max(l.limit, 1))}
 		for j, a := range r {
@@ -185,12 +192,28 @@ func (s *replicaSet) takenLocked() []replicaGroup {
 }
 
 // markTaken marks group k taken if the set holds its quorum, and says
-// whether it does.
+// whether it does: after a take of it, which followed the arbiter rule.
 func (s *replicaSet) markTaken(k int) bool {
 	s.l.mu.Lock()
 	defer s.l.mu.Unlock()
 	g := &s.groups[k]
 	g.taken = g.taken || s.countIn(k) >= g.quorum
+	return g.taken
+}
+
+// holdsAlready marks group k taken, without a take of it, if the set
+// holds enough of it already (its servers shared with a group taken
+// before, or answers to a first round sent to every server), and says
+// whether it does. Enough is a quorum, and for any group but the last
+// its first replica too: a quorum that lacks the arbiter, kept while
+// the set waits on a later group, would hold up the arbiter's holder,
+// who needs a replica of it, while that holder holds up the set.
+func (s *replicaSet) holdsAlready(k int) bool {
+	s.l.mu.Lock()
+	defer s.l.mu.Unlock()
+	g := &s.groups[k]
+	enough := s.countIn(k) >= g.quorum && (k == len(s.groups)-1 || s.grants[g.idx[0]] != nil)
+	g.taken = g.taken || enough
 	return g.taken
 }
 
@@ -423,7 +446,10 @@ func (s *replicaSet) tryAll(ctx context.Context, idx []int, wait time.Duration, 
 	}
 	s.l.mu.Unlock()
 	for _, i := range live {
-		if ok, done := slow.send(s.addrs[i]); ok {
+		if s.single {
+			// Its only server: asked however slow it was lately.
+			send = append(send, probe{i, func() {}})
+		} else if ok, done := slow.send(s.addrs[i]); ok {
 			send = append(send, probe{i, done})
 		} else {
 			outs[i] = tryOutcome{done: true, err: errSlowServer}
@@ -449,6 +475,8 @@ func (s *replicaSet) tryAll(ctx context.Context, idx []int, wait time.Duration, 
 		switch {
 		case o.answered:
 			slow.answered(s.addrs[p.i])
+		case s.single:
+			// Nothing to go on without: not marked slow.
 		case ctx.Err() == nil && !errors.Is(o.err, pool.ErrClosed):
 			// No answer within wait, or none to be had: the next rounds
 			// go on without waiting for this server (see failedLocked).
@@ -528,7 +556,7 @@ func (s *replicaSet) failedLocked(outs []tryOutcome, i int) bool {
 	case o.done:
 		return !o.answered || (o.err != nil && !errors.Is(o.err, ErrMaxWaiters))
 	}
-	return s.l.c.slow.recent(s.addrs[i])
+	return !s.single && s.l.c.slow.recent(s.addrs[i])
 }
 
 // tryOne sends one try-lock to replica i, bounded by ctx.
@@ -631,6 +659,17 @@ func (s *replicaSet) missing() []int {
 	return idx
 }
 
+// answerWait is how long a try-lock of the set waits for its answer
+// before the server counts as failed for this round: the replica timeout,
+// or, for a single server per group, until the acquisition's deadline
+// (and the slack a reply gets).
+func (s *replicaSet) answerWait() time.Duration {
+	if !s.single {
+		return s.l.c.replicaTimeout
+	}
+	return max(time.Until(s.deadline), 0) + replySlack
+}
+
 // allReplicas lists the indexes of n servers.
 func allReplicas(n int) []int {
 	idx := make([]int, n)
@@ -671,11 +710,12 @@ func (s *replicaSet) takeGroups(ctx context.Context, timeout time.Duration, dead
 	s.l.mu.Lock()
 	n := len(s.groups)
 	s.l.mu.Unlock()
+	s.deadline = deadline
 	for k := 0; k < n; {
 		s.l.mu.Lock()
 		s.cur = k
 		s.l.mu.Unlock()
-		if s.markTaken(k) {
+		if s.holdsAlready(k) {
 			k++
 			continue
 		}
@@ -686,6 +726,9 @@ func (s *replicaSet) takeGroups(ctx context.Context, timeout time.Duration, dead
 		if timeout > 0 {
 			// The next group waits until the same deadline.
 			timeout = max(time.Until(deadline), time.Nanosecond)
+		}
+		if s.markTaken(k) {
+			k++
 		}
 		// Not marked taken if a replica was lost since: take it again.
 	}
@@ -710,7 +753,7 @@ func (s *replicaSet) take(ctx context.Context, timeout time.Duration, deadline t
 			// arbiter already.
 			return s.takeRest(ctx, deadline)
 		}
-		switch o := s.tryAll(ctx, []int{first}, l.c.replicaTimeout, false)[first]; {
+		switch o := s.tryAll(ctx, []int{first}, s.answerWait(), false)[first]; {
 		case o.took:
 			return s.takeRest(ctx, deadline)
 		case o.answered && o.err == nil && !l.c.slow.refusesWaits(s.addrs[first]):
@@ -743,7 +786,7 @@ func (s *replicaSet) take(ctx context.Context, timeout time.Duration, deadline t
 func (s *replicaSet) round(ctx context.Context, fullQueue bool) (arb int, held bool, outs []tryOutcome, err error) {
 	// Not those held already, for a group that shares servers with one
 	// taken before: the server would call its own holder busy.
-	outs = s.tryAll(ctx, s.missing(), s.l.c.replicaTimeout, true)
+	outs = s.tryAll(ctx, s.missing(), s.answerWait(), true)
 	if s.quorumWith(outs) {
 		return -1, true, outs, nil
 	}
@@ -791,8 +834,14 @@ func (s *replicaSet) waitWith(ctx context.Context, arb int, deadline time.Time, 
 	wctx, cancel := context.WithCancelCause(ctx)
 	// Nothing tells a waiter that its server stalled: it pings the
 	// server now and then (one ping per server at a time, shared by its
-	// waiters), and other requests tell too (see slowServers).
+	// waiters), and other requests tell too (see slowServers). Not a
+	// single server: there is no other to go on with.
 	watch := time.NewTicker(l.c.replicaTimeout)
+	tick := watch.C
+	if s.single {
+		watch.Stop()
+		tick = nil
+	}
 	go func() {
 		for {
 			select {
@@ -801,7 +850,7 @@ func (s *replicaSet) waitWith(ctx context.Context, arb int, deadline time.Time, 
 			case <-taken:
 				cancel(errArbiterTaken)
 				return
-			case <-watch.C:
+			case <-tick:
 				l.c.slow.check(wctx, addr, s.pools[arb], l.c.replicaTimeout)
 				if l.c.slow.recent(addr) {
 					cancel(errArbiterFailed)
@@ -866,7 +915,7 @@ var errArbiterTaken = errors.New("the arbiter was taken by an earlier try-lock")
 func (s *replicaSet) takeRest(ctx context.Context, deadline time.Time) (bool, error) {
 	pause := restFirst
 	for {
-		outs := s.tryAll(ctx, s.missing(), s.l.c.replicaTimeout, true)
+		outs := s.tryAll(ctx, s.missing(), s.answerWait(), true)
 		if s.hasQuorum() {
 			return true, nil
 		}
@@ -911,6 +960,7 @@ func (l *Lock) acquireSet(ctx context.Context, rt *routing, routes [][]string, t
 	if err != nil {
 		return false, err
 	}
+	s.deadline = deadline
 	if len(routes) > 1 && (timeout <= 0 || !l.c.contention.recent(l.key)) {
 		// A key that moves in a transition: a try-lock to every server of
 		// both routes at once, so that a free key costs one round trip,
@@ -920,7 +970,7 @@ func (l *Lock) acquireSet(ctx context.Context, rt *routing, routes [][]string, t
 		// Every answer is awaited: a second try-lock sent to a server
 		// whose first is still in flight would find the key taken by
 		// this very set.
-		s.tryAll(ctx, allReplicas(len(s.addrs)), l.c.replicaTimeout, false)
+		s.tryAll(ctx, allReplicas(len(s.addrs)), s.answerWait(), false)
 	}
 	ok, err := s.takeGroups(ctx, timeout, deadline)
 	if !ok || err != nil {

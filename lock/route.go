@@ -383,6 +383,7 @@ func (l *Lock) conformTo(ctx context.Context, rt *routing, deadline time.Time, q
 
 	timeout := max(time.Until(deadline), time.Nanosecond)
 	ok, err := ns.takeGroups(tctx, timeout, deadline)
+	closing := l.c.isClosed() // before l.mu: Client.mu comes first
 	l.mu.Lock()
 	if l.set != ns || l.state != stateHeld {
 		// Released meanwhile (which ended the take), or lost, which
@@ -401,16 +402,19 @@ func (l *Lock) conformTo(ctx context.Context, rt *routing, deadline time.Time, q
 		}
 		route := routes[min(k, len(routes)-1)]
 		lostErr := fmt.Errorf("%w: %s could not be taken on its new servers %v: %w", ErrLockLost, l.what(), route, why)
-		if quiet {
+		if quiet || closing {
+			// Not handed out yet, or the client is closing (which
+			// ended the take): given back, not reported lost.
 			l.mu.Unlock()
 			if rerr := l.release(context.WithoutCancel(ctx)); rerr != nil {
 				l.c.log.Debug("lock: giving back a lock that could not follow the fleet", "key", l.key, "err", rerr)
 			}
 			l.c.log.Debug("lock: a lock taken as the fleet changed could not follow it", "key", l.key, "err", lostErr)
-			if err == nil {
+			if err == nil || closing {
 				return false, nil
 			}
-			return false, lostErr
+			// Not ErrLockLost: the caller never held it.
+			return false, fmt.Errorf("lock: %s was taken as the fleet changed, but not on its new servers %v: %w", l.what(), route, err)
 		}
 		ns.loseLocked(lostErr, strings.Join(route, ","), min(k, len(ns.groups)-1), ns.countIn(min(k, len(ns.groups)-1)))
 		return false, lostErr

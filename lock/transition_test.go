@@ -1,8 +1,12 @@
 package lock_test
 
 import (
+	"context"
 	"fmt"
+	"path/filepath"
 	"slices"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -482,4 +486,94 @@ func TestReconfigureToADeadServer(t *testing.T) {
 			}
 		})
 	}
+}
+
+// Without replicas, a moving key's new server is its only one there: a
+// slow answer is waited for, up to the acquire timeout, not given up
+// after Config.ReplicaTimeout.
+func TestMovingKeyWaitsForASlowServer(t *testing.T) {
+	g := newGrown(t, "rendezvous")
+	c := g.f.client(t, lock.Config{Strategy: g.transition(t), ReplicaTimeout: 50 * time.Millisecond})
+	moved, _ := g.keys(t, "slow", 1, 1)
+	to, _ := g.after.Server(moved[0])
+	mustAcquire(t, c.Lock("warm-up-"+moved[0])) // connections up
+	g.byAddr[to].Stall(300 * time.Millisecond)
+	l := c.Lock(moved[0], lock.AcquireTimeout(3*time.Second))
+	mustAcquire(t, l)
+	assertFollows(t, l, g.transition(t), 1)
+}
+
+// Closing a client while it takes its held locks on their new servers (a
+// fleet file's step, which Close ends) releases them; it does not report
+// them lost.
+func TestCloseDuringAFleetStepReportsNoLoss(t *testing.T) {
+	g := newGrown(t, "consistent")
+	path := filepath.Join(t.TempDir(), "fleet.json")
+	writeFleet(t, path, lock.Fleet{Strategy: "consistent", Servers: g.f.addrs[:3]})
+	c, err := lock.New(lock.Config{FleetFile: path, FleetWatchInterval: time.Millisecond})
+	require.NoError(t, err)
+	var losses atomic.Int64
+	lock.SetLossHook(c, func(lock.LossReport) { losses.Add(1) })
+	blocker := g.client(t, g.after, 1) // holds the new server a while
+	moved, _ := g.keys(t, "cl", 1, 1)
+	var onLost atomic.Int64
+	l := c.Lock(moved[0], lock.OnLost(func(string, error) { onLost.Add(1) }))
+	mustAcquire(t, l)
+	mustAcquire(t, blocker.Lock(moved[0]))
+	writeFleet(t, path, lock.Fleet{Strategy: "consistent", Servers: g.f.addrs, Previous: g.f.addrs[:3]})
+	require.Eventually(t, func() bool { return waitersOn(g, moved[0]) > 0 }, wait, time.Millisecond)
+	require.NoError(t, c.Close())
+	assert.Zero(t, losses.Load(), "reported lost")
+	assert.Zero(t, onLost.Load())
+	from, _ := g.before.Server(moved[0])
+	require.Eventually(t, func() bool { return keyHolders(g.byAddr[from], moved[0]) == 0 }, wait, time.Millisecond, "released")
+}
+
+// Contenders in a transition, with replicas, for keys whose old and new
+// replica sets start with the same server (the arbiter of both): none
+// keeps the old set's quorum without its arbiter while it waits on the
+// new set's, which would hold up the arbiter's holder, and it them.
+func TestSharedArbiterDoesNotDeadlock(t *testing.T) {
+	f := newFleet(t, 5, fakeserver.Config{MaxLocks: 100_000})
+	from, err := shard.NewRendezvous(f.addrs)
+	require.NoError(t, err)
+	to, err := shard.NewRendezvous(f.addrs[:4])
+	require.NoError(t, err)
+	tr, err := shard.NewTransition(from, to)
+	require.NoError(t, err)
+	var keys []string
+	for i := 0; len(keys) < 4; i++ {
+		k := fmt.Sprintf("shared-%d", i)
+		if rt, _ := tr.Routes(k, 3); len(rt) == 2 && rt[0][0] == rt[1][0] {
+			keys = append(keys, k)
+		}
+	}
+	ctx, stop := context.WithTimeout(context.Background(), 3*time.Second)
+	defer stop()
+	var acquired, failed atomic.Int64
+	var wg sync.WaitGroup
+	for range 8 {
+		c := f.client(t, lock.Config{Strategy: tr, Replicas: 3})
+		for _, k := range keys {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for ctx.Err() == nil {
+					l := c.Lock(k, lock.AcquireTimeout(2*time.Second))
+					ok, err := l.Acquire(context.Background())
+					if err != nil || !ok {
+						failed.Add(1)
+						continue
+					}
+					acquired.Add(1)
+					time.Sleep(2 * time.Millisecond)
+					assert.NoError(t, l.Release(context.Background()))
+				}
+			}()
+		}
+	}
+	wg.Wait()
+	t.Logf("%d acquired, %d timed out", acquired.Load(), failed.Load())
+	assert.Positive(t, acquired.Load())
+	assert.Zero(t, failed.Load(), "acquires timed out: contenders held each other up")
 }

@@ -149,6 +149,7 @@ func (l *Lock) enqueueSet(ctx context.Context, rt *routing, routes [][]string) (
 	if err != nil {
 		return 0, err
 	}
+	s.deadline = time.Now().Add(l.opt.acquireTimeout)
 	arb, held, outs, err := s.round(ctx, true)
 	switch {
 	case err != nil:
@@ -268,7 +269,7 @@ func (l *Lock) enqueueRest(ctx context.Context, s *replicaSet) (Status, error) {
 		s.l.mu.Lock()
 		s.cur = k + 1
 		s.l.mu.Unlock()
-		if s.markTaken(k + 1) {
+		if s.holdsAlready(k + 1) {
 			continue
 		}
 		arb, held, _, err := s.round(ctx, true)
@@ -291,6 +292,7 @@ func (l *Lock) enqueueRest(ctx context.Context, s *replicaSet) (Status, error) {
 func (l *Lock) waitReplicated(ctx context.Context, s *replicaSet, pin *pool.Pinned, secs int, timeout time.Duration, deadline time.Time) (bool, error) {
 	var ok bool
 	var err error
+	s.deadline = deadline
 	switch {
 	case pin != nil:
 		// Queued on the arbiter: wait there, with the same failover as
