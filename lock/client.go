@@ -13,6 +13,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/metric"
+
 	"github.com/dflock-go/dflock/pool"
 	"github.com/dflock-go/dflock/shard"
 	"github.com/dflock-go/dflock/wire"
@@ -65,6 +67,10 @@ type Config struct {
 	// without a restart.
 	FleetFile          string
 	FleetWatchInterval time.Duration
+	// MeterProvider receives the client's metrics (see "Metrics" in the
+	// package documentation). Nil means OpenTelemetry's global provider,
+	// which discards them unless the program installed one.
+	MeterProvider metric.MeterProvider
 }
 
 // Client holds the connections to a fleet and renews every lock taken
@@ -81,6 +87,7 @@ type Client struct {
 	replicaTimeout time.Duration // Config.ReplicaTimeout
 	contention     *recentSet    // keys found taken lately
 	slow           *slowServers  // servers that did not answer a try-lock in time lately
+	metrics        *metrics
 	// lossHook (tests) runs on every reported loss.
 	lossHook func(r lossReport, err error)
 	// stopWatch ends the fleet file's watcher, which closes watchDone;
@@ -166,6 +173,10 @@ func New(cfg Config) (*Client, error) {
 			c.closePools()
 			return nil, err
 		}
+	}
+	if c.metrics, err = newMetrics(cfg.MeterProvider, c); err != nil {
+		c.closePools()
+		return nil, fmt.Errorf("lock: metrics: %w", err)
 	}
 	c.renewer = newRenewer(c)
 	if cfg.FleetFile != "" {
@@ -475,6 +486,9 @@ func (c *Client) Close() error {
 	wg.Wait()
 	c.renewer.close()
 	c.closePools()
+	if err := c.metrics.reg.Unregister(); err != nil {
+		c.log.Debug("lock: unregistering the metrics callback", "err", err)
+	}
 	return nil
 }
 

@@ -56,6 +56,8 @@ type Lock struct {
 	lost    chan struct{} // made on demand: most locks are never asked
 	lostErr error
 	cancel  context.CancelCauseFunc // WithLock's, while fn runs
+	heldAt  time.Time               // held: since when, for the metrics
+	heldOn  string                  // held: the server the metrics name
 }
 
 type state int
@@ -207,10 +209,13 @@ var errWaitOver = errors.New("lock: acquire timeout passed")
 // reply has to travel.
 const replySlack = 2 * time.Second
 
-func (l *Lock) acquire(ctx context.Context, timeout time.Duration) (bool, error) {
+func (l *Lock) acquire(ctx context.Context, timeout time.Duration) (ok bool, err error) {
 	l.op.Lock()
 	defer l.op.Unlock()
-	deadline := time.Now().Add(timeout)
+	start := time.Now()
+	deadline := start.Add(timeout)
+	server := ""
+	defer func() { l.acquireDone(ctx, server, start, ok, err) }()
 	if err := l.ready(); err != nil {
 		return false, err
 	}
@@ -219,7 +224,11 @@ func (l *Lock) acquire(ctx context.Context, timeout time.Duration) (bool, error)
 	if err != nil {
 		return false, err
 	}
-	var ok bool
+	if p != nil {
+		server = p.Addr()
+	} else {
+		server = routes[0][0]
+	}
 	if p != nil {
 		g, gerr := l.acquireOn(ctx, p, timeout, deadline)
 		ok, err = l.hold(rt, g, gerr)
@@ -310,9 +319,15 @@ func (l *Lock) waitFor(ctx context.Context, p *pool.Pool, deadline time.Time) (*
 func (l *Lock) waitOn(ctx context.Context, addr string, pin *pool.Pinned, req *wire.Request, confirm bool) (*pool.Grant, error) {
 	rctx, cancel := context.WithTimeoutCause(ctx, time.Duration(req.Timeout)*time.Second+replySlack, errWaitOver)
 	defer cancel()
+	start := time.Now()
 	res, err := pin.Do(rctx, req)
 	pin.Unpin()
-	return l.grantFrom(ctx, addr, res, ownDeadline(ctx, rctx, err), confirm)
+	g, err := l.grantFrom(ctx, addr, res, ownDeadline(ctx, rctx, err), confirm)
+	if g != nil {
+		m := l.c.metrics
+		m.queued.Record(ctx, time.Since(start).Seconds(), m.forServer(addr).plain[l.kindIdx()].rec...)
+	}
+	return g, err
 }
 
 // ownDeadline turns the end of a wait bounded by the acquire timeout into
@@ -451,6 +466,7 @@ func (l *Lock) adopt(rt *routing, g *pool.Grant) error {
 	e := &renewal{l: l, g: g, idx: -1}
 	l.mu.Lock()
 	l.state, l.grant, l.entry, l.rt = stateHeld, g, e, rt
+	l.heldFromLocked(g.Addr())
 	if l.lostErr != nil {
 		l.lost, l.lostErr = nil, nil // a new acquisition, a new channel
 	}
@@ -502,6 +518,7 @@ type letGoneSet struct {
 func (l *Lock) letGo() (*pool.Grant, letGoneSet, error) {
 	l.mu.Lock()
 	st, g, e, lostErr := l.state, l.grant, l.entry, l.lostErr
+	heldAt, heldOn := l.heldAt, l.heldOn
 	var set letGoneSet
 	var entries []*renewal
 	switch st {
@@ -522,6 +539,7 @@ func (l *Lock) letGo() (*pool.Grant, letGoneSet, error) {
 			l.c.renewer.remove(e)
 		}
 		l.c.untrack(l)
+		l.heldUntil(heldAt, heldOn, true, 0)
 		return g, set, nil
 	}
 	return nil, set, ErrNotHeld
@@ -574,6 +592,7 @@ type lossReport struct {
 // held, and released.
 func (l *Lock) lose(err error, server string, r lossReport) {
 	cancel := l.cancel
+	heldAt, heldOn := l.heldAt, l.heldOn
 	l.state, l.lostErr = stateLost, err
 	if l.lost != nil {
 		close(l.lost)
@@ -583,6 +602,7 @@ func (l *Lock) lose(err error, server string, r lossReport) {
 	l.mu.Unlock()
 
 	l.c.untrack(l)
+	l.heldUntil(heldAt, heldOn, false, lossCause(err))
 	l.c.log.Error("lock lost", "key", l.key, "server", server, "err", err)
 	l.c.lossHook(r, err)
 	if cancel != nil {

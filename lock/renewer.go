@@ -187,20 +187,32 @@ func (r *renewer) renew(p *pool.Pool, es []*renewal) {
 	}
 	ctx, cancel := context.WithDeadline(context.Background(), deadline)
 	defer cancel()
+	start := time.Now()
 	errs := p.Renew(ctx, rs)
+	m, so := r.c.metrics, r.c.metrics.forServer(p.Addr())
+	m.renewRTT.Record(ctx, time.Since(start).Seconds(), so.result[0].rec...)
 	r.sent.Add(uint64(len(rs)))
+	var tally [len(results)]int64
 	for i, e := range es {
 		switch err := errs[i]; {
 		case err == nil:
+			tally[0]++
 			r.reschedule(e, false)
 		case errors.Is(err, pool.ErrGrantLost), errors.Is(err, pool.ErrNotHeld):
 			// Lost (its callback told the lock) or released meanwhile.
+			tally[1]++
 			r.remove(e)
 		default:
 			// Lost in transit: try again while the deadline lasts; the
 			// entry waits for the deadline meanwhile.
+			tally[2]++
 			r.retries.Add(1)
 			r.reschedule(e, true)
+		}
+	}
+	for i, n := range tally {
+		if n > 0 {
+			m.renewals.Add(ctx, n, so.result[i].add...)
 		}
 	}
 }

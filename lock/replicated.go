@@ -988,6 +988,7 @@ func (l *Lock) adoptSet(s *replicaSet) (bool, error) {
 	}
 	l.mu.Lock()
 	l.state, l.set, l.rt, s.held = stateHeld, s, s.rt, true
+	l.heldFromLocked(s.addrs[0])
 	if l.lostErr != nil {
 		l.lost, l.lostErr = nil, nil // a new acquisition, a new channel
 	}

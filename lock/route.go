@@ -210,6 +210,10 @@ func (c *Client) reroute(ctx context.Context, s shard.Strategy) error {
 	return nil
 }
 
+// errCannotFollow is why a held lock is lost when its new servers cannot
+// be taken in a fleet change.
+var errCannotFollow = errors.New("could not be taken on its new servers")
+
 // preflightTimeout bounds the wait for a new server's answer before a
 // fleet change.
 const preflightTimeout = 5 * time.Second
@@ -401,7 +405,7 @@ func (l *Lock) conformTo(ctx context.Context, rt *routing, deadline time.Time, q
 			why = fmt.Errorf("busy until the deadline")
 		}
 		route := routes[min(k, len(routes)-1)]
-		lostErr := fmt.Errorf("%w: %s could not be taken on its new servers %v: %w", ErrLockLost, l.what(), route, why)
+		lostErr := fmt.Errorf("%w: %s %w %v: %w", ErrLockLost, l.what(), errCannotFollow, route, why)
 		if quiet || closing {
 			// Not handed out yet, or the client is closing (which
 			// ended the take): given back, not reported lost.

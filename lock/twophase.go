@@ -93,6 +93,7 @@ func (l *Lock) enqueue(ctx context.Context, rt *routing) (Status, error) {
 		}
 		l.mu.Lock()
 		l.state, l.pin, l.rt = stateQueued, pin, rt
+		l.c.metrics.queuedNow.Add(1)
 		l.mu.Unlock()
 		return Queued, nil
 	}
@@ -192,6 +193,7 @@ func (l *Lock) queueSet(s *replicaSet, pin *pool.Pinned, arb int) (Status, error
 	// replicas are renewed meanwhile, and Wait takes the rest.
 	l.mu.Lock()
 	l.state, l.pin, l.set, s.arb = stateQueued, pin, s, arb
+	l.c.metrics.queuedNow.Add(1)
 	l.mu.Unlock()
 	return Queued, nil
 }
@@ -203,16 +205,24 @@ func (l *Lock) queueSet(s *replicaSet, pin *pool.Pinned, arb int) (Status, error
 // queue. Cancelling ctx returns ctx's error at once; the protocol cannot
 // cancel a wait, so the server keeps the place until the timeout, and a
 // lock it grants meanwhile is released at once.
-func (l *Lock) Wait(ctx context.Context, timeout time.Duration) (bool, error) {
+func (l *Lock) Wait(ctx context.Context, timeout time.Duration) (ok bool, err error) {
 	l.op.Lock()
 	defer l.op.Unlock()
 	if l.err != nil {
 		return false, l.err
 	}
+	start := time.Now()
+	server := ""
+	defer func() {
+		if server != "" {
+			l.acquireDone(ctx, server, start, ok, err)
+		}
+	}()
 	l.mu.Lock()
 	st, pin, set, rt := l.state, l.pin, l.set, l.rt
 	if st == stateQueued {
 		l.state, l.pin, l.set, l.rt = stateIdle, nil, nil, nil
+		l.c.metrics.queuedNow.Add(-1)
 	}
 	l.mu.Unlock()
 	switch st {
@@ -225,6 +235,11 @@ func (l *Lock) Wait(ctx context.Context, timeout time.Duration) (bool, error) {
 		return false, ErrNotEnqueued
 	}
 	l.c.untrack(l)
+	if pin != nil {
+		server = pin.Addr()
+	} else {
+		server = set.addrs[0]
+	}
 	deadline := time.Now().Add(timeout)
 	secs := 0
 	if timeout > 0 {
@@ -246,7 +261,7 @@ func (l *Lock) Wait(ctx context.Context, timeout time.Duration) (bool, error) {
 	// grant it made earlier even when that grant's lease has run out
 	// meanwhile and it no longer holds it. Only a renewal tells.
 	g, err := l.waitOn(ctx, pin.Addr(), pin, &wire.Request{Cmd: l.cmds.Wait, Key: l.key, Timeout: secs}, true)
-	ok, err := l.hold(rt, g, err)
+	ok, err = l.hold(rt, g, err)
 	return l.settle(ctx, rt, deadline, ok, err)
 }
 
@@ -323,6 +338,7 @@ func (l *Lock) withdraw() {
 	pin, set := l.pin, l.set
 	if l.state == stateQueued {
 		l.state, l.pin, l.set, l.rt = stateIdle, nil, nil, nil
+		l.c.metrics.queuedNow.Add(-1)
 	} else {
 		set = nil
 	}

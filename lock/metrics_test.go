@@ -1,0 +1,165 @@
+package lock_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/otel/attribute"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+
+	"github.com/dflock-go/dflock/fakeserver"
+	"github.com/dflock-go/dflock/lock"
+)
+
+// collected is one collection of a manual reader, by instrument name.
+type collected map[string]metricdata.Aggregation
+
+func collect(t *testing.T, r *sdkmetric.ManualReader) collected {
+	t.Helper()
+	var rm metricdata.ResourceMetrics
+	require.NoError(t, r.Collect(context.Background(), &rm))
+	out := collected{}
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			out[m.Name] = m.Data
+		}
+	}
+	return out
+}
+
+// has reports whether attrs has every key=value of want.
+func has(attrs attribute.Set, want map[string]string) bool {
+	for k, v := range want {
+		if got, ok := attrs.Value(attribute.Key(k)); !ok || got.AsString() != v {
+			return false
+		}
+	}
+	return true
+}
+
+// count sums, over the data points whose attributes include want, a
+// histogram's counts or a counter's or gauge's values.
+func (c collected) count(name string, want map[string]string) int64 {
+	var n int64
+	switch d := c[name].(type) {
+	case metricdata.Histogram[float64]:
+		for _, p := range d.DataPoints {
+			if has(p.Attributes, want) {
+				n += int64(p.Count)
+			}
+		}
+	case metricdata.Sum[int64]:
+		for _, p := range d.DataPoints {
+			if has(p.Attributes, want) {
+				n += p.Value
+			}
+		}
+	case metricdata.Gauge[int64]:
+		for _, p := range d.DataPoints {
+			if has(p.Attributes, want) {
+				n += p.Value
+			}
+		}
+	}
+	return n
+}
+
+// A scripted workload, read back through the SDK: every instrument
+// counts what happened, with the server and kind, never a key.
+func TestMetrics(t *testing.T) {
+	reader := sdkmetric.NewManualReader()
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
+	defer mp.Shutdown(context.Background())
+	f := newFleet(t, 1, fakeserver.Config{})
+	srv := f.server(t, 0)
+	c := f.client(t, lock.Config{MeterProvider: mp})
+	addr := f.addrs[0]
+	ctx := ctxFor(t, wait)
+
+	// Acquired, renewed, released.
+	a := c.Lock("a", lock.LeaseTTL(time.Second))
+	mustAcquire(t, a)
+	require.Eventually(t, func() bool { return c.RenewalsSent() > 0 }, wait, time.Millisecond)
+	// A timeout, and a cancelled acquire.
+	ok, err := c.Lock("a").TryAcquire(ctx)
+	require.NoError(t, err)
+	require.False(t, ok)
+	cancelled, cancel := context.WithCancel(ctx)
+	cancel()
+	_, err = c.Lock("a", lock.AcquireTimeout(time.Second)).Acquire(cancelled)
+	require.Error(t, err)
+	// A semaphore slot, and an enqueue queued behind the lock.
+	mustAcquire(t, c.Semaphore("s", 2))
+	q := c.Lock("a")
+	st, err := q.Enqueue(ctx)
+	require.NoError(t, err)
+	require.Equal(t, lock.Queued, st)
+
+	m := collect(t, reader)
+	lockOn := map[string]string{"server.address": addr, "dflock.kind": "lock"}
+	with := func(k, v string) map[string]string {
+		out := map[string]string{k: v}
+		for k, v := range lockOn {
+			out[k] = v
+		}
+		return out
+	}
+	assert.Equal(t, int64(1), m.count("dflock.acquire.duration", with("dflock.outcome", "acquired")))
+	assert.Equal(t, int64(1), m.count("dflock.acquire.duration", with("dflock.outcome", "timeout")))
+	assert.Equal(t, int64(1), m.count("dflock.acquire.duration", with("dflock.outcome", "cancelled")))
+	assert.Equal(t, int64(1), m.count("dflock.acquisitions", lockOn))
+	assert.Equal(t, int64(1), m.count("dflock.acquisitions", map[string]string{"dflock.kind": "semaphore"}))
+	assert.Equal(t, int64(2), m.count("dflock.locks.held", nil))
+	assert.Equal(t, int64(1), m.count("dflock.enqueues.queued", nil))
+	assert.Positive(t, m.count("dflock.renewals", map[string]string{"server.address": addr, "dflock.result": "ok"}))
+	assert.Positive(t, m.count("dflock.renewal.duration", map[string]string{"server.address": addr}))
+	assert.Positive(t, m.count("dflock.pool.requests", map[string]string{"server.address": addr}))
+	assert.Positive(t, m.count("dflock.pool.dials", map[string]string{"server.address": addr, "dflock.result": "ok"}))
+	assert.Positive(t, m.count("dflock.pool.connections", map[string]string{"server.address": addr, "dflock.connection.kind": "shared"}))
+	assert.Equal(t, int64(1), m.count("dflock.pool.connections", map[string]string{"server.address": addr, "dflock.connection.kind": "pinned"}), "the queued enqueue")
+
+	// The holder releases: the queued enqueue gets it after a wait.
+	require.NoError(t, a.Release(ctx))
+	ok, err = q.Wait(ctx, wait)
+	require.NoError(t, err)
+	require.True(t, ok)
+	m = collect(t, reader)
+	assert.Equal(t, int64(1), m.count("dflock.releases", lockOn))
+	assert.Equal(t, int64(1), m.count("dflock.lock.hold.duration", lockOn))
+	assert.Equal(t, int64(1), m.count("dflock.acquire.queued", lockOn))
+	assert.Equal(t, int64(2), m.count("dflock.acquire.duration", with("dflock.outcome", "acquired")), "Wait counts as an acquire")
+	assert.Equal(t, int64(0), m.count("dflock.enqueues.queued", nil))
+
+	// A loss: the server drops every connection.
+	srv.DropConnections()
+	select {
+	case <-q.Lost():
+	case <-time.After(wait):
+		t.Fatal("not lost")
+	}
+	m = collect(t, reader)
+	assert.Equal(t, int64(1), m.count("dflock.losses", with("dflock.cause", "connection")))
+	// The semaphore slot's connection was dropped too.
+	require.Eventually(t, func() bool { return collect(t, reader).count("dflock.locks.held", nil) == 0 }, wait, time.Millisecond)
+	m = collect(t, reader)
+	assert.Equal(t, int64(1), m.count("dflock.losses", map[string]string{"dflock.kind": "semaphore", "dflock.cause": "connection"}))
+	for name, data := range m {
+		// No key, no token in any attribute.
+		switch d := data.(type) {
+		case metricdata.Histogram[float64]:
+			for _, p := range d.DataPoints {
+				assert.False(t, p.Attributes.HasValue("key"), name)
+			}
+		case metricdata.Sum[int64]:
+			for _, p := range d.DataPoints {
+				for _, kv := range p.Attributes.ToSlice() {
+					assert.NotContains(t, []string{"a", "s"}, kv.Value.AsString(), "%s: %s", name, kv.Key)
+				}
+			}
+		}
+	}
+}
