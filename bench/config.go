@@ -8,6 +8,8 @@ import (
 	"slices"
 	"time"
 
+	"go.opentelemetry.io/otel/metric"
+
 	"github.com/dflock-go/dflock/shard"
 )
 
@@ -59,6 +61,9 @@ type Config struct {
 	ReshardStrategies []string
 	ReshardClients    int
 	ReshardHeld       int
+	// MeterProvider receives the clients' metrics (lock.Config's);
+	// nil leaves them to OpenTelemetry's global provider.
+	MeterProvider metric.MeterProvider
 	// AuthToken and TLS reach servers that need them; see lock.Config.
 	// The raw baseline runs only without them.
 	AuthToken string

@@ -66,7 +66,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		return nil, err
 	}
 	newClient := func(replicas int) (*lock.Client, error) {
-		return lock.New(lock.Config{Strategy: strategy, Replicas: replicas, AuthToken: cfg.AuthToken, TLS: cfg.TLS, Pool: pool.Config{MaxConns: cfg.Conns}})
+		return lock.New(lock.Config{Strategy: strategy, Replicas: replicas, AuthToken: cfg.AuthToken, TLS: cfg.TLS, Pool: pool.Config{MaxConns: cfg.Conns}, MeterProvider: cfg.MeterProvider})
 	}
 	type run struct {
 		workload, name string

@@ -46,6 +46,7 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 	fs.DurationVar(&cfg.Lease, "lease", 0, "lease of every lock (default 10s, and for hold-many half of --duration, at least 1s, so that its locks renew while held)")
 	fs.StringVar(&workloads, "workloads", strings.Join(bench.Workloads(), ","), "workloads to run")
 	fs.BoolVar(&asJSON, "json", false, "print the report as JSON")
+	metricsAddr := fs.String("metrics-addr", "", "serve the clients' metrics as Prometheus text on http://ADDR/metrics while the run lasts")
 	fs.BoolVar(&cfg.Reshard, "reshard", false, "instead of the workloads, measure fleet changes under load: for each strategy (all three, or --strategy), the fleet grows from 3 servers to 4 and back while 4 clients run acquire+release pairs over --keys keys and hold 4,000 locks (--hold), moving through the change one by one; before, during and after are each --duration long. With --servers, the last one listed is the one that goes and comes back")
 	setReplicas := func(v string) error {
 		cfg.Replicas = nil
@@ -122,6 +123,15 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 	}
 	if f, ok := stderr.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
 		cfg.Progress = stderr
+	}
+	if *metricsAddr != "" {
+		ms, err := serveMetrics(*metricsAddr, stderr)
+		if err != nil {
+			return err
+		}
+		defer ms.close()
+		cfg.MeterProvider = ms.Provider()
+		fmt.Fprintf(stderr, "dflock bench: metrics on http://%s/metrics\n", ms.Addr())
 	}
 	rep, err := bench.Run(ctx, cfg)
 	if rep != nil && len(rep.Results) > 0 {

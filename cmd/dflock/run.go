@@ -34,7 +34,7 @@ const (
 	exitNotFound = 127
 )
 
-const runUsage = "usage: dflock run [-n LIMIT] [--timeout D] [--lease D] [--grace D] [--replicas N] [--servers LIST | --fleet FILE] KEY -- CMD [ARGS...]"
+const runUsage = "usage: dflock run [-n LIMIT] [--timeout D] [--lease D] [--grace D] [--replicas N] [--servers LIST | --fleet FILE] [--metrics-addr ADDR] KEY -- CMD [ARGS...]"
 
 // runSignals are the signals dflock passes on to the command's process
 // group. Without that, a hangup or ^\ that reaches dflock rather than
@@ -49,6 +49,7 @@ type runFlags struct {
 	timeout  time.Duration
 	lease    time.Duration // 0: the server's default
 	grace    time.Duration
+	metrics  string // --metrics-addr
 	key      string
 	command  []string
 }
@@ -65,6 +66,7 @@ func parseRunFlags(args []string, getenv func(string) string) (runFlags, *flag.F
 	f.client.register(set, getenv)
 	f.client.registerFleet(set, getenv)
 	set.IntVar(&f.limit, "n", 0, "take a slot of a semaphore of this many slots (at least 1) instead of the lock")
+	set.StringVar(&f.metrics, "metrics-addr", getenv("DFLOCK_METRICS_ADDR"), "serve the client's metrics as Prometheus text on http://ADDR/metrics while CMD runs (env DFLOCK_METRICS_ADDR)")
 	set.DurationVar(&f.timeout, "timeout", 10*time.Second, "how long to wait for the lock; 0 tries once (sent in whole seconds, rounded up)")
 	set.DurationVar(&f.lease, "lease", 0, "lease to ask for, at least 1s, rounded up to whole seconds (default: the server's); renewed while the command runs")
 	if err := replicasFlag(set, &f.replicas, "hold the lock on a quorum of this many servers (odd; see above)", getenv); err != nil {
@@ -199,6 +201,14 @@ func runRun(ctx context.Context, args []string, getenv func(string) string, stdo
 		return failed(err)
 	}
 	cfg.Replicas = f.replicas
+	if f.metrics != "" {
+		ms, err := serveMetrics(f.metrics, stderr)
+		if err != nil {
+			return failed(err)
+		}
+		defer ms.close()
+		cfg.MeterProvider = ms.Provider()
+	}
 	if cfg.FleetFile != "" {
 		// The steps this client takes as the fleet file changes, which
 		// operators wait for before the next step (and anything else the

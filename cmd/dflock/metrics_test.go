@@ -1,0 +1,61 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"regexp"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// freeAddr returns a loopback address nothing listens on (just now).
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := ln.Addr().String()
+	require.NoError(t, ln.Close())
+	return addr
+}
+
+// dflock run --metrics-addr serves the client's metrics while the command
+// runs: a scrape finds the lock held, its acquisition, and the pool.
+func TestRunServesMetrics(t *testing.T) {
+	srv := startServer(t)
+	addr := freeAddr(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	done := make(chan int, 1)
+	var out, errOut bytes.Buffer
+	go func() {
+		done <- run(ctx, []string{"run", "--servers", srv.Addr(), "--metrics-addr", addr, "k", "--", "sleep", "2"}, env(nil), &out, &errOut)
+	}()
+	var body string
+	require.Eventually(t, func() bool {
+		resp, err := http.Get("http://" + addr + "/metrics")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		body = string(b)
+		return regexp.MustCompile(`(?m)^dflock_locks_held\{.*\} 1$`).MatchString(body)
+	}, 10*time.Second, 10*time.Millisecond)
+	for _, series := range []string{
+		`dflock_acquisitions_total\{.*dflock_kind="lock".*server_address="` + regexp.QuoteMeta(srv.Addr()) + `".*\} 1`,
+		`dflock_acquire_duration_seconds_bucket\{.*dflock_outcome="acquired"`,
+		`dflock_pool_requests_total\{.*server_address=`,
+		`dflock_pool_connections\{.*dflock_connection_kind="shared"`,
+	} {
+		assert.Regexp(t, regexp.MustCompile(series), body)
+	}
+	assert.NotContains(t, body, `"k"`, "no key in any label")
+	cancel()
+	<-done
+}
