@@ -88,6 +88,7 @@ type Client struct {
 	contention     *recentSet    // keys found taken lately
 	slow           *slowServers  // servers that did not answer a try-lock in time lately
 	metrics        *metrics
+	losses         *lossLog // logs losses, a line per server and cause
 	// lossHook (tests) runs on every reported loss.
 	lossHook func(r lossReport, err error)
 	// stopWatch ends the fleet file's watcher, which closes watchDone;
@@ -178,6 +179,7 @@ func New(cfg Config) (*Client, error) {
 		c.closePools()
 		return nil, fmt.Errorf("lock: metrics: %w", err)
 	}
+	c.losses = newLossLog(c)
 	c.renewer = newRenewer(c)
 	if cfg.FleetFile != "" {
 		var ctx context.Context
@@ -486,6 +488,7 @@ func (c *Client) Close() error {
 	wg.Wait()
 	c.renewer.close()
 	c.closePools()
+	c.losses.close()
 	if err := c.metrics.reg.Unregister(); err != nil {
 		c.log.Debug("lock: unregistering the metrics callback", "err", err)
 	}

@@ -603,7 +603,7 @@ func (l *Lock) lose(err error, server string, r lossReport) {
 
 	l.c.untrack(l)
 	l.heldUntil(heldAt, heldOn, false, lossCause(err))
-	l.c.log.Error("lock lost", "key", l.key, "server", server, "err", err)
+	l.c.losses.lost(l.key, server, err)
 	l.c.lossHook(r, err)
 	if cancel != nil {
 		cancel(ErrLockLost)

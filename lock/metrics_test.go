@@ -2,6 +2,9 @@ package lock_test
 
 import (
 	"context"
+	"fmt"
+	"regexp"
+	"strings"
 	"testing"
 	"time"
 
@@ -12,6 +15,7 @@ import (
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 
 	"github.com/dflock-go/dflock/fakeserver"
+	"github.com/dflock-go/dflock/internal/testlog"
 	"github.com/dflock-go/dflock/lock"
 )
 
@@ -83,7 +87,9 @@ func TestMetrics(t *testing.T) {
 	// Acquired, renewed, released.
 	a := c.Lock("a", lock.LeaseTTL(time.Second))
 	mustAcquire(t, a)
-	require.Eventually(t, func() bool { return c.RenewalsSent() > 0 }, wait, time.Millisecond)
+	require.Eventually(t, func() bool {
+		return collect(t, reader).count("dflock.renewals", map[string]string{"dflock.result": "ok"}) > 0
+	}, wait, time.Millisecond, "renewed")
 	// A timeout, and a cancelled acquire.
 	ok, err := c.Lock("a").TryAcquire(ctx)
 	require.NoError(t, err)
@@ -162,4 +168,34 @@ func TestMetrics(t *testing.T) {
 			}
 		}
 	}
+}
+
+// 200 locks lost on one server make two Error lines, not 200: the first
+// loss at once, the rest counted into one line; each lock keeps a Debug
+// line.
+func TestLossesAreLoggedPerServerAndCause(t *testing.T) {
+	var buf testlog.Buffer
+	f := newFleet(t, 1, fakeserver.Config{})
+	c := f.client(t, lock.Config{Logger: buf.Logger()})
+	var locks []*lock.Lock
+	for i := range 200 {
+		l := c.Lock(fmt.Sprintf("k%d", i))
+		mustAcquire(t, l)
+		locks = append(locks, l)
+	}
+	f.server(t, 0).DropConnections()
+	for _, l := range locks {
+		select {
+		case <-l.Lost():
+		case <-time.After(wait):
+			t.Fatal("not lost")
+		}
+	}
+	require.NoError(t, c.Close()) // logs what the window counted
+	out := buf.String()
+	errorLines := regexp.MustCompile(`(?m)^.*level=ERROR.*lock(s)? lost.*$`).FindAllString(out, -1)
+	require.Len(t, errorLines, 2, "%s", strings.Join(errorLines, "\n"))
+	assert.Contains(t, errorLines[0], "key=k")
+	assert.Regexp(t, `count=199 server=`+regexp.QuoteMeta(f.addrs[0])+` cause=connection`, errorLines[1])
+	assert.Equal(t, 200, strings.Count(out, "level=DEBUG msg=\"lock lost\""))
 }
