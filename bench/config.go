@@ -64,6 +64,13 @@ type Config struct {
 	// MeterProvider receives the clients' metrics (lock.Config's);
 	// nil leaves them to OpenTelemetry's global provider.
 	MeterProvider metric.MeterProvider
+	// Meters runs every workload but raw once per metrics setting, side
+	// by side, named workload/SETTING: "off" (the no-op provider, which
+	// turns recording off), "global" (OpenTelemetry's global provider,
+	// a no-op unless one is installed: the default) and "sdk" (the
+	// OpenTelemetry SDK aggregating every instrument, as an exporter
+	// would read it). Default: MeterProvider alone, rows named plainly.
+	Meters []string
 	// AuthToken and TLS reach servers that need them; see lock.Config.
 	// The raw baseline runs only without them.
 	AuthToken string
@@ -121,6 +128,11 @@ func (c *Config) setDefaults() error {
 	for _, w := range c.Workloads {
 		if !slices.Contains(Workloads(), w) {
 			return fmt.Errorf("bench: unknown workload %q (have %v)", w, Workloads())
+		}
+	}
+	for _, m := range c.Meters {
+		if !slices.Contains(meterSettings, m) {
+			return fmt.Errorf("bench: unknown metrics setting %q (have %v)", m, meterSettings)
 		}
 	}
 	for _, r := range c.Replicas {

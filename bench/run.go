@@ -12,6 +12,10 @@ import (
 	"github.com/HdrHistogram/hdrhistogram-go"
 	"github.com/schollz/progressbar/v3"
 
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/metric/noop"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+
 	"github.com/dflock-go/dflock/lock"
 	"github.com/dflock-go/dflock/pool"
 	"github.com/dflock-go/dflock/shard"
@@ -65,22 +69,37 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
-	newClient := func(replicas int) (*lock.Client, error) {
-		return lock.New(lock.Config{Strategy: strategy, Replicas: replicas, AuthToken: cfg.AuthToken, TLS: cfg.TLS, Pool: pool.Config{MaxConns: cfg.Conns}, MeterProvider: cfg.MeterProvider})
+	newClient := func(replicas int, mp metric.MeterProvider) (*lock.Client, error) {
+		return lock.New(lock.Config{Strategy: strategy, Replicas: replicas, AuthToken: cfg.AuthToken, TLS: cfg.TLS, Pool: pool.Config{MaxConns: cfg.Conns}, MeterProvider: mp})
 	}
 	type run struct {
 		workload, name string
 		replicas       int
+		meter          string // a Meters setting, or "" for MeterProvider
 	}
 	var runs []run
+	meters := cfg.Meters
+	if len(meters) == 0 {
+		meters = []string{""}
+	}
 	for _, name := range cfg.Workloads {
-		if name == "raw" || len(cfg.Replicas) == 1 && cfg.Replicas[0] == 1 {
-			runs = append(runs, run{name, name, cfg.Replicas[0]})
+		if name == "raw" {
+			runs = append(runs, run{name, name, cfg.Replicas[0], ""})
 			continue
 		}
-		// Side by side: each workload once per replica count.
+		// Side by side: each workload once per replica count and
+		// metrics setting.
 		for _, r := range cfg.Replicas {
-			runs = append(runs, run{name, fmt.Sprintf("%s/r%d", name, r), r})
+			for _, m := range meters {
+				n := name
+				if len(cfg.Replicas) > 1 || r != 1 {
+					n += fmt.Sprintf("/r%d", r)
+				}
+				if m != "" {
+					n += "/" + m
+				}
+				runs = append(runs, run{name, n, r, m})
+			}
 		}
 	}
 
@@ -96,7 +115,8 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	var raw float64
 	for i, rn := range runs {
 		name := rn.name
-		newClient := func() (*lock.Client, error) { return newClient(rn.replicas) }
+		mp, shutdown := meterProvider(rn.meter, cfg.MeterProvider)
+		newClient := func() (*lock.Client, error) { return newClient(rn.replicas, mp) }
 		if bar != nil {
 			bar.Describe(name)
 		}
@@ -112,6 +132,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			res, err = runLockWorkload(ctx, cfg, rn.workload, name, newClient)
 		}
 		stopBar()
+		shutdown()
 		if ctx.Err() != nil {
 			// What a cut-short workload counted is no measurement of it.
 			rep.Interrupted = name
@@ -135,6 +156,27 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		}
 	}
 	return rep, nil
+}
+
+// meterSettings are the values of Config.Meters.
+var meterSettings = []string{"off", "global", "sdk"}
+
+// meterProvider returns the provider of a Config.Meters setting, and
+// what ends it; "" is def.
+func meterProvider(setting string, def metric.MeterProvider) (metric.MeterProvider, func()) {
+	switch setting {
+	case "off":
+		return noop.NewMeterProvider(), func() {}
+	case "global":
+		return nil, func() {}
+	case "sdk":
+		// A reader that is never read: the SDK still aggregates every
+		// measurement, which is the cost an exporter's scrape would
+		// find.
+		p := sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewManualReader()))
+		return p, func() { p.Shutdown(context.Background()) }
+	}
+	return def, func() {}
 }
 
 // progress shows a bar for a run of one part that takes about total,

@@ -9,6 +9,10 @@ import (
 	"testing"
 	"time"
 
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/metric/noop"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+
 	"github.com/dflock-go/dflock/bench"
 	"github.com/dflock-go/dflock/fakeserver"
 	"github.com/dflock-go/dflock/lock"
@@ -146,5 +150,31 @@ func BenchmarkHoldMany(b *testing.B) {
 		b.ReportMetric(res.Extra["lost"], "lost")
 		b.ReportMetric(float64(locks)-res.Extra["held at end"], "not-held")
 		b.ReportMetric(res.PerSecond, "acquires/s")
+	}
+}
+
+// BenchmarkAcquireReleaseMetrics: as BenchmarkAcquireRelease, with
+// recording off (the no-op provider), through OpenTelemetry's global
+// provider (a no-op: the default), and into the SDK.
+func BenchmarkAcquireReleaseMetrics(b *testing.B) {
+	srv, err := fakeserver.Start(fakeserver.Config{MaxLocks: -1})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer srv.Close()
+	sdk := sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewManualReader()))
+	defer sdk.Shutdown(context.Background())
+	for _, bc := range []struct {
+		name string
+		mp   metric.MeterProvider
+	}{{"off", noop.NewMeterProvider()}, {"global", nil}, {"sdk", sdk}} {
+		b.Run(bc.name, func(b *testing.B) {
+			c, err := lock.New(lock.Config{Servers: []string{srv.Addr()}, MeterProvider: bc.mp})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer c.Close()
+			benchPairs(b, c, func(i int) string { return fmt.Sprintf("bench-%d", i) })
+		})
 	}
 }

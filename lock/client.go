@@ -69,7 +69,9 @@ type Config struct {
 	FleetWatchInterval time.Duration
 	// MeterProvider receives the client's metrics (see "Metrics" in the
 	// package documentation). Nil means OpenTelemetry's global provider,
-	// which discards them unless the program installed one.
+	// which discards them unless the program installed one. The no-op
+	// provider of go.opentelemetry.io/otel/metric/noop turns the
+	// recording off altogether.
 	MeterProvider metric.MeterProvider
 }
 

@@ -323,8 +323,7 @@ func (l *Lock) waitOn(ctx context.Context, addr string, pin *pool.Pinned, req *w
 	res, err := pin.Do(rctx, req)
 	pin.Unpin()
 	g, err := l.grantFrom(ctx, addr, res, ownDeadline(ctx, rctx, err), confirm)
-	if g != nil {
-		m := l.c.metrics
+	if m := l.c.metrics; g != nil && !m.off {
 		m.queued.Record(ctx, time.Since(start).Seconds(), m.forServer(addr).plain[l.kindIdx()].rec...)
 	}
 	return g, err

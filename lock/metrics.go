@@ -10,6 +10,7 @@ import (
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/metric/noop"
 
 	"github.com/dflock-go/dflock/pool"
 )
@@ -49,6 +50,7 @@ type metrics struct {
 	released  metric.Int64Counter
 	renewals  metric.Int64Counter // by result
 	losses    metric.Int64Counter // by cause
+	off       bool                // an explicit no-op provider: nothing is recorded
 	held      atomic.Int64        // locks held now
 	queuedNow atomic.Int64        // enqueues queued now
 	reg       metric.Registration
@@ -132,7 +134,8 @@ func newMetrics(mp metric.MeterProvider, c *Client) (*metrics, error) {
 		mp = otel.GetMeterProvider()
 	}
 	meter := mp.Meter(meterName)
-	m := &metrics{}
+	_, off := mp.(noop.MeterProvider)
+	m := &metrics{off: off}
 	m.servers.Store(&map[string]*serverOpts{})
 	var errs []error
 	hist := func(name, desc string, bounds []float64) metric.Float64Histogram {
@@ -205,6 +208,9 @@ func (l *Lock) kindIdx() int {
 // acquireDone records an acquire (or Wait) on server that began at start.
 func (l *Lock) acquireDone(ctx context.Context, server string, start time.Time, ok bool, err error) {
 	m := l.c.metrics
+	if m.off {
+		return
+	}
 	outcome := outcomeIdxAcquired
 	switch {
 	case err != nil && ctx.Err() != nil:
@@ -232,6 +238,9 @@ func (l *Lock) heldFromLocked(server string) {
 func (l *Lock) heldUntil(at time.Time, server string, released bool, cause int) {
 	m := l.c.metrics
 	m.held.Add(-1)
+	if m.off {
+		return
+	}
 	ctx := context.Background()
 	so, k := m.forServer(server), l.kindIdx()
 	m.hold.Record(ctx, time.Since(at).Seconds(), so.plain[k].rec...)

@@ -189,8 +189,12 @@ func (r *renewer) renew(p *pool.Pool, es []*renewal) {
 	defer cancel()
 	start := time.Now()
 	errs := p.Renew(ctx, rs)
-	m, so := r.c.metrics, r.c.metrics.forServer(p.Addr())
-	m.renewRTT.Record(ctx, time.Since(start).Seconds(), so.result[0].rec...)
+	m := r.c.metrics
+	var so *serverOpts
+	if !m.off {
+		so = m.forServer(p.Addr())
+		m.renewRTT.Record(ctx, time.Since(start).Seconds(), so.result[0].rec...)
+	}
 	r.sent.Add(uint64(len(rs)))
 	var tally [len(results)]int64
 	for i, e := range es {
@@ -211,7 +215,7 @@ func (r *renewer) renew(p *pool.Pool, es []*renewal) {
 		}
 	}
 	for i, n := range tally {
-		if n > 0 {
+		if n > 0 && !m.off {
 			m.renewals.Add(ctx, n, so.result[i].add...)
 		}
 	}

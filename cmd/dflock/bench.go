@@ -47,6 +47,10 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 	fs.StringVar(&workloads, "workloads", strings.Join(bench.Workloads(), ","), "workloads to run")
 	fs.BoolVar(&asJSON, "json", false, "print the report as JSON")
 	metricsAddr := fs.String("metrics-addr", "", "serve the clients' metrics as Prometheus text on http://ADDR/metrics while the run lasts")
+	fs.Func("meters", "run each workload (raw aside) once per metrics setting in this comma-separated list, side by side: off (recording off), global (OpenTelemetry's global provider, a no-op: the default), sdk (the OpenTelemetry SDK aggregating everything); rows are named workload/SETTING", func(v string) error {
+		cfg.Meters = splitList(v)
+		return nil
+	})
 	fs.BoolVar(&cfg.Reshard, "reshard", false, "instead of the workloads, measure fleet changes under load: for each strategy (all three, or --strategy), the fleet grows from 3 servers to 4 and back while 4 clients run acquire+release pairs over --keys keys and hold 4,000 locks (--hold), moving through the change one by one; before, during and after are each --duration long. With --servers, the last one listed is the one that goes and comes back")
 	setReplicas := func(v string) error {
 		cfg.Replicas = nil
