@@ -13,7 +13,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/metric/noop"
 
 	"github.com/dflock-go/dflock/pool"
 	"github.com/dflock-go/dflock/shard"
@@ -152,6 +154,11 @@ func New(cfg Config) (*Client, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	pc.Logger = log
+	if mp := cfg.MeterProvider; mp == nil {
+		pc.MeterProvider = otel.GetMeterProvider()
+	} else if _, off := mp.(noop.MeterProvider); !off {
+		pc.MeterProvider = mp
+	}
 	c := &Client{
 		poolCfg:      pc,
 		log:          log,

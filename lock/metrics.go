@@ -175,6 +175,8 @@ func newMetrics(mp metric.MeterProvider, c *Client) (*metrics, error) {
 	errs = append(errs, err)
 	requests, err := meter.Int64ObservableCounter("dflock.pool.requests", metric.WithDescription("Requests sent, renewals and keep-alives included, per server"))
 	errs = append(errs, err)
+	malformed, err := meter.Int64ObservableCounter("dflock.pool.replies.malformed", metric.WithDescription("Replies that could not be parsed (each broke its connection), per server"))
+	errs = append(errs, err)
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
@@ -191,9 +193,10 @@ func newMetrics(mp metric.MeterProvider, c *Client) (*metrics, error) {
 			o.ObserveInt64(dials, int64(st.DialErrors), metric.WithAttributes(attrServer.String(st.Addr), attrResult.String("failed")))
 			o.ObserveInt64(broken, int64(st.BrokenConns), srv)
 			o.ObserveInt64(requests, int64(st.Requests), srv)
+			o.ObserveInt64(malformed, int64(st.MalformedReplies), srv)
 		}
 		return nil
-	}, heldG, queuedG, conns, inFlight, dials, broken, requests)
+	}, heldG, queuedG, conns, inFlight, dials, broken, requests, malformed)
 	return m, err
 }
 

@@ -56,6 +56,12 @@ func (c collected) count(name string, want map[string]string) int64 {
 				n += int64(p.Count)
 			}
 		}
+	case metricdata.Histogram[int64]:
+		for _, p := range d.DataPoints {
+			if has(p.Attributes, want) {
+				n += int64(p.Count)
+			}
+		}
 	case metricdata.Sum[int64]:
 		for _, p := range d.DataPoints {
 			if has(p.Attributes, want) {
@@ -124,6 +130,8 @@ func TestMetrics(t *testing.T) {
 	assert.Positive(t, m.count("dflock.renewals", map[string]string{"server.address": addr, "dflock.result": "ok"}))
 	assert.Positive(t, m.count("dflock.renewal.duration", map[string]string{"server.address": addr}))
 	assert.Positive(t, m.count("dflock.pool.requests", map[string]string{"server.address": addr}))
+	assert.Positive(t, m.count("dflock.pool.write.requests", map[string]string{"server.address": addr}), "writes, with the requests each carried")
+	assert.Equal(t, int64(0), m.count("dflock.pool.replies.malformed", nil))
 	assert.Positive(t, m.count("dflock.pool.dials", map[string]string{"server.address": addr, "dflock.result": "ok"}))
 	assert.Positive(t, m.count("dflock.pool.connections", map[string]string{"server.address": addr, "dflock.connection.kind": "shared"}))
 	assert.Equal(t, int64(1), m.count("dflock.pool.connections", map[string]string{"server.address": addr, "dflock.connection.kind": "pinned"}), "the queued enqueue")

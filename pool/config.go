@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"go.opentelemetry.io/otel/metric"
 	"log/slog"
 	"time"
 )
@@ -57,6 +58,10 @@ type Config struct {
 	// AuthToken, when set, is sent as the first request of every
 	// connection.
 	AuthToken string
+	// MeterProvider, when set, receives the pool's own metrics: requests
+	// per write ("dflock.pool.write.requests"). Its other figures are in
+	// Stats, which package lock reports as metrics.
+	MeterProvider metric.MeterProvider
 	// Logger receives connection events, never tokens or the auth token.
 	// Nil discards them.
 	Logger *slog.Logger

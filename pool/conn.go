@@ -36,6 +36,7 @@ type Conn struct {
 	// running a callback.
 	mu       sync.Mutex
 	wbuf     []byte // requests queued and not yet written
+	wcount   int    // requests in wbuf
 	spare    []byte // the writer's other buffer
 	pending  []*call
 	head     int               // pending[head:] await replies
@@ -277,6 +278,7 @@ func (c *Conn) queueLocked(req *wire.Request, internal bool) (*call, error) {
 		return nil, err
 	}
 	c.wbuf = buf
+	c.wcount++
 	c.p.requests.Add(1)
 	cl := newCall(req)
 	cl.internal = internal
@@ -313,12 +315,15 @@ func (c *Conn) writeLoop() {
 				c.mu.Unlock()
 				break
 			}
-			buf := c.wbuf
-			c.wbuf = c.spare[:0]
+			buf, n := c.wbuf, c.wcount
+			c.wbuf, c.wcount = c.spare[:0], 0
 			c.mu.Unlock()
 
 			c.nc.SetWriteDeadline(time.Now().Add(c.p.cfg.WriteTimeout))
 			_, err := c.nc.Write(buf)
+			if h := c.p.writeSize; h != nil {
+				h.Record(context.Background(), int64(n), c.p.writeOpts...)
+			}
 
 			c.mu.Lock()
 			c.spare = buf[:0]
@@ -464,6 +469,7 @@ func (c *Conn) deliver(line []byte) error {
 	after()
 	if perr != nil {
 		// Out of step: every later reply would be misread.
+		c.p.malformed.Add(1)
 		return fmt.Errorf("%w: %w", ErrBroken, perr)
 	}
 	if done {

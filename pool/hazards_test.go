@@ -365,6 +365,7 @@ func TestMalformedReplyDiscardsConnection(t *testing.T) {
 	require.ErrorIs(t, err, wire.ErrMalformedReply)
 	assert.Contains(t, err.Error(), "banana")
 	require.Eventually(t, func() bool { return p.Stats().BrokenConns == 1 }, wait, time.Millisecond)
+	assert.Equal(t, uint64(1), p.Stats().MalformedReplies)
 	res, err := p.Do(ctxFor(t, wait), tryLock("k"))
 	require.NoError(t, err)
 	assert.Equal(t, "0123456789abcdef0123456789abcdef", res.Resp.Token)

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/jackc/puddle/v2"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
 
 	"github.com/dflock-go/dflock/wire"
 )
@@ -49,6 +51,12 @@ type Pool struct {
 	dialErrors atomic.Uint64
 	broken     atomic.Uint64
 	requests   atomic.Uint64 // requests queued for the server
+	malformed  atomic.Uint64 // replies that could not be parsed
+
+	// writeSize records requests per write, with writeOpts; nil
+	// without Config.MeterProvider.
+	writeSize metric.Int64Histogram
+	writeOpts []metric.RecordOption
 
 	goroutines sync.WaitGroup // each connection's reader and writer, dials
 	closing    chan struct{}
@@ -93,6 +101,16 @@ func New(addr string, cfg Config) (*Pool, error) {
 		conns:     make(map[uint64]*Conn),
 		closing:   make(chan struct{}),
 		maintDone: make(chan struct{}),
+	}
+	if mp := cfg.MeterProvider; mp != nil {
+		h, err := mp.Meter("github.com/dflock-go/dflock/pool").Int64Histogram("dflock.pool.write.requests",
+			metric.WithDescription("Requests carried by one write to a server's connection"),
+			metric.WithExplicitBucketBoundaries(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024))
+		if err != nil {
+			return nil, fmt.Errorf("%w: metrics: %v", errConfig, err)
+		}
+		p.writeSize = h
+		p.writeOpts = []metric.RecordOption{metric.WithAttributeSet(attribute.NewSet(attribute.String("server.address", addr)))}
 	}
 	excl, err := puddle.NewPool(&puddle.Config[*Conn]{
 		// A Pin that waited for a slot finds a connection freed meanwhile

@@ -20,6 +20,9 @@ type Stats struct {
 	// BrokenConns counts connections that broke (not those the pool
 	// closed on purpose).
 	BrokenConns uint64
+	// MalformedReplies counts replies that could not be parsed (each
+	// broke its connection).
+	MalformedReplies uint64
 	// Grants counts the locks and slots held through the pool.
 	Grants int
 	// GrantsPerConn maps connection ID to the locks it holds, for the
@@ -39,12 +42,13 @@ type Stats struct {
 // Stats returns a snapshot of the pool.
 func (p *Pool) Stats() Stats {
 	st := Stats{
-		Addr:          p.addr,
-		Dials:         p.dials.Load(),
-		DialErrors:    p.dialErrors.Load(),
-		BrokenConns:   p.broken.Load(),
-		Requests:      p.requests.Load(),
-		GrantsPerConn: map[uint64]int{},
+		Addr:             p.addr,
+		Dials:            p.dials.Load(),
+		DialErrors:       p.dialErrors.Load(),
+		BrokenConns:      p.broken.Load(),
+		MalformedReplies: p.malformed.Load(),
+		Requests:         p.requests.Load(),
+		GrantsPerConn:    map[uint64]int{},
 	}
 	conns := p.connList()
 	st.Conns = len(conns)
