@@ -43,6 +43,16 @@ type Result struct {
 	Errors map[string]int64 `json:"errors"`
 	// Extra holds workload-specific figures (hold-many: lost, renewals/s).
 	Extra map[string]float64 `json:"extra,omitempty"`
+	// Curve is the latency by percentile, from the median to the
+	// maximum, as HDR histograms plot it (see Report.WriteHTML).
+	Curve []CurvePoint `json:"curve,omitempty"`
+}
+
+// CurvePoint is one point of a latency curve: the latency at or below
+// which Percentile percent of the ops took.
+type CurvePoint struct {
+	Percentile float64       `json:"percentile"`
+	Latency    time.Duration `json:"latency_ns"`
 }
 
 // Report is a whole run.

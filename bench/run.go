@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -326,6 +327,19 @@ func summarise(name, what string, tallies []*tally, ops int64, d time.Duration, 
 		res.P99 = time.Duration(all.ValueAtQuantile(99))
 		res.P999 = time.Duration(all.ValueAtQuantile(99.9))
 		res.Max = time.Duration(all.Max())
+		res.Curve = curve(all)
 	}
 	return res
+}
+
+// curve samples h's latency by percentile, evenly on the scale of
+// 1/(1-p) that HDR plots use: ten points per nine, from the median to
+// 99.999%, then the maximum.
+func curve(h *hdrhistogram.Histogram) []CurvePoint {
+	var out []CurvePoint
+	for k := 3; k <= 50; k++ {
+		p := 100 * (1 - math.Pow(10, -float64(k)/10))
+		out = append(out, CurvePoint{Percentile: p, Latency: time.Duration(h.ValueAtQuantile(p))})
+	}
+	return append(out, CurvePoint{Percentile: 100, Latency: time.Duration(h.Max())})
 }

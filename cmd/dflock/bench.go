@@ -46,6 +46,7 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 	fs.DurationVar(&cfg.Lease, "lease", 0, "lease of every lock (default 10s, and for hold-many half of --duration, at least 1s, so that its locks renew while held)")
 	fs.StringVar(&workloads, "workloads", strings.Join(bench.Workloads(), ","), "workloads to run")
 	fs.BoolVar(&asJSON, "json", false, "print the report as JSON")
+	htmlFile := fs.String("html", "", "also write the report as an HTML page with each workload's latency by percentile plotted (HDR style) to this file")
 	metricsAddr := fs.String("metrics-addr", "", "serve the clients' metrics as Prometheus text on http://ADDR/metrics while the run lasts")
 	fs.Func("meters", "run each workload (raw aside) once per metrics setting in this comma-separated list, side by side: off (recording off), global (OpenTelemetry's global provider, a no-op: the default), sdk (the OpenTelemetry SDK aggregating everything); rows are named workload/SETTING", func(v string) error {
 		cfg.Meters = splitList(v)
@@ -145,6 +146,11 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 		if werr := writeReport(stdout, rep, asJSON); err == nil {
 			err = werr
 		}
+		if *htmlFile != "" {
+			if werr := writeHTML(*htmlFile, rep); err == nil {
+				err = werr
+			}
+		}
 	}
 	switch {
 	case err == nil:
@@ -168,6 +174,19 @@ func writeReport(w io.Writer, rep *bench.Report, asJSON bool) error {
 	}
 	_, err := fmt.Fprintln(w)
 	return err
+}
+
+// writeHTML writes rep's HTML page to path.
+func writeHTML(path string, rep *bench.Report) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := rep.WriteHTML(f); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 // trimBench drops package bench's "bench: " prefix, which the command's
