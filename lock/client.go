@@ -16,6 +16,7 @@ import (
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/metric/noop"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/dflock-go/dflock/pool"
 	"github.com/dflock-go/dflock/shard"
@@ -75,6 +76,11 @@ type Config struct {
 	// provider of go.opentelemetry.io/otel/metric/noop turns the
 	// recording off altogether.
 	MeterProvider metric.MeterProvider
+	// TracerProvider, when set, gets a span for every Acquire,
+	// TryAcquire, Enqueue, Wait, Release and WithLock, with the key's
+	// server, the kind and the outcome (never the key). Unset, nothing is
+	// traced, at no cost.
+	TracerProvider trace.TracerProvider
 }
 
 // Client holds the connections to a fleet and renews every lock taken
@@ -92,6 +98,7 @@ type Client struct {
 	contention     *recentSet    // keys found taken lately
 	slow           *slowServers  // servers that did not answer a try-lock in time lately
 	metrics        *metrics
+	tracer         trace.Tracer // nil without Config.TracerProvider
 	losses         *lossLog // logs losses, a line per server and cause
 	// lossHook (tests) runs on every reported loss.
 	lossHook func(r lossReport, err error)
@@ -189,6 +196,9 @@ func New(cfg Config) (*Client, error) {
 		return nil, fmt.Errorf("lock: metrics: %w", err)
 	}
 	c.losses = newLossLog(c)
+	if cfg.TracerProvider != nil {
+		c.tracer = cfg.TracerProvider.Tracer(tracerName)
+	}
 	c.renewer = newRenewer(c)
 	if cfg.FleetFile != "" {
 		var ctx context.Context
@@ -323,7 +333,11 @@ func (c *Client) Semaphore(key string, limit int, opts ...Option) *Semaphore {
 // runs. fn's error is returned; if the lock was lost meanwhile, the
 // returned error also matches ErrLockLost, even when fn returned nil.
 func (c *Client) WithLock(ctx context.Context, key string, fn func(ctx context.Context) error, opts ...Option) error {
-	return c.Lock(key, opts...).run(ctx, fn)
+	l := c.Lock(key, opts...)
+	ctx, end := l.span(ctx, "dflock.WithLock")
+	err := l.run(ctx, fn)
+	end("", err)
+	return err
 }
 
 // WithSemaphore is WithLock for one slot of a semaphore.

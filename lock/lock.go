@@ -188,7 +188,10 @@ func (l *Lock) request(cmd wire.Command) wire.Request {
 // full (the server's --max-waiters) it returns an error matching
 // ErrMaxWaiters at once.
 func (l *Lock) Acquire(ctx context.Context) (bool, error) {
-	return l.acquire(ctx, l.opt.acquireTimeout)
+	ctx, end := l.span(ctx, "dflock.Acquire")
+	ok, err := l.acquire(ctx, l.opt.acquireTimeout)
+	end(acquiredOutcome(ctx, ok, err), err)
+	return ok, err
 }
 
 // TryAcquire takes the lock only if it is free and nobody waits for it. It
@@ -197,7 +200,10 @@ func (l *Lock) Acquire(ctx context.Context) (bool, error) {
 // dflockd answers a try-lock there with error_max_waiters, because a
 // try-lock never joins the queue it complains about.
 func (l *Lock) TryAcquire(ctx context.Context) (bool, error) {
-	return l.acquire(ctx, 0)
+	ctx, end := l.span(ctx, "dflock.TryAcquire")
+	ok, err := l.acquire(ctx, 0)
+	end(acquiredOutcome(ctx, ok, err), err)
+	return ok, err
 }
 
 // errWaitOver is the cause of an acquire's own deadline, to tell it from
@@ -482,7 +488,10 @@ func (l *Lock) adopt(rt *routing, g *pool.Grant) error {
 func (l *Lock) Release(ctx context.Context) error {
 	l.op.Lock()
 	defer l.op.Unlock()
-	return l.release(ctx)
+	ctx, end := l.span(ctx, "dflock.Release")
+	err := l.release(ctx)
+	end("", err)
+	return err
 }
 
 func (l *Lock) release(ctx context.Context) error {

@@ -38,14 +38,16 @@ func (s Status) String() string {
 // pinned to this handle until Wait or Close. The pool keeps that
 // connection talking meanwhile, so the server never times it out, however
 // long the wait for Wait.
-func (l *Lock) Enqueue(ctx context.Context) (Status, error) {
+func (l *Lock) Enqueue(ctx context.Context) (st Status, err error) {
 	l.op.Lock()
 	defer l.op.Unlock()
+	ctx, end := l.span(ctx, "dflock.Enqueue")
+	defer func() { end(st.String(), err) }()
 	if err := l.ready(); err != nil {
 		return 0, err
 	}
 	rt := l.c.route.Load()
-	st, err := l.enqueue(ctx, rt)
+	st, err = l.enqueue(ctx, rt)
 	if st != Acquired || err != nil {
 		return st, err
 	}
@@ -208,6 +210,8 @@ func (l *Lock) queueSet(s *replicaSet, pin *pool.Pinned, arb int) (Status, error
 func (l *Lock) Wait(ctx context.Context, timeout time.Duration) (ok bool, err error) {
 	l.op.Lock()
 	defer l.op.Unlock()
+	ctx, end := l.span(ctx, "dflock.Wait")
+	defer func() { end(acquiredOutcome(ctx, ok, err), err) }()
 	if l.err != nil {
 		return false, l.err
 	}

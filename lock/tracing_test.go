@@ -1,0 +1,69 @@
+package lock_test
+
+import (
+	"context"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+
+	"github.com/dflock-go/dflock/fakeserver"
+	"github.com/dflock-go/dflock/lock"
+)
+
+// Every call gets its span, with the server, the kind and the outcome,
+// never the key.
+func TestSpans(t *testing.T) {
+	rec := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
+	defer tp.Shutdown(context.Background())
+	f := newFleet(t, 1, fakeserver.Config{})
+	c := f.client(t, lock.Config{TracerProvider: tp})
+	ctx := ctxFor(t, wait)
+
+	a := c.Lock("secret-key")
+	mustAcquire(t, a)
+	ok, err := c.Lock("secret-key").TryAcquire(ctx)
+	require.NoError(t, err)
+	require.False(t, ok)
+	q := c.Lock("secret-key")
+	st, err := q.Enqueue(ctx)
+	require.NoError(t, err)
+	require.Equal(t, lock.Queued, st)
+	require.NoError(t, a.Release(ctx))
+	ok, err = q.Wait(ctx, wait)
+	require.NoError(t, err)
+	require.True(t, ok)
+	require.NoError(t, q.Release(ctx))
+	require.NoError(t, c.WithLock(ctx, "other", func(context.Context) error { return nil }))
+
+	type seen struct{ name, outcome string }
+	var got []seen
+	for _, sp := range rec.Ended() {
+		s := seen{name: sp.Name()}
+		for _, kv := range sp.Attributes() {
+			switch kv.Key {
+			case "dflock.outcome":
+				s.outcome = kv.Value.AsString()
+			case "server.address":
+				assert.Equal(t, f.addrs[0], kv.Value.AsString())
+			case "dflock.kind":
+				assert.Equal(t, "lock", kv.Value.AsString())
+			}
+			assert.NotContains(t, kv.Value.Emit(), "secret-key", "%s: %s", sp.Name(), kv.Key)
+		}
+		got = append(got, s)
+	}
+	assert.Equal(t, []seen{
+		{"dflock.Acquire", "acquired"},
+		{"dflock.TryAcquire", "timeout"},
+		{"dflock.Enqueue", "queued"},
+		{"dflock.Release", ""},
+		{"dflock.Wait", "acquired"},
+		{"dflock.Release", ""},
+		{"dflock.Acquire", "acquired"}, // inside WithLock
+		{"dflock.WithLock", ""},
+	}, got)
+}
