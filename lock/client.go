@@ -99,7 +99,7 @@ type Client struct {
 	slow           *slowServers  // servers that did not answer a try-lock in time lately
 	metrics        *metrics
 	tracer         trace.Tracer // nil without Config.TracerProvider
-	losses         *lossLog // logs losses, a line per server and cause
+	losses         *lossLog     // logs losses, a line per server and cause
 	// lossHook (tests) runs on every reported loss.
 	lossHook func(r lossReport, err error)
 	// stopWatch ends the fleet file's watcher, which closes watchDone;
