@@ -200,4 +200,38 @@
 // logs each step it takes (at info level, "lock: fleet change"); a fleet
 // file is read every FleetWatchInterval, and a step takes up to the
 // locks' acquire timeout. Wait for all of them before the next step.
+//
+// # Metrics, traces and logs
+//
+// A Client records its metrics through the OpenTelemetry metric API, to
+// [Config].MeterProvider or, unset, the global provider (a no-op unless
+// the program installed one; the no-op provider of
+// go.opentelemetry.io/otel/metric/noop turns recording off). Every
+// recording allocates nothing. Names, with their attributes (server.address,
+// dflock.kind lock or semaphore, and as said):
+//
+//	dflock.acquire.duration        histogram, s; dflock.outcome acquired, timeout, cancelled, error (Acquire, TryAcquire, Wait)
+//	dflock.acquire.queued          histogram, s: time a granted wait spent queued on the server
+//	dflock.lock.hold.duration      histogram, s: acquired to released or lost
+//	dflock.renewal.duration        histogram, s: round trip of a batch of renewals
+//	dflock.acquisitions            counter
+//	dflock.releases                counter
+//	dflock.renewals                counter; dflock.result ok, lost, retried
+//	dflock.losses                  counter; dflock.cause connection, refused, deadline, quorum, fleet, other
+//	dflock.locks.held              gauge
+//	dflock.enqueues.queued         gauge
+//	dflock.pool.connections        gauge; dflock.connection.kind shared, idle, pinned, parked
+//	dflock.pool.requests.in_flight gauge
+//	dflock.pool.requests           counter (renewals and keep-alives included)
+//	dflock.pool.dials              counter; dflock.result ok, failed
+//	dflock.pool.connections.broken counter
+//	dflock.pool.replies.malformed  counter
+//	dflock.pool.write.requests     histogram: requests carried by one write
+//
+// No attribute is ever a key or a token. [Config].TracerProvider, when
+// set, gives each Acquire, TryAcquire, Enqueue, Wait, Release and
+// WithLock a span. A lost lock is logged at Error level once per server
+// and cause each second (the first with its key, then "N locks lost"),
+// and each one at Debug level. `dflock run --metrics-addr` and `dflock
+// bench --metrics-addr` serve the metrics as Prometheus text.
 package lock
