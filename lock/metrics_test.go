@@ -161,6 +161,34 @@ func TestMetrics(t *testing.T) {
 	require.Eventually(t, func() bool { return collect(t, reader).count("dflock.locks.held", nil) == 0 }, wait, time.Millisecond)
 	m = collect(t, reader)
 	assert.Equal(t, int64(1), m.count("dflock.losses", map[string]string{"dflock.kind": "semaphore", "dflock.cause": "connection"}))
+	assert.Positive(t, m.count("dflock.pool.connections.broken", map[string]string{"server.address": addr}))
+
+	// A renewal the server refuses: the lease forced out on the server.
+	r := c.Lock("r", lock.LeaseTTL(time.Second))
+	mustAcquire(t, r)
+	srv.ExpireNow("r")
+	select {
+	case <-r.Lost():
+	case <-time.After(wait):
+		t.Fatal("not lost")
+	}
+	// A bad key is an error, before anything is sent.
+	_, err = c.Lock("bad key").Acquire(ctx)
+	require.Error(t, err)
+	m = collect(t, reader)
+	assert.Equal(t, int64(1), m.count("dflock.losses", with("dflock.cause", "refused")))
+	assert.Positive(t, m.count("dflock.renewals", map[string]string{"dflock.result": "lost"}))
+	assert.Equal(t, int64(1), m.count("dflock.acquire.duration", map[string]string{"dflock.outcome": "error"}))
+	assert.Equal(t, int64(0), m.count("dflock.pool.requests.in_flight", nil), "nothing in flight at rest")
+	// Every instrument the package documents was reported.
+	for _, name := range []string{
+		"dflock.acquire.duration", "dflock.acquire.queued", "dflock.lock.hold.duration", "dflock.renewal.duration",
+		"dflock.acquisitions", "dflock.releases", "dflock.renewals", "dflock.losses", "dflock.locks.held",
+		"dflock.enqueues.queued", "dflock.pool.connections", "dflock.pool.requests.in_flight", "dflock.pool.requests",
+		"dflock.pool.dials", "dflock.pool.connections.broken", "dflock.pool.replies.malformed", "dflock.pool.write.requests",
+	} {
+		assert.Contains(t, m, name)
+	}
 	for name, data := range m {
 		// No key, no token in any attribute.
 		switch d := data.(type) {
