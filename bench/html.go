@@ -31,14 +31,14 @@ func (r *Report) WriteHTML(w io.Writer) error {
 		return err
 	}
 	lo, hi := latencyRange(r.Results)
+	// From the median (the curves' first point) to 99.999%.
+	minNines := math.Log10(2)
 	x := func(p float64) float64 {
-		nines := 0.0
+		nines := maxNines
 		if p < 100 {
 			nines = math.Min(-math.Log10(1-p/100), maxNines)
-		} else {
-			nines = maxNines
 		}
-		return plotLeft + nines/maxNines*(plotW-plotLeft-plotRight)
+		return plotLeft + (nines-minNines)/(maxNines-minNines)*(plotW-plotLeft-plotRight)
 	}
 	y := func(d time.Duration) float64 {
 		v := math.Log10(float64(max(d, lo)))
@@ -63,17 +63,28 @@ func (r *Report) WriteHTML(w io.Writer) error {
 		lines = append(lines, line{Name: res.Name, Colour: palette[i%len(palette)], Points: strings.Join(pts, " "), LegendY: plotTop + 14 + 16*float64(len(lines))})
 	}
 	var xticks, yticks []tick
-	for _, p := range []float64{0, 90, 99, 99.9, 99.99, 99.999} {
+	for _, p := range []float64{50, 90, 99, 99.9, 99.99, 99.999} {
 		xticks = append(xticks, tick{fmt.Sprintf("%g%%", p), fmt.Sprintf("%.1f", x(p))})
 	}
 	for d := lo; d <= hi; d *= 10 {
-		yticks = append(yticks, tick{short(d), fmt.Sprintf("%.1f", y(d))})
+		yticks = append(yticks, tick{powerOfTen(d), fmt.Sprintf("%.1f", y(d))})
 	}
 	return htmlReport.Execute(w, map[string]any{
 		"Table": table.String(), "Lines": lines, "XTicks": xticks, "YTicks": yticks,
 		"W": plotW, "H": plotH, "Left": plotLeft, "Right": plotW - plotRight, "Top": plotTop, "Bottom": plotH - plotBottom,
 		"LegendX": plotLeft + 12,
 	})
+}
+
+// powerOfTen labels a power-of-ten duration: 100µs, 1ms, 10s.
+func powerOfTen(d time.Duration) string {
+	switch {
+	case d < time.Millisecond:
+		return fmt.Sprintf("%dµs", d/time.Microsecond)
+	case d < time.Second:
+		return fmt.Sprintf("%dms", d/time.Millisecond)
+	}
+	return fmt.Sprintf("%ds", d/time.Second)
 }
 
 // latencyRange is the y axis: powers of ten that hold every curve.
@@ -94,7 +105,8 @@ func latencyRange(results []Result) (lo, hi time.Duration) {
 
 var htmlReport = template.Must(template.New("report").Parse(`<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>dflock bench</title>
-<style>body{font-family:sans-serif;margin:2em} pre{font-size:12px} svg text{font-size:12px;font-family:sans-serif}</style>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<style>body{font-family:sans-serif;margin:2em} pre{font-size:12px;overflow-x:auto} svg{max-width:100%;height:auto} svg text{font-size:12px;font-family:sans-serif}</style>
 </head><body>
 <h1>dflock bench</h1>
 <h2>Latency by percentile</h2>

@@ -207,31 +207,34 @@
 // [Config].MeterProvider or, unset, the global provider (a no-op unless
 // the program installed one; the no-op provider of
 // go.opentelemetry.io/otel/metric/noop turns recording off). Every
-// recording allocates nothing. Names, with their attributes (server.address,
-// dflock.kind lock or semaphore, and as said):
+// recording allocates nothing. The instruments, with their attributes
+// (server.address is the key's server, or a pool's; dflock.kind is lock
+// or semaphore; dflock.client numbers the Clients of a process, so that
+// two on one provider report apart):
 //
-//	dflock.acquire.duration        histogram, s; dflock.outcome acquired, timeout, cancelled, error (Acquire, TryAcquire, Wait)
-//	dflock.acquire.queued          histogram, s: time a granted wait spent queued on the server
-//	dflock.lock.hold.duration      histogram, s: acquired to released or lost
-//	dflock.renewal.duration        histogram, s: round trip of a batch of renewals
-//	dflock.acquisitions            counter
-//	dflock.releases                counter
-//	dflock.renewals                counter; dflock.result ok, lost, retried
-//	dflock.losses                  counter; dflock.cause connection, refused, deadline, quorum, fleet, other
-//	dflock.locks.held              gauge
-//	dflock.enqueues.queued         gauge
-//	dflock.pool.connections        gauge; dflock.connection.kind shared, idle, pinned, parked
-//	dflock.pool.requests.in_flight gauge
-//	dflock.pool.requests           counter (renewals and keep-alives included)
-//	dflock.pool.dials              counter; dflock.result ok, failed
-//	dflock.pool.connections.broken counter
-//	dflock.pool.replies.malformed  counter
-//	dflock.pool.write.requests     histogram: requests carried by one write
+//	dflock.acquire.duration         histogram, s; server, kind, dflock.outcome: acquired, timeout (a TryAcquire that found it busy too), cancelled, error
+//	dflock.acquire.queued           histogram, s; server, kind: time a granted wait spent queued on the server
+//	dflock.lock.hold.duration       histogram, s; server, kind: acquired to released or lost
+//	dflock.renewal.duration         histogram, s; server: round trip of an answered batch of renewals
+//	dflock.acquisitions             counter; server, kind
+//	dflock.releases                 counter; server, kind
+//	dflock.renewals                 counter; server, dflock.result: ok, lost (refused), retried (failed in transit, tried again while the lease lasts)
+//	dflock.losses                   counter; server, kind, dflock.cause: connection, refused, deadline (the lease, or the server's read timeout, ran out unconfirmed), quorum, fleet, other
+//	dflock.locks.held               gauge; client
+//	dflock.enqueues.queued          gauge; client
+//	dflock.pool.connections         gauge; client, server, dflock.connection.kind: shared, idle, pinned, parked
+//	dflock.pool.requests.in_flight  gauge; client, server
+//	dflock.pool.requests            counter; client, server (renewals and keep-alives included)
+//	dflock.pool.dials               counter; client, server, dflock.result: ok, failed
+//	dflock.pool.connections.broken  counter; client, server
+//	dflock.pool.replies.malformed   counter; client, server
+//	dflock.pool.write.requests      histogram; server: requests one write carried (scope .../dflock/pool)
 //
 // No attribute is ever a key or a token. [Config].TracerProvider, when
 // set, gives each Acquire, TryAcquire, Enqueue, Wait, Release and
 // WithLock a span. A lost lock is logged at Error level once per server
 // and cause each second (the first with its key, then "N locks lost"),
 // and each one at Debug level. `dflock run --metrics-addr` and `dflock
-// bench --metrics-addr` serve the metrics as Prometheus text.
+// bench --metrics-addr` serve the metrics as Prometheus text, while they
+// run.
 package lock

@@ -27,7 +27,12 @@ const (
 	attrResult  = attribute.Key("dflock.result")
 	attrCause   = attribute.Key("dflock.cause")
 	attrConn    = attribute.Key("dflock.connection.kind")
+	attrClient  = attribute.Key("dflock.client")
 )
+
+// clientIDs numbers the Clients of the process, for the attribute that
+// keeps the gauges of two Clients on one MeterProvider apart.
+var clientIDs atomic.Int64
 
 // The outcomes of an acquire.
 const (
@@ -75,6 +80,7 @@ var (
 
 // serverOpts are the measurement options of one server, by kind.
 type serverOpts struct {
+	server  opts // the server alone
 	plain   [2]opts
 	outcome [2][len(outcomes)]opts
 	cause   [2][len(causes)]opts
@@ -107,7 +113,7 @@ func (m *metrics) forServer(server string) *serverOpts {
 		o := metric.WithAttributeSet(attribute.NewSet(kvs...))
 		return opts{[]metric.RecordOption{o}, []metric.AddOption{o}}
 	}
-	so := &serverOpts{}
+	so := &serverOpts{server: set()}
 	for k, kind := range kinds {
 		so.plain[k] = set(attrKind.String(kind))
 		for i, o := range outcomes {
@@ -143,8 +149,8 @@ func newMetrics(mp metric.MeterProvider, c *Client) (*metrics, error) {
 		errs = append(errs, err)
 		return h
 	}
-	count := func(name, desc string) metric.Int64Counter {
-		ctr, err := meter.Int64Counter(name, metric.WithDescription(desc))
+	count := func(name, unit, desc string) metric.Int64Counter {
+		ctr, err := meter.Int64Counter(name, metric.WithUnit(unit), metric.WithDescription(desc))
 		errs = append(errs, err)
 		return ctr
 	}
@@ -155,42 +161,45 @@ func newMetrics(mp metric.MeterProvider, c *Client) (*metrics, error) {
 	m.queued = hist("dflock.acquire.queued", "Time a granted wait spent queued on the server", latency)
 	m.hold = hist("dflock.lock.hold.duration", "Time a lock was held, from acquired to released or lost", holds)
 	m.renewRTT = hist("dflock.renewal.duration", "Round trip of a batch of renewals to one server", latency)
-	m.acquired = count("dflock.acquisitions", "Locks and slots acquired")
-	m.released = count("dflock.releases", "Locks and slots released by their holder")
-	m.renewals = count("dflock.renewals", "Renewals sent, by result (ok, lost, retried)")
-	m.losses = count("dflock.losses", "Locks lost, by cause (connection, refused, deadline, quorum, fleet)")
+	m.acquired = count("dflock.acquisitions", "{lock}", "Locks and slots acquired")
+	m.released = count("dflock.releases", "{lock}", "Locks and slots released by their holder")
+	m.renewals = count("dflock.renewals", "{renewal}", "Renewals sent, by result (ok; lost: refused; retried: failed in transit, tried again while the lease lasts)")
+	m.losses = count("dflock.losses", "{lock}", "Locks lost, by cause (connection, refused, deadline, quorum, fleet, other)")
 
 	// The gauges and the pools' counters are read when collected.
-	heldG, err := meter.Int64ObservableGauge("dflock.locks.held", metric.WithDescription("Locks and slots held now"))
+	// Read from each Client when collected; dflock.client keeps two
+	// Clients on one provider apart.
+	heldG, err := meter.Int64ObservableGauge("dflock.locks.held", metric.WithUnit("{lock}"), metric.WithDescription("Locks and slots the client holds now"))
 	errs = append(errs, err)
-	queuedG, err := meter.Int64ObservableGauge("dflock.enqueues.queued", metric.WithDescription("Enqueues queued on a server now"))
+	queuedG, err := meter.Int64ObservableGauge("dflock.enqueues.queued", metric.WithUnit("{lock}"), metric.WithDescription("The client's enqueues queued on a server now"))
 	errs = append(errs, err)
-	conns, err := meter.Int64ObservableGauge("dflock.pool.connections", metric.WithDescription("Open connections per server, by kind (shared, idle, pinned, parked)"))
+	conns, err := meter.Int64ObservableGauge("dflock.pool.connections", metric.WithUnit("{connection}"), metric.WithDescription("Open connections per server, by kind (shared, idle, pinned, parked)"))
 	errs = append(errs, err)
-	inFlight, err := meter.Int64ObservableGauge("dflock.pool.requests.in_flight", metric.WithDescription("Requests sent and not yet answered, per server"))
+	inFlight, err := meter.Int64ObservableGauge("dflock.pool.requests.in_flight", metric.WithUnit("{request}"), metric.WithDescription("Requests sent and not yet answered, per server"))
 	errs = append(errs, err)
-	dials, err := meter.Int64ObservableCounter("dflock.pool.dials", metric.WithDescription("Connections dialled, per server, by result (ok, failed)"))
+	dials, err := meter.Int64ObservableCounter("dflock.pool.dials", metric.WithUnit("{connection}"), metric.WithDescription("Connections dialled, per server, by result (ok, failed)"))
 	errs = append(errs, err)
-	broken, err := meter.Int64ObservableCounter("dflock.pool.connections.broken", metric.WithDescription("Connections that broke (not closed on purpose), per server"))
+	broken, err := meter.Int64ObservableCounter("dflock.pool.connections.broken", metric.WithUnit("{connection}"), metric.WithDescription("Connections that broke (not closed on purpose), per server"))
 	errs = append(errs, err)
-	requests, err := meter.Int64ObservableCounter("dflock.pool.requests", metric.WithDescription("Requests sent, renewals and keep-alives included, per server"))
+	requests, err := meter.Int64ObservableCounter("dflock.pool.requests", metric.WithUnit("{request}"), metric.WithDescription("Requests sent, renewals and keep-alives included, per server"))
 	errs = append(errs, err)
-	malformed, err := meter.Int64ObservableCounter("dflock.pool.replies.malformed", metric.WithDescription("Replies that could not be parsed (each broke its connection), per server"))
+	malformed, err := meter.Int64ObservableCounter("dflock.pool.replies.malformed", metric.WithUnit("{reply}"), metric.WithDescription("Replies that could not be parsed (each broke its connection), per server"))
 	errs = append(errs, err)
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
+	client := attrClient.Int64(clientIDs.Add(1))
 	m.reg, err = meter.RegisterCallback(func(_ context.Context, o metric.Observer) error {
-		o.ObserveInt64(heldG, m.held.Load())
-		o.ObserveInt64(queuedG, m.queuedNow.Load())
+		o.ObserveInt64(heldG, m.held.Load(), metric.WithAttributes(client))
+		o.ObserveInt64(queuedG, m.queuedNow.Load(), metric.WithAttributes(client))
 		for _, st := range c.PoolStats() {
-			srv := metric.WithAttributes(attrServer.String(st.Addr))
+			srv := metric.WithAttributes(client, attrServer.String(st.Addr))
 			for kind, n := range map[string]int{"shared": st.SharedConns, "idle": st.IdleConns, "pinned": st.PinnedConns, "parked": st.ParkedConns} {
-				o.ObserveInt64(conns, int64(n), metric.WithAttributes(attrServer.String(st.Addr), attrConn.String(kind)))
+				o.ObserveInt64(conns, int64(n), metric.WithAttributes(client, attrServer.String(st.Addr), attrConn.String(kind)))
 			}
 			o.ObserveInt64(inFlight, int64(st.InFlight), srv)
-			o.ObserveInt64(dials, int64(st.Dials-st.DialErrors), metric.WithAttributes(attrServer.String(st.Addr), attrResult.String("ok")))
-			o.ObserveInt64(dials, int64(st.DialErrors), metric.WithAttributes(attrServer.String(st.Addr), attrResult.String("failed")))
+			o.ObserveInt64(dials, int64(st.Dials-st.DialErrors), metric.WithAttributes(client, attrServer.String(st.Addr), attrResult.String("ok")))
+			o.ObserveInt64(dials, int64(st.DialErrors), metric.WithAttributes(client, attrServer.String(st.Addr), attrResult.String("failed")))
 			o.ObserveInt64(broken, int64(st.BrokenConns), srv)
 			o.ObserveInt64(requests, int64(st.Requests), srv)
 			o.ObserveInt64(malformed, int64(st.MalformedReplies), srv)

@@ -235,3 +235,20 @@ func TestLossesAreLoggedPerServerAndCause(t *testing.T) {
 	assert.Regexp(t, `count=199 server=`+regexp.QuoteMeta(f.addrs[0])+` cause=connection`, errorLines[1])
 	assert.Equal(t, 200, strings.Count(out, "level=DEBUG msg=\"lock lost\""))
 }
+
+// Two Clients on one provider: their gauges add up, one series each.
+func TestMetricsOfTwoClients(t *testing.T) {
+	reader := sdkmetric.NewManualReader()
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
+	defer mp.Shutdown(context.Background())
+	f := newFleet(t, 1, fakeserver.Config{})
+	a := f.client(t, lock.Config{MeterProvider: mp})
+	b := f.client(t, lock.Config{MeterProvider: mp})
+	for i := range 3 {
+		mustAcquire(t, a.Lock(fmt.Sprintf("a%d", i)))
+	}
+	mustAcquire(t, b.Lock("b"))
+	m := collect(t, reader)
+	assert.Equal(t, int64(4), m.count("dflock.locks.held", nil))
+	assert.GreaterOrEqual(t, m.count("dflock.pool.connections", map[string]string{"dflock.connection.kind": "shared"}), int64(2), "each client's own")
+}

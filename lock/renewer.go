@@ -189,12 +189,8 @@ func (r *renewer) renew(p *pool.Pool, es []*renewal) {
 	defer cancel()
 	start := time.Now()
 	errs := p.Renew(ctx, rs)
+	rtt := time.Since(start)
 	m := r.c.metrics
-	var so *serverOpts
-	if !m.off {
-		so = m.forServer(p.Addr())
-		m.renewRTT.Record(ctx, time.Since(start).Seconds(), so.result[0].rec...)
-	}
 	r.sent.Add(uint64(len(rs)))
 	var tally [len(results)]int64
 	for i, e := range es {
@@ -214,8 +210,16 @@ func (r *renewer) renew(p *pool.Pool, es []*renewal) {
 			r.reschedule(e, true)
 		}
 	}
+	if m.off {
+		return
+	}
+	so := m.forServer(p.Addr())
+	if tally[0]+tally[1] > 0 {
+		// A round trip only if the server answered.
+		m.renewRTT.Record(ctx, rtt.Seconds(), so.server.rec...)
+	}
 	for i, n := range tally {
-		if n > 0 && !m.off {
+		if n > 0 {
 			m.renewals.Add(ctx, n, so.result[i].add...)
 		}
 	}

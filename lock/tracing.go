@@ -2,6 +2,7 @@ package lock
 
 import (
 	"context"
+	"errors"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
@@ -28,11 +29,25 @@ func (l *Lock) span(ctx context.Context, name string) (context.Context, func(out
 			sp.SetAttributes(attribute.String(string(attrOutcome), outcome))
 		}
 		if err != nil {
-			sp.RecordError(err)
-			sp.SetStatus(codes.Error, err.Error())
+			// The error's kind, not its text: the text names the key.
+			sp.SetStatus(codes.Error, errorKind(err))
 		}
 		sp.End()
 	}
+}
+
+// errorKind names the kind of err without saying which key it is about.
+func errorKind(err error) string {
+	for _, k := range []struct {
+		err  error
+		name string
+	}{{ErrLockLost, "lock lost"}, {ErrTimeout, "timeout"}, {ErrClosed, "closed"}, {ErrNotHeld, "not held"}, {ErrInvalid, "invalid"},
+		{ErrMaxWaiters, "max waiters"}, {ErrMaxLocks, "max locks"}, {ErrAuth, "auth"}, {context.Canceled, "cancelled"}, {context.DeadlineExceeded, "deadline exceeded"}} {
+		if errors.Is(err, k.err) {
+			return k.name
+		}
+	}
+	return "error"
 }
 
 // acquiredOutcome names an acquire's result for a span.

@@ -38,6 +38,18 @@ func TestSpans(t *testing.T) {
 	require.True(t, ok)
 	require.NoError(t, q.Release(ctx))
 	require.NoError(t, c.WithLock(ctx, "other", func(context.Context) error { return nil }))
+	// An error's span says its kind, not its text, which names the key.
+	l := c.Lock("secret-key")
+	mustAcquire(t, l)
+	f.server(t, 0).DropConnections()
+	<-l.Lost()
+	require.ErrorIs(t, l.Release(ctx), lock.ErrLockLost)
+	last := rec.Ended()[len(rec.Ended())-1]
+	assert.Equal(t, "lock lost", last.Status().Description)
+	for _, sp := range rec.Ended() {
+		assert.NotContains(t, sp.Status().Description, "secret-key")
+		assert.Empty(t, sp.Events(), "no error event: its message would name the key")
+	}
 
 	type seen struct{ name, outcome string }
 	var got []seen
@@ -65,5 +77,7 @@ func TestSpans(t *testing.T) {
 		{"dflock.Release", ""},
 		{"dflock.Acquire", "acquired"}, // inside WithLock
 		{"dflock.WithLock", ""},
+		{"dflock.Acquire", "acquired"},
+		{"dflock.Release", ""},
 	}, got)
 }
