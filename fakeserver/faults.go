@@ -84,8 +84,18 @@ func (s *Server) Stop() error {
 	if s.closed {
 		return ErrClosed
 	}
-	s.fault()
+	// As in DropConnections: a grant made while the connections close,
+	// on one about to close, is disrupted. Without it a client that lost
+	// such a grant (its connection closed) was counted a false loss, the
+	// table not yet forgotten when the oracle looked.
+	s.mu.Lock()
+	s.faultLocked()
+	s.dropping++
+	s.mu.Unlock()
 	s.stopLocked()
+	s.mu.Lock()
+	s.dropping--
+	s.mu.Unlock()
 	return nil
 }
 
