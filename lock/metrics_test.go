@@ -177,7 +177,10 @@ func TestMetrics(t *testing.T) {
 	require.Error(t, err)
 	m = collect(t, reader)
 	assert.Equal(t, int64(1), m.count("dflock.losses", with("dflock.cause", "refused")))
-	assert.Positive(t, m.count("dflock.renewals", map[string]string{"dflock.result": "lost"}))
+	// The refusal loses the lock before the renewer counts it.
+	require.Eventually(t, func() bool {
+		return collect(t, reader).count("dflock.renewals", map[string]string{"dflock.result": "lost"}) > 0
+	}, wait, time.Millisecond)
 	assert.Equal(t, int64(1), m.count("dflock.acquire.duration", map[string]string{"dflock.outcome": "error"}))
 	assert.Equal(t, int64(0), m.count("dflock.pool.requests.in_flight", nil), "nothing in flight at rest")
 	// Every instrument the package documents was reported.

@@ -307,6 +307,11 @@ func (l *Lock) conformTo(ctx context.Context, rt *routing, deadline time.Time, q
 	}
 	l.mu.Lock()
 	g0, s0 := l.grant, l.set
+	if l.state != stateHeld {
+		// Released or lost since conform looked.
+		l.mu.Unlock()
+		return false, nil
+	}
 	var old [][]string
 	if s0 == nil {
 		old = [][]string{{g0.Addr()}}
