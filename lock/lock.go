@@ -600,7 +600,9 @@ type lossReport struct {
 // held, and released.
 func (l *Lock) lose(err error, server string, r lossReport) {
 	cancel := l.cancel
-	heldAt, heldOn := l.heldAt, l.heldOn
+	// Counted before anyone hears of it: a reader of the metrics woken
+	// by Lost finds the loss there.
+	l.heldUntil(l.heldAt, l.heldOn, false, lossCause(err))
 	l.state, l.lostErr = stateLost, err
 	if l.lost != nil {
 		close(l.lost)
@@ -610,7 +612,6 @@ func (l *Lock) lose(err error, server string, r lossReport) {
 	l.mu.Unlock()
 
 	l.c.untrack(l)
-	l.heldUntil(heldAt, heldOn, false, lossCause(err))
 	l.c.losses.lost(l.key, server, err)
 	l.c.lossHook(r, err)
 	if cancel != nil {

@@ -230,6 +230,8 @@ func TestLossesAreLoggedPerServerAndCause(t *testing.T) {
 			t.Fatal("not lost")
 		}
 	}
+	// Each loss is logged just after its Lost closes.
+	require.Eventually(t, func() bool { return strings.Count(buf.String(), "level=DEBUG msg=\"lock lost\"") == 200 }, wait, time.Millisecond)
 	require.NoError(t, c.Close()) // logs what the window counted
 	out := buf.String()
 	errorLines := regexp.MustCompile(`(?m)^.*level=ERROR.*lock(s)? lost.*$`).FindAllString(out, -1)
