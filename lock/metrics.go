@@ -223,20 +223,26 @@ func (l *Lock) acquireDone(ctx context.Context, server string, start time.Time, 
 	if m.off {
 		return
 	}
-	outcome := outcomeIdxAcquired
-	switch {
-	case err != nil && ctx.Err() != nil:
-		outcome = outcomeIdxCancelled
-	case err != nil:
-		outcome = outcomeIdxError
-	case !ok:
-		outcome = outcomeIdxTimeout
-	}
+	outcome := acquireOutcome(ctx, ok, err)
 	so, k := m.forServer(server), l.kindIdx()
 	m.acquire.Record(ctx, time.Since(start).Seconds(), so.outcome[k][outcome].rec...)
 	if outcome == outcomeIdxAcquired {
 		m.acquired.Add(ctx, 1, so.plain[k].add...)
 	}
+}
+
+// acquireOutcome says how an acquire (or Wait) ended, as an index of
+// outcomes: for the metrics and the spans alike.
+func acquireOutcome(ctx context.Context, ok bool, err error) int {
+	switch {
+	case err != nil && ctx.Err() != nil:
+		return outcomeIdxCancelled
+	case err != nil:
+		return outcomeIdxError
+	case !ok:
+		return outcomeIdxTimeout
+	}
+	return outcomeIdxAcquired
 }
 
 // heldFrom counts the lock as held from now; l.mu is held.

@@ -337,7 +337,7 @@ func (l *Lock) conformTo(ctx context.Context, rt *routing, deadline time.Time, q
 	// it drops: they keep the lock valid until the new ones are taken.
 	all := slices.Clone(routes)
 	for _, r := range old {
-		if !slices.ContainsFunc(routes, func(n []string) bool { return sameRoutes([][]string{n}, [][]string{r}) }) {
+		if !slices.ContainsFunc(routes, func(n []string) bool { return sameServers(n, r) }) {
 			all = append(all, r)
 		}
 	}
@@ -464,7 +464,5 @@ func (l *Lock) giveBack(ctx context.Context, gs []*pool.Grant) {
 // sameRoutes reports whether a and b are the same routes: in the same
 // order, each the same set of servers.
 func sameRoutes(a, b [][]string) bool {
-	return slices.EqualFunc(a, b, func(x, y []string) bool {
-		return len(x) == len(y) && !slices.ContainsFunc(x, func(s string) bool { return !slices.Contains(y, s) })
-	})
+	return slices.EqualFunc(a, b, sameServers)
 }

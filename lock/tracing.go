@@ -52,13 +52,5 @@ func errorKind(err error) string {
 
 // acquiredOutcome names an acquire's result for a span.
 func acquiredOutcome(ctx context.Context, ok bool, err error) string {
-	switch {
-	case err != nil && ctx.Err() != nil:
-		return outcomeCancelled
-	case err != nil:
-		return outcomeError
-	case !ok:
-		return outcomeTimeout
-	}
-	return outcomeAcquired
+	return outcomes[acquireOutcome(ctx, ok, err)]
 }
