@@ -220,8 +220,17 @@ func (p *Pool) Ping(ctx context.Context) error {
 // DoAll sends non-blocking requests together on one shared connection, in
 // one write, and waits for all their replies (renewals due at the same
 // time, say). Result i and error i belong to request i. A blocking request
-// is refused (it would hold up the others); the rest are still sent.
+// is refused (it would hold up the others), and so is an invalid one; the
+// rest are still sent.
 func (p *Pool) DoAll(ctx context.Context, reqs []wire.Request) ([]Result, []error) {
+	return p.DoAllBy(ctx, reqs, time.Time{})
+}
+
+// DoAllBy is DoAll that also gives up waiting for the replies at deadline
+// (unless it is zero), as DoBy does: the error of each request unanswered
+// by then matches ErrNoReply, and a lock it grants later is released at
+// once. Many try-locks of one server go out this way (lock.TryLockMany).
+func (p *Pool) DoAllBy(ctx context.Context, reqs []wire.Request, deadline time.Time) ([]Result, []error) {
 	results := make([]Result, len(reqs))
 	errs := make([]error, len(reqs))
 	c, err := p.sharedConn(ctx)
@@ -234,6 +243,9 @@ func (p *Pool) DoAll(ctx context.Context, reqs []wire.Request) ([]Result, []erro
 	calls := make([]*call, len(reqs))
 	c.mu.Lock()
 	for i := range reqs {
+		if errs[i] = reqs[i].Validate(); errs[i] != nil {
+			continue
+		}
 		if needsCleanConn(&reqs[i]) {
 			errs[i] = fmt.Errorf("%w: DoAll takes only non-blocking requests, got %s", wire.ErrInvalidRequest, reqs[i].Cmd)
 			continue
@@ -243,7 +255,7 @@ func (p *Pool) DoAll(ctx context.Context, reqs []wire.Request) ([]Result, []erro
 	c.mu.Unlock()
 	for i, cl := range calls {
 		if cl != nil {
-			results[i], _, errs[i] = c.await(ctx, cl)
+			results[i], _, errs[i] = c.awaitBy(ctx, cl, deadline)
 		}
 	}
 	return results, errs
