@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"context"
 	"crypto/tls"
-	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -353,37 +352,29 @@ func (l *Lock) run(ctx context.Context, fn func(ctx context.Context) error) erro
 	if !ok {
 		return fmt.Errorf("%w: %q not acquired within %v", ErrTimeout, l.key, l.opt.acquireTimeout)
 	}
-	fctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
+	return runHeld(ctx, l, fn)
+}
+
+func (l *Lock) watch(cancel context.CancelCauseFunc) bool {
 	l.mu.Lock()
+	defer l.mu.Unlock()
 	l.cancel = cancel
-	lost := l.state != stateHeld // lost between Acquire and here
-	l.mu.Unlock()
-	if lost {
-		cancel(ErrLockLost)
-	}
-	defer func() {
-		// Also when fn panics.
-		l.mu.Lock()
-		l.cancel = nil
-		l.mu.Unlock()
-		if cerr := l.Close(); cerr != nil {
-			l.c.log.Warn("lock: release after WithLock", "key", l.key, "err", cerr)
-		}
-	}()
-	err = fn(fctx)
+	return l.state != stateHeld
+}
+
+func (l *Lock) lossErr() error {
 	l.mu.Lock()
-	lostErr := l.lostErr
+	defer l.mu.Unlock()
 	if l.state != stateLost {
-		lostErr = nil
+		return nil
 	}
-	l.mu.Unlock()
-	if lostErr != nil && !errors.Is(err, ErrLockLost) {
-		// fn may not have looked at its context: the loss must not go
-		// unnoticed.
-		return errors.Join(err, lostErr)
+	return l.lostErr
+}
+
+func (l *Lock) finish() {
+	if err := l.Close(); err != nil {
+		l.c.log.Warn("lock: release after WithLock", "key", l.key, "err", err)
 	}
-	return err
 }
 
 // ServerStats is one server's answer to stats.

@@ -58,6 +58,9 @@ type Lock struct {
 	cancel  context.CancelCauseFunc // WithLock's, while fn runs
 	heldAt  time.Time               // held: since when, for the metrics
 	heldOn  string                  // held: the server the metrics name
+	// member is the Set the handle belongs to (LockAll), told of its
+	// loss; nil for a handle of its own. Set once, at creation.
+	member *Set
 }
 
 type state int
@@ -241,8 +244,14 @@ func (l *Lock) acquire(ctx context.Context, timeout time.Duration) (ok bool, err
 	} else {
 		ok, err = l.acquireSet(ctx, rt, routes, timeout, deadline)
 	}
+	return l.follow(ctx, rt, deadline, ok, err)
+}
+
+// follow brings a lock just taken under rt (ok, err: how the taking went)
+// to the client's routing if a fleet change came meanwhile, so that no
+// lock is handed out behind the change's back.
+func (l *Lock) follow(ctx context.Context, rt *routing, deadline time.Time, ok bool, err error) (bool, error) {
 	if ok && err == nil && l.c.route.Load() != rt {
-		// The fleet changed while it was being taken.
 		return l.conform(ctx, deadline, true)
 	}
 	return ok, err
@@ -278,20 +287,28 @@ func (l *Lock) acquireOn(ctx context.Context, p *pool.Pool, timeout time.Duratio
 	// released at once.
 	req := l.request(l.cmds.Acquire)
 	res, err := p.DoBy(ctx, &req, deadline.Add(replySlack))
-	if errors.Is(err, pool.ErrNoReply) {
-		l.c.log.Warn("lock: a try-lock had no answer by the acquire's deadline: the server is stalled or overloaded", "key", l.key, "server", p.Addr())
-		return nil, nil
-	}
-	g, err := l.grantFrom(ctx, p.Addr(), res, err, false)
-	if timeout <= 0 && errors.Is(err, ErrMaxWaiters) {
-		return nil, nil
-	}
-	if g != nil || err != nil || timeout <= 0 {
-		// An Acquire that would wait on a full queue fails here: the
-		// caller can back off rather than pin a connection to be refused.
+	if g, done, err := l.tried(ctx, p.Addr(), res, err, timeout); done {
 		return g, err
 	}
 	return l.waitFor(ctx, p, deadline)
+}
+
+// tried reads the answer (res, err) of a try-lock sent to addr by an
+// acquire with timeout: the grant, or nil with a nil error when the key
+// was busy, or the error; done is false when the acquire should go on to
+// wait for the key.
+func (l *Lock) tried(ctx context.Context, addr string, res pool.Result, err error, timeout time.Duration) (g *pool.Grant, done bool, _ error) {
+	if errors.Is(err, pool.ErrNoReply) {
+		l.c.log.Warn("lock: a try-lock had no answer by the acquire's deadline: the server is stalled or overloaded", "key", l.key, "server", addr)
+		return nil, true, nil
+	}
+	g, err = l.grantFrom(ctx, addr, res, err, false)
+	if timeout <= 0 && errors.Is(err, ErrMaxWaiters) {
+		return nil, true, nil
+	}
+	// An Acquire that would wait on a full queue fails here: the caller
+	// can back off rather than pin a connection to be refused.
+	return g, g != nil || err != nil || timeout <= 0, err
 }
 
 // waitFor is the blocking half of acquireOn, after a try-lock found the
@@ -502,13 +519,19 @@ func (l *Lock) release(ctx context.Context) error {
 	if g == nil {
 		return err
 	}
-	if err := g.Release(ctx); err != nil {
-		if errors.Is(err, pool.ErrGrantLost) {
-			return fmt.Errorf("%w: %w", ErrLockLost, err)
-		}
-		return fmt.Errorf("lock: %w", err)
+	return releaseError(g.Release(ctx))
+}
+
+// releaseError is what Release reports for the error of a grant's
+// release.
+func releaseError(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, pool.ErrGrantLost):
+		return fmt.Errorf("%w: %w", ErrLockLost, err)
 	}
-	return nil
+	return fmt.Errorf("lock: %w", err)
 }
 
 // letGoneSet is what letGo took out of a held replicaSet: its grants, to
@@ -614,6 +637,9 @@ func (l *Lock) lose(err error, server string, r lossReport) {
 	l.c.untrack(l)
 	l.c.losses.lost(l.key, server, err)
 	l.c.lossHook(r, err)
+	if l.member != nil {
+		l.member.memberLost(l.key, err)
+	}
 	if cancel != nil {
 		cancel(ErrLockLost)
 	}

@@ -16,13 +16,30 @@ const tracerName = "github.com/dflock-go/dflock/lock"
 // tracer (Config.TracerProvider); end finishes it with the call's
 // outcome. Without one it costs nothing: ctx comes back as it was.
 func (l *Lock) span(ctx context.Context, name string) (context.Context, func(outcome string, err error)) {
-	t := l.c.tracer
-	if t == nil {
-		return ctx, func(string, error) {}
+	if l.c.tracer == nil {
+		return ctx, endNothing
 	}
-	ctx, sp := t.Start(ctx, name, trace.WithSpanKind(trace.SpanKindClient), trace.WithAttributes(attrKind.String(kinds[l.kindIdx()])))
-	if server, err := l.c.ServerFor(l.key); err == nil {
+	server, _ := l.c.ServerFor(l.key)
+	return l.c.span(ctx, name, l.kindIdx(), server, 0)
+}
+
+// endNothing ends the span that was not started.
+func endNothing(string, error) {}
+
+// span starts a span named name about locks of kind (an index of kinds)
+// on server, or about keys of them (a call on many keys) when keys is
+// positive; see Lock.span.
+func (c *Client) span(ctx context.Context, name string, kind int, server string, keys int) (context.Context, func(outcome string, err error)) {
+	t := c.tracer
+	if t == nil {
+		return ctx, endNothing
+	}
+	ctx, sp := t.Start(ctx, name, trace.WithSpanKind(trace.SpanKindClient), trace.WithAttributes(attrKind.String(kinds[kind])))
+	if server != "" {
 		sp.SetAttributes(attrServer.String(server))
+	}
+	if keys > 0 {
+		sp.SetAttributes(attribute.Int("dflock.keys", keys))
 	}
 	return ctx, func(outcome string, err error) {
 		if outcome != "" {

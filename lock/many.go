@@ -1,0 +1,273 @@
+package lock
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/dflock-go/dflock/pool"
+	"github.com/dflock-go/dflock/wire"
+)
+
+// TryLockMany tries to take every key at once, as TryAcquire would each,
+// and returns the handles it took (held, in the order of keys: renewed
+// in the background until released) and the keys it found busy. The keys
+// of one server go out together, in one write, so that many keys cost
+// about one round trip; a replicated key (Config.Replicas), or one that
+// moves in a fleet change, is tried as TryAcquire tries it, many at a
+// time.
+//
+// Invalid keys, a key given twice, or a bad option fail the call before
+// anything is sent. Otherwise err is nil when every key is in held or
+// busy, and a *KeysError for the keys that are in neither (their server
+// could not be reached, say); the handles in held are held either way,
+// and are the caller's to release (Client.ReleaseMany gives many back
+// at once, in one write per server).
+func (c *Client) TryLockMany(ctx context.Context, keys []string, opts ...Option) (held []*Lock, busy []string, err error) {
+	ls, err := c.handles(keys, 0, opts)
+	if err != nil {
+		return nil, nil, err
+	}
+	ctx, end := c.span(ctx, "dflock.TryLockMany", kindLock, "", len(ls))
+	held, busy, err = sortOut(ls, c.tryMany(ctx, ls))
+	end("", err)
+	return held, busy, err
+}
+
+// TrySemaphoreMany is TryLockMany for one slot of each of several
+// semaphores of limit slots each. To release them together, give their
+// Lock fields to ReleaseMany.
+func (c *Client) TrySemaphoreMany(ctx context.Context, keys []string, limit int, opts ...Option) (held []*Semaphore, busy []string, err error) {
+	if limit <= 0 {
+		return nil, nil, invalid("semaphore limit %d must be positive", limit)
+	}
+	ls, err := c.handles(keys, limit, opts)
+	if err != nil {
+		return nil, nil, err
+	}
+	ctx, end := c.span(ctx, "dflock.TrySemaphoreMany", kindSemaphore, "", len(ls))
+	got, busy, err := sortOut(ls, c.tryMany(ctx, ls))
+	end("", err)
+	held = make([]*Semaphore, len(got))
+	for i, l := range got {
+		held[i] = &Semaphore{l}
+	}
+	return held, busy, err
+}
+
+// ReleaseMany releases the locks, as Release does each, but together:
+// the releases of one connection go out in one write. It returns nil when
+// every one was released, and otherwise a *KeysError with each failure:
+// ErrNotHeld for a lock not held, an error matching ErrLockLost for one
+// lost meanwhile. The handles stay usable. Pass a Semaphore's Lock field
+// to release a slot.
+func (c *Client) ReleaseMany(ctx context.Context, locks ...*Lock) error {
+	keys := make([]string, len(locks))
+	for i, l := range locks {
+		keys[i] = l.key
+	}
+	return keysError(keys, c.releaseMany(ctx, locks))
+}
+
+// KeysError is the error of a call on many keys (TryLockMany,
+// ReleaseMany) for the keys it could not settle: Errs[i] is why Keys[i]
+// failed. errors.Is and errors.As look through every one of them.
+type KeysError struct {
+	Keys []string
+	Errs []error
+}
+
+func (e *KeysError) Error() string {
+	if len(e.Errs) == 1 {
+		return e.Errs[0].Error()
+	}
+	return fmt.Sprintf("lock: %d keys failed; the first: %v", len(e.Errs), e.Errs[0])
+}
+
+// Unwrap returns every key's error.
+func (e *KeysError) Unwrap() []error { return e.Errs }
+
+// keysError gathers the errors of a call on keys (errs[i] for keys[i],
+// nil for success) into a *KeysError, or nil when there are none.
+func keysError(keys []string, errs []error) error {
+	var e *KeysError
+	for i, err := range errs {
+		if err == nil {
+			continue
+		}
+		if e == nil {
+			e = &KeysError{}
+		}
+		e.Keys = append(e.Keys, keys[i])
+		e.Errs = append(e.Errs, err)
+	}
+	if e == nil {
+		return nil
+	}
+	return e
+}
+
+// handles makes a handle for each key (of a semaphore of limit slots, or
+// locks when limit is 0), refusing a bad key or option, or a key given
+// twice, before anything is sent.
+func (c *Client) handles(keys []string, limit int, opts []Option) ([]*Lock, error) {
+	ls := make([]*Lock, len(keys))
+	seen := make(map[string]struct{}, len(keys))
+	for i, k := range keys {
+		l := newLock(c, k, limit, opts)
+		if l.err != nil {
+			return nil, l.err
+		}
+		if _, dup := seen[k]; dup {
+			return nil, invalid("key %q is given twice", k)
+		}
+		seen[k] = struct{}{}
+		ls[i] = l
+	}
+	return ls, nil
+}
+
+// keyOutcome is how the try-lock of one key of many ended: taken (ok),
+// busy (neither), or err.
+type keyOutcome struct {
+	ok  bool
+	err error
+}
+
+// sortOut splits the outcomes of tryMany over ls into the handles taken,
+// the keys found busy, and the errors of the rest.
+func sortOut(ls []*Lock, outs []keyOutcome) (held []*Lock, busy []string, err error) {
+	var keys []string
+	var errs []error
+	for i, o := range outs {
+		switch {
+		case o.err != nil:
+			keys, errs = append(keys, ls[i].key), append(errs, o.err)
+		case o.ok:
+			held = append(held, ls[i])
+		default:
+			busy = append(busy, ls[i].key)
+		}
+	}
+	return held, busy, keysError(keys, errs)
+}
+
+// manyWorkers bounds the replicated or moving keys of one call that are
+// tried at once, each by its handle's own try-lock.
+const manyWorkers = 64
+
+// tryMany tries to take every handle of ls, as TryAcquire does each:
+// keys that live on one server each (the common case) go out in one
+// write per server; replicated keys, and keys moving in a fleet change,
+// are tried by their handles, manyWorkers at a time (their requests still
+// share the pipelined connections). Outcome i is ls[i]'s.
+func (c *Client) tryMany(ctx context.Context, ls []*Lock) []keyOutcome {
+	outs := make([]keyOutcome, len(ls))
+	rt := c.route.Load()
+	byPool := map[*pool.Pool][]int{}
+	var others []int
+	for i, l := range ls {
+		switch p, _, err := l.place(rt); {
+		case err != nil:
+			outs[i].err = err
+		case p != nil:
+			byPool[p] = append(byPool[p], i)
+		default:
+			others = append(others, i)
+		}
+	}
+	var wg sync.WaitGroup
+	for p, idx := range byPool {
+		wg.Go(func() { c.tryOn(ctx, p, rt, ls, idx, outs) })
+	}
+	if len(others) > 0 {
+		work := make(chan int)
+		for range min(len(others), manyWorkers) {
+			wg.Go(func() {
+				for i := range work {
+					ok, err := ls[i].acquire(ctx, 0)
+					outs[i] = keyOutcome{ok, err}
+				}
+			})
+		}
+		for _, i := range others {
+			work <- i
+		}
+		close(work)
+	}
+	wg.Wait()
+	return outs
+}
+
+// tryOn sends the try-locks of ls[i] for every i in idx, keys that live
+// on p's server under rt, in one write, and records each outcome in
+// outs[i].
+func (c *Client) tryOn(ctx context.Context, p *pool.Pool, rt *routing, ls []*Lock, idx []int, outs []keyOutcome) {
+	start := time.Now()
+	reqs := make([]wire.Request, 0, len(idx))
+	sent := make([]int, 0, len(idx))
+	for _, i := range idx {
+		l := ls[i]
+		l.op.Lock()
+		if err := l.ready(); err != nil {
+			l.op.Unlock()
+			outs[i].err = err
+			continue
+		}
+		reqs = append(reqs, l.request(l.cmds.Acquire))
+		sent = append(sent, i)
+	}
+	// As a lone TryAcquire: a server that does not answer within the
+	// slack a reply gets leaves its keys not taken.
+	res, errs := p.DoAllBy(ctx, reqs, start.Add(replySlack))
+	for j, i := range sent {
+		l := ls[i]
+		g, _, err := l.tried(ctx, p.Addr(), res[j], errs[j], 0)
+		ok, err := l.hold(rt, g, err)
+		ok, err = l.follow(ctx, rt, start, ok, err)
+		l.acquireDone(ctx, p.Addr(), start, ok, err)
+		l.op.Unlock()
+		outs[i] = keyOutcome{ok, err}
+	}
+}
+
+// releaseMany releases every handle of ls as Release does, the grants of
+// one connection in one write; error i is ls[i]'s.
+func (c *Client) releaseMany(ctx context.Context, ls []*Lock) []error {
+	errs := make([]error, len(ls))
+	var grants []*pool.Grant
+	var of []int // grants[j] is ls[of[j]]'s
+	var wg sync.WaitGroup
+	for i, l := range ls {
+		// One handle's op at a time: two calls on overlapping handles
+		// must not wait on each other.
+		l.op.Lock()
+		g, set, err := l.letGo()
+		l.op.Unlock()
+		switch {
+		case set.s != nil:
+			// Replicated, or moving: a round of its own, over its
+			// servers, as Release does.
+			wg.Go(func() { errs[i] = l.releaseSet(ctx, set.s, set.groups, set.grants) })
+		case g != nil:
+			grants, of = append(grants, g), append(of, i)
+		default:
+			errs[i] = err
+		}
+	}
+	for j, err := range pool.ReleaseEach(ctx, grants) {
+		errs[of[j]] = releaseError(err)
+	}
+	wg.Wait()
+	return errs
+}
+
+// keyList names keys for a message, the first few of them.
+func keyList(keys []string) string {
+	const most = 5
+	if len(keys) <= most {
+		return fmt.Sprintf("%q", keys)
+	}
+	return fmt.Sprintf("%q and %d more", keys[:most], len(keys)-most)
+}

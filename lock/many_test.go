@@ -1,0 +1,549 @@
+package lock_test
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/dflock-go/dflock/fakeserver"
+	"github.com/dflock-go/dflock/lock"
+	"github.com/dflock-go/dflock/shard"
+)
+
+// keysOf makes n keys named after the test.
+func keysOf(t *testing.T, prefix string, n int) []string {
+	keys := make([]string, n)
+	for i := range keys {
+		keys[i] = uniqueKey(t, fmt.Sprintf("%s%03d", prefix, i))
+	}
+	return keys
+}
+
+// heldKeys returns the keys of ls.
+func heldKeys(ls []*lock.Lock) []string {
+	out := make([]string, len(ls))
+	for i, l := range ls {
+		out[i] = l.Key()
+	}
+	return out
+}
+
+// TryLockMany takes the free keys and names the busy ones, one try-lock
+// per key; ReleaseMany gives them back.
+func TestTryLockMany(t *testing.T) {
+	f := newFleet(t, 3, fakeserver.Config{})
+	c := f.client(t, lock.Config{})
+	other := f.client(t, lock.Config{})
+	keys := keysOf(t, "k", 60)
+	var taken []string
+	for i, k := range keys {
+		if i%4 == 1 {
+			mustAcquire(t, other.Lock(k))
+			taken = append(taken, k)
+		}
+	}
+	before := requests(c)
+	held, busy, err := c.TryLockMany(ctxFor(t, wait), keys)
+	require.NoError(t, err)
+	assert.Equal(t, uint64(len(keys)), requests(c)-before, "one try-lock per key")
+	assert.Equal(t, taken, busy)
+	want := slices.DeleteFunc(slices.Clone(keys), func(k string) bool { return slices.Contains(taken, k) })
+	assert.Equal(t, want, heldKeys(held), "the handles taken, in the order of keys")
+	for _, l := range held {
+		assert.NotEmpty(t, l.Token())
+		ok, err := other.Lock(l.Key()).TryAcquire(ctxFor(t, wait))
+		require.NoError(t, err)
+		assert.False(t, ok, "%s is held", l.Key())
+	}
+
+	require.NoError(t, c.ReleaseMany(ctxFor(t, wait), held...))
+	for _, l := range held {
+		assert.Empty(t, l.Token())
+	}
+	again, busy, err := other.TryLockMany(ctxFor(t, wait), want)
+	require.NoError(t, err)
+	assert.Empty(t, busy, "everything was released")
+	assert.Len(t, again, len(want))
+
+	// A second release of the same handles says which were not held.
+	err = c.ReleaseMany(ctxFor(t, wait), held[:2]...)
+	var ke *lock.KeysError
+	require.ErrorAs(t, err, &ke)
+	assert.Equal(t, heldKeys(held[:2]), ke.Keys)
+	assert.ErrorIs(t, err, lock.ErrNotHeld)
+}
+
+// Invalid keys, a key given twice and bad options are refused before
+// anything is sent.
+func TestManyRefusesBadInput(t *testing.T) {
+	f := newFleet(t, 2, fakeserver.Config{})
+	c := f.client(t, lock.Config{})
+	ctx := ctxFor(t, wait)
+	for name, call := range map[string]func() error{
+		"bad key":       func() error { _, _, err := c.TryLockMany(ctx, []string{"ok", "bad key"}); return err },
+		"twice":         func() error { _, _, err := c.TryLockMany(ctx, []string{"a", "b", "a"}); return err },
+		"bad option":    func() error { _, _, err := c.TryLockMany(ctx, []string{"a"}, lock.LeaseTTL(-1)); return err },
+		"limit":         func() error { _, _, err := c.TrySemaphoreMany(ctx, []string{"a"}, 0); return err },
+		"all twice":     func() error { _, err := c.LockAll(ctx, []string{"a", "a"}); return err },
+		"all none":      func() error { _, err := c.LockAll(ctx, nil); return err },
+		"all bad key":   func() error { _, err := c.LockAll(ctx, []string{"a", ""}); return err },
+		"sem all limit": func() error { _, err := c.SemaphoreAll(ctx, []string{"a"}, -1); return err },
+	} {
+		assert.ErrorIs(t, call(), lock.ErrInvalid, name)
+	}
+	assert.Zero(t, requests(c), "nothing was sent")
+	held, busy, err := c.TryLockMany(ctx, nil)
+	assert.NoError(t, err)
+	assert.Empty(t, held)
+	assert.Empty(t, busy)
+}
+
+// A server that cannot be reached fails its keys only: the others are
+// taken, and the error names the failed keys.
+func TestTryLockManyServerDown(t *testing.T) {
+	f := newFleet(t, 3, fakeserver.Config{})
+	c := f.client(t, lock.Config{})
+	require.NoError(t, f.server(t, 1).Stop())
+	keys := keysOf(t, "k", 30)
+	held, busy, err := c.TryLockMany(ctxFor(t, wait), keys)
+	var ke *lock.KeysError
+	require.ErrorAs(t, err, &ke)
+	assert.Empty(t, busy)
+	for _, k := range keys {
+		srv, err := c.ServerFor(k)
+		require.NoError(t, err)
+		if srv == f.addrs[1] {
+			assert.Contains(t, ke.Keys, k)
+		} else {
+			assert.Contains(t, heldKeys(held), k)
+		}
+	}
+	assert.Len(t, ke.Keys, len(keys)-len(held))
+	assert.NoError(t, c.ReleaseMany(ctxFor(t, wait), held...))
+}
+
+// Replicated keys, and keys moving in a fleet change, are taken as
+// TryAcquire takes them: on a quorum of every route.
+func TestTryLockManyReplicatedAndMoving(t *testing.T) {
+	for _, replicas := range []int{1, 3} {
+		t.Run(fmt.Sprintf("r%d", replicas), func(t *testing.T) {
+			g := newGrown(t, "consistent")
+			tr := g.transition(t)
+			c := g.client(t, tr, replicas)
+			before := g.client(t, g.before, replicas)
+			moved, stay := g.keys(t, uniqueKey(t, "k"), 20, replicas)
+			keys := append(slices.Clone(moved), stay...)
+			// Held by a client before the change: busy for one in it.
+			mustAcquire(t, before.Lock(moved[0]))
+			held, busy, err := c.TryLockMany(ctxFor(t, wait), keys)
+			require.NoError(t, err)
+			assert.Equal(t, []string{moved[0]}, busy)
+			assert.Len(t, held, len(keys)-1)
+			for _, l := range held {
+				assertFollows(t, l, tr, replicas)
+				g.assertHeldOnServers(t, l)
+			}
+			// Also held against clients before the change.
+			for _, k := range keys[1:] {
+				ok, err := before.Lock(k).TryAcquire(ctxFor(t, wait))
+				require.NoError(t, err)
+				assert.False(t, ok, k)
+			}
+			require.NoError(t, c.ReleaseMany(ctxFor(t, wait), held...))
+		})
+	}
+}
+
+// TrySemaphoreMany takes one slot of each semaphore.
+func TestTrySemaphoreMany(t *testing.T) {
+	f := newFleet(t, 2, fakeserver.Config{})
+	c := f.client(t, lock.Config{})
+	keys := keysOf(t, "s", 6)
+	for range 2 {
+		held, busy, err := c.TrySemaphoreMany(ctxFor(t, wait), keys, 2)
+		require.NoError(t, err)
+		assert.Empty(t, busy)
+		assert.Len(t, held, len(keys))
+	}
+	held, busy, err := c.TrySemaphoreMany(ctxFor(t, wait), keys, 2)
+	require.NoError(t, err)
+	assert.Empty(t, held)
+	assert.Equal(t, keys, busy, "both slots of every key are taken")
+	_, _, err = c.TrySemaphoreMany(ctxFor(t, wait), keys, 3)
+	assert.ErrorIs(t, err, lock.ErrLimitMismatch)
+}
+
+// LockAll holds every key; a busy key is waited for, and a timeout gives
+// back everything taken.
+func TestLockAll(t *testing.T) {
+	f := newFleet(t, 3, fakeserver.Config{})
+	c := f.client(t, lock.Config{})
+	other := f.client(t, lock.Config{})
+	keys := keysOf(t, "k", 8)
+	s, err := c.LockAll(ctxFor(t, wait), keys)
+	require.NoError(t, err)
+	assert.Equal(t, keys, s.Keys(), "in byte order")
+	for _, k := range keys {
+		assert.NotEmpty(t, s.Token(k))
+		ok, err := other.Lock(k).TryAcquire(ctxFor(t, wait))
+		require.NoError(t, err)
+		assert.False(t, ok)
+	}
+	assert.Empty(t, s.Token("not-in-the-set"))
+	require.NoError(t, s.Release(ctxFor(t, wait)))
+	assert.ErrorIs(t, s.Release(ctxFor(t, wait)), lock.ErrNotHeld)
+
+	// A key held elsewhere: the set waits for it, holding the keys before
+	// it and not those after it.
+	mid := other.Lock(keys[4])
+	mustAcquire(t, mid)
+	got := make(chan error, 1)
+	var set *lock.Set
+	go func() {
+		var err error
+		set, err = c.LockAll(ctxFor(t, wait), keys)
+		got <- err
+	}()
+	require.Eventually(t, func() bool { return waitersOnFleet(f, keys[4]) == 1 }, wait, time.Millisecond)
+	for i, k := range keys {
+		if i == 4 {
+			continue
+		}
+		l := other.Lock(k)
+		ok, err := l.TryAcquire(ctxFor(t, wait))
+		require.NoError(t, err)
+		assert.Equal(t, i > 4, ok, "%s: held while waiting only if before the busy key", k)
+		if ok {
+			require.NoError(t, l.Release(ctxFor(t, wait)))
+		}
+	}
+	require.NoError(t, mid.Release(ctxFor(t, wait)))
+	require.NoError(t, <-got)
+	require.NoError(t, set.Release(ctxFor(t, wait)))
+
+	// Timeout: everything taken is given back.
+	mustAcquire(t, mid)
+	start := time.Now()
+	_, err = c.LockAll(ctxFor(t, wait), keys, lock.AcquireTimeout(time.Second))
+	assert.ErrorIs(t, err, lock.ErrTimeout)
+	assert.ErrorContains(t, err, keys[4])
+	assert.Less(t, time.Since(start), wait)
+	assertFree(t, other, slices.Delete(slices.Clone(keys), 4, 5))
+
+	// Cancellation: the context's error, and nothing held.
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		require.Eventually(t, func() bool { return waitersOnFleet(f, keys[4]) == 1 }, wait, time.Millisecond)
+		cancel()
+	}()
+	_, err = c.LockAll(ctx, keys)
+	assert.ErrorIs(t, err, context.Canceled)
+	assertFree(t, other, slices.Delete(slices.Clone(keys), 4, 5))
+}
+
+// assertFree asserts that c can take every key at once, and gives them
+// back.
+func assertFree(t *testing.T, c *lock.Client, keys []string) {
+	t.Helper()
+	held, busy, err := c.TryLockMany(ctxFor(t, wait), keys)
+	require.NoError(t, err)
+	assert.Empty(t, busy, "keys still held")
+	require.NoError(t, c.ReleaseMany(ctxFor(t, wait), held...))
+}
+
+// waitersOnFleet counts the waiters in key's queue over the fleet.
+func waitersOnFleet(f *testFleet, key string) int {
+	n := 0
+	for i := range f.addrs {
+		for _, l := range f.fake.Servers[i].Stats().Locks {
+			if l.Key == key {
+				n += l.Waiters
+			}
+		}
+	}
+	return n
+}
+
+// The loss of one member is the loss of the set: Lost, Err, OnLost,
+// WithLockAll's context; the other members stay held until the set is
+// released, which reports the loss.
+func TestSetLostWithOneMember(t *testing.T) {
+	f := newFleet(t, 3, fakeserver.Config{})
+	c := f.client(t, lock.Config{})
+	d := newLossDetector(t, f)
+	d.watch(c)
+	keys := keysOf(t, "k", 9)
+	victim := f.server(t, 0)
+	probe := f.client(t, lock.Config{})
+	var onLost atomic.Int32
+	lostKey := make(chan string, 4)
+	err := c.WithLockAll(ctxFor(t, wait), keys, func(ctx context.Context) error {
+		require.Positive(t, victim.DropConnections())
+		<-ctx.Done()
+		assert.ErrorIs(t, context.Cause(ctx), lock.ErrLockLost)
+		// The members on the other servers are still held.
+		for _, k := range keys {
+			srv, err := c.ServerFor(k)
+			require.NoError(t, err)
+			if srv == f.addrs[0] {
+				continue
+			}
+			ok, err := probe.Lock(k).TryAcquire(ctxFor(t, wait))
+			require.NoError(t, err)
+			assert.False(t, ok, "%s is released only with the set", k)
+		}
+		return nil
+	}, lock.OnLost(func(key string, err error) {
+		onLost.Add(1)
+		lostKey <- key
+	}))
+	assert.ErrorIs(t, err, lock.ErrLockLost, "the loss is returned although fn returned nil")
+	k := <-lostKey
+	srv, _ := c.ServerFor(k)
+	assert.Equal(t, f.addrs[0], srv)
+	assertFree(t, probe, keys)
+	assert.Equal(t, int32(1), onLost.Load(), "OnLost runs once for the set")
+	d.assertNoFalseLoss(t)
+}
+
+// Two clients take {a, b} and {b, a} together many times: neither ever
+// waits for its timeout, and they never hold a key together.
+func TestLockAllOppositeOrders(t *testing.T) {
+	f := newFleet(t, 2, fakeserver.Config{})
+	a, b := uniqueKey(t, "a"), uniqueKey(t, "b")
+	// a and b on different servers: the deadlock a naive loop risks is
+	// across shards.
+	strategy, err := shard.NewStableHash(f.addrs)
+	require.NoError(t, err)
+	for i := 0; ; i++ {
+		sa, _ := strategy.Server(a)
+		sb, _ := strategy.Server(b)
+		if sa != sb {
+			break
+		}
+		b = uniqueKey(t, fmt.Sprintf("b%d", i))
+	}
+	const timeout = 20 * time.Second
+	h := newHistory()
+	orders := [][]string{{a, b}, {b, a}}
+	var wg sync.WaitGroup
+	var slowest atomic.Int64
+	for w, keys := range orders {
+		c := f.client(t, lock.Config{})
+		wg.Go(func() {
+			for range 300 {
+				start := time.Now()
+				s, err := c.LockAll(context.Background(), keys, lock.AcquireTimeout(timeout))
+				took := time.Since(start)
+				if !assert.NoError(t, err) {
+					return
+				}
+				slowest.Store(max(slowest.Load(), int64(took)))
+				at := time.Now()
+				time.Sleep(50 * time.Microsecond) // the work
+				end := time.Now()
+				for _, k := range keys {
+					h.record(k, 1, fmt.Sprint(w), at, end, false)
+				}
+				require.NoError(t, s.Release(context.Background()))
+			}
+		})
+	}
+	wg.Wait()
+	assert.Empty(t, h.violations())
+	assert.Less(t, time.Duration(slowest.Load()), timeout/2, "a LockAll waited for its timeout")
+	t.Logf("slowest LockAll: %v", time.Duration(slowest.Load()))
+}
+
+// The same two orders, taken a key at a time as callers did before
+// LockAll, do deadlock: the control that shows the test above can fail.
+func TestLoopInOppositeOrdersDeadlocks(t *testing.T) {
+	f := newFleet(t, 2, fakeserver.Config{})
+	a, b := uniqueKey(t, "a"), uniqueKey(t, "b")
+	orders := [][]string{{a, b}, {b, a}}
+	var timeouts atomic.Int32
+	ctx := ctxFor(t, 30*time.Second)
+	var wg sync.WaitGroup
+	for _, keys := range orders {
+		c := f.client(t, lock.Config{})
+		wg.Go(func() {
+			for ctx.Err() == nil && timeouts.Load() == 0 {
+				first, second := c.Lock(keys[0], lock.AcquireTimeout(time.Second)), c.Lock(keys[1], lock.AcquireTimeout(time.Second))
+				ok, err := first.Acquire(ctx)
+				if err != nil || !ok {
+					continue
+				}
+				if ok, err := second.Acquire(ctx); err == nil && !ok {
+					timeouts.Add(1)
+				}
+				_ = second.Close()
+				_ = first.Close()
+			}
+		})
+	}
+	wg.Wait()
+	assert.Positive(t, timeouts.Load(), "the naive loop never deadlocked")
+}
+
+// The checker: 32 workers each take a random 2 to 5 of 20 keys, in random
+// order, for 20 s. No key ever has two holders, every LockAll returns
+// within its deadline, and every worker gets on.
+func TestLockAllChecker(t *testing.T) {
+	runSetChecker(t, setChecker{servers: 3, workers: 32, keys: 20, run: 20 * time.Second})
+}
+
+// The same with replicated keys, over five servers.
+func TestLockAllCheckerReplicated(t *testing.T) {
+	runSetChecker(t, setChecker{servers: 5, replicas: 3, workers: 16, keys: 20, run: 5 * time.Second})
+}
+
+// The same with semaphores of two slots.
+func TestSemaphoreAllChecker(t *testing.T) {
+	runSetChecker(t, setChecker{servers: 3, workers: 16, keys: 10, limit: 2, run: 5 * time.Second})
+}
+
+type setChecker struct {
+	servers, replicas, workers, keys, limit int
+	run                                     time.Duration
+}
+
+func runSetChecker(t *testing.T, sc setChecker) {
+	f := newFleet(t, sc.servers, fakeserver.Config{})
+	d := newLossDetector(t, f)
+	keys := keysOf(t, "k", sc.keys)
+	const timeout = 10 * time.Second
+	h := newHistory()
+	done := make([]int, sc.workers)
+	var slowest atomic.Int64
+	stop := time.Now().Add(sc.run)
+	clients := make([]*lock.Client, 4)
+	for i := range clients {
+		clients[i] = f.client(t, lock.Config{Replicas: sc.replicas})
+		d.watch(clients[i])
+	}
+	var wg sync.WaitGroup
+	for w := range sc.workers {
+		c := clients[w%len(clients)]
+		rng := rand.New(rand.NewPCG(uint64(w), 15))
+		wg.Go(func() {
+			for time.Now().Before(stop) {
+				n := 2 + rng.IntN(4)
+				pick := slices.Clone(keys)
+				rng.Shuffle(len(pick), func(i, j int) { pick[i], pick[j] = pick[j], pick[i] })
+				pick = pick[:n]
+				start := time.Now()
+				var s *lock.Set
+				var err error
+				if sc.limit > 0 {
+					s, err = c.SemaphoreAll(context.Background(), pick, sc.limit, lock.AcquireTimeout(timeout))
+				} else {
+					s, err = c.LockAll(context.Background(), pick, lock.AcquireTimeout(timeout))
+				}
+				took := time.Since(start)
+				slowest.Store(max(slowest.Load(), int64(took)))
+				if !assert.NoError(t, err, "worker %d", w) {
+					return
+				}
+				at := time.Now()
+				time.Sleep(time.Duration(rng.IntN(500)) * time.Microsecond) // the work
+				lost := false
+				select {
+				case <-s.Lost():
+					lost = true
+				default:
+				}
+				end := time.Now()
+				for _, k := range pick {
+					h.record(k, sc.limit, fmt.Sprint(w), at, end, lost)
+				}
+				if err := s.Release(context.Background()); !assert.NoError(t, err) {
+					return
+				}
+				done[w]++
+			}
+		})
+	}
+	wg.Wait()
+	v := h.violations()
+	assert.Empty(t, v, "overlaps")
+	if len(v) > 0 {
+		t.Log(v[0].text)
+	}
+	assert.Less(t, time.Duration(slowest.Load()), timeout, "every LockAll returned within its deadline")
+	total := 0
+	for w, n := range done {
+		assert.Positive(t, n, "worker %d made no progress", w)
+		total += n
+	}
+	assert.Zero(t, d.reported.Load(), "no fault, no loss")
+	d.assertNoFalseLoss(t)
+	t.Logf("%d sets in %v by %d workers (fewest by one worker: %d), slowest LockAll %v, %d claims",
+		total, sc.run, sc.workers, slices.Min(done), time.Duration(slowest.Load()), h.count())
+}
+
+// A set taken while the fleet changes follows it: a fleet change under
+// held sets carries every member, and a second client before the change
+// is excluded.
+func TestLockAllAcrossAFleetChange(t *testing.T) {
+	g := newGrown(t, "consistent")
+	c := g.client(t, g.before, 1)
+	before := g.client(t, g.before, 1)
+	moved, stay := g.keys(t, uniqueKey(t, "k"), 4, 1)
+	keys := append(slices.Clone(moved), stay...)
+	s, err := c.LockAll(ctxFor(t, wait), keys)
+	require.NoError(t, err)
+	require.NoError(t, c.Reconfigure(ctxFor(t, wait), g.after))
+	select {
+	case <-s.Lost():
+		t.Fatalf("lost in the change: %v", s.Err())
+	default:
+	}
+	after := g.client(t, g.after, 1)
+	for _, k := range keys {
+		for _, other := range []*lock.Client{before, after} {
+			ok, err := other.Lock(k).TryAcquire(ctxFor(t, wait))
+			require.NoError(t, err)
+			assert.False(t, ok, "%s taken by another client during the change", k)
+		}
+	}
+	require.NoError(t, c.Commit(ctxFor(t, wait)))
+	require.NoError(t, s.Release(ctxFor(t, wait)))
+	assertFree(t, after, keys)
+
+	// In the transition, a set is taken on both routes of a moving key.
+	require.NoError(t, c.Reconfigure(ctxFor(t, wait), g.before))
+	s, err = c.LockAll(ctxFor(t, wait), keys)
+	require.NoError(t, err)
+	for _, k := range keys {
+		for _, other := range []*lock.Client{before, after} {
+			ok, err := other.Lock(k).TryAcquire(ctxFor(t, wait))
+			require.NoError(t, err)
+			assert.False(t, ok, "%s taken by another client", k)
+		}
+	}
+	require.NoError(t, s.Release(ctxFor(t, wait)))
+}
+
+// Closing the client releases a set's members; the set then reports
+// them not held.
+func TestSetAfterClientClose(t *testing.T) {
+	f := newFleet(t, 2, fakeserver.Config{})
+	c := f.client(t, lock.Config{})
+	keys := keysOf(t, "k", 4)
+	s, err := c.LockAll(ctxFor(t, wait), keys)
+	require.NoError(t, err)
+	require.NoError(t, c.Close())
+	assertFree(t, f.client(t, lock.Config{}), keys)
+	err = s.Release(ctxFor(t, wait))
+	assert.ErrorIs(t, err, lock.ErrNotHeld)
+	_, err = c.LockAll(ctxFor(t, wait), keys)
+	assert.ErrorIs(t, err, lock.ErrClosed)
+}

@@ -1,0 +1,404 @@
+package lock
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+)
+
+// Set is several locks, or one slot each of several semaphores, taken
+// together by LockAll or SemaphoreAll: all of them or none. Its members are
+// renewed by the client's scheduler like any lock. The set is lost when
+// any member is: Lost closes, Err says which and why, the OnLost option
+// runs once, and WithLockAll's context is cancelled with cause
+// ErrLockLost. The other members stay held until Release, so that the
+// caller, who may still be working under the set, never shares a key it
+// still holds. A Set's methods are safe for concurrent use.
+type Set struct {
+	c       *Client
+	locks   []*Lock // in key order
+	timeout time.Duration
+	onLost  func(key string, err error)
+	lost    chan struct{}
+
+	mu      sync.Mutex
+	state   setState
+	restart bool // a member was lost while the set was being taken
+	lostErr error
+	cancel  context.CancelCauseFunc // WithLockAll's, while fn runs
+}
+
+type setState int
+
+const (
+	setTaking setState = iota
+	setHeld
+	setLost
+	setReleased
+)
+
+// LockAll takes the locks on every key, all of them or none, waiting up
+// to the acquire timeout for the whole set. It returns the held set, or an
+// error matching ErrTimeout when the timeout passed first (ctx's error
+// when ctx ended first); then nothing is held.
+//
+// It cannot deadlock, across servers or clients: every caller takes the
+// keys in one order, their byte order (whatever the servers, the strategy
+// or a fleet change in progress, so that every client agrees), and never
+// waits for a key while it holds a later one. It first tries every key at
+// once (one round trip per server, as TryLockMany); then it keeps the
+// keys it holds before the first busy one, gives back those after it,
+// waits for it in the server's queue, and goes on from there. A member
+// lost before the set is complete starts it over. Keys are refused before
+// anything is sent if one is invalid or given twice.
+func (c *Client) LockAll(ctx context.Context, keys []string, opts ...Option) (*Set, error) {
+	return c.takeAll(ctx, "dflock.LockAll", keys, 0, opts)
+}
+
+// SemaphoreAll is LockAll for one slot of each of several semaphores of
+// limit slots each: it cannot deadlock either, as long as every caller
+// takes at most one slot of each key. Taking several slots of one
+// semaphore at once is what it refuses (a key given twice): two callers
+// each holding part of what they need can wait on each other forever.
+func (c *Client) SemaphoreAll(ctx context.Context, keys []string, limit int, opts ...Option) (*Set, error) {
+	if limit <= 0 {
+		return nil, invalid("semaphore limit %d must be positive", limit)
+	}
+	return c.takeAll(ctx, "dflock.SemaphoreAll", keys, limit, opts)
+}
+
+// WithLockAll runs fn while holding the locks on every key (LockAll),
+// and releases them all when fn returns, fails or panics. The context fn
+// gets is cancelled, with cause ErrLockLost, if any of them is lost. fn's
+// error is returned; if the set was lost meanwhile the error also matches
+// ErrLockLost, even when fn returned nil.
+func (c *Client) WithLockAll(ctx context.Context, keys []string, fn func(ctx context.Context) error, opts ...Option) error {
+	s, err := c.LockAll(ctx, keys, opts...)
+	if err != nil {
+		return err
+	}
+	return runHeld(ctx, s, fn)
+}
+
+// WithSemaphoreAll is WithLockAll for one slot of each of several
+// semaphores (SemaphoreAll).
+func (c *Client) WithSemaphoreAll(ctx context.Context, keys []string, limit int, fn func(ctx context.Context) error, opts ...Option) error {
+	s, err := c.SemaphoreAll(ctx, keys, limit, opts...)
+	if err != nil {
+		return err
+	}
+	return runHeld(ctx, s, fn)
+}
+
+// Keys returns the set's keys, in the order they are taken.
+func (s *Set) Keys() []string {
+	keys := make([]string, len(s.locks))
+	for i, l := range s.locks {
+		keys[i] = l.key
+	}
+	return keys
+}
+
+// Token returns the token of key's member, or "" if key is not in the
+// set or not held (see Lock.Token).
+func (s *Set) Token(key string) string {
+	i, ok := slices.BinarySearchFunc(s.locks, key, func(l *Lock, k string) int { return compareKeys(l.key, k) })
+	if !ok {
+		return ""
+	}
+	return s.locks[i].Token()
+}
+
+// Lost returns a channel that is closed when the set, held, is lost:
+// when any member is.
+func (s *Set) Lost() <-chan struct{} { return s.lost }
+
+// Err returns why the set was lost once Lost is closed (the lost
+// member's error, matching ErrLockLost, which names its key), and nil
+// otherwise.
+func (s *Set) Err() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.lostErr
+}
+
+// Release releases every member, the releases of one connection in one
+// write. It returns the loss (matching ErrLockLost) if the set was lost,
+// after releasing the members still held; a *KeysError if some member
+// could not be released; ErrNotHeld when called again.
+func (s *Set) Release(ctx context.Context) error {
+	s.mu.Lock()
+	st, lostErr := s.state, s.lostErr
+	s.state = setReleased
+	s.mu.Unlock()
+	if st == setReleased {
+		return ErrNotHeld
+	}
+	ctx, end := s.c.span(ctx, "dflock.Set.Release", s.locks[0].kindIdx(), "", len(s.locks))
+	err := keysError(s.Keys(), s.c.releaseMany(ctx, s.locks))
+	if st == setLost {
+		err = lostErr
+	}
+	end("", err)
+	return err
+}
+
+// takeAll is LockAll and SemaphoreAll, named name for the span: a set of
+// limit's kind over keys, taken.
+func (c *Client) takeAll(ctx context.Context, name string, keys []string, limit int, opts []Option) (*Set, error) {
+	if len(keys) == 0 {
+		return nil, invalid("no keys to take")
+	}
+	ls, err := c.handles(keys, limit, opts)
+	if err != nil {
+		return nil, err
+	}
+	slices.SortFunc(ls, func(a, b *Lock) int { return compareKeys(a.key, b.key) })
+	s := &Set{c: c, locks: ls, timeout: ls[0].opt.acquireTimeout, onLost: ls[0].opt.onLost, lost: make(chan struct{})}
+	for _, l := range ls {
+		// The set reports its members' losses, once.
+		l.opt.onLost, l.member = nil, s
+	}
+	ctx, end := c.span(ctx, name, ls[0].kindIdx(), "", len(ls))
+	err = s.take(ctx)
+	outcome := outcomes[outcomeIdxAcquired]
+	if err != nil {
+		outcome = outcomes[acquireOutcome(ctx, errors.Is(err, ErrTimeout), err)]
+	}
+	end(outcome, err)
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// compareKeys is the order every client takes a set's keys in: their
+// bytes.
+func compareKeys(a, b string) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// take takes every member, in key order, by the set's deadline; on
+// failure it gives back whatever it took.
+func (s *Set) take(ctx context.Context) error {
+	deadline := time.Now().Add(s.timeout)
+	wctx, cancel := context.WithDeadlineCause(ctx, deadline, errWaitOver)
+	defer cancel()
+	held := make([]bool, len(s.locks))
+	for {
+		busy, err := s.round(wctx, held)
+		if err == nil && busy < 0 && s.settle() {
+			return nil
+		}
+		// Failed, or a member was lost on the way: nothing is kept.
+		s.giveBack(ctx, held, 0)
+		switch {
+		case err != nil:
+			return s.failed(ctx, wctx, err, busy)
+		case busy >= 0:
+			return s.failed(ctx, wctx, nil, busy)
+		}
+		s.mu.Lock()
+		s.restart = false
+		s.mu.Unlock()
+	}
+}
+
+// round is one pass of take: it tries every member not held at once,
+// then, while some are busy, gives back those after the first busy one,
+// waits for it, and tries the rest. It returns -1 when every member is
+// held (unless one was lost meanwhile, which settle checks), else the
+// index of the member it could not take and why (nil for the deadline).
+func (s *Set) round(ctx context.Context, held []bool) (int, error) {
+	from := 0
+	for {
+		var rest []*Lock
+		for i := from; i < len(s.locks); i++ {
+			if !held[i] {
+				rest = append(rest, s.locks[i])
+			}
+		}
+		outs := s.c.tryMany(ctx, rest)
+		failed, ferr := -1, error(nil)
+		j := 0
+		for i := from; i < len(s.locks); i++ {
+			if held[i] {
+				continue
+			}
+			held[i] = outs[j].ok
+			if err := outs[j].err; err != nil && ferr == nil {
+				failed, ferr = i, err
+			}
+			j++
+		}
+		if ferr != nil {
+			return failed, ferr
+		}
+		k := slices.Index(held, false)
+		if k < 0 {
+			return -1, nil
+		}
+		// Never wait for a key while holding a later one: that is what
+		// makes two sets taken in the same order unable to wait on each
+		// other.
+		s.giveBack(ctx, held, k+1)
+		ok, err := s.locks[k].acquire(ctx, time.Until(deadlineOf(ctx)))
+		if err != nil || !ok {
+			return k, err
+		}
+		held[k] = true
+		s.mu.Lock()
+		restart := s.restart
+		s.mu.Unlock()
+		if restart {
+			return -1, nil
+		}
+		from = k + 1
+	}
+}
+
+// deadlineOf is ctx's deadline (take's always has one).
+func deadlineOf(ctx context.Context) time.Time {
+	dl, _ := ctx.Deadline()
+	return dl
+}
+
+// settle makes the set held if every member still is; false if one was
+// lost while the set was being taken.
+func (s *Set) settle() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.restart {
+		return false
+	}
+	for _, l := range s.locks {
+		l.mu.Lock()
+		st := l.state
+		l.mu.Unlock()
+		if st != stateHeld {
+			return false
+		}
+	}
+	s.state = setHeld
+	return true
+}
+
+// giveBack releases the members held from index from on, in one write
+// per connection, and marks them not held. A member lost meanwhile goes
+// back to idle with them.
+func (s *Set) giveBack(ctx context.Context, held []bool, from int) {
+	var ls []*Lock
+	for i := from; i < len(held); i++ {
+		if held[i] {
+			ls = append(ls, s.locks[i])
+			held[i] = false
+		}
+	}
+	if len(ls) == 0 {
+		return
+	}
+	// Past the deadline, or cancelled, the keys still go back.
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.c.closeTimeout)
+	defer cancel()
+	for i, err := range s.c.releaseMany(rctx, ls) {
+		if err != nil && !errors.Is(err, ErrLockLost) && !errors.Is(err, ErrNotHeld) {
+			s.c.log.Debug("lock: giving back a key of a set", "key", ls[i].key, "err", err)
+		}
+	}
+}
+
+// failed is take's error when member k could not be taken: err, or the
+// timeout when it is nil or the set's own deadline (wctx's) ended it.
+func (s *Set) failed(ctx, wctx context.Context, err error, k int) error {
+	if err = ownDeadline(ctx, wctx, err); err == nil || errors.Is(err, ErrTimeout) {
+		return fmt.Errorf("%w: %d keys not all taken within %v (%q was busy)", ErrTimeout, len(s.locks), s.timeout, s.locks[k].key)
+	}
+	return err
+}
+
+// memberLost is told by a member that it was lost with err.
+func (s *Set) memberLost(key string, err error) {
+	s.mu.Lock()
+	switch s.state {
+	case setTaking:
+		s.restart = true
+		s.mu.Unlock()
+		return
+	case setHeld:
+	default:
+		s.mu.Unlock()
+		return
+	}
+	s.state, s.lostErr = setLost, err
+	close(s.lost)
+	cancel := s.cancel
+	s.mu.Unlock()
+	if cancel != nil {
+		cancel(ErrLockLost)
+	}
+	if f := s.onLost; f != nil {
+		go f(key, err)
+	}
+}
+
+// held is something held that fn runs under (a Lock, a Set): runHeld
+// tells it the cancel of fn's context, asks it for its loss, and closes
+// it.
+type held interface {
+	// watch makes cancel (nil: none) what a loss calls; it reports
+	// whether the thing is already lost.
+	watch(cancel context.CancelCauseFunc) (lost bool)
+	// lossErr is why it was lost, or nil.
+	lossErr() error
+	// finish releases it, logging what went wrong.
+	finish()
+}
+
+// runHeld runs fn under h, which is held: fn's context is cancelled with
+// cause ErrLockLost when h is lost, h is released when fn returns or
+// panics, and a loss is returned with fn's error even if fn ignored it.
+func runHeld(ctx context.Context, h held, fn func(ctx context.Context) error) error {
+	fctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	if h.watch(cancel) {
+		cancel(ErrLockLost) // lost between taking it and here
+	}
+	defer func() {
+		// Also when fn panics.
+		h.watch(nil)
+		h.finish()
+	}()
+	err := fn(fctx)
+	if lostErr := h.lossErr(); lostErr != nil && !errors.Is(err, ErrLockLost) {
+		// fn may not have looked at its context: the loss must not go
+		// unnoticed.
+		return errors.Join(err, lostErr)
+	}
+	return err
+}
+
+func (s *Set) watch(cancel context.CancelCauseFunc) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.cancel = cancel
+	return s.state == setLost
+}
+
+func (s *Set) lossErr() error { return s.Err() }
+
+func (s *Set) finish() {
+	ctx, cancel := context.WithTimeout(context.Background(), s.c.closeTimeout)
+	defer cancel()
+	if err := s.Release(ctx); err != nil && !errors.Is(err, ErrLockLost) {
+		s.c.log.Warn("lock: release after WithLockAll", "keys", keyList(s.Keys()), "err", err)
+	}
+}
