@@ -297,3 +297,47 @@ func TestDoByGivesUpAtItsDeadline(t *testing.T) {
 	require.NoError(t, err)
 	require.NotNil(t, res.Grant)
 }
+
+// DoAllBy gives up on every reply at its deadline; the locks granted
+// later go back at once. An invalid request is refused alone.
+func TestDoAllByGivesUpAtItsDeadline(t *testing.T) {
+	srv := startServer(t, fakeserver.Config{})
+	p := newPool(t, srv.Addr(), pool.Config{})
+	grant(t, p, "warm")
+	srv.Stall(time.Minute)
+	reqs := []wire.Request{*tryLock("a"), *tryLock("b"), {Cmd: wire.CmdLock, Key: "bad key"}}
+	_, errs := p.DoAllBy(ctxFor(t, wait), reqs, time.Now().Add(100*time.Millisecond))
+	assert.ErrorIs(t, errs[0], pool.ErrNoReply)
+	assert.ErrorIs(t, errs[1], pool.ErrNoReply)
+	assert.ErrorIs(t, errs[2], wire.ErrInvalidRequest)
+	srv.Unstall()
+	require.NoError(t, p.Ping(ctxFor(t, wait)))
+	for _, k := range []string{"a", "b"} {
+		require.Eventually(t, func() bool { return heldBy(srv, k) == 0 }, wait, time.Millisecond, "the late grant of %s went back", k)
+	}
+}
+
+// ReleaseEach releases grants of several connections, one write each,
+// and says which were not held or lost.
+func TestReleaseEach(t *testing.T) {
+	srv := startServer(t, fakeserver.Config{})
+	p := newPool(t, srv.Addr(), pool.Config{})
+	other := startServer(t, fakeserver.Config{})
+	q := newPool(t, other.Addr(), pool.Config{})
+	gs := []*pool.Grant{grant(t, p, "a"), grant(t, q, "b"), grant(t, p, "c"), grant(t, p, "d"), grant(t, q, "e")}
+	require.NoError(t, gs[2].Release(ctxFor(t, wait))) // released already
+	require.Equal(t, 1, srv.ExpireNow("d"))            // lost on the server
+	before := p.Stats().Requests
+	errs := pool.ReleaseEach(ctxFor(t, wait), gs)
+	assert.NoError(t, errs[0])
+	assert.NoError(t, errs[1])
+	assert.ErrorIs(t, errs[2], pool.ErrNotHeld)
+	assert.ErrorIs(t, errs[3], pool.ErrGrantLost)
+	assert.NoError(t, errs[4])
+	assert.Equal(t, uint64(2), p.Stats().Requests-before, "a and d: c was not sent")
+	for _, k := range []string{"a", "c", "d"} {
+		assert.Zero(t, heldBy(srv, k))
+	}
+	assert.Zero(t, heldBy(other, "b"))
+	assert.Zero(t, heldBy(other, "e"))
+}
