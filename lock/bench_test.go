@@ -2,9 +2,11 @@ package lock_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -12,6 +14,7 @@ import (
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/metric/noop"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 
 	"github.com/dflock-go/dflock/bench"
 	"github.com/dflock-go/dflock/fakeserver"
@@ -177,4 +180,131 @@ func BenchmarkAcquireReleaseMetrics(b *testing.B) {
 			benchPairs(b, c, func(i int) string { return fmt.Sprintf("bench-%d", i) })
 		})
 	}
+}
+
+// BenchmarkTryLockMany takes 500 free keys over 3 fakeservers, and gives
+// them back: with TryLockMany and ReleaseMany, with a loop of TryAcquire
+// and Release, and with a goroutine per key. ns/op is the take alone;
+// requests/key and writes/key count the take and the release.
+func BenchmarkTryLockMany(b *testing.B) {
+	const n = 500
+	fleet, err := fakeserver.StartFleet(3, fakeserver.Config{MaxLocks: -1})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer fleet.Close()
+	keys := make([]string, n)
+	for i := range keys {
+		keys[i] = fmt.Sprintf("task-%d", i)
+	}
+	ctx := context.Background()
+	for _, bc := range []struct {
+		name string
+		take func(c *lock.Client) ([]*lock.Lock, error)
+		give func(c *lock.Client, ls []*lock.Lock) error
+	}{
+		{"many", func(c *lock.Client) ([]*lock.Lock, error) {
+			held, busy, err := c.TryLockMany(ctx, keys)
+			if err == nil && len(busy) > 0 {
+				err = fmt.Errorf("%d busy", len(busy))
+			}
+			return held, err
+		}, func(c *lock.Client, ls []*lock.Lock) error { return c.ReleaseMany(ctx, ls...) }},
+		{"loop", func(c *lock.Client) ([]*lock.Lock, error) {
+			held := make([]*lock.Lock, 0, n)
+			for _, k := range keys {
+				l := c.Lock(k)
+				if ok, err := l.TryAcquire(ctx); err != nil || !ok {
+					return held, fmt.Errorf("%s: %v %v", k, ok, err)
+				}
+				held = append(held, l)
+			}
+			return held, nil
+		}, func(c *lock.Client, ls []*lock.Lock) error {
+			for _, l := range ls {
+				if err := l.Release(ctx); err != nil {
+					return err
+				}
+			}
+			return nil
+		}},
+		{"goroutines", func(c *lock.Client) ([]*lock.Lock, error) {
+			held := make([]*lock.Lock, n)
+			errs := make([]error, n)
+			var wg sync.WaitGroup
+			for i, k := range keys {
+				wg.Go(func() {
+					held[i] = c.Lock(k)
+					if ok, err := held[i].TryAcquire(ctx); err != nil || !ok {
+						errs[i] = fmt.Errorf("%s: %v %v", k, ok, err)
+					}
+				})
+			}
+			wg.Wait()
+			return held, errors.Join(errs...)
+		}, func(c *lock.Client, ls []*lock.Lock) error {
+			var wg sync.WaitGroup
+			errs := make([]error, len(ls))
+			for i, l := range ls {
+				wg.Go(func() { errs[i] = l.Release(ctx) })
+			}
+			wg.Wait()
+			return errors.Join(errs...)
+		}},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			reader := sdkmetric.NewManualReader()
+			mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
+			defer mp.Shutdown(ctx)
+			c, err := lock.New(lock.Config{Servers: fleet.Addrs(), MeterProvider: mp})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer c.Close()
+			// Connected before the clock starts.
+			if ls, err := bc.take(c); err != nil || bc.give(c, ls) != nil {
+				b.Fatal(err)
+			}
+			w0, r0 := writes(b, reader)
+			b.ReportAllocs()
+			b.ResetTimer()
+			for range b.N {
+				ls, err := bc.take(c)
+				b.StopTimer()
+				if err != nil {
+					b.Fatal(err)
+				}
+				if err := bc.give(c, ls); err != nil {
+					b.Fatal(err)
+				}
+				b.StartTimer()
+			}
+			b.StopTimer()
+			w1, r1 := writes(b, reader)
+			keysDone := float64(b.N * n)
+			b.ReportMetric(float64(r1-r0)/keysDone, "requests/key")
+			b.ReportMetric(float64(w1-w0)/keysDone, "writes/key")
+			b.ReportMetric(float64(b.Elapsed().Microseconds())/keysDone, "µs/key")
+		})
+	}
+}
+
+// writes reads, from the pool's dflock.pool.write.requests histogram,
+// how many writes went to the servers and how many requests they carried.
+func writes(b testing.TB, r *sdkmetric.ManualReader) (writes, requests uint64) {
+	var rm metricdata.ResourceMetrics
+	if err := r.Collect(context.Background(), &rm); err != nil {
+		b.Fatal(err)
+	}
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			if h, ok := m.Data.(metricdata.Histogram[int64]); ok && m.Name == "dflock.pool.write.requests" {
+				for _, p := range h.DataPoints {
+					writes += p.Count
+					requests += uint64(p.Sum)
+				}
+			}
+		}
+	}
+	return writes, requests
 }

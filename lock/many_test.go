@@ -12,6 +12,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 
 	"github.com/dflock-go/dflock/fakeserver"
 	"github.com/dflock-go/dflock/lock"
@@ -40,7 +41,9 @@ func heldKeys(ls []*lock.Lock) []string {
 // per key; ReleaseMany gives them back.
 func TestTryLockMany(t *testing.T) {
 	f := newFleet(t, 3, fakeserver.Config{})
-	c := f.client(t, lock.Config{})
+	reader := sdkmetric.NewManualReader()
+	c := f.client(t, lock.Config{MeterProvider: sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))})
+	assertFree(t, c, keysOf(t, "warm", 30)) // connected to every server
 	other := f.client(t, lock.Config{})
 	keys := keysOf(t, "k", 60)
 	var taken []string
@@ -51,9 +54,12 @@ func TestTryLockMany(t *testing.T) {
 		}
 	}
 	before := requests(c)
+	w0, _ := writes(t, reader)
 	held, busy, err := c.TryLockMany(ctxFor(t, wait), keys)
 	require.NoError(t, err)
 	assert.Equal(t, uint64(len(keys)), requests(c)-before, "one try-lock per key")
+	w1, _ := writes(t, reader)
+	assert.LessOrEqual(t, w1-w0, uint64(len(f.addrs)), "one write per server")
 	assert.Equal(t, taken, busy)
 	want := slices.DeleteFunc(slices.Clone(keys), func(k string) bool { return slices.Contains(taken, k) })
 	assert.Equal(t, want, heldKeys(held), "the handles taken, in the order of keys")
