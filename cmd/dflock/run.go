@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -34,7 +35,7 @@ const (
 	exitNotFound = 127
 )
 
-const runUsage = "usage: dflock run [-n LIMIT] [--timeout D] [--lease D] [--grace D] [--replicas N] [--servers LIST | --fleet FILE] [--metrics-addr ADDR] KEY -- CMD [ARGS...]"
+const runUsage = "usage: dflock run [-n LIMIT] [--timeout D] [--lease D] [--grace D] [--replicas N] [--servers LIST | --fleet FILE] [--metrics-addr ADDR] {KEY | --all KEY,KEY...} -- CMD [ARGS...]"
 
 // runSignals are the signals dflock passes on to the command's process
 // group. Without that, a hangup or ^\ that reaches dflock rather than
@@ -51,6 +52,7 @@ type runFlags struct {
 	grace    time.Duration
 	metrics  string // --metrics-addr
 	key      string
+	all      []string // --all: every key, held together; key is then ""
 	command  []string
 }
 
@@ -73,6 +75,7 @@ func parseRunFlags(args []string, getenv func(string) string) (runFlags, *flag.F
 		return f, set, err
 	}
 	set.DurationVar(&f.grace, "grace", 10*time.Second, "after the lock is lost: time between SIGTERM and SIGKILL of the command's process group")
+	all := set.String("all", "", "hold every one of these keys (comma-separated) in place of KEY, all or none, without deadlock against other sets (see above)")
 	if err := set.Parse(args); err != nil {
 		return f, set, err
 	}
@@ -99,6 +102,18 @@ func parseRunFlags(args []string, getenv func(string) string) (runFlags, *flag.F
 		return f, set, fmt.Errorf("--replicas %d: an odd number of servers (1, 3, 5...)", f.replicas)
 	}
 	rest := set.Args()
+	if *all != "" {
+		f.all = strings.Split(*all, ",")
+		if slices.Contains(f.all, "") {
+			return f, set, fmt.Errorf("--all %q: an empty key", *all)
+		}
+		// No KEY: what follows the flags (and "--") is the command.
+		f.command = rest
+		if len(f.command) == 0 {
+			return f, set, errors.New("missing command")
+		}
+		return f, set, nil
+	}
 	switch {
 	case len(rest) == 0:
 		return f, set, errors.New("missing KEY and command")
@@ -138,6 +153,13 @@ loss of a minority of them; a semaphore needs more of them (-n 2 or more on 3
 replicas needs all 3). DFLOCK_SERVER then lists the key's N servers, and
 DFLOCK_TOKEN is the token, at the start, of the first of them that held it
 (each server issues its own).
+
+With --all KEY,KEY... every key is held while CMD runs (with -n, a slot of
+each), taken all or none within --timeout: keys in byte order, never waiting
+for one while holding a later one, so that two runs taking the same keys in any
+order cannot deadlock. DFLOCK_KEY, DFLOCK_TOKEN and DFLOCK_SERVER are then
+comma-separated lists, one entry per key in byte order (the server: the key's
+first). Losing any key stops CMD, as losing the lock does.
 
 With --fleet FILE (or DFLOCK_FLEET) the servers come from a fleet file, which
 dflock follows while CMD runs: the lock stays held through a fleet change (see
@@ -227,6 +249,9 @@ func runRun(ctx context.Context, args []string, getenv func(string) string, stdo
 	defer c.Close()
 
 	opts := []lock.Option{lock.AcquireTimeout(f.timeout), lock.LeaseTTL(f.lease)}
+	if f.all != nil {
+		return runAll(ctx, c, f, opts, path, stdout, stderr, fail, failed)
+	}
 	l := c.Lock(f.key, opts...)
 	if f.limit > 0 {
 		l = c.Semaphore(f.key, f.limit, opts...).Lock
@@ -236,12 +261,7 @@ func runRun(ctx context.Context, args []string, getenv func(string) string, stdo
 	case err != nil:
 		return failed(err)
 	case !ok:
-		if f.timeout <= 0 {
-			return fail(exitNotAcquired, "%q is taken (not acquired; --timeout 0 tries once)", f.key)
-		}
-		// The server counts whole seconds, rounded up, and waited that long.
-		waited := (f.timeout + time.Second - 1).Truncate(time.Second)
-		return fail(exitNotAcquired, "%q not acquired within %v", f.key, waited)
+		return notAcquired(fail, fmt.Sprintf("%q", f.key), f.timeout)
 	}
 	defer l.Close()
 	// With replicas, every server the key lives on.
@@ -256,13 +276,70 @@ func runRun(ctx context.Context, args []string, getenv func(string) string, stdo
 		Stderr: stderr,
 		Env:    append(os.Environ(), "DFLOCK_KEY="+f.key, "DFLOCK_TOKEN="+l.Token(), "DFLOCK_SERVER="+server),
 	}
-	return runLocked(cmd, l, f.key, f.grace, stderr)
+	return runLocked(cmd, l, fmt.Sprintf("%q", f.key), f.grace, stderr)
+}
+
+// notAcquired reports through fail what was not acquired within timeout.
+func notAcquired(fail func(int, string, ...any) int, what string, timeout time.Duration) int {
+	if timeout <= 0 {
+		return fail(exitNotAcquired, "%s is taken (not acquired; --timeout 0 tries once)", what)
+	}
+	// The server counts whole seconds, rounded up, and waited that long.
+	waited := (timeout + time.Second - 1).Truncate(time.Second)
+	return fail(exitNotAcquired, "%s not acquired within %v", what, waited)
+}
+
+// runAll is runRun for --all: it holds every key of f.all (a slot of
+// each with -n) while the command at path runs.
+func runAll(ctx context.Context, c *lock.Client, f runFlags, opts []lock.Option, path string, stdout, stderr io.Writer,
+	fail func(int, string, ...any) int, failed func(error) int) int {
+	var s *lock.Set
+	var err error
+	if f.limit > 0 {
+		s, err = c.SemaphoreAll(ctx, f.all, f.limit, opts...)
+	} else {
+		s, err = c.LockAll(ctx, f.all, opts...)
+	}
+	what := fmt.Sprintf("the %d keys %s", len(f.all), strings.Join(f.all, ","))
+	switch {
+	case errors.Is(err, lock.ErrTimeout):
+		return notAcquired(fail, what, f.timeout)
+	case err != nil:
+		return failed(err)
+	}
+	defer func() {
+		rctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		s.Release(rctx)
+	}()
+	keys := s.Keys()
+	tokens, servers := make([]string, len(keys)), make([]string, len(keys))
+	for i, k := range keys {
+		tokens[i] = s.Token(k)
+		servers[i], _ = c.ServerFor(k)
+	}
+	cmd := &exec.Cmd{
+		Path:   path,
+		Args:   f.command,
+		Stdin:  os.Stdin,
+		Stdout: stdout,
+		Stderr: stderr,
+		Env: append(os.Environ(), "DFLOCK_KEY="+strings.Join(keys, ","), "DFLOCK_TOKEN="+strings.Join(tokens, ","),
+			"DFLOCK_SERVER="+strings.Join(servers, ",")),
+	}
+	return runLocked(cmd, s, what, f.grace, stderr)
+}
+
+// losable is what a command runs under: a lock, or a set of them.
+type losable interface {
+	Lost() <-chan struct{}
+	Err() error
 }
 
 // runLocked runs cmd while the lock is held and returns dflock's exit
 // code: the command's, or exitLost if lost closes first, after stopping
 // the command's process group (SIGTERM, then SIGKILL after grace).
-func runLocked(cmd *exec.Cmd, l *lock.Lock, key string, grace time.Duration, stderr io.Writer) int {
+func runLocked(cmd *exec.Cmd, l losable, what string, grace time.Duration, stderr io.Writer) int {
 	lost := l.Lost()
 	// Its own process group, so that a lost lock stops the command and
 	// everything it started.
@@ -337,7 +414,7 @@ func runLocked(cmd *exec.Cmd, l *lock.Lock, key string, grace time.Duration, std
 			}
 			syscall.Kill(-pgid, syscall.SIGCONT)
 		case <-lost:
-			fmt.Fprintf(stderr, "dflock run: lost %q; stopping the command: %v\n", key, l.Err())
+			fmt.Fprintf(stderr, "dflock run: lost %s; stopping the command: %v\n", what, l.Err())
 			if h := hint(l.Err(), false); h != "" {
 				fmt.Fprintf(stderr, "dflock run: hint: %s\n", h)
 			}

@@ -393,3 +393,82 @@ func TestFleetFileFlag(t *testing.T) {
 	code = run(context.Background(), []string{"run", "k", "--", "true"}, env(map[string]string{"DFLOCK_FLEET": path, "DFLOCK_SERVERS": "127.0.0.1:1"}), &out, &errOut)
 	assert.Equal(t, 0, code, errOut.String())
 }
+
+// --all holds every key while the command runs, and lists them, their
+// tokens and servers in the environment, in byte order.
+func TestRunAll(t *testing.T) {
+	srv := startServer(t)
+	dir := t.TempDir()
+	script := `echo "$DFLOCK_KEY $DFLOCK_TOKEN $DFLOCK_SERVER" > ` + dir + `/env; while [ ! -e ` + dir + `/go ]; do sleep 0.01; done`
+	done := make(chan struct{})
+	var code int
+	var msg string
+	go func() {
+		defer close(done)
+		code, msg = dflockRun(t, srv, "--all", "orders,accounts", "--", "sh", "-c", script)
+	}()
+	require.Eventually(t, func() bool {
+		b, err := os.ReadFile(filepath.Join(dir, "env"))
+		return err == nil && bytes.HasSuffix(b, []byte("\n"))
+	}, 5*time.Second, 10*time.Millisecond)
+	held := map[string]bool{}
+	for _, l := range srv.Stats().Locks {
+		held[l.Key] = l.OwnerConnID != 0
+	}
+	assert.Equal(t, map[string]bool{"accounts": true, "orders": true}, held)
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "go"), nil, 0o600))
+	<-done
+	require.Equal(t, 0, code, msg)
+	b, err := os.ReadFile(filepath.Join(dir, "env"))
+	require.NoError(t, err)
+	f := strings.Fields(string(b))
+	require.Len(t, f, 3)
+	assert.Equal(t, "accounts,orders", f[0])
+	assert.Regexp(t, "^[0-9a-f]{32},[0-9a-f]{32}$", f[1])
+	assert.Equal(t, srv.Addr()+","+srv.Addr(), f[2])
+	assert.Empty(t, srv.Stats().Locks, "released after the command")
+
+	// A busy key: nothing held, exit 75.
+	holdKey(t, srv, "busy")
+	code, msg = dflockRun(t, srv, "--all", "free,busy", "--timeout", "500ms", "--", "true")
+	assert.Equal(t, exitNotAcquired, code, msg)
+	assert.Contains(t, msg, "the 2 keys free,busy not acquired within 1s")
+	for _, l := range srv.Stats().Locks {
+		assert.NotEqual(t, "free", l.Key, "given back")
+	}
+
+	// Slots of semaphores.
+	code, msg = dflockRun(t, srv, "-n", "2", "--all", "s1,s2", "--", "true")
+	assert.Equal(t, 0, code, msg)
+
+	// Bad lists are usage errors.
+	for _, args := range [][]string{{"--all", "a,,b", "--", "true"}, {"--all", "a,a", "--", "true"}, {"--all", "a,b"}} {
+		code, msg := dflockRun(t, srv, args...)
+		assert.Equal(t, 2, code, "%v: %s", args, msg)
+	}
+}
+
+// Losing any key of --all stops the command.
+func TestRunAllStopsTheCommandOnLoss(t *testing.T) {
+	srv := startServer(t)
+	dir := t.TempDir()
+	done := make(chan struct{})
+	var code int
+	var msg string
+	go func() {
+		defer close(done)
+		code, msg = dflockRun(t, srv, "--grace", "300ms", "--all", "a,b", "--", "sh", "-c", "echo $$ > "+dir+"/pid; sleep 60")
+	}()
+	require.Eventually(t, func() bool {
+		b, err := os.ReadFile(filepath.Join(dir, "pid"))
+		return err == nil && len(bytes.TrimSpace(b)) > 0
+	}, 5*time.Second, 10*time.Millisecond)
+	srv.DropConnections()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("dflock run did not stop")
+	}
+	assert.Equal(t, exitLost, code, msg)
+	assert.Contains(t, msg, "lost the 2 keys a,b")
+}
