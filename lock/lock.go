@@ -61,6 +61,9 @@ type Lock struct {
 	// member is the Set the handle belongs to (LockAll), told of its
 	// loss; nil for a handle of its own. Set once, at creation.
 	member *Set
+	// holdsOthers is set by the member's Set while it holds other
+	// members: a wait then does not wait for a connection.
+	holdsOthers bool
 }
 
 type state int
@@ -319,7 +322,10 @@ func (l *Lock) waitFor(ctx context.Context, p *pool.Pool, deadline time.Time) (*
 	// The wait for a free connection counts against the timeout too.
 	wctx, cancel := context.WithDeadlineCause(ctx, deadline, errWaitOver)
 	defer cancel()
-	pin, err := p.Pin(wctx)
+	pin, err := l.pinFor(wctx, p)
+	if errors.Is(err, pool.ErrNoFreeConn) {
+		return nil, err
+	}
 	if err != nil && ctx.Err() == nil && context.Cause(wctx) == errWaitOver {
 		// Not the key's fault: every exclusive connection was busy, or
 		// kept by a lock taken after a wait.
@@ -333,6 +339,16 @@ func (l *Lock) waitFor(ctx context.Context, p *pool.Pool, deadline time.Time) (*
 		return nil, err
 	}
 	return l.waitOn(ctx, p.Addr(), pin, &req, false)
+}
+
+// pinFor takes an exclusive connection to p's server for a wait: at once
+// or not at all (pool.ErrNoFreeConn) for a member of a Set that holds
+// other members, which must never wait for a connection (see Set).
+func (l *Lock) pinFor(ctx context.Context, p *pool.Pool) (*pool.Pinned, error) {
+	if l.holdsOthers {
+		return p.TryPin(ctx)
+	}
+	return p.Pin(ctx)
 }
 
 // waitOn sends a blocking request (a lock with a timeout, a wait) on pin,

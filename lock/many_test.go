@@ -1,6 +1,7 @@
 package lock_test
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"math/rand/v2"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/dflock-go/dflock/fakeserver"
 	"github.com/dflock-go/dflock/lock"
+	"github.com/dflock-go/dflock/pool"
 	"github.com/dflock-go/dflock/shard"
 )
 
@@ -411,6 +413,13 @@ func TestLockAllCheckerReplicated(t *testing.T) {
 	runSetChecker(t, setChecker{servers: 5, replicas: 3, workers: 16, keys: 20, run: 5 * time.Second})
 }
 
+// The same through one client with few connections: a set must never
+// wait for a connection while holding keys that the waits on those
+// connections wait for.
+func TestLockAllCheckerFewConnections(t *testing.T) {
+	runSetChecker(t, setChecker{servers: 3, workers: 32, keys: 20, clients: 1, maxConns: 4, run: 5 * time.Second})
+}
+
 // The same with semaphores of two slots.
 func TestSemaphoreAllChecker(t *testing.T) {
 	runSetChecker(t, setChecker{servers: 3, workers: 16, keys: 10, limit: 2, run: 5 * time.Second})
@@ -418,6 +427,7 @@ func TestSemaphoreAllChecker(t *testing.T) {
 
 type setChecker struct {
 	servers, replicas, workers, keys, limit int
+	clients, maxConns                       int // default 4 clients, the pool's default
 	run                                     time.Duration
 }
 
@@ -430,9 +440,9 @@ func runSetChecker(t *testing.T, sc setChecker) {
 	done := make([]int, sc.workers)
 	var slowest atomic.Int64
 	stop := time.Now().Add(sc.run)
-	clients := make([]*lock.Client, 4)
+	clients := make([]*lock.Client, cmp.Or(sc.clients, 4))
 	for i := range clients {
-		clients[i] = f.client(t, lock.Config{Replicas: sc.replicas})
+		clients[i] = f.client(t, lock.Config{Replicas: sc.replicas, Pool: pool.Config{MaxConns: sc.maxConns}})
 		d.watch(clients[i])
 	}
 	var wg sync.WaitGroup

@@ -876,6 +876,9 @@ func (s *replicaSet) waitWith(ctx context.Context, arb int, deadline time.Time, 
 		return s.takeRest(ctx, deadline)
 	}
 	switch {
+	case errors.Is(err, pool.ErrNoFreeConn):
+		// Not the arbiter's fault: a member of a set found no connection
+		// to wait on (see Set), and gives up.
 	case errors.Is(err, ErrServer):
 		// dflockd answers "error" to waits while it drains for shutdown,
 		// and still grants try-locks.

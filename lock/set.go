@@ -7,6 +7,8 @@ import (
 	"slices"
 	"sync"
 	"time"
+
+	"github.com/dflock-go/dflock/pool"
 )
 
 // Set is several locks, or one slot each of several semaphores, taken
@@ -251,7 +253,20 @@ func (s *Set) round(ctx context.Context, held []bool) (int, error) {
 		// makes two sets taken in the same order unable to wait on each
 		// other.
 		s.giveBack(ctx, held, k+1)
-		ok, err := s.locks[k].acquire(ctx, time.Until(deadlineOf(ctx)))
+		l := s.locks[k]
+		l.holdsOthers = slices.Contains(held, true)
+		ok, err := l.acquire(ctx, time.Until(deadlineOf(ctx)))
+		from = k + 1
+		if errors.Is(err, pool.ErrNoFreeConn) {
+			// Every connection that can carry a wait is taken, maybe by
+			// waits for keys this set holds: the set must not wait for
+			// one while it holds them, or the two wait on each other. It
+			// gives them back and waits holding nothing.
+			s.giveBack(ctx, held, 0)
+			l.holdsOthers = false
+			ok, err = l.acquire(ctx, time.Until(deadlineOf(ctx)))
+			from = 0
+		}
 		if err != nil || !ok {
 			return k, err
 		}
@@ -262,7 +277,6 @@ func (s *Set) round(ctx context.Context, held []bool) (int, error) {
 		if restart {
 			return -1, nil
 		}
-		from = k + 1
 	}
 }
 

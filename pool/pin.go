@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/jackc/puddle/v2"
+
 	"github.com/dflock-go/dflock/wire"
 )
 
@@ -60,7 +62,10 @@ var ErrHoldsLocks = errors.New("pool: blocking request on a connection that hold
 // the pool has room, else waiting until one is free or ctx ends (its error
 // is returned then). Connections kept by the locks they hold do not count
 // against MaxConns.
-func (p *Pool) Pin(ctx context.Context) (*Pinned, error) {
+func (p *Pool) Pin(ctx context.Context) (*Pinned, error) { return p.pin(ctx, false) }
+
+// pin is Pin, or TryPin when try is set.
+func (p *Pool) pin(ctx context.Context, try bool) (*Pinned, error) {
 	for {
 		if p.isClosing() {
 			return nil, ErrClosed
@@ -68,7 +73,18 @@ func (p *Pool) Pin(ctx context.Context) (*Pinned, error) {
 		// Always through puddle, so that its slots bound the waits in
 		// progress; a connection freed by the locks it held comes back
 		// through puddle's constructor (see New).
-		res, err := p.excl.Acquire(ctx)
+		var res *puddle.Resource[*Conn]
+		var err error
+		if try {
+			// The context is the background dial's, if any: it outlives
+			// the call.
+			res, err = p.excl.TryAcquire(context.WithoutCancel(ctx))
+			if errors.Is(err, puddle.ErrNotAvailable) {
+				return nil, ErrNoFreeConn
+			}
+		} else {
+			res, err = p.excl.Acquire(ctx)
+		}
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil, ctx.Err()
@@ -105,6 +121,16 @@ func (p *Pool) Pin(ctx context.Context) (*Pinned, error) {
 		return &Pinned{p: p, c: c}, nil
 	}
 }
+
+// ErrNoFreeConn: TryPin found no idle exclusive connection.
+var ErrNoFreeConn = errors.New("pool: no exclusive connection is free")
+
+// TryPin is Pin that never waits: it returns ErrNoFreeConn at once when
+// no clean connection is idle (and dials one in the background if the
+// pool has room, for the next call). A caller that holds locks uses it
+// before a blocking request: waiting for a connection that a wait for one
+// of its own locks holds would never end.
+func (p *Pool) TryPin(ctx context.Context) (*Pinned, error) { return p.pin(ctx, true) }
 
 // Conn returns the pinned connection.
 func (pn *Pinned) Conn() *Conn { return pn.c }
