@@ -84,7 +84,7 @@ type Config struct {
 
 // Workloads lists the workloads in the order they run.
 func Workloads() []string {
-	return []string{"raw", "distinct", "hot", "zipf", "two-phase", "semaphore", "hold-many"}
+	return []string{"raw", "distinct", "hot", "zipf", "two-phase", "semaphore", "try-many", "lock-all", "hold-many"}
 }
 
 func (c *Config) setDefaults() error {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -146,9 +147,11 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		switch {
 		case name == "raw":
 			raw = res.PerSecond
-		case rn.workload != "hold-many" && raw > 0:
-			// hold-many's op is an acquire, not a pair: no ratio.
+		case onePair(rn.workload) && raw > 0:
 			res.VsRaw = res.PerSecond / raw
+		}
+		if k := keysPerOp(rn.workload); k > 1 {
+			res.Extra = map[string]float64{"keys/s": res.PerSecond * float64(k)}
 		}
 		rep.Results = append(rep.Results, res)
 		if failed != nil {
@@ -157,6 +160,24 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		}
 	}
 	return rep, nil
+}
+
+// onePair reports whether an op of workload is one acquire and release,
+// as the raw baseline's is: only those get a ratio to it (hold-many's op
+// is an acquire, try-many's and lock-all's take many keys).
+func onePair(workload string) bool {
+	return !slices.Contains([]string{"hold-many", "try-many", "lock-all"}, workload)
+}
+
+// keysPerOp is how many keys an op of workload takes.
+func keysPerOp(workload string) int {
+	switch workload {
+	case "try-many":
+		return tryManyKeys
+	case "lock-all":
+		return lockAllSize
+	}
+	return 1
 }
 
 // meterSettings are the values of Config.Meters.

@@ -70,6 +70,43 @@ func runLockWorkload(ctx context.Context, cfg Config, workload, name string, new
 			}
 			return l.Release(ctx)
 		})
+	case "try-many":
+		// Batching: a worker claims 100 free keys of its own at once, as a
+		// scheduler claims ready tasks, and gives them back together.
+		keys := make([][]string, cfg.Workers)
+		for w := range keys {
+			for i := range tryManyKeys {
+				keys[w] = append(keys[w], "many-"+strconv.Itoa(w)+"-"+strconv.Itoa(i))
+			}
+		}
+		return closedLoop(ctx, cfg, name, fmt.Sprintf("TryLockMany+ReleaseMany of %d free keys of a worker's own", tryManyKeys), func(ctx context.Context, w int, n int64) error {
+			held, busy, err := c.TryLockMany(ctx, keys[w], lease)
+			if err == nil && len(busy) > 0 {
+				err = fmt.Errorf("%d keys busy", len(busy))
+			}
+			if rerr := c.ReleaseMany(ctx, held...); err == nil {
+				err = rerr
+			}
+			return err
+		})
+	case "lock-all":
+		// Many keys at once under contention: sets that overlap, taken in
+		// any order, which LockAll takes without deadlock.
+		rngs := make([]*rand.Rand, cfg.Workers)
+		for w := range rngs {
+			rngs[w] = rand.New(rand.NewPCG(uint64(w), 15))
+		}
+		return closedLoop(ctx, cfg, name, fmt.Sprintf("LockAll+Release of %d of %d keys all workers share", lockAllSize, lockAllKeys), func(ctx context.Context, w int, n int64) error {
+			keys := make([]string, 0, lockAllSize)
+			for _, i := range rngs[w].Perm(lockAllKeys)[:lockAllSize] {
+				keys = append(keys, "all-"+strconv.Itoa(i))
+			}
+			s, err := c.LockAll(ctx, keys, lease, lock.AcquireTimeout(30*time.Second))
+			if err != nil {
+				return err
+			}
+			return s.Release(ctx)
+		})
 	case "semaphore":
 		limit := max(cfg.Workers/8, 1)
 		return closedLoop(ctx, cfg, name, fmt.Sprintf("acquire+release of a slot of one of 4 semaphores of %d", limit), func(ctx context.Context, w int, n int64) error {
@@ -78,6 +115,13 @@ func runLockWorkload(ctx context.Context, cfg Config, workload, name string, new
 	}
 	return Result{}, fmt.Errorf("no workload %q", name)
 }
+
+// The shapes of try-many and lock-all.
+const (
+	tryManyKeys = 100
+	lockAllSize = 3
+	lockAllKeys = 64
+)
 
 // requestsOf counts the requests c has sent to every server.
 func requestsOf(c *lock.Client) func() uint64 {
