@@ -201,6 +201,37 @@
 // file is read every FleetWatchInterval, and a step takes up to the
 // locks' acquire timeout. Wait for all of them before the next step.
 //
+// # Many keys at once
+//
+// [Client.TryLockMany] tries many keys at once and returns the ones it
+// took and the ones that were busy: the try-locks of one server go out in
+// one write, so 500 keys over 3 servers cost about a round trip per
+// server rather than per key ([Client.ReleaseMany] gives them back the
+// same way). It suits a scheduler claiming whichever ready tasks are free.
+//
+// [Client.LockAll] (and [Client.WithLockAll], [Client.SemaphoreAll],
+// [Client.WithSemaphoreAll], `dflock run --all`) takes a set of keys all
+// or none, as a [Set] that is lost as a whole when any member is. Two
+// callers that take overlapping sets in different orders would each hold
+// part and wait for the rest; LockAll cannot, because every caller takes
+// the keys in one order, their byte order, and never waits for a key while
+// holding a later one: it tries every key at once, keeps those before the
+// first busy key, gives back those after it, waits for it, and goes on. A
+// set that holds keys also never waits for a connection to wait on (the
+// waits for its keys might hold them all): it gives its keys back first.
+// The order is the keys' alone, not their servers', so clients on either
+// side of a fleet change agree on it. Members are ordinary locks
+// underneath: renewed by the one scheduler, replicated with
+// Config.Replicas, carried through fleet changes. A set lost while it is
+// being taken is taken again from the start within the timeout; a set
+// lost once held is reported (Lost, Err, OnLost, WithLockAll's context)
+// but its other members stay held until Release, so that code still
+// running under the set never shares a key it believes it holds.
+//
+// For semaphores a set takes one slot of each key. Several slots of one
+// semaphore are not offered: two callers each holding some of the slots
+// they need can wait on each other whatever the order.
+//
 // # Metrics, traces and logs
 //
 // A Client records its metrics through the OpenTelemetry metric API, to

@@ -259,3 +259,54 @@ func mustServer(s shard.Strategy, key string) string {
 	}
 	return addr
 }
+
+// A scheduler claims whichever of its ready tasks are free, in one round
+// trip per server, works on them, and gives them back together.
+func ExampleClient_TryLockMany() {
+	srv, stop := exampleServer()
+	defer stop()
+	c, _ := lock.New(lock.Config{Servers: []string{srv.Addr()}})
+	defer c.Close()
+	ctx := context.Background()
+
+	// Another worker has task-2.
+	other := c.Lock("task-2")
+	other.Acquire(ctx)
+
+	held, busy, err := c.TryLockMany(ctx, []string{"task-1", "task-2", "task-3"})
+	if err != nil {
+		// Keys neither held nor busy (a server down); held is still ours.
+		fmt.Println(err)
+	}
+	for _, l := range held {
+		fmt.Println("working on", l.Key())
+	}
+	fmt.Println("busy:", busy)
+	if err := c.ReleaseMany(ctx, held...); err != nil {
+		fmt.Println(err)
+	}
+	// Output:
+	// working on task-1
+	// working on task-3
+	// busy: [task-2]
+}
+
+// Moving money between two accounts needs both: taken all or none, and
+// without deadlock against a transfer the other way round.
+func ExampleClient_WithLockAll() {
+	srv, stop := exampleServer()
+	defer stop()
+	c, _ := lock.New(lock.Config{Servers: []string{srv.Addr()}})
+	defer c.Close()
+
+	err := c.WithLockAll(context.Background(), []string{"account-b", "account-a"}, func(ctx context.Context) error {
+		// Both held; ctx ends, with cause lock.ErrLockLost, if either is
+		// lost.
+		fmt.Println("both held")
+		return nil
+	}, lock.AcquireTimeout(10*time.Second))
+	if errors.Is(err, lock.ErrTimeout) {
+		fmt.Println("not all acquired in time; none held")
+	}
+	// Output: both held
+}

@@ -76,12 +76,7 @@ func (p *Pool) pin(ctx context.Context, try bool) (*Pinned, error) {
 		var res *puddle.Resource[*Conn]
 		var err error
 		if try {
-			// The context is the background dial's, if any: it outlives
-			// the call.
-			res, err = p.excl.TryAcquire(context.WithoutCancel(ctx))
-			if errors.Is(err, puddle.ErrNotAvailable) {
-				return nil, ErrNoFreeConn
-			}
+			res, err = p.tryAcquire(ctx)
 		} else {
 			res, err = p.excl.Acquire(ctx)
 		}
@@ -125,12 +120,35 @@ func (p *Pool) pin(ctx context.Context, try bool) (*Pinned, error) {
 // ErrNoFreeConn: TryPin found no idle exclusive connection.
 var ErrNoFreeConn = errors.New("pool: no exclusive connection is free")
 
-// TryPin is Pin that never waits: it returns ErrNoFreeConn at once when
-// no clean connection is idle (and dials one in the background if the
-// pool has room, for the next call). A caller that holds locks uses it
+// TryPin is Pin that never waits for a connection to be freed: it takes
+// an idle one, or dials one if the pool has room, and otherwise returns
+// ErrNoFreeConn at once. A caller that holds locks uses it
 // before a blocking request: waiting for a connection that a wait for one
 // of its own locks holds would never end.
 func (p *Pool) TryPin(ctx context.Context) (*Pinned, error) { return p.pin(ctx, true) }
+
+// tryAcquire takes an idle exclusive connection from puddle, dialling
+// one first if none is idle and there is room; ErrNoFreeConn if there is
+// none to be had without waiting for one to be freed.
+func (p *Pool) tryAcquire(ctx context.Context) (*puddle.Resource[*Conn], error) {
+	if p.excl.Stat().IdleResources() == 0 {
+		err := p.excl.CreateResource(ctx)
+		if errors.Is(err, puddle.ErrNotAvailable) {
+			return nil, ErrNoFreeConn
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	// Someone waiting in Pin may have taken it meanwhile. Then puddle
+	// dials another in the background if there is room (that context
+	// outlives the call), for the next caller.
+	res, err := p.excl.TryAcquire(context.WithoutCancel(ctx))
+	if errors.Is(err, puddle.ErrNotAvailable) {
+		return nil, ErrNoFreeConn
+	}
+	return res, err
+}
 
 // Conn returns the pinned connection.
 func (pn *Pinned) Conn() *Conn { return pn.c }

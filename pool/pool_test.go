@@ -342,25 +342,25 @@ func TestReleaseEach(t *testing.T) {
 	assert.Zero(t, heldBy(other, "e"))
 }
 
-// TryPin never waits: with every connection pinned it says so at once;
-// with room it dials in the background for the next call.
+// TryPin never waits for a connection to be freed: with room it dials
+// one; with every connection pinned it says so at once.
 func TestTryPin(t *testing.T) {
 	srv := startServer(t, fakeserver.Config{})
 	// One exclusive connection.
 	p := newPool(t, srv.Addr(), pool.Config{MaxConns: 2, SharedConns: 1})
-	var pn *pool.Pinned
-	require.Eventually(t, func() bool {
-		var err error
-		pn, err = p.TryPin(ctxFor(t, wait))
-		if err != nil {
-			require.ErrorIs(t, err, pool.ErrNoFreeConn)
-		}
-		return err == nil
-	}, wait, time.Millisecond, "the connection dialled in the background")
-	_, err := p.TryPin(ctxFor(t, wait))
+	pn, err := p.TryPin(ctxFor(t, wait))
+	require.NoError(t, err, "dialled")
+	_, err = p.TryPin(ctxFor(t, wait))
 	assert.ErrorIs(t, err, pool.ErrNoFreeConn)
 	pn.Unpin()
 	pn, err = p.TryPin(ctxFor(t, wait))
 	require.NoError(t, err, "the idle one")
 	pn.Unpin()
+
+	// A server that cannot be reached: the dial's error.
+	srv.Close()
+	q := newPool(t, srv.Addr(), pool.Config{})
+	_, err = q.TryPin(ctxFor(t, wait))
+	assert.Error(t, err)
+	assert.NotErrorIs(t, err, pool.ErrNoFreeConn)
 }
