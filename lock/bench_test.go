@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -186,13 +187,19 @@ func BenchmarkAcquireReleaseMetrics(b *testing.B) {
 // them back: with TryLockMany and ReleaseMany, with a loop of TryAcquire
 // and Release, and with a goroutine per key. ns/op is the take alone;
 // requests/key and writes/key count the take and the release.
+//
+// DFLOCK_TEST_SERVERS=host:port,... runs it against real servers.
 func BenchmarkTryLockMany(b *testing.B) {
 	const n = 500
-	fleet, err := fakeserver.StartFleet(3, fakeserver.Config{MaxLocks: -1})
-	if err != nil {
-		b.Fatal(err)
+	addrs := strings.Split(os.Getenv("DFLOCK_TEST_SERVERS"), ",")
+	if addrs[0] == "" {
+		fleet, err := fakeserver.StartFleet(3, fakeserver.Config{MaxLocks: -1})
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer fleet.Close()
+		addrs = fleet.Addrs()
 	}
-	defer fleet.Close()
 	keys := make([]string, n)
 	for i := range keys {
 		keys[i] = fmt.Sprintf("task-%d", i)
@@ -256,7 +263,7 @@ func BenchmarkTryLockMany(b *testing.B) {
 			reader := sdkmetric.NewManualReader()
 			mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
 			defer mp.Shutdown(ctx)
-			c, err := lock.New(lock.Config{Servers: fleet.Addrs(), MeterProvider: mp})
+			c, err := lock.New(lock.Config{Servers: addrs, MeterProvider: mp})
 			if err != nil {
 				b.Fatal(err)
 			}
