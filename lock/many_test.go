@@ -246,6 +246,14 @@ func TestLockAll(t *testing.T) {
 	assert.Less(t, time.Since(start), wait)
 	assertFree(t, other, slices.Delete(slices.Clone(keys), 4, 5))
 
+	// A timeout of 0 tries once.
+	_, err = c.LockAll(ctxFor(t, wait), keys, lock.AcquireTimeout(0))
+	assert.ErrorIs(t, err, lock.ErrTimeout)
+	assertFree(t, other, slices.Delete(slices.Clone(keys), 4, 5))
+	s, err = c.LockAll(ctxFor(t, wait), keys[:4], lock.AcquireTimeout(0))
+	require.NoError(t, err, "free keys are taken")
+	require.NoError(t, s.Release(ctxFor(t, wait)))
+
 	// Cancellation: the context's error, and nothing held.
 	ctx, cancel := context.WithCancel(context.Background())
 	go func() {

@@ -166,11 +166,12 @@ func (c *Client) takeAll(ctx context.Context, name string, keys []string, limit 
 	}
 	ctx, end := c.span(ctx, name, ls[0].kindIdx(), "", len(ls))
 	err = s.take(ctx)
-	outcome := outcomes[outcomeIdxAcquired]
-	if err != nil {
-		outcome = outcomes[acquireOutcome(ctx, errors.Is(err, ErrTimeout), err)]
+	switch {
+	case errors.Is(err, ErrTimeout):
+		end(outcomes[outcomeIdxTimeout], err)
+	default:
+		end(acquiredOutcome(ctx, err == nil, err), err)
 	}
-	end(outcome, err)
 	if err != nil {
 		return nil, err
 	}
@@ -193,21 +194,19 @@ func compareKeys(a, b string) int {
 // failure it gives back whatever it took.
 func (s *Set) take(ctx context.Context) error {
 	deadline := time.Now().Add(s.timeout)
-	wctx, cancel := context.WithDeadlineCause(ctx, deadline, errWaitOver)
-	defer cancel()
 	held := make([]bool, len(s.locks))
 	for {
-		busy, err := s.round(wctx, held)
+		busy, err := s.round(ctx, deadline, held)
 		if err == nil && busy < 0 && s.settle() {
 			return nil
 		}
 		// Failed, or a member was lost on the way: nothing is kept.
 		s.giveBack(ctx, held, 0)
 		switch {
+		case errors.Is(err, ErrTimeout), err == nil && busy >= 0:
+			return fmt.Errorf("%w: %d keys not all taken within %v (%q was busy)", ErrTimeout, len(s.locks), s.timeout, s.locks[busy].key)
 		case err != nil:
-			return s.failed(ctx, wctx, err, busy)
-		case busy >= 0:
-			return s.failed(ctx, wctx, nil, busy)
+			return err
 		}
 		s.mu.Lock()
 		s.restart = false
@@ -217,10 +216,11 @@ func (s *Set) take(ctx context.Context) error {
 
 // round is one pass of take: it tries every member not held at once,
 // then, while some are busy, gives back those after the first busy one,
-// waits for it, and tries the rest. It returns -1 when every member is
-// held (unless one was lost meanwhile, which settle checks), else the
-// index of the member it could not take and why (nil for the deadline).
-func (s *Set) round(ctx context.Context, held []bool) (int, error) {
+// waits for it until deadline, and tries the rest. It returns -1 when
+// every member is held (unless one was lost meanwhile, which settle
+// checks), else the index of the member it could not take and why (nil,
+// or ErrTimeout, for the deadline).
+func (s *Set) round(ctx context.Context, deadline time.Time, held []bool) (int, error) {
 	from := 0
 	for {
 		var rest []*Lock
@@ -252,10 +252,13 @@ func (s *Set) round(ctx context.Context, held []bool) (int, error) {
 		// Never wait for a key while holding a later one: that is what
 		// makes two sets taken in the same order unable to wait on each
 		// other.
+		if !time.Now().Before(deadline) {
+			return k, nil // AcquireTimeout(0): tried once
+		}
 		s.giveBack(ctx, held, k+1)
 		l := s.locks[k]
 		l.holdsOthers = slices.Contains(held, true)
-		ok, err := l.acquire(ctx, time.Until(deadlineOf(ctx)))
+		ok, err := s.wait(ctx, l, deadline)
 		from = k + 1
 		if errors.Is(err, pool.ErrNoFreeConn) {
 			// Every connection that can carry a wait is taken, maybe by
@@ -264,7 +267,7 @@ func (s *Set) round(ctx context.Context, held []bool) (int, error) {
 			// gives them back and waits holding nothing.
 			s.giveBack(ctx, held, 0)
 			l.holdsOthers = false
-			ok, err = l.acquire(ctx, time.Until(deadlineOf(ctx)))
+			ok, err = s.wait(ctx, l, deadline)
 			from = 0
 		}
 		if err != nil || !ok {
@@ -280,10 +283,13 @@ func (s *Set) round(ctx context.Context, held []bool) (int, error) {
 	}
 }
 
-// deadlineOf is ctx's deadline (take's always has one).
-func deadlineOf(ctx context.Context) time.Time {
-	dl, _ := ctx.Deadline()
-	return dl
+// wait takes member l, waiting for it until deadline: the client gives
+// up then, whatever the server was told (whole seconds, rounded up).
+func (s *Set) wait(ctx context.Context, l *Lock, deadline time.Time) (bool, error) {
+	wctx, cancel := context.WithDeadlineCause(ctx, deadline, errWaitOver)
+	defer cancel()
+	ok, err := l.acquire(wctx, time.Until(deadline))
+	return ok, ownDeadline(ctx, wctx, err)
 }
 
 // settle makes the set held if every member still is; false if one was
@@ -330,15 +336,6 @@ func (s *Set) giveBack(ctx context.Context, held []bool, from int) {
 	}
 }
 
-// failed is take's error when member k could not be taken: err, or the
-// timeout when it is nil or the set's own deadline (wctx's) ended it.
-func (s *Set) failed(ctx, wctx context.Context, err error, k int) error {
-	if err = ownDeadline(ctx, wctx, err); err == nil || errors.Is(err, ErrTimeout) {
-		return fmt.Errorf("%w: %d keys not all taken within %v (%q was busy)", ErrTimeout, len(s.locks), s.timeout, s.locks[k].key)
-	}
-	return err
-}
-
 // memberLost is told by a member that it was lost with err.
 func (s *Set) memberLost(key string, err error) {
 	s.mu.Lock()
@@ -364,10 +361,10 @@ func (s *Set) memberLost(key string, err error) {
 	}
 }
 
-// held is something held that fn runs under (a Lock, a Set): runHeld
+// holding is something held that fn runs under (a Lock, a Set): runHeld
 // tells it the cancel of fn's context, asks it for its loss, and closes
 // it.
-type held interface {
+type holding interface {
 	// watch makes cancel (nil: none) what a loss calls; it reports
 	// whether the thing is already lost.
 	watch(cancel context.CancelCauseFunc) (lost bool)
@@ -380,7 +377,7 @@ type held interface {
 // runHeld runs fn under h, which is held: fn's context is cancelled with
 // cause ErrLockLost when h is lost, h is released when fn returns or
 // panics, and a loss is returned with fn's error even if fn ignored it.
-func runHeld(ctx context.Context, h held, fn func(ctx context.Context) error) error {
+func runHeld(ctx context.Context, h holding, fn func(ctx context.Context) error) error {
 	fctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	if h.watch(cancel) {
