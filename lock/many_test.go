@@ -67,10 +67,8 @@ func TestTryLockMany(t *testing.T) {
 	assert.Equal(t, want, heldKeys(held), "the handles taken, in the order of keys")
 	for _, l := range held {
 		assert.NotEmpty(t, l.Token())
-		ok, err := other.Lock(l.Key()).TryAcquire(ctxFor(t, wait))
-		require.NoError(t, err)
-		assert.False(t, ok, "%s is held", l.Key())
 	}
+	assertBusy(t, heldKeys(held), other)
 
 	require.NoError(t, c.ReleaseMany(ctxFor(t, wait), held...))
 	for _, l := range held {
@@ -160,11 +158,7 @@ func TestTryLockManyReplicatedAndMoving(t *testing.T) {
 				g.assertHeldOnServers(t, l)
 			}
 			// Also held against clients before the change.
-			for _, k := range keys[1:] {
-				ok, err := before.Lock(k).TryAcquire(ctxFor(t, wait))
-				require.NoError(t, err)
-				assert.False(t, ok, k)
-			}
+			assertBusy(t, keys[1:], before)
 			require.NoError(t, c.ReleaseMany(ctxFor(t, wait), held...))
 		})
 	}
@@ -201,10 +195,8 @@ func TestLockAll(t *testing.T) {
 	assert.Equal(t, keys, s.Keys(), "in byte order")
 	for _, k := range keys {
 		assert.NotEmpty(t, s.Token(k))
-		ok, err := other.Lock(k).TryAcquire(ctxFor(t, wait))
-		require.NoError(t, err)
-		assert.False(t, ok)
 	}
+	assertBusy(t, keys, other)
 	assert.Empty(t, s.Token("not-in-the-set"))
 	require.NoError(t, s.Release(ctxFor(t, wait)))
 	assert.ErrorIs(t, s.Release(ctxFor(t, wait)), lock.ErrNotHeld)
@@ -273,6 +265,18 @@ func assertFree(t *testing.T, c *lock.Client, keys []string) {
 	require.NoError(t, err)
 	assert.Empty(t, busy, "keys still held")
 	require.NoError(t, c.ReleaseMany(ctxFor(t, wait), held...))
+}
+
+// assertBusy asserts that none of clients can take any of keys.
+func assertBusy(t *testing.T, keys []string, clients ...*lock.Client) {
+	t.Helper()
+	for _, c := range clients {
+		for _, k := range keys {
+			ok, err := c.Lock(k).TryAcquire(ctxFor(t, wait))
+			require.NoError(t, err)
+			assert.False(t, ok, "%s taken by another client", k)
+		}
+	}
 }
 
 // waitersOnFleet counts the waiters in key's queue over the fleet.
@@ -531,13 +535,7 @@ func TestLockAllAcrossAFleetChange(t *testing.T) {
 	default:
 	}
 	after := g.client(t, g.after, 1)
-	for _, k := range keys {
-		for _, other := range []*lock.Client{before, after} {
-			ok, err := other.Lock(k).TryAcquire(ctxFor(t, wait))
-			require.NoError(t, err)
-			assert.False(t, ok, "%s taken by another client during the change", k)
-		}
-	}
+	assertBusy(t, keys, before, after)
 	require.NoError(t, c.Commit(ctxFor(t, wait)))
 	require.NoError(t, s.Release(ctxFor(t, wait)))
 	assertFree(t, after, keys)
@@ -546,13 +544,7 @@ func TestLockAllAcrossAFleetChange(t *testing.T) {
 	require.NoError(t, c.Reconfigure(ctxFor(t, wait), g.before))
 	s, err = c.LockAll(ctxFor(t, wait), keys)
 	require.NoError(t, err)
-	for _, k := range keys {
-		for _, other := range []*lock.Client{before, after} {
-			ok, err := other.Lock(k).TryAcquire(ctxFor(t, wait))
-			require.NoError(t, err)
-			assert.False(t, ok, "%s taken by another client", k)
-		}
-	}
+	assertBusy(t, keys, before, after)
 	require.NoError(t, s.Release(ctxFor(t, wait)))
 }
 

@@ -268,14 +268,7 @@ func runRun(ctx context.Context, args []string, getenv func(string) string, stdo
 	servers, _ := c.ServersFor(f.key)
 	server := strings.Join(servers, ",")
 
-	cmd := &exec.Cmd{
-		Path:   path,
-		Args:   f.command,
-		Stdin:  os.Stdin,
-		Stdout: stdout,
-		Stderr: stderr,
-		Env:    append(os.Environ(), "DFLOCK_KEY="+f.key, "DFLOCK_TOKEN="+l.Token(), "DFLOCK_SERVER="+server),
-	}
+	cmd := lockedCommand(path, f.command, stdout, stderr, f.key, l.Token(), server)
 	return runLocked(cmd, l, fmt.Sprintf("%q", f.key), f.grace, stderr)
 }
 
@@ -318,16 +311,22 @@ func runAll(ctx context.Context, c *lock.Client, f runFlags, opts []lock.Option,
 		tokens[i] = s.Token(k)
 		servers[i], _ = c.ServerFor(k)
 	}
-	cmd := &exec.Cmd{
+	cmd := lockedCommand(path, f.command, stdout, stderr, strings.Join(keys, ","), strings.Join(tokens, ","), strings.Join(servers, ","))
+	return runLocked(cmd, s, what, f.grace, stderr)
+}
+
+// lockedCommand is the command at path, run with args under a lock: with
+// dflock's own input and outputs, and the lock's key, token and server
+// in its environment.
+func lockedCommand(path string, args []string, stdout, stderr io.Writer, key, token, server string) *exec.Cmd {
+	return &exec.Cmd{
 		Path:   path,
-		Args:   f.command,
+		Args:   args,
 		Stdin:  os.Stdin,
 		Stdout: stdout,
 		Stderr: stderr,
-		Env: append(os.Environ(), "DFLOCK_KEY="+strings.Join(keys, ","), "DFLOCK_TOKEN="+strings.Join(tokens, ","),
-			"DFLOCK_SERVER="+strings.Join(servers, ",")),
+		Env:    append(os.Environ(), "DFLOCK_KEY="+key, "DFLOCK_TOKEN="+token, "DFLOCK_SERVER="+server),
 	}
-	return runLocked(cmd, s, what, f.grace, stderr)
 }
 
 // losable is what a command runs under: a lock, or a set of them.

@@ -112,12 +112,7 @@ func TestRunKillsTheProcessGroupOnLoss(t *testing.T) {
 	}, 5*time.Second, 10*time.Millisecond)
 
 	lostAt := time.Now()
-	srv.DropConnections()
-	select {
-	case <-done:
-	case <-time.After(5 * time.Second):
-		t.Fatal("dflock run did not stop")
-	}
+	dropAndWait(t, srv, done)
 	assert.Equal(t, exitLost, code, msg)
 	assert.Contains(t, msg, "lost")
 	assert.Less(t, time.Since(lostAt), 2*time.Second, "within the grace period and a margin")
@@ -463,12 +458,19 @@ func TestRunAllStopsTheCommandOnLoss(t *testing.T) {
 		b, err := os.ReadFile(filepath.Join(dir, "pid"))
 		return err == nil && len(bytes.TrimSpace(b)) > 0
 	}, 5*time.Second, 10*time.Millisecond)
+	dropAndWait(t, srv, done)
+	assert.Equal(t, exitLost, code, msg)
+	assert.Contains(t, msg, "lost the 2 keys a,b")
+}
+
+// dropAndWait drops srv's connections, which loses the locks dflock run
+// holds there, and waits for the run to end (done closes).
+func dropAndWait(t *testing.T, srv *fakeserver.Server, done <-chan struct{}) {
+	t.Helper()
 	srv.DropConnections()
 	select {
 	case <-done:
 	case <-time.After(5 * time.Second):
 		t.Fatal("dflock run did not stop")
 	}
-	assert.Equal(t, exitLost, code, msg)
-	assert.Contains(t, msg, "lost the 2 keys a,b")
 }
