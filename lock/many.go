@@ -63,11 +63,17 @@ func (c *Client) TrySemaphoreMany(ctx context.Context, keys []string, limit int,
 // lost meanwhile. The handles stay usable. Pass a Semaphore's Lock field
 // to release a slot.
 func (c *Client) ReleaseMany(ctx context.Context, locks ...*Lock) error {
+	if len(locks) == 0 {
+		return nil
+	}
 	keys := make([]string, len(locks))
 	for i, l := range locks {
 		keys[i] = l.key
 	}
-	return keysError(keys, c.releaseMany(ctx, locks))
+	ctx, end := c.span(ctx, "dflock.ReleaseMany", locks[0].kindIdx(), "", len(locks))
+	err := keysError(keys, c.releaseMany(ctx, locks))
+	end("", err)
+	return err
 }
 
 // KeysError is the error of a call on many keys (TryLockMany,

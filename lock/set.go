@@ -78,21 +78,25 @@ func (c *Client) SemaphoreAll(ctx context.Context, keys []string, limit int, opt
 // error is returned; if the set was lost meanwhile the error also matches
 // ErrLockLost, even when fn returned nil.
 func (c *Client) WithLockAll(ctx context.Context, keys []string, fn func(ctx context.Context) error, opts ...Option) error {
+	ctx, end := c.span(ctx, "dflock.WithLockAll", kindLock, "", len(keys))
 	s, err := c.LockAll(ctx, keys, opts...)
-	if err != nil {
-		return err
+	if err == nil {
+		err = runHeld(ctx, s, fn)
 	}
-	return runHeld(ctx, s, fn)
+	end("", err)
+	return err
 }
 
 // WithSemaphoreAll is WithLockAll for one slot of each of several
 // semaphores (SemaphoreAll).
 func (c *Client) WithSemaphoreAll(ctx context.Context, keys []string, limit int, fn func(ctx context.Context) error, opts ...Option) error {
+	ctx, end := c.span(ctx, "dflock.WithSemaphoreAll", kindSemaphore, "", len(keys))
 	s, err := c.SemaphoreAll(ctx, keys, limit, opts...)
-	if err != nil {
-		return err
+	if err == nil {
+		err = runHeld(ctx, s, fn)
 	}
-	return runHeld(ctx, s, fn)
+	end("", err)
+	return err
 }
 
 // Keys returns the set's keys, in the order they are taken.

@@ -81,3 +81,50 @@ func TestSpans(t *testing.T) {
 		{"dflock.Release", ""},
 	}, got)
 }
+
+// Calls on many keys get one span each, with the number of keys, never
+// the keys; a set's waits are its own span's.
+func TestManyKeySpans(t *testing.T) {
+	rec := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
+	defer tp.Shutdown(context.Background())
+	f := newFleet(t, 2, fakeserver.Config{})
+	c := f.client(t, lock.Config{TracerProvider: tp})
+	ctx := ctxFor(t, wait)
+	keys := []string{"secret-a", "secret-b", "secret-c"}
+
+	held, _, err := c.TryLockMany(ctx, keys)
+	require.NoError(t, err)
+	_, err = c.LockAll(ctx, keys, lock.AcquireTimeout(0))
+	require.ErrorIs(t, err, lock.ErrTimeout)
+	require.NoError(t, c.ReleaseMany(ctx, held...))
+	require.NoError(t, c.WithLockAll(ctx, keys, func(context.Context) error { return nil }))
+
+	type seen struct {
+		name, outcome string
+		keys          int64
+	}
+	var got []seen
+	for _, sp := range rec.Ended() {
+		s := seen{name: sp.Name()}
+		for _, kv := range sp.Attributes() {
+			switch kv.Key {
+			case "dflock.outcome":
+				s.outcome = kv.Value.AsString()
+			case "dflock.keys":
+				s.keys = kv.Value.AsInt64()
+			}
+			assert.NotContains(t, kv.Value.String(), "secret", "%s: %s", sp.Name(), kv.Key)
+		}
+		assert.NotContains(t, sp.Status().Description, "secret")
+		got = append(got, s)
+	}
+	assert.Equal(t, []seen{
+		{"dflock.TryLockMany", "", 3},
+		{"dflock.LockAll", "timeout", 3},
+		{"dflock.ReleaseMany", "", 3},
+		{"dflock.LockAll", "acquired", 3}, // inside WithLockAll
+		{"dflock.Set.Release", "", 3},
+		{"dflock.WithLockAll", "", 3},
+	}, got)
+}
