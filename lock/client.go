@@ -77,7 +77,9 @@ type Config struct {
 	MeterProvider metric.MeterProvider
 	// TracerProvider, when set, gets a span for every Acquire,
 	// TryAcquire, Enqueue, Wait, Release and WithLock, with the key's
-	// server, the kind and the outcome (never the key). Unset, nothing is
+	// server, the kind and the outcome (never the key), and for every call
+	// on many keys (TryLockMany, LockAll, WithLockAll, ReleaseMany, a
+	// Set's Release...), with the number of keys. Unset, nothing is
 	// traced, at no cost.
 	TracerProvider trace.TracerProvider
 }

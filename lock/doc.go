@@ -263,7 +263,9 @@
 //
 // No attribute is ever a key or a token. [Config].TracerProvider, when
 // set, gives each Acquire, TryAcquire, Enqueue, Wait, Release and
-// WithLock a span. A lost lock is logged at Error level once per server
+// WithLock a span, and each call on many keys one span (with
+// dflock.keys, their number); a set's members are counted in the metrics
+// as lone locks are. A lost lock is logged at Error level once per server
 // and cause each second (the first with its key, then "N locks lost"),
 // and each one at Debug level. `dflock run --metrics-addr` and `dflock
 // bench --metrics-addr` serve the metrics as Prometheus text, while they
