@@ -3,6 +3,7 @@ package lock_test
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"slices"
@@ -432,6 +433,14 @@ func TestLockAllCheckerFewConnections(t *testing.T) {
 	runSetChecker(t, setChecker{servers: 3, workers: 32, keys: 20, clients: 1, maxConns: 4, run: 5 * time.Second})
 }
 
+// The same while servers drop connections, stall and restart: sets are
+// lost and fail, but no key has two holders beyond the window a holder
+// takes to read its closed connection, none is reported lost that the
+// servers still held, and nothing deadlocks.
+func TestLockAllCheckerUnderFaults(t *testing.T) {
+	runSetChecker(t, setChecker{servers: 3, workers: 16, keys: 20, run: 5 * time.Second, faults: true})
+}
+
 // The same with semaphores of two slots.
 func TestSemaphoreAllChecker(t *testing.T) {
 	runSetChecker(t, setChecker{servers: 3, workers: 16, keys: 10, limit: 2, run: 5 * time.Second})
@@ -441,10 +450,15 @@ type setChecker struct {
 	servers, replicas, workers, keys, limit int
 	clients, maxConns                       int // default 4 clients, the pool's default
 	run                                     time.Duration
+	// faults, when set, drops a random server's connections, stalls it,
+	// or restarts it empty, every 200 ms: sets are lost and fail, and
+	// overlaps are allowed only in the window a holder takes to read its
+	// closed connection.
+	faults bool
 }
 
 func runSetChecker(t *testing.T, sc setChecker) {
-	f := newFleet(t, sc.servers, fakeserver.Config{})
+	f := newFleet(t, sc.servers, fakeserver.Config{LeaseSweepInterval: 50 * time.Millisecond})
 	d := newLossDetector(t, f)
 	keys := keysOf(t, "k", sc.keys)
 	const timeout = 10 * time.Second
@@ -458,6 +472,26 @@ func runSetChecker(t *testing.T, sc setChecker) {
 		d.watch(clients[i])
 	}
 	var wg sync.WaitGroup
+	var faults, failed atomic.Int64
+	if sc.faults {
+		wg.Go(func() {
+			rng := rand.New(rand.NewPCG(7, 15))
+			for time.Now().Before(stop) {
+				time.Sleep(200 * time.Millisecond)
+				srv := f.server(t, rng.IntN(len(f.addrs)))
+				faults.Add(1)
+				switch rng.IntN(3) {
+				case 0:
+					srv.DropConnections()
+				case 1:
+					srv.Stall(time.Duration(100+rng.IntN(900)) * time.Millisecond)
+				default:
+					srv.Stop()
+					srv.Restart()
+				}
+			}
+		})
+	}
 	for w := range sc.workers {
 		c := clients[w%len(clients)]
 		rng := rand.New(rand.NewPCG(uint64(w), 15))
@@ -471,12 +505,17 @@ func runSetChecker(t *testing.T, sc setChecker) {
 				var s *lock.Set
 				var err error
 				if sc.limit > 0 {
-					s, err = c.SemaphoreAll(context.Background(), pick, sc.limit, lock.AcquireTimeout(timeout))
+					s, err = c.SemaphoreAll(context.Background(), pick, sc.limit, lock.AcquireTimeout(timeout), lock.LeaseTTL(time.Second))
 				} else {
-					s, err = c.LockAll(context.Background(), pick, lock.AcquireTimeout(timeout))
+					s, err = c.LockAll(context.Background(), pick, lock.AcquireTimeout(timeout), lock.LeaseTTL(time.Second))
 				}
 				took := time.Since(start)
 				slowest.Store(max(slowest.Load(), int64(took)))
+				if sc.faults && err != nil && !errors.Is(err, lock.ErrTimeout) {
+					failed.Add(1) // a server down or stalled
+					time.Sleep(10 * time.Millisecond)
+					continue
+				}
 				if !assert.NoError(t, err, "worker %d", w) {
 					return
 				}
@@ -492,7 +531,7 @@ func runSetChecker(t *testing.T, sc setChecker) {
 				for _, k := range pick {
 					h.record(k, sc.limit, fmt.Sprint(w), at, end, lost)
 				}
-				if err := s.Release(context.Background()); !assert.NoError(t, err) {
+				if err := s.Release(context.Background()); !(sc.faults && errors.Is(err, lock.ErrLockLost)) && !assert.NoError(t, err) {
 					return
 				}
 				done[w]++
@@ -501,6 +540,11 @@ func runSetChecker(t *testing.T, sc setChecker) {
 	}
 	wg.Wait()
 	v := h.violations()
+	if sc.faults {
+		// The protocol has no fencing: a server that closes a holder's
+		// connection may hand its key on before the holder reads the close.
+		v = slices.DeleteFunc(v, func(v violation) bool { return v.byLoss && v.overlap <= detectionWindow })
+	}
 	assert.Empty(t, v, "overlaps")
 	if len(v) > 0 {
 		t.Log(v[0].text)
@@ -511,10 +555,12 @@ func runSetChecker(t *testing.T, sc setChecker) {
 		assert.Positive(t, n, "worker %d made no progress", w)
 		total += n
 	}
-	assert.Zero(t, d.reported.Load(), "no fault, no loss")
+	if !sc.faults {
+		assert.Zero(t, d.reported.Load(), "no fault, no loss")
+	}
 	d.assertNoFalseLoss(t)
-	t.Logf("%d sets in %v by %d workers (fewest by one worker: %d), slowest LockAll %v, %d claims",
-		total, sc.run, sc.workers, slices.Min(done), time.Duration(slowest.Load()), h.count())
+	t.Logf("%d sets in %v by %d workers (fewest by one worker: %d), slowest LockAll %v, %d claims; %d faults, %d failed, %d losses",
+		total, sc.run, sc.workers, slices.Min(done), time.Duration(slowest.Load()), h.count(), faults.Load(), failed.Load(), d.reported.Load())
 }
 
 // A set taken while the fleet changes follows it: a fleet change under
