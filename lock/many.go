@@ -2,7 +2,9 @@ package lock
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -18,14 +20,17 @@ import (
 // moves in a fleet change, is tried as TryAcquire tries it, many at a
 // time.
 //
-// Invalid keys, a key given twice, or a bad option fail the call before
-// anything is sent. Otherwise err is nil when every key is in held or
-// busy, and a *KeysError for the keys that are in neither (their server
-// could not be reached, say); the handles in held are held either way,
-// and are the caller's to release (Client.ReleaseMany gives many back
-// at once, in one write per server).
+// An invalid key (see wire.CheckKey), a key given twice, or a bad option
+// fail the whole call before anything is sent, and no keys at all take
+// nothing. Otherwise err is nil when every key is in held or busy (both
+// in the order of keys), and a *KeysError for the keys that are in
+// neither (their server could not be reached, say); the handles in held
+// are held either way, and are the caller's to release
+// (Client.ReleaseMany gives many back at once, in one write per server).
+// LeaseTTL, RenewRatio and OnLost apply to each handle; AcquireTimeout
+// does not: nothing waits.
 func (c *Client) TryLockMany(ctx context.Context, keys []string, opts ...Option) (held []*Lock, busy []string, err error) {
-	ls, err := c.handles(keys, 0, opts)
+	ls, err := c.handles(ctx, keys, 0, opts)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -42,7 +47,7 @@ func (c *Client) TrySemaphoreMany(ctx context.Context, keys []string, limit int,
 	if limit <= 0 {
 		return nil, nil, invalid("semaphore limit %d must be positive", limit)
 	}
-	ls, err := c.handles(keys, limit, opts)
+	ls, err := c.handles(ctx, keys, limit, opts)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -60,9 +65,17 @@ func (c *Client) TrySemaphoreMany(ctx context.Context, keys []string, limit int,
 // the releases of one connection go out in one write. It returns nil when
 // every one was released, and otherwise a *KeysError with each failure:
 // ErrNotHeld for a lock not held, an error matching ErrLockLost for one
-// lost meanwhile. The handles stay usable. Pass a Semaphore's Lock field
-// to release a slot.
+// lost meanwhile, ErrInvalid for a nil handle (the others are still
+// released). The handles stay usable. Pass a Semaphore's Lock field to
+// release a slot.
 func (c *Client) ReleaseMany(ctx context.Context, locks ...*Lock) error {
+	if ctx == nil {
+		return invalid("nil context")
+	}
+	if slices.Contains(locks, nil) {
+		locks = slices.DeleteFunc(slices.Clone(locks), func(l *Lock) bool { return l == nil })
+		return errors.Join(invalid("ReleaseMany of a nil handle"), c.ReleaseMany(ctx, locks...))
+	}
 	if len(locks) == 0 {
 		return nil
 	}
@@ -115,9 +128,12 @@ func keysError(keys []string, errs []error) error {
 }
 
 // handles makes a handle for each key (of a semaphore of limit slots, or
-// locks when limit is 0), refusing a bad key or option, or a key given
-// twice, before anything is sent.
-func (c *Client) handles(keys []string, limit int, opts []Option) ([]*Lock, error) {
+// locks when limit is 0), refusing a nil ctx, a bad key or option, or a
+// key given twice, before anything is sent.
+func (c *Client) handles(ctx context.Context, keys []string, limit int, opts []Option) ([]*Lock, error) {
+	if ctx == nil {
+		return nil, invalid("nil context")
+	}
 	ls := make([]*Lock, len(keys))
 	seen := make(map[string]struct{}, len(keys))
 	for i, k := range keys {

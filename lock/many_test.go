@@ -80,6 +80,11 @@ func TestTryLockMany(t *testing.T) {
 	assert.Empty(t, busy, "everything was released")
 	assert.Len(t, again, len(want))
 
+	// A nil handle is refused; the others are still released.
+	err = other.ReleaseMany(ctxFor(t, wait), append([]*lock.Lock{nil}, again...)...)
+	assert.ErrorIs(t, err, lock.ErrInvalid)
+	assertFree(t, c, want)
+
 	// A second release of the same handles says which were not held.
 	err = c.ReleaseMany(ctxFor(t, wait), held[:2]...)
 	var ke *lock.KeysError
@@ -103,6 +108,10 @@ func TestManyRefusesBadInput(t *testing.T) {
 		"all none":      func() error { _, err := c.LockAll(ctx, nil); return err },
 		"all bad key":   func() error { _, err := c.LockAll(ctx, []string{"a", ""}); return err },
 		"sem all limit": func() error { _, err := c.SemaphoreAll(ctx, []string{"a"}, -1); return err },
+		//lint:ignore SA1012 a nil context is what is tested
+		"nil ctx": func() error { _, _, err := c.TryLockMany(nil, []string{"a"}); return err },
+		//lint:ignore SA1012 a nil context is what is tested
+		"all nil ctx": func() error { _, err := c.LockAll(nil, []string{"a"}); return err },
 	} {
 		assert.ErrorIs(t, call(), lock.ErrInvalid, name)
 	}
@@ -235,6 +244,9 @@ func TestLockAll(t *testing.T) {
 	start := time.Now()
 	_, err = c.LockAll(ctxFor(t, wait), keys, lock.AcquireTimeout(time.Second))
 	assert.ErrorIs(t, err, lock.ErrTimeout)
+	var te *lock.SetTimeoutError
+	require.ErrorAs(t, err, &te)
+	assert.Equal(t, lock.SetTimeoutError{Keys: len(keys), Timeout: time.Second, Busy: keys[4]}, *te)
 	assert.ErrorContains(t, err, keys[4])
 	assert.Less(t, time.Since(start), wait)
 	assertFree(t, other, slices.Delete(slices.Clone(keys), 4, 5))

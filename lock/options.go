@@ -18,8 +18,9 @@ func defaultOptions() options {
 	return options{acquireTimeout: 10 * time.Second, renewRatio: 0.5}
 }
 
-// AcquireTimeout is how long Acquire (and WithLock) wait for the lock.
-// Zero makes Acquire a try-lock. Default 10 s. It goes to the server in
+// AcquireTimeout is how long Acquire (and WithLock) wait for the lock,
+// and LockAll for its whole set. Zero makes Acquire a try-lock. Default
+// 10 s. It goes to the server in
 // whole seconds, rounded up; a context deadline that ends sooner wins.
 func AcquireTimeout(d time.Duration) Option { return func(o *options) { o.acquireTimeout = d } }
 

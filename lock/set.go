@@ -18,7 +18,8 @@ import (
 // runs once, and WithLockAll's context is cancelled with cause
 // ErrLockLost. The other members stay held until Release, so that the
 // caller, who may still be working under the set, never shares a key it
-// still holds. A Set's methods are safe for concurrent use.
+// still holds. Its members are not handed out: they are released
+// together, by Release. A Set's methods are safe for concurrent use.
 type Set struct {
 	c       *Client
 	locks   []*Lock // in key order
@@ -43,9 +44,11 @@ const (
 )
 
 // LockAll takes the locks on every key, all of them or none, waiting up
-// to the acquire timeout for the whole set. It returns the held set, or an
-// error matching ErrTimeout when the timeout passed first (ctx's error
-// when ctx ended first); then nothing is held.
+// to the acquire timeout (AcquireTimeout, default 10 s; 0 tries every key
+// once) for the whole set. It returns the held set, or a
+// *SetTimeoutError, matching ErrTimeout, when the timeout passed first
+// (ctx's error when ctx ended first); then nothing is held. LeaseTTL and
+// RenewRatio apply to every member; OnLost runs once, for the set.
 //
 // It cannot deadlock, across servers or clients: every caller takes the
 // keys in one order, their byte order (whatever the servers, the strategy
@@ -55,7 +58,8 @@ const (
 // keys it holds before the first busy one, gives back those after it,
 // waits for it in the server's queue, and goes on from there. A member
 // lost before the set is complete starts it over. Keys are refused before
-// anything is sent if one is invalid or given twice.
+// anything is sent if there are none, or one is invalid (see
+// wire.CheckKey) or given twice.
 func (c *Client) LockAll(ctx context.Context, keys []string, opts ...Option) (*Set, error) {
 	return c.takeAll(ctx, "dflock.LockAll", keys, 0, opts)
 }
@@ -134,7 +138,9 @@ func (s *Set) Err() error {
 // Release releases every member, the releases of one connection in one
 // write. It returns the loss (matching ErrLockLost) if the set was lost,
 // after releasing the members still held; a *KeysError if some member
-// could not be released; ErrNotHeld when called again.
+// could not be released; ErrNotHeld when called again. If ctx ends
+// before the answers, the releases still go out, and the error says the
+// answers were not awaited.
 func (s *Set) Release(ctx context.Context) error {
 	s.mu.Lock()
 	st, lostErr := s.state, s.lostErr
@@ -158,7 +164,7 @@ func (c *Client) takeAll(ctx context.Context, name string, keys []string, limit 
 	if len(keys) == 0 {
 		return nil, invalid("no keys to take")
 	}
-	ls, err := c.handles(keys, limit, opts)
+	ls, err := c.handles(ctx, keys, limit, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -181,6 +187,25 @@ func (c *Client) takeAll(ctx context.Context, name string, keys []string, limit 
 	}
 	return s, nil
 }
+
+// SetTimeoutError is the error of LockAll (SemaphoreAll, WithLockAll...)
+// when the acquire timeout passed before every key was taken: it matches
+// ErrTimeout and names the key the set was waiting for.
+type SetTimeoutError struct {
+	Keys    int           // how many keys the set has
+	Timeout time.Duration // the acquire timeout
+	Busy    string        // the key it could not take
+}
+
+func (e *SetTimeoutError) Error() string {
+	if e.Timeout <= 0 {
+		return fmt.Sprintf("lock: %d keys not all free (%q was taken; an acquire timeout of 0 tries once)", e.Keys, e.Busy)
+	}
+	return fmt.Sprintf("lock: %d keys not all taken within %v (%q was busy)", e.Keys, e.Timeout, e.Busy)
+}
+
+// Unwrap returns ErrTimeout.
+func (e *SetTimeoutError) Unwrap() error { return ErrTimeout }
 
 // compareKeys is the order every client takes a set's keys in: their
 // bytes.
@@ -208,7 +233,7 @@ func (s *Set) take(ctx context.Context) error {
 		s.giveBack(ctx, held, 0)
 		switch {
 		case errors.Is(err, ErrTimeout), err == nil && busy >= 0:
-			return fmt.Errorf("%w: %d keys not all taken within %v (%q was busy)", ErrTimeout, len(s.locks), s.timeout, s.locks[busy].key)
+			return &SetTimeoutError{Keys: len(s.locks), Timeout: s.timeout, Busy: s.locks[busy].key}
 		case err != nil:
 			return err
 		}

@@ -2,7 +2,7 @@
 //
 //	dflock bench [flags]     run the benchmark harness (embedded fleet by default)
 //	dflock serve [flags]     serve the dflockd protocol from memory (fakeserver)
-//	dflock run [-n LIMIT] [--timeout D] [--lease D] [--grace D] KEY -- CMD ARGS...
+//	dflock run [-n LIMIT] [--timeout D] [--lease D] [--grace D] {KEY | --all KEY,KEY...} -- CMD ARGS...
 //	                         hold a lock (or semaphore slot) while CMD runs
 //	dflock stats [--json]    print each server's state
 //	dflock where KEY... [--servers a:1,b:2] [--strategy stable|consistent|rendezvous] [--replicas N]
@@ -45,7 +45,7 @@ const usage = `usage: dflock <command> [flags]
 commands:
   bench    measure dflock against an embedded fleet (or --servers) and print a report
   serve    run an in-memory dflockd (same flags and DFLOCKD_* variables as the real server)
-  run      hold a lock while a command runs: dflock run [-n LIMIT] KEY -- CMD ARGS...
+  run      hold a lock while a command runs: dflock run [-n LIMIT] {KEY | --all KEY,KEY...} -- CMD ARGS...
   stats    print each server's state
   where    print the server each key maps to (with --replicas N, its N servers)
 `

@@ -75,7 +75,7 @@ func parseRunFlags(args []string, getenv func(string) string) (runFlags, *flag.F
 		return f, set, err
 	}
 	set.DurationVar(&f.grace, "grace", 10*time.Second, "after the lock is lost: time between SIGTERM and SIGKILL of the command's process group")
-	all := set.String("all", "", "hold every one of these keys (comma-separated) in place of KEY, all or none, without deadlock against other sets (see above)")
+	all := set.String("all", "", "hold every one of these keys (comma-separated) in place of KEY, all or none, without deadlock against other sets (see above); the command then follows --")
 	if err := set.Parse(args); err != nil {
 		return f, set, err
 	}
@@ -102,12 +102,21 @@ func parseRunFlags(args []string, getenv func(string) string) (runFlags, *flag.F
 		return f, set, fmt.Errorf("--replicas %d: an odd number of servers (1, 3, 5...)", f.replicas)
 	}
 	rest := set.Args()
-	if *all != "" {
-		f.all = strings.Split(*all, ",")
+	allSet := false
+	set.Visit(func(fl *flag.Flag) { allSet = allSet || fl.Name == "all" })
+	if allSet {
+		for k := range strings.SplitSeq(*all, ",") {
+			f.all = append(f.all, strings.TrimSpace(k))
+		}
 		if slices.Contains(f.all, "") {
 			return f, set, fmt.Errorf("--all %q: an empty key", *all)
 		}
-		// No KEY: what follows the flags (and "--") is the command.
+		// No KEY: the command follows "--", which the flag package took
+		// if it came right after the flags. Without it, a KEY given as
+		// well would be run as the command.
+		if len(rest) > 0 && args[len(args)-len(rest)-1] != "--" {
+			return f, set, fmt.Errorf("%s after the flags: with --all, every key goes in --all, and the command after --", rest[0])
+		}
 		f.command = rest
 		if len(f.command) == 0 {
 			return f, set, errors.New("missing command")
@@ -154,12 +163,12 @@ replicas needs all 3). DFLOCK_SERVER then lists the key's N servers, and
 DFLOCK_TOKEN is the token, at the start, of the first of them that held it
 (each server issues its own).
 
-With --all KEY,KEY... every key is held while CMD runs (with -n, a slot of
-each), taken all or none within --timeout: keys in byte order, never waiting
-for one while holding a later one, so that two runs taking the same keys in any
-order cannot deadlock. DFLOCK_KEY, DFLOCK_TOKEN and DFLOCK_SERVER are then
-comma-separated lists, one entry per key in byte order (the server: the key's
-first). Losing any key stops CMD, as losing the lock does.
+With --all KEY,KEY... -- CMD every key is held while CMD runs (with -n, a
+slot of each), taken all or none within --timeout: keys in byte order, never
+waiting for one while holding a later one, so that two runs taking the same
+keys in any order cannot deadlock. DFLOCK_KEY, DFLOCK_TOKEN and DFLOCK_SERVER
+are then comma-separated lists, one entry per key in byte order (the server:
+the key's first). Losing any key stops CMD, as losing the lock does.
 
 With --fleet FILE (or DFLOCK_FLEET) the servers come from a fleet file, which
 dflock follows while CMD runs: the lock stays held through a fleet change (see
@@ -260,8 +269,10 @@ func runRun(ctx context.Context, args []string, getenv func(string) string, stdo
 	switch {
 	case err != nil:
 		return failed(err)
+	case !ok && f.timeout <= 0:
+		return fail(exitNotAcquired, "%q is taken (not acquired; --timeout 0 tries once)", f.key)
 	case !ok:
-		return notAcquired(fail, fmt.Sprintf("%q", f.key), f.timeout)
+		return fail(exitNotAcquired, "%q not acquired within %v", f.key, wholeSeconds(f.timeout))
 	}
 	defer l.Close()
 	// With replicas, every server the key lives on.
@@ -272,14 +283,10 @@ func runRun(ctx context.Context, args []string, getenv func(string) string, stdo
 	return runLocked(cmd, l, fmt.Sprintf("%q", f.key), f.grace, stderr)
 }
 
-// notAcquired reports through fail what was not acquired within timeout.
-func notAcquired(fail func(int, string, ...any) int, what string, timeout time.Duration) int {
-	if timeout <= 0 {
-		return fail(exitNotAcquired, "%s is taken (not acquired; --timeout 0 tries once)", what)
-	}
-	// The server counts whole seconds, rounded up, and waited that long.
-	waited := (timeout + time.Second - 1).Truncate(time.Second)
-	return fail(exitNotAcquired, "%s not acquired within %v", what, waited)
+// wholeSeconds is how long the server waited for a timeout: it counts
+// whole seconds, rounded up.
+func wholeSeconds(timeout time.Duration) time.Duration {
+	return (timeout + time.Second - 1).Truncate(time.Second)
 }
 
 // runAll is runRun for --all: it holds every key of f.all (a slot of
@@ -293,10 +300,12 @@ func runAll(ctx context.Context, c *lock.Client, f runFlags, opts []lock.Option,
 	} else {
 		s, err = c.LockAll(ctx, f.all, opts...)
 	}
-	what := fmt.Sprintf("the %d keys %s", len(f.all), strings.Join(f.all, ","))
+	var busy *lock.SetTimeoutError
 	switch {
-	case errors.Is(err, lock.ErrTimeout):
-		return notAcquired(fail, what, f.timeout)
+	case errors.As(err, &busy) && f.timeout <= 0:
+		return fail(exitNotAcquired, "%q is taken (none of the %d keys acquired; --timeout 0 tries once)", busy.Busy, busy.Keys)
+	case errors.As(err, &busy):
+		return fail(exitNotAcquired, "%q not acquired within %v (none of the %d keys held)", busy.Busy, wholeSeconds(f.timeout), busy.Keys)
 	case err != nil:
 		return failed(err)
 	}
@@ -306,6 +315,7 @@ func runAll(ctx context.Context, c *lock.Client, f runFlags, opts []lock.Option,
 		s.Release(rctx)
 	}()
 	keys := s.Keys()
+	what := "a key of " + strings.Join(keys, ",")
 	tokens, servers := make([]string, len(keys)), make([]string, len(keys))
 	for i, k := range keys {
 		tokens[i] = s.Token(k)

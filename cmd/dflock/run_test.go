@@ -427,7 +427,10 @@ func TestRunAll(t *testing.T) {
 	holdKey(t, srv, "busy")
 	code, msg = dflockRun(t, srv, "--all", "free,busy", "--timeout", "500ms", "--", "true")
 	assert.Equal(t, exitNotAcquired, code, msg)
-	assert.Contains(t, msg, "the 2 keys free,busy not acquired within 1s")
+	assert.Contains(t, msg, `"busy" not acquired within 1s (none of the 2 keys held)`)
+	code, msg = dflockRun(t, srv, "--all", "free,busy", "--timeout", "0", "--", "true")
+	assert.Equal(t, exitNotAcquired, code, msg)
+	assert.Contains(t, msg, `"busy" is taken (none of the 2 keys acquired; --timeout 0 tries once)`)
 	for _, l := range srv.Stats().Locks {
 		assert.NotEqual(t, "free", l.Key, "given back")
 	}
@@ -437,10 +440,24 @@ func TestRunAll(t *testing.T) {
 	assert.Equal(t, 0, code, msg)
 
 	// Bad lists are usage errors.
-	for _, args := range [][]string{{"--all", "a,,b", "--", "true"}, {"--all", "a,a", "--", "true"}, {"--all", "a,b"}} {
-		code, msg := dflockRun(t, srv, args...)
-		assert.Equal(t, 2, code, "%v: %s", args, msg)
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--all", "a,,b", "--", "true"}, `--all "a,,b": an empty key`},
+		{[]string{"--all", "", "--", "true"}, `--all "": an empty key`},
+		{[]string{"--all", "a,a", "--", "true"}, `key "a" is given twice`},
+		{[]string{"--all", "a,b"}, "missing command"},
+		{[]string{"--all", "a,b", "mykey", "--", "true"}, "mykey after the flags: with --all, every key goes in --all, and the command after --"},
+	} {
+		code, msg := dflockRun(t, srv, tc.args...)
+		assert.Equal(t, 2, code, "%v: %s", tc.args, msg)
+		assert.Contains(t, msg, tc.want)
 	}
+
+	// Spaces around the commas go; the command may take -- itself.
+	code, msg = dflockRun(t, srv, "--all", "a, b", "--", "sh", "-c", `test "$DFLOCK_KEY" = a,b && test "$1" = --`, "sh", "--")
+	assert.Equal(t, 0, code, msg)
 }
 
 // Losing any key of --all stops the command.
@@ -460,7 +477,7 @@ func TestRunAllStopsTheCommandOnLoss(t *testing.T) {
 	}, 5*time.Second, 10*time.Millisecond)
 	dropAndWait(t, srv, done)
 	assert.Equal(t, exitLost, code, msg)
-	assert.Contains(t, msg, "lost the 2 keys a,b")
+	assert.Contains(t, msg, "lost a key of a,b")
 }
 
 // dropAndWait drops srv's connections, which loses the locks dflock run
