@@ -184,8 +184,9 @@ func BenchmarkAcquireReleaseMetrics(b *testing.B) {
 }
 
 // BenchmarkTryLockMany takes 500 free keys over 3 fakeservers, and gives
-// them back: with TryLockMany and ReleaseMany, with a loop of TryAcquire
-// and Release, and with a goroutine per key. ns/op is the take alone;
+// them back: with TryLockMany and ReleaseMany (also with every key on all
+// 3 servers), with a loop of TryAcquire and Release, and with a goroutine
+// per key. ns/op is the take alone;
 // requests/key and writes/key count the take and the release.
 //
 // DFLOCK_TEST_SERVERS=host:port,... runs it against real servers.
@@ -205,19 +206,28 @@ func BenchmarkTryLockMany(b *testing.B) {
 		keys[i] = fmt.Sprintf("task-%d", i)
 	}
 	ctx := context.Background()
+	many := func(c *lock.Client) ([]*lock.Lock, error) {
+		held, busy, err := c.TryLockMany(ctx, keys)
+		if err == nil && len(busy) > 0 {
+			err = fmt.Errorf("%d busy", len(busy))
+		}
+		return held, err
+	}
 	for _, bc := range []struct {
-		name string
-		take func(c *lock.Client) ([]*lock.Lock, error)
-		give func(c *lock.Client, ls []*lock.Lock) error
+		name     string
+		replicas int
+		take     func(c *lock.Client) ([]*lock.Lock, error)
+		give     func(c *lock.Client, ls []*lock.Lock) error
 	}{
-		{"many", func(c *lock.Client) ([]*lock.Lock, error) {
+		{"many-r3", 3, many, func(c *lock.Client, ls []*lock.Lock) error { return c.ReleaseMany(ctx, ls...) }},
+		{"many", 1, func(c *lock.Client) ([]*lock.Lock, error) {
 			held, busy, err := c.TryLockMany(ctx, keys)
 			if err == nil && len(busy) > 0 {
 				err = fmt.Errorf("%d busy", len(busy))
 			}
 			return held, err
 		}, func(c *lock.Client, ls []*lock.Lock) error { return c.ReleaseMany(ctx, ls...) }},
-		{"loop", func(c *lock.Client) ([]*lock.Lock, error) {
+		{"loop", 1, func(c *lock.Client) ([]*lock.Lock, error) {
 			held := make([]*lock.Lock, 0, n)
 			for _, k := range keys {
 				l := c.Lock(k)
@@ -235,7 +245,7 @@ func BenchmarkTryLockMany(b *testing.B) {
 			}
 			return nil
 		}},
-		{"goroutines", func(c *lock.Client) ([]*lock.Lock, error) {
+		{"goroutines", 1, func(c *lock.Client) ([]*lock.Lock, error) {
 			held := make([]*lock.Lock, n)
 			errs := make([]error, n)
 			var wg sync.WaitGroup
@@ -263,7 +273,7 @@ func BenchmarkTryLockMany(b *testing.B) {
 			reader := sdkmetric.NewManualReader()
 			mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
 			defer mp.Shutdown(ctx)
-			c, err := lock.New(lock.Config{Servers: addrs, MeterProvider: mp})
+			c, err := lock.New(lock.Config{Servers: addrs, MeterProvider: mp, Replicas: bc.replicas})
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -176,14 +176,14 @@ func sortOut(ls []*Lock, outs []keyOutcome) (held []*Lock, busy []string, err er
 }
 
 // manyWorkers bounds the replicated or moving keys of one call that are
-// tried at once, each by its handle's own try-lock.
+// settled at once (see trySets).
 const manyWorkers = 64
 
 // tryMany tries to take every handle of ls, as TryAcquire does each:
-// keys that live on one server each (the common case) go out in one
-// write per server; replicated keys, and keys moving in a fleet change,
-// are tried by their handles, manyWorkers at a time (their requests still
-// share the pipelined connections). Outcome i is ls[i]'s.
+// the try-locks of one server go out in one write, those of keys that
+// live on one server each (the common case) and the first round of
+// replicated keys, and keys moving in a fleet change, alike. Outcome i is
+// ls[i]'s.
 func (c *Client) tryMany(ctx context.Context, ls []*Lock) []keyOutcome {
 	outs := make([]keyOutcome, len(ls))
 	rt := c.route.Load()
@@ -204,22 +204,92 @@ func (c *Client) tryMany(ctx context.Context, ls []*Lock) []keyOutcome {
 		wg.Go(func() { c.tryOn(ctx, p, rt, ls, idx, outs) })
 	}
 	if len(others) > 0 {
-		work := make(chan int)
-		for range min(len(others), manyWorkers) {
-			wg.Go(func() {
-				for i := range work {
-					ok, err := ls[i].acquire(ctx, 0)
-					outs[i] = keyOutcome{ok, err}
-				}
-			})
-		}
-		for _, i := range others {
-			work <- i
-		}
-		close(work)
+		wg.Go(func() { c.trySets(ctx, rt, ls, others, outs) })
 	}
 	wg.Wait()
 	return outs
+}
+
+// setTry is one replicated or moving key of trySets: its handle's index,
+// the set taking it, and the answers of its first round.
+type setTry struct {
+	i    int
+	s    *replicaSet
+	outs []tryOutcome
+}
+
+// trySets tries ls[i] for every i in idx, keys that are replicated or
+// move in a fleet change under rt, as TryAcquire does each; but the first
+// round of every key, a try-lock to each of its servers, goes out
+// together, in one write per server. Keys found busy, or moving, may
+// take rounds of their own after that (see replicaSet.take). It records
+// each outcome in outs[i].
+func (c *Client) trySets(ctx context.Context, rt *routing, ls []*Lock, idx []int, outs []keyOutcome) {
+	start := time.Now()
+	type sent struct {
+		st *setTry
+		p  probe
+	}
+	byPool := map[*pool.Pool][]sent{}
+	var sets []*setTry
+	for _, i := range idx {
+		l := ls[i]
+		l.op.Lock()
+		s, err := l.startSet(rt, start)
+		if err != nil {
+			l.acquireDone(ctx, "", start, false, err)
+			l.op.Unlock()
+			outs[i].err = err
+			continue
+		}
+		st := &setTry{i: i, s: s, outs: make([]tryOutcome, len(s.addrs))}
+		for _, p := range s.toSend(allReplicas(len(s.addrs)), st.outs) {
+			byPool[s.pools[p.i]] = append(byPool[s.pools[p.i]], sent{st, p})
+		}
+		sets = append(sets, st)
+	}
+	var wg sync.WaitGroup
+	for p, ss := range byPool {
+		wg.Go(func() {
+			reqs := make([]wire.Request, len(ss))
+			for j, x := range ss {
+				reqs[j] = x.st.s.l.request(x.st.s.l.cmds.Acquire)
+			}
+			// Every set of a client waits alike: all replicated, or all
+			// moving keys without replicas.
+			res, errs := p.DoAllBy(ctx, reqs, time.Now().Add(ss[0].st.s.answerWait()))
+			for j, x := range ss {
+				o := x.st.s.tried(ctx, x.p.i, res[j], errs[j])
+				x.st.s.noteAnswer(ctx, x.p, o)
+				x.st.outs[x.p.i] = o
+			}
+		})
+	}
+	wg.Wait()
+	// Most sets decide on those answers alone; a moving key may try its
+	// second route: many at a time.
+	work := make(chan *setTry)
+	for range min(len(sets), manyWorkers) {
+		wg.Go(func() {
+			for st := range work {
+				l := st.s.l
+				st.s.prefetched = st.outs
+				ok, err := st.s.takeGroups(ctx, 0, start)
+				if ok && err == nil {
+					ok, err = l.adoptSet(st.s)
+				}
+				ok, err = l.follow(ctx, rt, start, ok, err)
+				l.acquireDone(ctx, st.s.addrs[0], start, ok, err)
+				l.op.Unlock()
+				outs[st.i] = keyOutcome{ok, err}
+			}
+		})
+	}
+	for _, st := range sets {
+		work <- st
+	}
+	close(work)
+	wg.Wait()
 }
 
 // tryOn sends the try-locks of ls[i] for every i in idx, keys that live

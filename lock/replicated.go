@@ -65,6 +65,10 @@ type replicaSet struct {
 	// set's own grant.
 	arbTaken chan struct{}
 	shown    *pool.Grant // the grant whose token Token gave last
+	// prefetched, when set, are the answers of a first round sent for
+	// many keys together (Client.TryLockMany): the set's first round
+	// takes them in place of its own. Only the taking goroutine uses it.
+	prefetched []tryOutcome
 }
 
 // replicaGroup is one route of a key: its replicas in one membership,
@@ -425,45 +429,11 @@ func (s *replicaSet) tryAll(ctx context.Context, idx []int, wait time.Duration, 
 		o tryOutcome
 	}
 	outs := make([]tryOutcome, len(s.addrs))
-	slow := s.l.c.slow
-	// Requests would only pile up on a server that lately did not
-	// answer, or could not be reached; one at a time probes it, and the
-	// others count as failed at once.
-	type probe struct {
-		i    int
-		done func()
-	}
-	var send []probe
-	// Not to a replica whose earlier try-lock is still out: the server
-	// would call the key taken, by this very set, and its answer comes
-	// to the set anyway.
-	s.l.mu.Lock()
-	live := make([]int, 0, len(idx))
-	for _, i := range idx {
-		if !s.pending[i] {
-			live = append(live, i)
-		}
-	}
-	s.l.mu.Unlock()
-	for _, i := range live {
-		if s.single {
-			// Its only server: asked however slow it was lately.
-			send = append(send, probe{i, func() {}})
-		} else if ok, done := slow.send(s.addrs[i]); ok {
-			send = append(send, probe{i, done})
-		} else {
-			outs[i] = tryOutcome{done: true, err: errSlowServer}
-		}
-	}
+	send := s.toSend(idx, outs)
 	if len(send) == 0 {
 		return outs
 	}
 	ch := make(chan answer, len(send))
-	s.l.mu.Lock()
-	for _, p := range send {
-		s.pending[p.i] = true
-	}
-	s.l.mu.Unlock()
 	// One deadline for the round, ended by the last answer, which may
 	// come after an early return.
 	rctx, cancel := context.WithTimeout(ctx, wait)
@@ -471,17 +441,7 @@ func (s *replicaSet) tryAll(ctx context.Context, idx []int, wait time.Duration, 
 	left.Store(int32(len(send)))
 	try := func(p probe) {
 		o := s.tryOne(rctx, p.i)
-		p.done()
-		switch {
-		case o.answered:
-			slow.answered(s.addrs[p.i])
-		case s.single:
-			// Nothing to go on without: not marked slow.
-		case ctx.Err() == nil && !errors.Is(o.err, pool.ErrClosed):
-			// No answer within wait, or none to be had: the next rounds
-			// go on without waiting for this server (see failedLocked).
-			slow.saw(s.addrs[p.i])
-		}
+		s.noteAnswer(ctx, p, o)
 		ch <- answer{p.i, o}
 		if left.Add(-1) == 0 {
 			cancel()
@@ -500,6 +460,66 @@ func (s *replicaSet) tryAll(ctx context.Context, idx []int, wait time.Duration, 
 		}
 	}
 	return outs
+}
+
+// probe is a try-lock the set may send to replica i; done ends it for the
+// slow-server bookkeeping (see slowServers.send).
+type probe struct {
+	i    int
+	done func()
+}
+
+// toSend picks the replicas of idx to send a try-lock to, and marks them
+// pending: not one whose earlier try-lock is still out (the server would
+// call the key taken, by this very set, and its answer comes to the set
+// anyway), and not one whose server lately did not answer, unless it is
+// the one request at a time that probes it; those are failed in outs at
+// once.
+func (s *replicaSet) toSend(idx []int, outs []tryOutcome) []probe {
+	slow := s.l.c.slow
+	s.l.mu.Lock()
+	live := make([]int, 0, len(idx))
+	for _, i := range idx {
+		if !s.pending[i] {
+			live = append(live, i)
+		}
+	}
+	s.l.mu.Unlock()
+	var send []probe
+	for _, i := range live {
+		if s.single {
+			// Its only server: asked however slow it was lately.
+			send = append(send, probe{i, func() {}})
+		} else if ok, done := slow.send(s.addrs[i]); ok {
+			send = append(send, probe{i, done})
+		} else {
+			outs[i] = tryOutcome{done: true, err: errSlowServer}
+		}
+	}
+	s.l.mu.Lock()
+	for _, p := range send {
+		s.pending[p.i] = true
+	}
+	s.l.mu.Unlock()
+	return send
+}
+
+// noteAnswer ends probe p, whose try-lock ended with o, and tells the
+// slow-server bookkeeping whether its server answered. ctx is the
+// acquire's.
+func (s *replicaSet) noteAnswer(ctx context.Context, p probe, o tryOutcome) {
+	slow := s.l.c.slow
+	p.done()
+	switch {
+	case o.answered:
+		slow.answered(s.addrs[p.i])
+	case s.single:
+		// Nothing to go on without: not marked slow.
+	case ctx.Err() == nil && !errors.Is(o.err, pool.ErrClosed):
+		// No answer within wait, or none to be had: the next rounds go
+		// on without waiting for this server (see failedLocked).
+		slow.saw(s.addrs[p.i])
+	}
 }
 
 // quorumWith reports whether the set holds a quorum of the group it
@@ -561,6 +581,14 @@ func (s *replicaSet) failedLocked(outs []tryOutcome, i int) bool {
 
 // tryOne sends one try-lock to replica i, bounded by ctx.
 func (s *replicaSet) tryOne(ctx context.Context, i int) tryOutcome {
+	req := s.l.request(s.l.cmds.Acquire)
+	res, err := s.pools[i].Do(ctx, &req)
+	return s.tried(ctx, i, res, err)
+}
+
+// tried takes in the answer (res, or err) to the try-lock of replica i:
+// a grant joins the set, if the set still wants it.
+func (s *replicaSet) tried(ctx context.Context, i int, res pool.Result, err error) tryOutcome {
 	l := s.l
 	defer func() {
 		l.mu.Lock()
@@ -572,8 +600,6 @@ func (s *replicaSet) tryOne(ctx context.Context, i int) tryOutcome {
 		}
 		l.mu.Unlock()
 	}()
-	req := l.request(l.cmds.Acquire)
-	res, err := s.pools[i].Do(ctx, &req)
 	if err != nil {
 		return tryOutcome{done: true, err: err}
 	}
@@ -786,7 +812,9 @@ func (s *replicaSet) take(ctx context.Context, timeout time.Duration, deadline t
 func (s *replicaSet) round(ctx context.Context, fullQueue bool) (arb int, held bool, outs []tryOutcome, err error) {
 	// Not those held already, for a group that shares servers with one
 	// taken before: the server would call its own holder busy.
-	outs = s.tryAll(ctx, s.missing(), s.answerWait(), true)
+	if outs, s.prefetched = s.prefetched, nil; outs == nil {
+		outs = s.tryAll(ctx, s.missing(), s.answerWait(), true)
+	}
 	if s.quorumWith(outs) {
 		return -1, true, outs, nil
 	}

@@ -319,11 +319,13 @@ func (c *Conn) writeLoop() {
 			c.wbuf, c.wcount = c.spare[:0], 0
 			c.mu.Unlock()
 
-			c.nc.SetWriteDeadline(time.Now().Add(c.p.cfg.WriteTimeout))
-			_, err := c.nc.Write(buf)
+			// Counted before it goes: a caller woken by the answer finds
+			// its write in the metrics.
 			if h := c.p.writeSize; h != nil {
 				h.Record(context.Background(), int64(n), c.p.writeOpts...)
 			}
+			c.nc.SetWriteDeadline(time.Now().Add(c.p.cfg.WriteTimeout))
+			_, err := c.nc.Write(buf)
 
 			c.mu.Lock()
 			c.spare = buf[:0]
