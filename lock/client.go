@@ -334,6 +334,9 @@ func (c *Client) Semaphore(key string, limit int, opts ...Option) *Semaphore {
 // runs. fn's error is returned; if the lock was lost meanwhile, the
 // returned error also matches ErrLockLost, even when fn returned nil.
 func (c *Client) WithLock(ctx context.Context, key string, fn func(ctx context.Context) error, opts ...Option) error {
+	if fn == nil {
+		return invalid("WithLock of a nil function")
+	}
 	l := c.Lock(key, opts...)
 	ctx, end := l.span(ctx, "dflock.WithLock")
 	err := l.run(ctx, fn)
@@ -343,6 +346,9 @@ func (c *Client) WithLock(ctx context.Context, key string, fn func(ctx context.C
 
 // WithSemaphore is WithLock for one slot of a semaphore.
 func (c *Client) WithSemaphore(ctx context.Context, key string, limit int, fn func(ctx context.Context) error, opts ...Option) error {
+	if fn == nil {
+		return invalid("WithSemaphore of a nil function")
+	}
 	return c.Semaphore(key, limit, opts...).run(ctx, fn)
 }
 

@@ -27,8 +27,10 @@ import (
 // neither (their server could not be reached, say); the handles in held
 // are held either way, and are the caller's to release
 // (Client.ReleaseMany gives many back at once, in one write per server).
-// LeaseTTL, RenewRatio and OnLost apply to each handle; AcquireTimeout
-// does not: nothing waits.
+// A server that does not answer within 2 s (stalled) has its keys in the
+// error too, matching pool.ErrNoReply (a grant it sends later is released
+// at once). LeaseTTL, RenewRatio and OnLost apply to each handle;
+// AcquireTimeout does not: nothing waits.
 func (c *Client) TryLockMany(ctx context.Context, keys []string, opts ...Option) (held []*Lock, busy []string, err error) {
 	ls, err := c.handles(ctx, keys, 0, opts)
 	if err != nil {
@@ -315,6 +317,15 @@ func (c *Client) tryOn(ctx context.Context, p *pool.Pool, rt *routing, ls []*Loc
 	res, errs := p.DoAllBy(ctx, reqs, start.Add(replySlack))
 	for j, i := range sent {
 		l := ls[i]
+		if errors.Is(errs[j], pool.ErrNoReply) {
+			// Not busy: unknown. A lone TryAcquire says "not acquired";
+			// many keys can say which.
+			err := l.describe(errs[j], p.Addr())
+			l.acquireDone(ctx, p.Addr(), start, false, err)
+			l.op.Unlock()
+			outs[i].err = err
+			continue
+		}
 		g, _, err := l.tried(ctx, p.Addr(), res[j], errs[j], 0)
 		ok, err := l.hold(rt, g, err)
 		ok, err = l.follow(ctx, rt, start, ok, err)

@@ -621,3 +621,96 @@ func TestSetAfterClientClose(t *testing.T) {
 	_, err = c.LockAll(ctxFor(t, wait), keys)
 	assert.ErrorIs(t, err, lock.ErrClosed)
 }
+
+// keyOn returns a key named after prefix whose server is addr.
+func keyOn(t *testing.T, c *lock.Client, prefix, addr string) string {
+	t.Helper()
+	for i := 0; ; i++ {
+		k := uniqueKey(t, fmt.Sprintf("%s%d", prefix, i))
+		if srv, err := c.ServerFor(k); err == nil && srv == addr {
+			return k
+		}
+	}
+}
+
+// A set that must give keys back to a stalled server still returns by
+// its deadline, or at once when cancelled: the releases go out, their
+// answers are not waited for.
+func TestLockAllGivesBackToAStalledServerInTime(t *testing.T) {
+	f := newFleet(t, 2, fakeserver.Config{})
+	c := f.client(t, lock.Config{})
+	other := f.client(t, lock.Config{})
+	// first sorts before second; first lives on server 0, second on 1.
+	first := keyOn(t, c, "a", f.addrs[0])
+	second := keyOn(t, c, "b", f.addrs[1])
+	mustAcquire(t, other.Lock(second))
+	for _, cancelled := range []bool{false, true} {
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		got := make(chan error, 1)
+		start := time.Now()
+		go func() {
+			_, err := c.LockAll(ctx, []string{second, first}, lock.AcquireTimeout(time.Second))
+			got <- err
+		}()
+		// Holding first, it waits for second; then first's server stalls.
+		require.Eventually(t, func() bool { return waitersOnFleet(f, second) == 1 }, wait, time.Millisecond)
+		f.server(t, 0).Stall(time.Minute)
+		if cancelled {
+			cancel()
+		}
+		err := <-got
+		took := time.Since(start)
+		f.server(t, 0).Unstall()
+		if cancelled {
+			assert.ErrorIs(t, err, context.Canceled)
+		} else {
+			assert.ErrorIs(t, err, lock.ErrTimeout)
+		}
+		assert.Less(t, took, 3*time.Second, "the give-back waited for the stalled server (cancelled %v)", cancelled)
+		require.Eventually(t, func() bool { return keyHolders(f.server(t, 0), first) == 0 }, wait, time.Millisecond, "first given back")
+	}
+}
+
+// A stalled server's keys are neither taken nor busy: TryLockMany says
+// so, with pool.ErrNoReply.
+func TestTryLockManyStalledServer(t *testing.T) {
+	f := newFleet(t, 2, fakeserver.Config{})
+	c := f.client(t, lock.Config{})
+	keys := keysOf(t, "k", 20)
+	assertFree(t, c, keys) // connected
+	f.server(t, 1).Stall(time.Minute)
+	held, busy, err := c.TryLockMany(ctxFor(t, wait), keys)
+	f.server(t, 1).Unstall()
+	assert.Empty(t, busy)
+	var ke *lock.KeysError
+	require.ErrorAs(t, err, &ke)
+	assert.ErrorIs(t, err, pool.ErrNoReply)
+	for _, k := range ke.Keys {
+		srv, _ := c.ServerFor(k)
+		assert.Equal(t, f.addrs[1], srv)
+	}
+	assert.Len(t, held, len(keys)-len(ke.Keys))
+	require.NoError(t, c.ReleaseMany(ctxFor(t, wait), held...))
+	// The late grants went back.
+	require.Eventually(t, func() bool {
+		for _, k := range ke.Keys {
+			if keyHolders(f.server(t, 1), k) > 0 {
+				return false
+			}
+		}
+		return true
+	}, wait, time.Millisecond)
+}
+
+// Running nothing is refused before anything is taken.
+func TestWithNilFunction(t *testing.T) {
+	f := newFleet(t, 1, fakeserver.Config{})
+	c := f.client(t, lock.Config{})
+	ctx := ctxFor(t, wait)
+	assert.ErrorIs(t, c.WithLockAll(ctx, []string{"a", "b"}, nil), lock.ErrInvalid)
+	assert.ErrorIs(t, c.WithSemaphoreAll(ctx, []string{"a", "b"}, 2, nil), lock.ErrInvalid)
+	assert.ErrorIs(t, c.WithLock(ctx, "a", nil), lock.ErrInvalid)
+	assert.ErrorIs(t, c.WithSemaphore(ctx, "a", 2, nil), lock.ErrInvalid)
+	assert.Zero(t, requests(c))
+}

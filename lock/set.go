@@ -59,7 +59,9 @@ const (
 // waits for it in the server's queue, and goes on from there. A member
 // lost before the set is complete starts it over. Keys are refused before
 // anything is sent if there are none, or one is invalid (see
-// wire.CheckKey) or given twice.
+// wire.CheckKey) or given twice. A key whose queue is full (the server's
+// --max-waiters) fails the set at once with ErrMaxWaiters, as Acquire
+// does, rather than wait for room.
 func (c *Client) LockAll(ctx context.Context, keys []string, opts ...Option) (*Set, error) {
 	return c.takeAll(ctx, "dflock.LockAll", keys, 0, opts)
 }
@@ -82,6 +84,9 @@ func (c *Client) SemaphoreAll(ctx context.Context, keys []string, limit int, opt
 // error is returned; if the set was lost meanwhile the error also matches
 // ErrLockLost, even when fn returned nil.
 func (c *Client) WithLockAll(ctx context.Context, keys []string, fn func(ctx context.Context) error, opts ...Option) error {
+	if fn == nil {
+		return invalid("WithLockAll of a nil function")
+	}
 	ctx, end := c.span(ctx, "dflock.WithLockAll", kindLock, "", len(keys))
 	s, err := c.LockAll(ctx, keys, opts...)
 	if err == nil {
@@ -94,6 +99,9 @@ func (c *Client) WithLockAll(ctx context.Context, keys []string, fn func(ctx con
 // WithSemaphoreAll is WithLockAll for one slot of each of several
 // semaphores (SemaphoreAll).
 func (c *Client) WithSemaphoreAll(ctx context.Context, keys []string, limit int, fn func(ctx context.Context) error, opts ...Option) error {
+	if fn == nil {
+		return invalid("WithSemaphoreAll of a nil function")
+	}
 	ctx, end := c.span(ctx, "dflock.WithSemaphoreAll", kindSemaphore, "", len(keys))
 	s, err := c.SemaphoreAll(ctx, keys, limit, opts...)
 	if err == nil {
@@ -230,7 +238,7 @@ func (s *Set) take(ctx context.Context) error {
 			return nil
 		}
 		// Failed, or a member was lost on the way: nothing is kept.
-		s.giveBack(ctx, held, 0)
+		s.giveBack(ctx, deadline, held, 0)
 		switch {
 		case errors.Is(err, ErrTimeout), err == nil && busy >= 0:
 			return &SetTimeoutError{Keys: len(s.locks), Timeout: s.timeout, Busy: s.locks[busy].key}
@@ -284,7 +292,7 @@ func (s *Set) round(ctx context.Context, deadline time.Time, held []bool) (int, 
 		if !time.Now().Before(deadline) {
 			return k, nil // AcquireTimeout(0): tried once
 		}
-		s.giveBack(ctx, held, k+1)
+		s.giveBack(ctx, deadline, held, k+1)
 		l := s.locks[k]
 		l.holdsOthers = slices.Contains(held, true)
 		ok, err := s.wait(ctx, l, deadline)
@@ -294,7 +302,7 @@ func (s *Set) round(ctx context.Context, deadline time.Time, held []bool) (int, 
 			// waits for keys this set holds: the set must not wait for
 			// one while it holds them, or the two wait on each other. It
 			// gives them back and waits holding nothing.
-			s.giveBack(ctx, held, 0)
+			s.giveBack(ctx, deadline, held, 0)
 			l.holdsOthers = false
 			ok, err = s.wait(ctx, l, deadline)
 			from = 0
@@ -342,9 +350,9 @@ func (s *Set) settle() bool {
 }
 
 // giveBack releases the members held from index from on, in one write
-// per connection, and marks them not held. A member lost meanwhile goes
+// per connection, and marks them not held; it returns by deadline. A member lost meanwhile goes
 // back to idle with them.
-func (s *Set) giveBack(ctx context.Context, held []bool, from int) {
+func (s *Set) giveBack(ctx context.Context, deadline time.Time, held []bool, from int) {
 	var ls []*Lock
 	for i := from; i < len(held); i++ {
 		if held[i] {
@@ -355,11 +363,14 @@ func (s *Set) giveBack(ctx context.Context, held []bool, from int) {
 	if len(ls) == 0 {
 		return
 	}
-	// Past the deadline, or cancelled, the keys still go back.
-	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.c.closeTimeout)
+	// The releases go out at once; their answers are awaited only until
+	// the set's deadline or ctx's end (a stalled server must not hold up
+	// the caller past them), and nothing needs them: a release is sent
+	// whether or not its answer is awaited.
+	rctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
 	for i, err := range s.c.releaseMany(rctx, ls) {
-		if err != nil && !errors.Is(err, ErrLockLost) && !errors.Is(err, ErrNotHeld) {
+		if err != nil && !errors.Is(err, ErrLockLost) && !errors.Is(err, ErrNotHeld) && rctx.Err() == nil {
 			s.c.log.Debug("lock: giving back a key of a set", "key", ls[i].key, "err", err)
 		}
 	}
