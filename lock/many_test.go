@@ -430,7 +430,11 @@ func TestLoopInOppositeOrdersDeadlocks(t *testing.T) {
 // order, for 20 s. No key ever has two holders, every LockAll returns
 // within its deadline, and every worker gets on.
 func TestLockAllChecker(t *testing.T) {
-	runSetChecker(t, setChecker{servers: 3, workers: 32, keys: 20, run: 20 * time.Second})
+	run := 20 * time.Second
+	if testing.Short() {
+		run = 3 * time.Second // a soak: -short runs a taste of it
+	}
+	runSetChecker(t, setChecker{servers: 3, workers: 32, keys: 20, run: run})
 }
 
 // The same with replicated keys, over five servers.
