@@ -350,7 +350,8 @@ func (s *Set) settle() bool {
 }
 
 // giveBack releases the members held from index from on, in one write
-// per connection, and marks them not held; it returns by deadline. A member lost meanwhile goes
+// per connection, and marks them not held; it returns by deadline and
+// the replica timeout. A member lost meanwhile goes
 // back to idle with them.
 func (s *Set) giveBack(ctx context.Context, deadline time.Time, held []bool, from int) {
 	var ls []*Lock
@@ -363,17 +364,30 @@ func (s *Set) giveBack(ctx context.Context, deadline time.Time, held []bool, fro
 	if len(ls) == 0 {
 		return
 	}
-	// The releases go out at once; their answers are awaited only until
-	// the set's deadline or ctx's end (a stalled server must not hold up
-	// the caller past them), and nothing needs them: a release is sent
-	// whether or not its answer is awaited.
-	rctx, cancel := context.WithDeadline(ctx, deadline)
+	// The releases go out at once, and their answers are awaited, so
+	// that a set that failed has let go on the servers when it returns;
+	// but not by more than the replica timeout past the set's deadline,
+	// or past now once ctx ended: a stalled server must not hold up the
+	// caller (a release is sent whether or not its answer is awaited).
+	bound := later(deadline, time.Now())
+	if ctx.Err() != nil {
+		bound = time.Now()
+	}
+	rctx, cancel := context.WithDeadline(context.WithoutCancel(ctx), bound.Add(s.c.replicaTimeout))
 	defer cancel()
 	for i, err := range s.c.releaseMany(rctx, ls) {
 		if err != nil && !errors.Is(err, ErrLockLost) && !errors.Is(err, ErrNotHeld) && rctx.Err() == nil {
 			s.c.log.Debug("lock: giving back a key of a set", "key", ls[i].key, "err", err)
 		}
 	}
+}
+
+// later is the later of a and b.
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }
 
 // memberLost is told by a member that it was lost with err.
