@@ -29,7 +29,8 @@ import (
 // (Client.ReleaseMany gives many back at once, in one write per server).
 // A server that does not answer within 2 s (stalled) has its keys in the
 // error too, matching pool.ErrNoReply (a grant it sends later is released
-// at once). LeaseTTL, RenewRatio and OnLost apply to each handle;
+// at once); a replicated key is in it when too few of its replicas
+// answered to make a quorum. LeaseTTL, RenewRatio and OnLost apply to each handle;
 // AcquireTimeout does not: nothing waits.
 func (c *Client) TryLockMany(ctx context.Context, keys []string, opts ...Option) (held []*Lock, busy []string, err error) {
 	ls, err := c.handles(ctx, keys, 0, opts)
@@ -277,6 +278,9 @@ func (c *Client) trySets(ctx context.Context, rt *routing, ls []*Lock, idx []int
 				l := st.s.l
 				st.s.prefetched = st.outs
 				ok, err := st.s.takeGroups(ctx, 0, start)
+				// Answers not used (the set held its groups already) must
+				// not judge a later take, of a new group in a fleet change.
+				st.s.prefetched = nil
 				if ok && err == nil {
 					ok, err = l.adoptSet(st.s)
 				}

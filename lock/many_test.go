@@ -718,3 +718,29 @@ func TestWithNilFunction(t *testing.T) {
 	assert.ErrorIs(t, c.WithSemaphore(ctx, "a", 2, nil), lock.ErrInvalid)
 	assert.Zero(t, requests(c))
 }
+
+// A replicated key whose arbiter (its first replica) is held elsewhere is
+// busy for TryLockMany as for TryAcquire, although the other replicas,
+// a quorum, are free: taking it there would jump the arbiter's queue.
+func TestTryLockManyRespectsTheArbiter(t *testing.T) {
+	f := newFleet(t, 3, fakeserver.Config{})
+	c := f.client(t, lock.Config{Replicas: 3})
+	key := uniqueKey(t, "k")
+	servers, err := c.ServersFor(key)
+	require.NoError(t, err)
+	arbiterOnly := f.client(t, lock.Config{Servers: servers[:1]})
+	mustAcquire(t, arbiterOnly.Lock(key))
+
+	held, busy, err := c.TryLockMany(ctxFor(t, wait), []string{key})
+	require.NoError(t, err)
+	assert.Empty(t, held)
+	assert.Equal(t, []string{key}, busy)
+	for i, a := range f.addrs {
+		if a != servers[0] {
+			require.Eventually(t, func() bool { return keyHolders(f.server(t, i), key) == 0 }, wait, time.Millisecond, "the other replicas given back")
+		}
+	}
+	ok, err := c.Lock(key).TryAcquire(ctxFor(t, wait))
+	require.NoError(t, err)
+	assert.False(t, ok, "TryAcquire agrees")
+}

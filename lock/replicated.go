@@ -209,14 +209,19 @@ func (s *replicaSet) markTaken(k int) bool {
 // holds enough of it already (its servers shared with a group taken
 // before, or answers to a first round sent to every server), and says
 // whether it does. Enough is a quorum, and for any group but the last
-// its first replica too: a quorum that lacks the arbiter, kept while
-// the set waits on a later group, would hold up the arbiter's holder,
-// who needs a replica of it, while that holder holds up the set.
+// of several its first replica too: a quorum that lacks the arbiter,
+// kept while the set waits on a later group, would hold up the arbiter's
+// holder, who needs a replica of it, while that holder holds up the set.
+// A key's only group (a replicated key that does not move) is not
+// taken without its arbiter either: a try-lock would jump the arbiter's
+// queue (its first round, sent with many keys, ends in a round that
+// judges it, see round).
 func (s *replicaSet) holdsAlready(k int) bool {
 	s.l.mu.Lock()
 	defer s.l.mu.Unlock()
 	g := &s.groups[k]
-	enough := s.countIn(k) >= g.quorum && (k == len(s.groups)-1 || s.grants[g.idx[0]] != nil)
+	lastOfSeveral := k == len(s.groups)-1 && k > 0
+	enough := s.countIn(k) >= g.quorum && (lastOfSeveral || s.grants[g.idx[0]] != nil)
 	g.taken = g.taken || enough
 	return g.taken
 }
