@@ -6,6 +6,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/otel/attribute"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
@@ -51,34 +52,25 @@ func TestSpans(t *testing.T) {
 		assert.Empty(t, sp.Events(), "no error event: its message would name the key")
 	}
 
-	type seen struct{ name, outcome string }
-	var got []seen
-	for _, sp := range rec.Ended() {
-		s := seen{name: sp.Name()}
-		for _, kv := range sp.Attributes() {
-			switch kv.Key {
-			case "dflock.outcome":
-				s.outcome = kv.Value.AsString()
-			case "server.address":
-				assert.Equal(t, f.addrs[0], kv.Value.AsString())
-			case "dflock.kind":
-				assert.Equal(t, "lock", kv.Value.AsString())
-			}
-			assert.NotContains(t, kv.Value.String(), "secret-key", "%s: %s", sp.Name(), kv.Key)
+	got := spansSeen(t, rec, "secret-key", func(kv attribute.KeyValue) {
+		switch kv.Key {
+		case "server.address":
+			assert.Equal(t, f.addrs[0], kv.Value.AsString())
+		case "dflock.kind":
+			assert.Equal(t, "lock", kv.Value.AsString())
 		}
-		got = append(got, s)
-	}
-	assert.Equal(t, []seen{
-		{"dflock.Acquire", "acquired"},
-		{"dflock.TryAcquire", "timeout"},
-		{"dflock.Enqueue", "queued"},
-		{"dflock.Release", ""},
-		{"dflock.Wait", "acquired"},
-		{"dflock.Release", ""},
-		{"dflock.Acquire", "acquired"}, // inside WithLock
-		{"dflock.WithLock", ""},
-		{"dflock.Acquire", "acquired"},
-		{"dflock.Release", ""},
+	})
+	assert.Equal(t, []spanSeen{
+		{"dflock.Acquire", "acquired", 0},
+		{"dflock.TryAcquire", "timeout", 0},
+		{"dflock.Enqueue", "queued", 0},
+		{"dflock.Release", "", 0},
+		{"dflock.Wait", "acquired", 0},
+		{"dflock.Release", "", 0},
+		{"dflock.Acquire", "acquired", 0}, // inside WithLock
+		{"dflock.WithLock", "", 0},
+		{"dflock.Acquire", "acquired", 0},
+		{"dflock.Release", "", 0},
 	}, got)
 }
 
@@ -100,26 +92,8 @@ func TestManyKeySpans(t *testing.T) {
 	require.NoError(t, c.ReleaseMany(ctx, held...))
 	require.NoError(t, c.WithLockAll(ctx, keys, func(context.Context) error { return nil }))
 
-	type seen struct {
-		name, outcome string
-		keys          int64
-	}
-	var got []seen
-	for _, sp := range rec.Ended() {
-		s := seen{name: sp.Name()}
-		for _, kv := range sp.Attributes() {
-			switch kv.Key {
-			case "dflock.outcome":
-				s.outcome = kv.Value.AsString()
-			case "dflock.keys":
-				s.keys = kv.Value.AsInt64()
-			}
-			assert.NotContains(t, kv.Value.String(), "secret", "%s: %s", sp.Name(), kv.Key)
-		}
-		assert.NotContains(t, sp.Status().Description, "secret")
-		got = append(got, s)
-	}
-	assert.Equal(t, []seen{
+	got := spansSeen(t, rec, "secret", func(attribute.KeyValue) {})
+	assert.Equal(t, []spanSeen{
 		{"dflock.TryLockMany", "", 3},
 		{"dflock.LockAll", "timeout", 3},
 		{"dflock.ReleaseMany", "", 3},
@@ -127,4 +101,33 @@ func TestManyKeySpans(t *testing.T) {
 		{"dflock.Set.Release", "", 3},
 		{"dflock.WithLockAll", "", 3},
 	}, got)
+}
+
+// spanSeen is what a test reads of an ended span.
+type spanSeen struct {
+	name, outcome string
+	keys          int64 // dflock.keys
+}
+
+// spansSeen reads every span rec saw ended, checking that no attribute
+// or status names secret and passing each attribute to check.
+func spansSeen(t *testing.T, rec *tracetest.SpanRecorder, secret string, check func(attribute.KeyValue)) []spanSeen {
+	t.Helper()
+	var got []spanSeen
+	for _, sp := range rec.Ended() {
+		s := spanSeen{name: sp.Name()}
+		for _, kv := range sp.Attributes() {
+			switch kv.Key {
+			case "dflock.outcome":
+				s.outcome = kv.Value.AsString()
+			case "dflock.keys":
+				s.keys = kv.Value.AsInt64()
+			}
+			check(kv)
+			assert.NotContains(t, kv.Value.String(), secret, "%s: %s", sp.Name(), kv.Key)
+		}
+		assert.NotContains(t, sp.Status().Description, secret)
+		got = append(got, s)
+	}
+	return got
 }
