@@ -17,11 +17,7 @@ import (
 // Every call gets its span, with the server, the kind and the outcome,
 // never the key.
 func TestSpans(t *testing.T) {
-	rec := tracetest.NewSpanRecorder()
-	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
-	defer tp.Shutdown(context.Background())
-	f := newFleet(t, 1, fakeserver.Config{})
-	c := f.client(t, lock.Config{TracerProvider: tp})
+	f, c, rec := tracedClient(t, 1)
 	ctx := ctxFor(t, wait)
 
 	a := c.Lock("secret-key")
@@ -77,11 +73,7 @@ func TestSpans(t *testing.T) {
 // Calls on many keys get one span each, with the number of keys, never
 // the keys; a set's waits are its own span's.
 func TestManyKeySpans(t *testing.T) {
-	rec := tracetest.NewSpanRecorder()
-	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
-	defer tp.Shutdown(context.Background())
-	f := newFleet(t, 2, fakeserver.Config{})
-	c := f.client(t, lock.Config{TracerProvider: tp})
+	_, c, rec := tracedClient(t, 2)
 	ctx := ctxFor(t, wait)
 	keys := []string{"secret-a", "secret-b", "secret-c"}
 
@@ -130,4 +122,15 @@ func spansSeen(t *testing.T, rec *tracetest.SpanRecorder, secret string, check f
 		got = append(got, s)
 	}
 	return got
+}
+
+// tracedClient starts a fleet of n servers and a client that records its
+// spans.
+func tracedClient(t *testing.T, n int) (*testFleet, *lock.Client, *tracetest.SpanRecorder) {
+	t.Helper()
+	rec := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
+	t.Cleanup(func() { tp.Shutdown(context.Background()) })
+	f := newFleet(t, n, fakeserver.Config{})
+	return f, f.client(t, lock.Config{TracerProvider: tp}), rec
 }
