@@ -27,11 +27,12 @@ type Set struct {
 	onLost  func(key string, err error)
 	lost    chan struct{}
 
-	mu      sync.Mutex
-	state   setState
-	restart bool // a member was lost while the set was being taken
-	lostErr error
-	cancel  context.CancelCauseFunc // WithLockAll's, while fn runs
+	mu         sync.Mutex
+	state      setState
+	restart    bool   // a member was lost while the set was being taken
+	restartKey string // which
+	lostErr    error
+	cancel     context.CancelCauseFunc // WithLockAll's, while fn runs
 }
 
 type setState int
@@ -246,8 +247,14 @@ func (s *Set) take(ctx context.Context) error {
 			return err
 		}
 		s.mu.Lock()
-		s.restart = false
+		lostKey := s.restartKey
+		s.restart, s.restartKey = false, ""
 		s.mu.Unlock()
+		if !time.Now().Before(deadline) {
+			// Members keep being lost (a server that drops what it
+			// grants): the deadline ends the retries too.
+			return &SetTimeoutError{Keys: len(s.locks), Timeout: s.timeout, Busy: lostKey}
+		}
 	}
 }
 
@@ -395,7 +402,7 @@ func (s *Set) memberLost(key string, err error) {
 	s.mu.Lock()
 	switch s.state {
 	case setTaking:
-		s.restart = true
+		s.restart, s.restartKey = true, key
 		s.mu.Unlock()
 		return
 	case setHeld:
