@@ -744,3 +744,37 @@ func TestTryLockManyRespectsTheArbiter(t *testing.T) {
 	require.NoError(t, err)
 	assert.False(t, ok, "TryAcquire agrees")
 }
+
+// A member lost while the set waits for a later one (its server dropped
+// the connection) makes the set start over: it still ends holding
+// every key, and never reports the earlier loss as the set's.
+func TestLockAllStartsOverWhenAMemberIsLost(t *testing.T) {
+	f := newFleet(t, 2, fakeserver.Config{})
+	c := f.client(t, lock.Config{})
+	other := f.client(t, lock.Config{})
+	first := keyOn(t, c, "a", f.addrs[0])
+	second := keyOn(t, c, "b", f.addrs[1])
+	busy := other.Lock(second)
+	mustAcquire(t, busy)
+	got := make(chan *lock.Set, 1)
+	go func() {
+		s, err := c.LockAll(ctxFor(t, wait), []string{second, first})
+		assert.NoError(t, err)
+		got <- s
+	}()
+	require.Eventually(t, func() bool { return waitersOnFleet(f, second) == 1 }, wait, time.Millisecond)
+	require.Eventually(t, func() bool { return keyHolders(f.server(t, 0), first) == 1 }, wait, time.Millisecond)
+	// first, held while the set waits for second, is lost.
+	f.server(t, 0).DropConnections()
+	require.Eventually(t, func() bool { return keyHolders(f.server(t, 0), first) == 0 }, wait, time.Millisecond)
+	require.NoError(t, busy.Release(ctxFor(t, wait)))
+	s := <-got
+	require.NotNil(t, s)
+	select {
+	case <-s.Lost():
+		t.Fatalf("the set reports a loss from before it was held: %v", s.Err())
+	default:
+	}
+	assertBusy(t, []string{first, second}, other)
+	require.NoError(t, s.Release(ctxFor(t, wait)))
+}
