@@ -258,29 +258,16 @@ func runRun(ctx context.Context, args []string, getenv func(string) string, stdo
 	defer c.Close()
 
 	opts := []lock.Option{lock.AcquireTimeout(f.timeout), lock.LeaseTTL(f.lease)}
-	if f.all != nil {
-		return runAll(ctx, c, f, opts, path, stdout, stderr, fail, failed)
-	}
-	l := c.Lock(f.key, opts...)
-	if f.limit > 0 {
-		l = c.Semaphore(f.key, f.limit, opts...).Lock
-	}
-	ok, err := l.Acquire(ctx)
+	h, notTaken, err := hold(ctx, c, f, opts)
 	switch {
 	case err != nil:
 		return failed(err)
-	case !ok && f.timeout <= 0:
-		return fail(exitNotAcquired, "%q is taken (not acquired; --timeout 0 tries once)", f.key)
-	case !ok:
-		return fail(exitNotAcquired, "%q not acquired within %v", f.key, wholeSeconds(f.timeout))
+	case notTaken != "":
+		return fail(exitNotAcquired, "%s", notTaken)
 	}
-	defer l.Close()
-	// With replicas, every server the key lives on.
-	servers, _ := c.ServersFor(f.key)
-	server := strings.Join(servers, ",")
-
-	cmd := lockedCommand(path, f.command, stdout, stderr, f.key, l.Token(), server)
-	return runLocked(cmd, l, fmt.Sprintf("%q", f.key), f.grace, stderr)
+	defer h.release()
+	cmd := lockedCommand(path, f.command, stdout, stderr, h.key, h.token, h.server)
+	return runLocked(cmd, h, h.what, f.grace, stderr)
 }
 
 // wholeSeconds is how long the server waited for a timeout: it counts
@@ -289,12 +276,44 @@ func wholeSeconds(timeout time.Duration) time.Duration {
 	return (timeout + time.Second - 1).Truncate(time.Second)
 }
 
-// runAll is runRun for --all: it holds every key of f.all (a slot of
-// each with -n) while the command at path runs.
-func runAll(ctx context.Context, c *lock.Client, f runFlags, opts []lock.Option, path string, stdout, stderr io.Writer,
-	fail func(int, string, ...any) int, failed func(error) int) int {
+// runHold is what dflock run holds while the command runs (a lock, a
+// slot, or with --all a set of them), and what the command is told of it:
+// DFLOCK_KEY, DFLOCK_TOKEN and DFLOCK_SERVER.
+type runHold struct {
+	losable
+	release            func()
+	what               string // for the message if it is lost
+	key, token, server string
+}
+
+// hold takes what f asks for. When it was not taken in time, notTaken
+// says so (exit 75); err is any other failure.
+func hold(ctx context.Context, c *lock.Client, f runFlags, opts []lock.Option) (h runHold, notTaken string, err error) {
+	if f.all != nil {
+		return holdAll(ctx, c, f, opts)
+	}
+	l := c.Lock(f.key, opts...)
+	if f.limit > 0 {
+		l = c.Semaphore(f.key, f.limit, opts...).Lock
+	}
+	ok, err := l.Acquire(ctx)
+	switch {
+	case err != nil:
+		return h, "", err
+	case !ok && f.timeout <= 0:
+		return h, fmt.Sprintf("%q is taken (not acquired; --timeout 0 tries once)", f.key), nil
+	case !ok:
+		return h, fmt.Sprintf("%q not acquired within %v", f.key, wholeSeconds(f.timeout)), nil
+	}
+	// With replicas, every server the key lives on.
+	servers, _ := c.ServersFor(f.key)
+	return runHold{losable: l, release: func() { l.Close() }, what: fmt.Sprintf("%q", f.key),
+		key: f.key, token: l.Token(), server: strings.Join(servers, ",")}, "", nil
+}
+
+// holdAll is hold for --all: every key of f.all (a slot of each with -n).
+func holdAll(ctx context.Context, c *lock.Client, f runFlags, opts []lock.Option) (h runHold, notTaken string, err error) {
 	var s *lock.Set
-	var err error
 	if f.limit > 0 {
 		s, err = c.SemaphoreAll(ctx, f.all, f.limit, opts...)
 	} else {
@@ -303,26 +322,25 @@ func runAll(ctx context.Context, c *lock.Client, f runFlags, opts []lock.Option,
 	var busy *lock.SetTimeoutError
 	switch {
 	case errors.As(err, &busy) && f.timeout <= 0:
-		return fail(exitNotAcquired, "%q is taken (none of the %d keys acquired; --timeout 0 tries once)", busy.Busy, busy.Keys)
+		return h, fmt.Sprintf("%q is taken (none of the %d keys acquired; --timeout 0 tries once)", busy.Busy, busy.Keys), nil
 	case errors.As(err, &busy):
-		return fail(exitNotAcquired, "%q not acquired within %v (none of the %d keys held)", busy.Busy, wholeSeconds(f.timeout), busy.Keys)
+		return h, fmt.Sprintf("%q not acquired within %v (none of the %d keys held)", busy.Busy, wholeSeconds(f.timeout), busy.Keys), nil
 	case err != nil:
-		return failed(err)
+		return h, "", err
 	}
-	defer func() {
-		rctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		s.Release(rctx)
-	}()
 	keys := s.Keys()
-	what := "a key of " + strings.Join(keys, ",")
 	tokens, servers := make([]string, len(keys)), make([]string, len(keys))
 	for i, k := range keys {
 		tokens[i] = s.Token(k)
 		servers[i], _ = c.ServerFor(k)
 	}
-	cmd := lockedCommand(path, f.command, stdout, stderr, strings.Join(keys, ","), strings.Join(tokens, ","), strings.Join(servers, ","))
-	return runLocked(cmd, s, what, f.grace, stderr)
+	release := func() {
+		rctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		s.Release(rctx)
+	}
+	return runHold{losable: s, release: release, what: "a key of " + strings.Join(keys, ","),
+		key: strings.Join(keys, ","), token: strings.Join(tokens, ","), server: strings.Join(servers, ",")}, "", nil
 }
 
 // lockedCommand is the command at path, run with args under a lock: with
