@@ -242,37 +242,22 @@ func (g *Grant) endLocked() error {
 func (g *Grant) Release(ctx context.Context) error {
 	c := g.c
 	c.mu.Lock()
-	cl, err := g.queueReleaseLocked()
+	if err := g.endLocked(); err != nil {
+		c.mu.Unlock()
+		return err
+	}
+	// Queued before the connection can move on (to the next Pin, or
+	// closed if it is not clean), so the release goes out first.
+	cl, err := c.queueLocked(g.releaseRequest(), false)
 	after := c.afterChangeLocked()
 	c.mu.Unlock()
 	after()
 	return g.released(ctx, cl, err)
 }
 
-// queueReleaseLocked ends a held grant and queues its release on its
-// connection, whose mu is held; it returns the call to await, or why
-// nothing was queued. Queued before the connection can move on (to the
-// next Pin, or closed if it is not clean), so the release goes out first.
-func (g *Grant) queueReleaseLocked() (*call, error) {
-	if err := g.endLocked(); err != nil {
-		return nil, errNotHeldNow{err}
-	}
-	return g.c.queueLocked(g.releaseRequest(), false)
-}
-
-// errNotHeldNow wraps the reason a grant was not released because it
-// was not held: released only says so.
-type errNotHeldNow struct{ err error }
-
-func (e errNotHeldNow) Error() string { return e.err.Error() }
-
-// released waits for the answer to a release queued by
-// queueReleaseLocked (cl, or the error queueing it) and says what it
-// means, as Release documents.
+// released waits for the answer to g's release, queued as cl (or the
+// error queueing it), and says what it means, as Release documents.
 func (g *Grant) released(ctx context.Context, cl *call, err error) error {
-	if nh, ok := err.(errNotHeldNow); ok {
-		return nh.err
-	}
 	var res Result
 	if err == nil {
 		res, _, err = g.c.await(ctx, cl)
@@ -296,6 +281,7 @@ func (g *Grant) released(ctx context.Context, cl *call, err error) error {
 func ReleaseEach(ctx context.Context, gs []*Grant) []error {
 	errs := make([]error, len(gs))
 	calls := make([]*call, len(gs))
+	sent := make([]bool, len(gs)) // held: its release was queued
 	order := make([]int, len(gs))
 	for i := range order {
 		order[i] = i
@@ -309,14 +295,19 @@ func ReleaseEach(ctx context.Context, gs []*Grant) []error {
 		c.mu.Lock()
 		for ; k < len(order) && gs[order[k]].c == c; k++ {
 			i := order[k]
-			calls[i], errs[i] = gs[i].queueReleaseLocked()
+			if errs[i] = gs[i].endLocked(); errs[i] == nil {
+				sent[i] = true
+				calls[i], errs[i] = c.queueLocked(gs[i].releaseRequest(), false)
+			}
 		}
 		after := c.afterChangeLocked()
 		c.mu.Unlock()
 		after()
 	}
 	for i, g := range gs {
-		errs[i] = g.released(ctx, calls[i], errs[i])
+		if sent[i] {
+			errs[i] = g.released(ctx, calls[i], errs[i])
+		}
 	}
 	return errs
 }

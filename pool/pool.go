@@ -243,9 +243,7 @@ func (p *Pool) DoAllBy(ctx context.Context, reqs []wire.Request, deadline time.T
 	calls := make([]*call, len(reqs))
 	c.mu.Lock()
 	for i := range reqs {
-		if errs[i] = reqs[i].Validate(); errs[i] != nil {
-			continue
-		}
+		// An invalid request is refused by queueLocked.
 		if needsCleanConn(&reqs[i]) {
 			errs[i] = fmt.Errorf("%w: DoAll takes only non-blocking requests, got %s", wire.ErrInvalidRequest, reqs[i].Cmd)
 			continue
