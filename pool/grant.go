@@ -282,28 +282,12 @@ func ReleaseEach(ctx context.Context, gs []*Grant) []error {
 	errs := make([]error, len(gs))
 	calls := make([]*call, len(gs))
 	sent := make([]bool, len(gs)) // held: its release was queued
-	order := make([]int, len(gs))
-	for i := range order {
-		order[i] = i
-	}
-	// Connections are numbered per pool: the address tells them apart.
-	slices.SortFunc(order, func(a, b int) int {
-		return cmp.Or(cmp.Compare(gs[a].c.id, gs[b].c.id), strings.Compare(gs[a].c.p.addr, gs[b].c.p.addr))
-	})
-	for k := 0; k < len(order); {
-		c := gs[order[k]].c
-		c.mu.Lock()
-		for ; k < len(order) && gs[order[k]].c == c; k++ {
-			i := order[k]
-			if errs[i] = gs[i].endLocked(); errs[i] == nil {
-				sent[i] = true
-				calls[i], errs[i] = c.queueLocked(gs[i].releaseRequest(), false)
-			}
+	eachByConn(len(gs), func(i int) *Conn { return gs[i].c }, func(c *Conn, i int) {
+		if errs[i] = gs[i].endLocked(); errs[i] == nil {
+			sent[i] = true
+			calls[i], errs[i] = c.queueLocked(gs[i].releaseRequest(), false)
 		}
-		after := c.afterChangeLocked()
-		c.mu.Unlock()
-		after()
-	}
+	}, (*Conn).afterChangeLocked)
 	for i, g := range gs {
 		if sent[i] {
 			errs[i] = g.released(ctx, calls[i], errs[i])
@@ -385,23 +369,10 @@ type Renewal struct {
 func (p *Pool) Renew(ctx context.Context, rs []Renewal) []error {
 	errs := make([]error, len(rs))
 	calls := make([]*call, len(rs))
-	// By connection, so that each connection's renewals are queued under
-	// one lock and written together.
-	order := make([]int, len(rs))
-	for i := range order {
-		order[i] = i
-	}
-	slices.SortFunc(order, func(a, b int) int { return cmp.Compare(rs[a].Grant.c.id, rs[b].Grant.c.id) })
-	for k := 0; k < len(order); {
-		c := rs[order[k]].Grant.c
-		c.mu.Lock()
-		for ; k < len(order) && rs[order[k]].Grant.c == c; k++ {
-			i := order[k]
-			req := rs[i].Grant.renewRequest(rs[i].Lease)
-			calls[i], errs[i] = c.queueLocked(&req, false)
-		}
-		c.mu.Unlock()
-	}
+	eachByConn(len(rs), func(i int) *Conn { return rs[i].Grant.c }, func(c *Conn, i int) {
+		req := rs[i].Grant.renewRequest(rs[i].Lease)
+		calls[i], errs[i] = c.queueLocked(&req, false)
+	}, nil)
 	for i, cl := range calls {
 		if cl == nil {
 			continue
@@ -477,4 +448,37 @@ func (p *Pool) ReleaseAll(ctx context.Context, gs []*Grant) {
 		}
 	}
 	p.sendReleases(ctx, reqs)
+}
+
+// eachByConn calls f(c, i) for every i below n, under the mu of c =
+// conn(i), a connection at a time: the requests f queues on one
+// connection go out in one write. When set, after runs at the end of
+// each connection's turn, under its mu, and what it returns once the mu
+// is released.
+func eachByConn(n int, conn func(i int) *Conn, f func(c *Conn, i int), after func(c *Conn) func()) {
+	order := make([]int, n)
+	for i := range order {
+		order[i] = i
+	}
+	// Connections are numbered per pool: the address tells them apart.
+	slices.SortFunc(order, func(a, b int) int {
+		ca, cb := conn(a), conn(b)
+		if ca.id != cb.id {
+			return cmp.Compare(ca.id, cb.id)
+		}
+		return strings.Compare(ca.p.addr, cb.p.addr)
+	})
+	for k := 0; k < n; {
+		c := conn(order[k])
+		c.mu.Lock()
+		for ; k < n && conn(order[k]) == c; k++ {
+			f(c, order[k])
+		}
+		then := noop
+		if after != nil {
+			then = after(c)
+		}
+		c.mu.Unlock()
+		then()
+	}
 }
