@@ -278,25 +278,6 @@ func (l *Lock) place(rt *routing) (*pool.Pool, [][]string, error) {
 	return nil, routes, err
 }
 
-// startSet readies the handle, idle, to take its key as a replicaSet
-// under rt (a replicated key, or one that moves in a fleet change), with
-// deadline: the set, or why not.
-func (l *Lock) startSet(rt *routing, deadline time.Time) (*replicaSet, error) {
-	if err := l.ready(); err != nil {
-		return nil, err
-	}
-	_, routes, err := l.place(rt)
-	if err != nil {
-		return nil, err
-	}
-	s, err := l.newSet(rt, routes)
-	if err != nil {
-		return nil, err
-	}
-	s.deadline = deadline
-	return s, nil
-}
-
 // acquireOn takes the key on p's server, waiting until deadline when
 // timeout is positive. It returns the grant, nil with a nil error when the
 // key stayed busy, or the error.

@@ -192,14 +192,18 @@ func (c *Client) tryMany(ctx context.Context, ls []*Lock) []keyOutcome {
 	rt := c.route.Load()
 	byPool := map[*pool.Pool][]int{}
 	var others []int
+	var routes [][][]string // of the others, made for the first
 	for i, l := range ls {
-		switch p, _, err := l.place(rt); {
+		switch p, r, err := l.place(rt); {
 		case err != nil:
 			outs[i].err = err
 		case p != nil:
 			byPool[p] = append(byPool[p], i)
 		default:
-			others = append(others, i)
+			if routes == nil {
+				routes = make([][][]string, len(ls))
+			}
+			others, routes[i] = append(others, i), r
 		}
 	}
 	var wg sync.WaitGroup
@@ -207,7 +211,7 @@ func (c *Client) tryMany(ctx context.Context, ls []*Lock) []keyOutcome {
 		wg.Go(func() { c.tryOn(ctx, p, rt, ls, idx, outs) })
 	}
 	if len(others) > 0 {
-		wg.Go(func() { c.trySets(ctx, rt, ls, others, outs) })
+		wg.Go(func() { c.trySets(ctx, rt, ls, routes, others, outs) })
 	}
 	wg.Wait()
 	return outs
@@ -222,12 +226,13 @@ type setTry struct {
 }
 
 // trySets tries ls[i] for every i in idx, keys that are replicated or
-// move in a fleet change under rt, as TryAcquire does each; but the first
+// move in a fleet change under rt (routes[i] are their routes), as
+// TryAcquire does each; but the first
 // round of every key, a try-lock to each of its servers, goes out
 // together, in one write per server. Keys found busy, or moving, may
 // take rounds of their own after that (see replicaSet.take). It records
 // each outcome in outs[i].
-func (c *Client) trySets(ctx context.Context, rt *routing, ls []*Lock, idx []int, outs []keyOutcome) {
+func (c *Client) trySets(ctx context.Context, rt *routing, ls []*Lock, routes [][][]string, idx []int, outs []keyOutcome) {
 	start := time.Now()
 	type sent struct {
 		st *setTry
@@ -238,13 +243,18 @@ func (c *Client) trySets(ctx context.Context, rt *routing, ls []*Lock, idx []int
 	for _, i := range idx {
 		l := ls[i]
 		l.op.Lock()
-		s, err := l.startSet(rt, start)
+		err := l.ready()
+		var s *replicaSet
+		if err == nil {
+			s, err = l.newSet(rt, routes[i])
+		}
 		if err != nil {
 			l.acquireDone(ctx, "", start, false, err)
 			l.op.Unlock()
 			outs[i].err = err
 			continue
 		}
+		s.deadline = start
 		st := &setTry{i: i, s: s, outs: make([]tryOutcome, len(s.addrs))}
 		for _, p := range s.toSend(allReplicas(len(s.addrs)), st.outs) {
 			byPool[s.pools[p.i]] = append(byPool[s.pools[p.i]], sent{st, p})

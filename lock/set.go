@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -124,7 +125,7 @@ func (s *Set) Keys() []string {
 // Token returns the token of key's member, or "" if key is not in the
 // set or not held (see Lock.Token).
 func (s *Set) Token(key string) string {
-	i, ok := slices.BinarySearchFunc(s.locks, key, func(l *Lock, k string) int { return compareKeys(l.key, k) })
+	i, ok := slices.BinarySearchFunc(s.locks, key, func(l *Lock, k string) int { return strings.Compare(l.key, k) })
 	if !ok {
 		return ""
 	}
@@ -177,7 +178,8 @@ func (c *Client) takeAll(ctx context.Context, name string, keys []string, limit 
 	if err != nil {
 		return nil, err
 	}
-	slices.SortFunc(ls, func(a, b *Lock) int { return compareKeys(a.key, b.key) })
+	// The order every client takes a set's keys in: their bytes.
+	slices.SortFunc(ls, func(a, b *Lock) int { return strings.Compare(a.key, b.key) })
 	s := &Set{c: c, locks: ls, timeout: ls[0].opt.acquireTimeout, onLost: ls[0].opt.onLost, lost: make(chan struct{})}
 	for _, l := range ls {
 		// The set reports its members' losses, once.
@@ -215,18 +217,6 @@ func (e *SetTimeoutError) Error() string {
 
 // Unwrap returns ErrTimeout.
 func (e *SetTimeoutError) Unwrap() error { return ErrTimeout }
-
-// compareKeys is the order every client takes a set's keys in: their
-// bytes.
-func compareKeys(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
-}
 
 // take takes every member, in key order, by the set's deadline; on
 // failure it gives back whatever it took.
