@@ -16,9 +16,9 @@ import (
 // and returns the handles it took (held, in the order of keys: renewed
 // in the background until released) and the keys it found busy. The keys
 // of one server go out together, in one write, so that many keys cost
-// about one round trip; a replicated key (Config.Replicas), or one that
-// moves in a fleet change, is tried as TryAcquire tries it, many at a
-// time.
+// about one round trip; so does the first round of try-locks of a
+// replicated key (Config.Replicas), or of one that moves in a fleet
+// change, which is then judged as TryAcquire judges it.
 //
 // An invalid key (see wire.CheckKey), a key given twice, or a bad option
 // fail the whole call before anything is sent, and no keys at all take
@@ -30,17 +30,10 @@ import (
 // A server that does not answer within 2 s (stalled) has its keys in the
 // error too, matching pool.ErrNoReply (a grant it sends later is released
 // at once); a replicated key is in it when too few of its replicas
-// answered to make a quorum. LeaseTTL, RenewRatio and OnLost apply to each handle;
-// AcquireTimeout does not: nothing waits.
+// answered to make a quorum. LeaseTTL, RenewRatio and OnLost apply to
+// each handle; AcquireTimeout does not: nothing waits.
 func (c *Client) TryLockMany(ctx context.Context, keys []string, opts ...Option) (held []*Lock, busy []string, err error) {
-	ls, err := c.handles(ctx, keys, 0, opts)
-	if err != nil {
-		return nil, nil, err
-	}
-	ctx, end := c.span(ctx, "dflock.TryLockMany", kindLock, "", len(ls))
-	held, busy, err = sortOut(ls, c.tryMany(ctx, ls))
-	end("", err)
-	return held, busy, err
+	return c.tryKeys(ctx, "dflock.TryLockMany", keys, 0, opts)
 }
 
 // TrySemaphoreMany is TryLockMany for one slot of each of several
@@ -50,17 +43,27 @@ func (c *Client) TrySemaphoreMany(ctx context.Context, keys []string, limit int,
 	if limit <= 0 {
 		return nil, nil, invalid("semaphore limit %d must be positive", limit)
 	}
+	got, busy, err := c.tryKeys(ctx, "dflock.TrySemaphoreMany", keys, limit, opts)
+	for _, l := range got {
+		held = append(held, &Semaphore{l})
+	}
+	return held, busy, err
+}
+
+// tryKeys is TryLockMany and TrySemaphoreMany, named name for the span:
+// handles of limit's kind over keys, tried.
+func (c *Client) tryKeys(ctx context.Context, name string, keys []string, limit int, opts []Option) ([]*Lock, []string, error) {
 	ls, err := c.handles(ctx, keys, limit, opts)
 	if err != nil {
 		return nil, nil, err
 	}
-	ctx, end := c.span(ctx, "dflock.TrySemaphoreMany", kindSemaphore, "", len(ls))
-	got, busy, err := sortOut(ls, c.tryMany(ctx, ls))
-	end("", err)
-	held = make([]*Semaphore, len(got))
-	for i, l := range got {
-		held[i] = &Semaphore{l}
+	kind := kindLock
+	if limit > 0 {
+		kind = kindSemaphore
 	}
+	ctx, end := c.span(ctx, name, kind, "", len(ls))
+	held, busy, err := sortOut(ls, c.tryMany(ctx, ls))
+	end("", err)
 	return held, busy, err
 }
 
