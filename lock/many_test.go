@@ -626,6 +626,16 @@ func TestSetAfterClientClose(t *testing.T) {
 	assert.ErrorIs(t, err, lock.ErrClosed)
 }
 
+// twoServers starts two servers and two clients, c and other, and
+// returns keys first and second: first sorts before second, and lives on
+// server 0, second on server 1.
+func twoServers(t *testing.T) (f *testFleet, c, other *lock.Client, first, second string) {
+	t.Helper()
+	f = newFleet(t, 2, fakeserver.Config{})
+	c, other = f.client(t, lock.Config{}), f.client(t, lock.Config{})
+	return f, c, other, keyOn(t, c, "a", f.addrs[0]), keyOn(t, c, "b", f.addrs[1])
+}
+
 // keyOn returns a key named after prefix whose server is addr.
 func keyOn(t *testing.T, c *lock.Client, prefix, addr string) string {
 	t.Helper()
@@ -641,12 +651,7 @@ func keyOn(t *testing.T, c *lock.Client, prefix, addr string) string {
 // its deadline, or at once when cancelled: the releases go out, their
 // answers are not waited for.
 func TestLockAllGivesBackToAStalledServerInTime(t *testing.T) {
-	f := newFleet(t, 2, fakeserver.Config{})
-	c := f.client(t, lock.Config{})
-	other := f.client(t, lock.Config{})
-	// first sorts before second; first lives on server 0, second on 1.
-	first := keyOn(t, c, "a", f.addrs[0])
-	second := keyOn(t, c, "b", f.addrs[1])
+	f, c, other, first, second := twoServers(t)
 	mustAcquire(t, other.Lock(second))
 	for _, cancelled := range []bool{false, true} {
 		ctx, cancel := context.WithCancel(context.Background())
@@ -749,11 +754,7 @@ func TestTryLockManyRespectsTheArbiter(t *testing.T) {
 // the connection) makes the set start over: it still ends holding
 // every key, and never reports the earlier loss as the set's.
 func TestLockAllStartsOverWhenAMemberIsLost(t *testing.T) {
-	f := newFleet(t, 2, fakeserver.Config{})
-	c := f.client(t, lock.Config{})
-	other := f.client(t, lock.Config{})
-	first := keyOn(t, c, "a", f.addrs[0])
-	second := keyOn(t, c, "b", f.addrs[1])
+	f, c, other, first, second := twoServers(t)
 	busy := other.Lock(second)
 	mustAcquire(t, busy)
 	got := make(chan *lock.Set, 1)
