@@ -86,26 +86,27 @@ func (c *Client) SemaphoreAll(ctx context.Context, keys []string, limit int, opt
 // error is returned; if the set was lost meanwhile the error also matches
 // ErrLockLost, even when fn returned nil.
 func (c *Client) WithLockAll(ctx context.Context, keys []string, fn func(ctx context.Context) error, opts ...Option) error {
-	if fn == nil {
-		return invalid("WithLockAll of a nil function")
-	}
-	ctx, end := c.span(ctx, "dflock.WithLockAll", kindLock, "", len(keys))
-	s, err := c.LockAll(ctx, keys, opts...)
-	if err == nil {
-		err = runHeld(ctx, s, fn)
-	}
-	end("", err)
-	return err
+	return c.withAll(ctx, "WithLockAll", kindLock, len(keys), fn, func(ctx context.Context) (*Set, error) {
+		return c.LockAll(ctx, keys, opts...)
+	})
 }
 
 // WithSemaphoreAll is WithLockAll for one slot of each of several
 // semaphores (SemaphoreAll).
 func (c *Client) WithSemaphoreAll(ctx context.Context, keys []string, limit int, fn func(ctx context.Context) error, opts ...Option) error {
+	return c.withAll(ctx, "WithSemaphoreAll", kindSemaphore, len(keys), fn, func(ctx context.Context) (*Set, error) {
+		return c.SemaphoreAll(ctx, keys, limit, opts...)
+	})
+}
+
+// withAll is WithLockAll and WithSemaphoreAll, called name: fn run under
+// the set take takes, of n keys of kind.
+func (c *Client) withAll(ctx context.Context, name string, kind, n int, fn func(ctx context.Context) error, take func(context.Context) (*Set, error)) error {
 	if fn == nil {
-		return invalid("WithSemaphoreAll of a nil function")
+		return invalid("%s of a nil function", name)
 	}
-	ctx, end := c.span(ctx, "dflock.WithSemaphoreAll", kindSemaphore, "", len(keys))
-	s, err := c.SemaphoreAll(ctx, keys, limit, opts...)
+	ctx, end := c.span(ctx, "dflock."+name, kind, "", n)
+	s, err := take(ctx)
 	if err == nil {
 		err = runHeld(ctx, s, fn)
 	}
@@ -187,10 +188,9 @@ func (c *Client) takeAll(ctx context.Context, name string, keys []string, limit 
 	}
 	ctx, end := c.span(ctx, name, ls[0].kindIdx(), "", len(ls))
 	err = s.take(ctx)
-	switch {
-	case errors.Is(err, ErrTimeout):
+	if errors.Is(err, ErrTimeout) {
 		end(outcomes[outcomeIdxTimeout], err)
-	default:
+	} else {
 		end(acquiredOutcome(ctx, err == nil, err), err)
 	}
 	if err != nil {
