@@ -101,7 +101,8 @@ type Client struct {
 	metrics        *metrics
 	tracer         trace.Tracer // nil without Config.TracerProvider
 	losses         *lossLog     // logs losses, a line per server and cause
-	// lossHook (tests) runs on every reported loss.
+	// lossHook (tests) runs on every reported loss, with the lock's mutex
+	// held and before its Lost channel closes.
 	lossHook func(r lossReport, err error)
 	// stopWatch ends the fleet file's watcher, which closes watchDone;
 	// nil without a fleet file.

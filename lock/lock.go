@@ -643,6 +643,9 @@ func (l *Lock) lose(err error, server string, r lossReport) {
 	// by Lost finds the loss there.
 	l.heldUntil(l.heldAt, l.heldOn, false, lossCause(err))
 	l.state, l.lostErr = stateLost, err
+	// The tests' hook too, so that a test woken by Lost finds the loss
+	// reported; it must not call back into l.
+	l.c.lossHook(r, err)
 	if l.lost != nil {
 		close(l.lost)
 	} else {
@@ -652,7 +655,6 @@ func (l *Lock) lose(err error, server string, r lossReport) {
 
 	l.c.untrack(l)
 	l.c.losses.lost(l.key, server, err)
-	l.c.lossHook(r, err)
 	if l.member != nil {
 		l.member.memberLost(l.key, err)
 	}
