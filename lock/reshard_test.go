@@ -174,7 +174,7 @@ func (r reshard) run(t *testing.T) reshardResult {
 	}
 	for ci := range clients {
 		for _, l := range held[ci] {
-			require.NoError(t, l.Release(mctx))
+			assert.NoError(t, l.Release(mctx))
 		}
 	}
 	detector.assertNoFalseLoss(t)
