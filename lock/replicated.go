@@ -369,11 +369,7 @@ func (s *replicaSet) scheduleLocked() {
 	if !missing {
 		return
 	}
-	if s.ctx == nil {
-		// Made on first need: most locks are released with every replica
-		// held, and never re-take one.
-		s.ctx, s.stop = context.WithCancel(context.Background())
-	}
+	s.retakeCtxLocked()
 	d := s.backoff
 	s.backoff = min(max(2*s.backoff, retakeFirst), s.backoffCap)
 	// Jitter keeps the holders of a semaphore's slots out of step.
@@ -384,7 +380,23 @@ func (s *replicaSet) scheduleLocked() {
 // try-lock, which never jumps a queue. A held lock whose replica came
 // back empty (a restarted server) gets it back, so that the next single
 // fault leaves it a quorum.
-func (s *replicaSet) retakeMissing() {
+func (s *replicaSet) retakeMissing() { s.retakeNow(retakeMax) }
+
+// retakeCtxLocked returns the context of the set's re-takes, which its
+// end cancels; l.mu is held.
+func (s *replicaSet) retakeCtxLocked() context.Context {
+	if s.ctx == nil {
+		// Made on first need: most locks are released with every replica
+		// held, and never re-take one.
+		s.ctx, s.stop = context.WithCancel(context.Background())
+	}
+	return s.ctx
+}
+
+// retakeNow is retakeMissing run by the caller, waiting up to wait for
+// the answers, then scheduling the next re-take if a replica is still
+// missing.
+func (s *replicaSet) retakeNow(wait time.Duration) {
 	l := s.l
 	l.mu.Lock()
 	s.retake = nil
@@ -394,9 +406,13 @@ func (s *replicaSet) retakeMissing() {
 			idx = append(idx, i)
 		}
 	}
-	ctx := s.ctx
+	if len(idx) == 0 {
+		l.mu.Unlock()
+		return
+	}
+	ctx := s.retakeCtxLocked()
 	l.mu.Unlock()
-	outs := s.tryAll(ctx, idx, retakeMax, false)
+	outs := s.tryAll(ctx, idx, wait, false)
 	got, down := false, false
 	l.mu.Lock()
 	for _, i := range idx {

@@ -432,14 +432,25 @@ func (l *Lock) conformTo(ctx context.Context, rt *routing, deadline time.Time, q
 	ns.groups, ns.cur = ns.groups[:len(routes):len(routes)], 0
 	gs, es := ns.takeOutLocked(func(i int) bool { return !ns.keptLocked(i) })
 	l.rt = rt
-	ns.endTake, ns.taking = nil, false
-	ns.backoff = 0
-	ns.scheduleLocked()
+	ns.endTake, ns.backoff = nil, retakeFirst
 	l.mu.Unlock()
 	for _, e := range es {
 		l.c.renewer.remove(e)
 	}
 	l.giveBack(ctx, gs)
+	// A group taken with a quorum it already held (servers it shares
+	// with an old group) may miss a replica: this step tries it now,
+	// rather than leave it to a background re-take at once. A fleet
+	// change conforms thousands of locks a few at a time
+	// (conformWorkers); their re-takes all at once would be thousands of
+	// goroutines and requests together, and the renewals caught behind
+	// them missed their deadlines. Still taking meanwhile: no background
+	// re-take starts before this try ends.
+	ns.retakeNow(l.c.replicaTimeout)
+	l.mu.Lock()
+	ns.taking = false
+	ns.scheduleLocked()
+	l.mu.Unlock()
 	return true, nil
 }
 

@@ -147,6 +147,46 @@ func assertFollows(t *testing.T, l *lock.Lock, s shard.Strategy, replicas int) {
 	}
 }
 
+// A fleet change returns with every held lock on every replica of its
+// new routes, not only a quorum: a replica its new route adds is taken by
+// the step itself, a few locks at a time, not left to a background
+// re-take per lock, started all at once (thousands of them in a large
+// change, whose goroutines and requests held up the renewals behind them
+// long enough to lose locks the servers still held).
+func TestReconfigureTakesEveryNewReplica(t *testing.T) {
+	g := newGrown(t, "stable")
+	g.before, g.after = g.after, g.before // 4 servers to 3
+	c := g.client(t, g.before, 3)
+	var locks []*lock.Lock
+	for i := range 300 {
+		l := c.Lock(fmt.Sprintf("every-%d", i))
+		mustAcquire(t, l)
+		locks = append(locks, l)
+	}
+	for _, l := range locks {
+		require.Eventually(t, func() bool { return len(l.HeldOn()) == 3 }, wait, time.Millisecond)
+	}
+	ctx := ctxFor(t, wait)
+	require.NoError(t, c.Reconfigure(ctx, g.after))
+	tr := g.transition(t)
+	added := 0
+	for _, l := range locks {
+		want := serversOf(t, tr, l.Key(), 3)
+		if len(want) > 3 {
+			added++
+		}
+		assert.ElementsMatch(t, want, l.HeldOn(), "%s", l.Key())
+	}
+	require.Positive(t, added, "no key gained a replica: the test shows nothing")
+	require.NoError(t, c.Commit(ctx))
+	for _, l := range locks {
+		want, err := shard.Replicas(g.after, l.Key(), 3)
+		require.NoError(t, err)
+		assert.ElementsMatch(t, want, l.HeldOn(), "%s", l.Key())
+		g.assertHeldOnServers(t, l)
+	}
+}
+
 // A held lock follows its client through both steps: entering the
 // transition it is also taken on the key's new servers, on commit it
 // gives back the old ones; it is never released in between, and keys
