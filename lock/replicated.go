@@ -400,12 +400,7 @@ func (s *replicaSet) retakeNow(wait time.Duration) {
 	l := s.l
 	l.mu.Lock()
 	s.retake = nil
-	var idx []int
-	for i, g := range s.grants {
-		if g == nil && !s.pending[i] && !s.over && s.keptLocked(i) {
-			idx = append(idx, i)
-		}
-	}
+	idx := s.toRetakeLocked()
 	if len(idx) == 0 {
 		l.mu.Unlock()
 		return
@@ -413,8 +408,39 @@ func (s *replicaSet) retakeNow(wait time.Duration) {
 	ctx := s.retakeCtxLocked()
 	l.mu.Unlock()
 	outs := s.tryAll(ctx, idx, wait, false)
-	got, down := false, false
 	l.mu.Lock()
+	s.retakenLocked(idx, outs)
+	l.mu.Unlock()
+}
+
+// doneTaking ends the take of a held set's new groups (see Lock.conform):
+// background re-takes may start again, and one does if a replica is
+// missing.
+func (s *replicaSet) doneTaking() {
+	s.l.mu.Lock()
+	s.taking = false
+	s.scheduleLocked()
+	s.l.mu.Unlock()
+}
+
+// toRetakeLocked lists the replicas a re-take tries: those of a taken
+// group the set holds no grant of and has no try-lock out to; none once
+// the set is over. l.mu is held.
+func (s *replicaSet) toRetakeLocked() []int {
+	var idx []int
+	for i, g := range s.grants {
+		if g == nil && !s.pending[i] && !s.over && s.keptLocked(i) {
+			idx = append(idx, i)
+		}
+	}
+	return idx
+}
+
+// retakenLocked takes in the outcomes of a re-take of the replicas idx:
+// the backoff to the next one, which it schedules if a replica is still
+// missing. l.mu is held.
+func (s *replicaSet) retakenLocked(idx []int, outs []tryOutcome) {
+	got, down := false, false
 	for _, i := range idx {
 		got = got || outs[i].took
 		down = down || !outs[i].answered
@@ -427,7 +453,6 @@ func (s *replicaSet) retakeNow(wait time.Duration) {
 		s.backoff = 0
 	}
 	s.scheduleLocked()
-	l.mu.Unlock()
 }
 
 // tryOutcome is one replica's answer to a try-lock.

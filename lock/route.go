@@ -445,12 +445,12 @@ func (l *Lock) conformTo(ctx context.Context, rt *routing, deadline time.Time, q
 	// (conformWorkers); their re-takes all at once would be thousands of
 	// goroutines and requests together, and the renewals caught behind
 	// them missed their deadlines. Still taking meanwhile: no background
-	// re-take starts before this try ends.
+	// re-take starts before this try ends. Not one batch for every lock
+	// at the step's end either: each lock would stay a replica short for
+	// the whole step, and one server failing then would leave many below
+	// a quorum.
 	ns.retakeNow(l.c.replicaTimeout)
-	l.mu.Lock()
-	ns.taking = false
-	ns.scheduleLocked()
-	l.mu.Unlock()
+	ns.doneTaking()
 	return true, nil
 }
 
