@@ -104,6 +104,8 @@ type Client struct {
 	// lossHook (tests) runs on every reported loss, with the lock's mutex
 	// held and before its Lost channel closes.
 	lossHook func(r lossReport, err error)
+	// tasks owns the goroutines the client starts (see tasks).
+	tasks *tasks
 	// stopWatch ends the fleet file's watcher, which closes watchDone;
 	// nil without a fleet file.
 	stopWatch context.CancelFunc
@@ -175,6 +177,7 @@ func New(cfg Config) (*Client, error) {
 		pools:        map[string]*pool.Pool{},
 		active:       map[*Lock]struct{}{},
 		lossHook:     func(lossReport, error) {},
+		tasks:        newTasks(),
 	}
 	if c.replicas, err = checkReplicas(cfg.Replicas, strategy); err != nil {
 		return nil, err
@@ -206,7 +209,8 @@ func New(cfg Config) (*Client, error) {
 		var ctx context.Context
 		ctx, c.stopWatch = context.WithCancel(context.Background())
 		c.watchDone = make(chan struct{})
-		go c.watchFleet(ctx, cfg.FleetFile, cmp.Or(cfg.FleetWatchInterval, fleetWatchDefault), fleetFile)
+		every := cmp.Or(cfg.FleetWatchInterval, fleetWatchDefault)
+		c.tasks.goFn(func() { c.watchFleet(ctx, cfg.FleetFile, every, fleetFile) })
 	}
 	return c, nil
 }
@@ -488,14 +492,14 @@ func (c *Client) Close() error {
 	ctx, cancel := context.WithTimeout(context.Background(), c.closeTimeout)
 	defer cancel()
 	batches := map[*pool.Pool][]*pool.Grant{}
+	// Re-takes and arbiter watches stop; what they hold is released
+	// below.
+	c.tasks.cancel()
 	for _, l := range active {
 		// Pinned connections must go back before the pools can close.
 		l.withdraw()
-		g, set, _ := l.letGo()
-		if g != nil {
-			set.grants = append(set.grants, g)
-		}
-		for _, g := range set.grants {
+		gone, _ := l.letGo()
+		for _, g := range gone.grants {
 			p := g.Pool()
 			batches[p] = append(batches[p], g)
 		}
@@ -510,7 +514,10 @@ func (c *Client) Close() error {
 	}
 	wg.Wait()
 	c.renewer.close()
+	// Closed pools fail the requests still in flight: the client's
+	// goroutines waiting on them end, and Close waits for them all.
 	c.closePools()
+	c.tasks.close()
 	c.losses.close()
 	if err := c.metrics.reg.Unregister(); err != nil {
 		c.log.Debug("lock: unregistering the metrics callback", "err", err)

@@ -30,18 +30,16 @@ func SetLossHook(c *Client, f func(LossReport)) {
 
 // GrantsOf lists the grants a held lock holds now, server and token.
 func GrantsOf(l *Lock) []struct{ Addr, Token string } {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	var out []struct{ Addr, Token string }
-	if l.state != stateHeld {
+	h := l.holding()
+	if h == nil {
 		return nil
 	}
-	if l.set == nil {
-		return append(out, struct{ Addr, Token string }{l.grant.Addr(), l.grant.Token()})
-	}
-	for _, g := range l.set.grants {
-		if g != nil {
-			out = append(out, struct{ Addr, Token string }{g.Addr(), g.Token()})
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var out []struct{ Addr, Token string }
+	for _, s := range h.slots {
+		if s.grant != nil {
+			out = append(out, struct{ Addr, Token string }{s.addr, s.grant.Token()})
 		}
 	}
 	return out

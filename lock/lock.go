@@ -1,11 +1,11 @@
 package lock
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/dflock-go/dflock/pool"
@@ -43,28 +43,49 @@ type Lock struct {
 	// (conform), which a fleet change does while Wait may hold op.
 	moving sync.Mutex
 
-	// mu guards the fields below. Lock order: Lock.op, then Lock.mu, then
-	// the renewer's mu; a pool Grant's callbacks run with none of them
-	// held.
+	// mu guards the fields below (see lockOrder). They change together,
+	// through moveLocked.
 	mu      sync.Mutex
 	state   state
-	grant   *pool.Grant   // held, lost: the grant
-	set     *replicaSet   // held, queued, with Config.Replicas or moving in a transition: the servers
-	rt      *routing      // held: the routing the grant or set follows
-	entry   *renewal      // held: the grant's place in the renewer
-	pin     *pool.Pinned  // queued: the connection the enqueue waits on
+	h       *holder       // held, queued: what the acquisition holds, or waits with
+	pin     *pool.Pinned  // queued: the connection the enqueue waits on, if any
+	rt      *routing      // held, queued: the routing the holder follows
 	lost    chan struct{} // made on demand: most locks are never asked
 	lostErr error
 	cancel  context.CancelCauseFunc // WithLock's, while fn runs
 	heldAt  time.Time               // held: since when, for the metrics
 	heldOn  string                  // held: the server the metrics name
+
 	// member is the Set the handle belongs to (LockAll), told of its
 	// loss; nil for a handle of its own. Set once, at creation.
 	member *Set
 	// holdsOthers is set by the member's Set while it holds other
 	// members: a wait then does not wait for a connection.
-	holdsOthers bool
+	holdsOthers atomic.Bool
+
+	// first is the holder of the handle's first acquisition on one
+	// server (firstTaken once used; op guards both): a handle made for
+	// one critical section costs one allocation, not two.
+	first      holder
+	firstTaken bool
 }
+
+// lockOrder is the order in which the client's mutexes are taken, the
+// only one: a goroutine holding one of them takes only those after it.
+//
+//	Client.moveMu       a fleet change
+//	Lock.op             a call on the handle (Acquire, Release, ...)
+//	Lock.moving         bringing a held lock to a new routing
+//	Set.mu              a Set's state (a member's loss takes it with no
+//	                    Lock.mu held)
+//	Client.mu           pools, tracked handles
+//	Lock.mu             the handle's state
+//	holder.mu           the holder's slots
+//	renewer.mu          the renewal heap
+//
+// A pool Grant's calls that may report a loss (Drop, Release, OnLost)
+// run with no Lock.mu or holder.mu held: the loss callback takes both.
+const lockOrder = "Client.moveMu, Lock.op, Lock.moving, Set.mu, Client.mu, Lock.mu, holder.mu, renewer.mu"
 
 type state int
 
@@ -75,6 +96,69 @@ const (
 	stateLost
 	stateClosed
 )
+
+var stateNames = [...]string{"idle", "queued", "held", "lost", "closed"}
+
+func (s state) String() string { return stateNames[s] }
+
+// allowed lists the transitions of the handle's documented states.
+var allowed = [...][5]bool{
+	stateIdle:   {stateQueued: true, stateHeld: true, stateClosed: true},
+	stateQueued: {stateIdle: true},
+	stateHeld:   {stateIdle: true, stateLost: true},
+	stateLost:   {stateIdle: true, stateHeld: true},
+	stateClosed: {stateClosed: true},
+}
+
+// change is what the handle holds in its new state: the holder (held,
+// queued), the pinned connection (queued), the routing (held, queued);
+// for lost, why.
+type change struct {
+	h   *holder
+	pin *pool.Pinned
+	rt  *routing
+	err error
+}
+
+// moveLocked moves the handle to state to, with what c gives it, and
+// keeps the books: the queued gauge, the held gauge and the hold's
+// metrics, a new Lost channel for a new acquisition, the loss's error
+// and the closing of Lost. A transition the states do not allow is a
+// bug, and panics. l.mu is held.
+func (l *Lock) moveLocked(to state, c change) {
+	from := l.state
+	if !allowed[from][to] {
+		panic(fmt.Sprintf("lock: %s: no transition from %s to %s", l.what(), from, to))
+	}
+	m := l.c.metrics
+	if from == stateQueued {
+		m.queuedNow.Add(-1)
+	}
+	switch to {
+	case stateQueued:
+		m.queuedNow.Add(1)
+	case stateHeld:
+		l.heldFromLocked(c.h.addr(0))
+		if l.lostErr != nil {
+			l.lost, l.lostErr = nil, nil // a new acquisition, a new channel
+		}
+	case stateLost:
+		// Counted before anyone hears of it: a reader of the metrics
+		// woken by Lost finds the loss there.
+		l.heldUntil(l.heldAt, l.heldOn, false, lossCause(c.err))
+		l.lostErr = c.err
+		if l.lost != nil {
+			close(l.lost)
+		} else {
+			l.lost = closedChan
+		}
+	case stateIdle, stateClosed:
+		if from == stateHeld {
+			l.heldUntil(l.heldAt, l.heldOn, true, 0)
+		}
+	}
+	l.state, l.h, l.pin, l.rt = to, c.h, c.pin, c.rt
+}
 
 func newLock(c *Client, key string, limit int, opts []Option) *Lock {
 	l := &Lock{c: c, key: key, limit: limit, cmds: &wire.LockFamily, opt: defaultOptions()}
@@ -104,26 +188,20 @@ func (l *Lock) Key() string { return l.key }
 // first that of the first replica held in the key's order (HeldOn); if
 // that replica is lost, another's.
 func (l *Lock) Token() string {
-	l.mu.Lock()
-	g, set := l.grant, l.set
-	held := l.state == stateHeld
-	l.mu.Unlock()
-	if set != nil {
-		return l.setToken()
+	if h := l.holding(); h != nil {
+		return h.token()
 	}
-	if !held {
-		return ""
-	}
-	if !time.Now().Before(g.Deadline()) {
-		g.Drop(errDeadline)
-		return ""
-	}
+	return ""
+}
+
+// holding returns the holder of a held lock, or nil.
+func (l *Lock) holding() *holder {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.state != stateHeld || l.grant != g {
-		return ""
+	if l.state != stateHeld {
+		return nil
 	}
-	return g.Token()
+	return l.h
 }
 
 // errUnwanted is why a grant no handle will hold (it arrived as the
@@ -136,21 +214,20 @@ var errDeadline = errors.New("no renewal confirmed within its lease, or no reply
 // Lease returns the lease the server granted (and last renewed), or 0
 // when the lock is not held.
 func (l *Lock) Lease() time.Duration {
-	l.mu.Lock()
-	g := l.grant
-	held := l.state == stateHeld
-	if held && l.set != nil {
-		g = nil
-		for _, rg := range l.set.grants {
-			g = cmp.Or(g, rg)
-		}
+	if h := l.holding(); h != nil {
+		return h.lease()
 	}
-	l.mu.Unlock()
-	if g == nil {
-		return 0
+	return 0
+}
+
+// HeldOn lists the servers on which the lock is held now: its server,
+// or, with Config.Replicas, every replica it holds, in the key's replica
+// order. It is empty when the lock is not held.
+func (l *Lock) HeldOn() []string {
+	if h := l.holding(); h != nil {
+		return h.heldOn()
 	}
-	_, lease := g.Lease()
-	return lease
+	return nil
 }
 
 // Lost returns a channel that is closed when the lock, held, is lost. Each
@@ -192,7 +269,10 @@ func (l *Lock) request(cmd wire.Command) wire.Request {
 // arrives after that is released at once. Once held, the lock is renewed
 // in the background until Release, Close or loss. When the key's queue is
 // full (the server's --max-waiters) it returns an error matching
-// ErrMaxWaiters at once.
+// ErrMaxWaiters at once. A server that does not answer the first
+// try-lock by the timeout (and the 2 s slack a reply gets) is an error
+// naming it, matching pool.ErrNoReply: a stalled server is not a busy
+// key.
 func (l *Lock) Acquire(ctx context.Context) (bool, error) {
 	ctx, end := l.span(ctx, "dflock.Acquire")
 	ok, err := l.acquire(ctx, l.opt.acquireTimeout)
@@ -204,7 +284,9 @@ func (l *Lock) Acquire(ctx context.Context) (bool, error) {
 // never waits on the server. A key whose queue is full (the server's
 // --max-waiters) is busy like any other: false with a nil error, although
 // dflockd answers a try-lock there with error_max_waiters, because a
-// try-lock never joins the queue it complains about.
+// try-lock never joins the queue it complains about. A server that does
+// not answer within 2 s is an error matching pool.ErrNoReply, not
+// "busy".
 func (l *Lock) TryAcquire(ctx context.Context) (bool, error) {
 	ctx, end := l.span(ctx, "dflock.TryAcquire")
 	ok, err := l.acquire(ctx, 0)
@@ -232,86 +314,28 @@ func (l *Lock) acquire(ctx context.Context, timeout time.Duration) (ok bool, err
 		return false, err
 	}
 	rt := l.c.route.Load()
-	p, routes, err := l.place(rt)
+	h, err := l.holderFor(rt)
 	if err != nil {
 		return false, err
 	}
-	if p != nil {
-		server = p.Addr()
-	} else {
-		server = routes[0][0]
+	server = h.addr(0)
+	h.deadline = deadline
+	if len(h.groups) > 1 && (timeout <= 0 || !l.c.contention.recent(l.key)) {
+		// A key that moves in a transition: a try-lock to every server of
+		// both routes at once, so that a free key costs one round trip,
+		// not one per route. Holding the new route's servers before the
+		// old route's is safe as long as nothing waits out of order: a
+		// busy old route gives the new one back before it waits (yield).
+		// Every answer is awaited: a second try-lock sent to a server
+		// whose first is still in flight would find the key taken by
+		// this very holder.
+		h.tryAll(ctx, allReplicas(len(h.slots)), h.answerWait(), false)
 	}
-	if p != nil {
-		g, gerr := l.acquireOn(ctx, p, timeout, deadline)
-		ok, err = l.hold(rt, g, gerr)
-	} else {
-		ok, err = l.acquireSet(ctx, rt, routes, timeout, deadline)
+	ok, err = h.takeGroups(ctx, timeout, deadline)
+	if ok && err == nil {
+		ok, err = l.adopt(h)
 	}
-	return l.follow(ctx, rt, deadline, ok, err)
-}
-
-// follow brings a lock just taken under rt (ok, err: how the taking went)
-// to the client's routing if a fleet change came meanwhile, so that no
-// lock is handed out behind the change's back.
-func (l *Lock) follow(ctx context.Context, rt *routing, deadline time.Time, ok bool, err error) (bool, error) {
-	if ok && err == nil && l.c.route.Load() != rt {
-		return l.conform(ctx, deadline, true)
-	}
-	return ok, err
-}
-
-// place finds where the key is taken under rt: one server's pool (the
-// common case), or the routes of a replicated key, or of a key that
-// moves in a transition, for a replicaSet.
-func (l *Lock) place(rt *routing) (*pool.Pool, [][]string, error) {
-	if l.c.replicas == 1 {
-		addr, moved, err := rt.owner(l.key)
-		if err != nil {
-			return nil, nil, err
-		}
-		if !moved {
-			p, err := l.c.poolAt(addr)
-			return p, nil, err
-		}
-	}
-	routes, err := rt.routes(l.key, l.c.replicas)
-	return nil, routes, err
-}
-
-// acquireOn takes the key on p's server, waiting until deadline when
-// timeout is positive. It returns the grant, nil with a nil error when the
-// key stayed busy, or the error.
-func (l *Lock) acquireOn(ctx context.Context, p *pool.Pool, timeout time.Duration, deadline time.Time) (*pool.Grant, error) {
-	// A try-lock first, pipelined on a shared connection: a free key
-	// costs one round trip and no exclusive connection. It never jumps a
-	// queue: the server refuses it while anyone waits. A server that does
-	// not answer it by the acquire's deadline (and the slack a reply
-	// gets) leaves the key not acquired; a grant it sends later is
-	// released at once.
-	req := l.request(l.cmds.Acquire)
-	res, err := p.DoBy(ctx, &req, deadline.Add(replySlack))
-	if g, done, err := l.tried(ctx, p.Addr(), res, err, timeout); done {
-		return g, err
-	}
-	return l.waitFor(ctx, p, deadline)
-}
-
-// tried reads the answer (res, err) of a try-lock sent to addr by an
-// acquire with timeout: the grant, or nil with a nil error when the key
-// was busy, or the error; done is false when the acquire should go on to
-// wait for the key.
-func (l *Lock) tried(ctx context.Context, addr string, res pool.Result, err error, timeout time.Duration) (g *pool.Grant, done bool, _ error) {
-	if errors.Is(err, pool.ErrNoReply) {
-		l.c.log.Warn("lock: a try-lock had no answer by the acquire's deadline: the server is stalled or overloaded", "key", l.key, "server", addr)
-		return nil, true, nil
-	}
-	g, err = l.grantFrom(ctx, addr, res, err, false)
-	if timeout <= 0 && errors.Is(err, ErrMaxWaiters) {
-		return nil, true, nil
-	}
-	// An Acquire that would wait on a full queue fails here: the caller
-	// can back off rather than pin a connection to be refused.
-	return g, g != nil || err != nil || timeout <= 0, err
+	return l.settle(ctx, rt, deadline, ok, err)
 }
 
 // waitFor is the blocking half of acquireOn, after a try-lock found the
@@ -345,7 +369,7 @@ func (l *Lock) waitFor(ctx context.Context, p *pool.Pool, deadline time.Time) (*
 // or not at all (pool.ErrNoFreeConn) for a member of a Set that holds
 // other members, which must never wait for a connection (see Set).
 func (l *Lock) pinFor(ctx context.Context, p *pool.Pool) (*pool.Pinned, error) {
-	if l.holdsOthers {
+	if l.holdsOthers.Load() {
 		return p.TryPin(ctx)
 	}
 	return p.Pin(ctx)
@@ -407,18 +431,6 @@ func (l *Lock) ready() error {
 		return ErrClosed
 	}
 	return nil
-}
-
-// hold makes g, if any, taken under rt, the handle's grant: Acquire's
-// result.
-func (l *Lock) hold(rt *routing, g *pool.Grant, err error) (bool, error) {
-	if g == nil || err != nil {
-		return false, err
-	}
-	if err := l.adopt(rt, g); err != nil {
-		return false, err
-	}
-	return true, nil
 }
 
 // grantFrom turns a reply from the server at addr into the grant it
@@ -494,27 +506,6 @@ func (l *Lock) what() string {
 	return fmt.Sprintf("lock %q", l.key)
 }
 
-// adopt makes the handle the holder of g, taken under rt, and starts
-// renewing it.
-func (l *Lock) adopt(rt *routing, g *pool.Grant) error {
-	if !l.c.track(l) {
-		g.Drop(errUnwanted)
-		return ErrClosed
-	}
-	e := &renewal{l: l, g: g, idx: -1}
-	l.mu.Lock()
-	l.state, l.grant, l.entry, l.rt = stateHeld, g, e, rt
-	l.heldFromLocked(g.Addr())
-	if l.lostErr != nil {
-		l.lost, l.lostErr = nil, nil // a new acquisition, a new channel
-	}
-	l.mu.Unlock()
-	l.c.renewer.add(e)
-	// Last: if the grant is already lost, this reports it now.
-	g.OnLost(func(err error) { l.grantLost(g, err) })
-	return nil
-}
-
 // Release releases the lock and stops renewing it. It returns ErrNotHeld
 // if the lock is not held, and an error matching ErrLockLost if it was
 // lost meanwhile (its lease had run out on the server).
@@ -528,68 +519,43 @@ func (l *Lock) Release(ctx context.Context) error {
 }
 
 func (l *Lock) release(ctx context.Context) error {
-	g, set, err := l.letGo()
-	if set.s != nil {
-		return l.releaseSet(ctx, set.s, set.groups, set.grants)
-	}
-	if g == nil {
+	gone, err := l.letGo()
+	if gone.h == nil {
 		return err
 	}
-	return releaseError(g.Release(ctx))
-}
-
-// releaseError is what Release reports for the error of a grant's
-// release.
-func releaseError(err error) error {
-	switch {
-	case err == nil:
-		return nil
-	case errors.Is(err, pool.ErrGrantLost):
-		return fmt.Errorf("%w: %w", ErrLockLost, err)
-	}
-	return fmt.Errorf("lock: %w", err)
-}
-
-// letGoneSet is what letGo took out of a held replicaSet: its grants, to
-// give back, and its groups as they were, to judge the releases by.
-type letGoneSet struct {
-	s      *replicaSet
-	groups []replicaGroup
-	grants []*pool.Grant
+	return gone.release(ctx)
 }
 
 // letGo moves a held or lost handle to idle and stops renewing; it
-// returns the grant to give back if the lock was held (or the grants of
-// its set, with Config.Replicas or in a transition), else why not (the
-// loss, or ErrNotHeld).
-func (l *Lock) letGo() (*pool.Grant, letGoneSet, error) {
-	l.mu.Lock()
-	st, g, e, lostErr := l.state, l.grant, l.entry, l.lostErr
-	heldAt, heldOn := l.heldAt, l.heldOn
-	var set letGoneSet
+// returns what a held lock held, to give back, else why not (the loss,
+// or ErrNotHeld).
+func (l *Lock) letGo() (letGone, error) {
+	var gone letGone
 	var entries []*renewal
+	l.mu.Lock()
+	st, h, lostErr := l.state, l.h, l.lostErr
 	switch st {
-	case stateHeld, stateLost:
-		if st == stateHeld && l.set != nil {
-			set.s, set.groups = l.set, l.set.takenLocked()
-			set.grants, entries = l.set.endLocked()
-		}
-		l.state, l.grant, l.entry, l.set, l.rt = stateIdle, nil, nil, nil, nil
+	case stateHeld:
+		h.mu.Lock()
+		gone = letGone{h: h, groups: h.takenLocked()}
+		gone.grants, entries = h.endLocked()
+		h.mu.Unlock()
+		l.moveLocked(stateIdle, change{})
+	case stateLost:
+		l.moveLocked(stateIdle, change{})
 	}
 	l.mu.Unlock()
 	switch st {
 	case stateLost:
-		return nil, set, lostErr
+		return gone, lostErr
 	case stateHeld:
-		l.c.renewer.remove(e)
 		for _, e := range entries {
 			l.c.renewer.remove(e)
 		}
 		l.c.untrack(l)
-		l.heldUntil(heldAt, heldOn, true, 0)
-		return g, set, nil
+		return gone, nil
 	}
-	return nil, set, ErrNotHeld
+	return gone, ErrNotHeld
 }
 
 // Close releases the lock if held, withdraws a pending Enqueue, stops
@@ -603,28 +569,12 @@ func (l *Lock) Close() error {
 	l.withdraw()
 	err := l.release(ctx)
 	l.mu.Lock()
-	l.state = stateClosed
+	l.moveLocked(stateClosed, change{})
 	l.mu.Unlock()
 	if err != nil && !errors.Is(err, ErrNotHeld) && !errors.Is(err, ErrLockLost) {
 		return err
 	}
 	return nil
-}
-
-// grantLost is g's loss callback: if g is still the handle's grant, the
-// lock is lost: Token turns "", Lost closes, WithLock's context is
-// cancelled, the OnLost option runs. A loss of any earlier grant is
-// ignored.
-func (l *Lock) grantLost(g *pool.Grant, err error) {
-	l.mu.Lock()
-	if l.state != stateHeld || l.grant != g {
-		l.mu.Unlock()
-		return
-	}
-	e := l.entry
-	l.entry = nil
-	l.lose(fmt.Errorf("%w: %q on %s: %w", ErrLockLost, l.key, g.Addr(), err), g.Addr(), lossReport{[]*pool.Grant{g}, 1, 1})
-	l.c.renewer.remove(e)
 }
 
 // lossReport is what a loss is about, for the tests' hook.
@@ -639,18 +589,10 @@ type lossReport struct {
 // held, and released.
 func (l *Lock) lose(err error, server string, r lossReport) {
 	cancel := l.cancel
-	// Counted before anyone hears of it: a reader of the metrics woken
-	// by Lost finds the loss there.
-	l.heldUntil(l.heldAt, l.heldOn, false, lossCause(err))
-	l.state, l.lostErr = stateLost, err
-	// The tests' hook too, so that a test woken by Lost finds the loss
+	// The tests' hook first, so that a test woken by Lost finds the loss
 	// reported; it must not call back into l.
 	l.c.lossHook(r, err)
-	if l.lost != nil {
-		close(l.lost)
-	} else {
-		l.lost = closedChan
-	}
+	l.moveLocked(stateLost, change{err: err})
 	l.mu.Unlock()
 
 	l.c.untrack(l)

@@ -181,75 +181,72 @@ func sortOut(ls []*Lock, outs []keyOutcome) (held []*Lock, busy []string, err er
 	return held, busy, keysError(keys, errs)
 }
 
-// manyWorkers bounds the replicated or moving keys of one call that are
-// settled at once (see trySets).
+// manyWorkers bounds the keys of one call that move in a fleet change
+// and are settled at once (see tryMany).
 const manyWorkers = 64
 
-// tryMany tries to take every handle of ls, as TryAcquire does each:
-// the try-locks of one server go out in one write, those of keys that
-// live on one server each (the common case) and the first round of
-// replicated keys, and keys moving in a fleet change, alike. Outcome i is
-// ls[i]'s.
+// keyTry is one key of tryMany: its handle's index, its holder, and the
+// answers of its first round.
+type keyTry struct {
+	i    int
+	h    *holder
+	outs []tryOutcome
+}
+
+// tryMany tries to take every handle of ls, as TryAcquire does each.
+// The first round of every key, a try-lock to each of its servers, goes
+// out together, in one write per server; the answers decide most keys
+// at once (takeView). A key that moves in a fleet change may take a
+// round of its own for its second route. Outcome i is ls[i]'s.
 func (c *Client) tryMany(ctx context.Context, ls []*Lock) []keyOutcome {
+	start := time.Now()
 	outs := make([]keyOutcome, len(ls))
 	rt := c.route.Load()
-	byPool := map[*pool.Pool][]int{}
-	var others []int
-	var routes [][][]string // of the others, made for the first
-	for i, l := range ls {
-		switch p, r, err := l.place(rt); {
-		case err != nil:
-			outs[i].err = err
-		case p != nil:
-			byPool[p] = append(byPool[p], i)
-		default:
-			if routes == nil {
-				routes = make([][][]string, len(ls))
-			}
-			others, routes[i] = append(others, i), r
+	tries := c.firstRound(ctx, rt, ls, start, outs)
+	var moving []*keyTry
+	for _, kt := range tries {
+		if len(kt.h.groups) > 1 {
+			moving = append(moving, kt)
+			continue
 		}
+		// Decided by the answers in, with no request of its own.
+		outs[kt.i] = c.settleTry(ctx, rt, kt, start)
 	}
+	work := make(chan *keyTry)
 	var wg sync.WaitGroup
-	for p, idx := range byPool {
-		wg.Go(func() { c.tryOn(ctx, p, rt, ls, idx, outs) })
+	for range min(len(moving), manyWorkers) {
+		wg.Go(func() {
+			for kt := range work {
+				outs[kt.i] = c.settleTry(ctx, rt, kt, start)
+			}
+		})
 	}
-	if len(others) > 0 {
-		wg.Go(func() { c.trySets(ctx, rt, ls, routes, others, outs) })
+	for _, kt := range moving {
+		work <- kt
 	}
+	close(work)
 	wg.Wait()
 	return outs
 }
 
-// setTry is one replicated or moving key of trySets: its handle's index,
-// the set taking it, and the answers of its first round.
-type setTry struct {
-	i    int
-	s    *replicaSet
-	outs []tryOutcome
-}
-
-// trySets tries ls[i] for every i in idx, keys that are replicated or
-// move in a fleet change under rt (routes[i] are their routes), as
-// TryAcquire does each; but the first
-// round of every key, a try-lock to each of its servers, goes out
-// together, in one write per server. Keys found busy, or moving, may
-// take rounds of their own after that (see replicaSet.take). It records
-// each outcome in outs[i].
-func (c *Client) trySets(ctx context.Context, rt *routing, ls []*Lock, routes [][][]string, idx []int, outs []keyOutcome) {
-	start := time.Now()
+// firstRound places each handle of ls under rt and sends the try-locks
+// of every key to every one of its servers, those of one server in one
+// write, and waits for the answers (or the answer deadline). The
+// handles it returns stay locked (op) until settleTry; those that failed
+// before sending have their outcome in outs.
+func (c *Client) firstRound(ctx context.Context, rt *routing, ls []*Lock, start time.Time, outs []keyOutcome) []*keyTry {
 	type sent struct {
-		st *setTry
+		kt *keyTry
 		p  probe
 	}
 	byPool := map[*pool.Pool][]sent{}
-	var sets []*setTry
-	for _, i := range idx {
-		l := ls[i]
+	tries := make([]*keyTry, 0, len(ls))
+	for i, l := range ls {
 		l.op.Lock()
 		err := l.ready()
-		var s *replicaSet
+		var h *holder
 		if err == nil {
-			s, err = l.newSet(rt, routes[i])
+			h, err = l.holderFor(rt)
 		}
 		if err != nil {
 			l.acquireDone(ctx, "", start, false, err)
@@ -257,99 +254,54 @@ func (c *Client) trySets(ctx context.Context, rt *routing, ls []*Lock, routes []
 			outs[i].err = err
 			continue
 		}
-		s.deadline = start
-		st := &setTry{i: i, s: s, outs: make([]tryOutcome, len(s.addrs))}
-		for _, p := range s.toSend(allReplicas(len(s.addrs)), st.outs) {
-			byPool[s.pools[p.i]] = append(byPool[s.pools[p.i]], sent{st, p})
+		h.deadline = start
+		kt := &keyTry{i: i, h: h, outs: make([]tryOutcome, len(h.slots))}
+		all := onlyFirst
+		if len(h.slots) > 1 {
+			all = allReplicas(len(h.slots))
 		}
-		sets = append(sets, st)
+		for _, p := range h.toSend(all, kt.outs, nil) {
+			byPool[h.slots[p.i].pool] = append(byPool[h.slots[p.i].pool], sent{kt, p})
+		}
+		tries = append(tries, kt)
 	}
 	var wg sync.WaitGroup
 	for p, ss := range byPool {
 		wg.Go(func() {
 			reqs := make([]wire.Request, len(ss))
 			for j, x := range ss {
-				reqs[j] = x.st.s.l.request(x.st.s.l.cmds.Acquire)
+				reqs[j] = x.kt.h.l.request(x.kt.h.l.cmds.Acquire)
 			}
-			// Every set of a client waits alike: all replicated, or all
-			// moving keys without replicas.
-			res, errs := p.DoAllBy(ctx, reqs, time.Now().Add(ss[0].st.s.answerWait()))
+			// Every holder of a client waits alike: all replicated, or
+			// all on one server per group.
+			res, errs := p.DoAllBy(ctx, reqs, time.Now().Add(ss[0].kt.h.answerWait()))
 			for j, x := range ss {
-				o := x.st.s.tried(ctx, x.p.i, res[j], errs[j])
-				x.st.s.noteAnswer(ctx, x.p, o)
-				x.st.outs[x.p.i] = o
+				o := x.kt.h.tried(ctx, x.p.i, res[j], errs[j])
+				x.kt.h.noteAnswer(ctx, x.p, o)
+				x.kt.outs[x.p.i] = o
 			}
 		})
 	}
 	wg.Wait()
-	// Most sets decide on those answers alone; a moving key may try its
-	// second route: many at a time.
-	work := make(chan *setTry)
-	for range min(len(sets), manyWorkers) {
-		wg.Go(func() {
-			for st := range work {
-				l := st.s.l
-				st.s.prefetched = st.outs
-				ok, err := st.s.takeGroups(ctx, 0, start)
-				// Answers not used (the set held its groups already) must
-				// not judge a later take, of a new group in a fleet change.
-				st.s.prefetched = nil
-				if ok && err == nil {
-					ok, err = l.adoptSet(st.s)
-				}
-				ok, err = l.follow(ctx, rt, start, ok, err)
-				l.acquireDone(ctx, st.s.addrs[0], start, ok, err)
-				l.op.Unlock()
-				outs[st.i] = keyOutcome{ok, err}
-			}
-		})
-	}
-	for _, st := range sets {
-		work <- st
-	}
-	close(work)
-	wg.Wait()
+	return tries
 }
 
-// tryOn sends the try-locks of ls[i] for every i in idx, keys that live
-// on p's server under rt, in one write, and records each outcome in
-// outs[i].
-func (c *Client) tryOn(ctx context.Context, p *pool.Pool, rt *routing, ls []*Lock, idx []int, outs []keyOutcome) {
-	start := time.Now()
-	reqs := make([]wire.Request, 0, len(idx))
-	sent := make([]int, 0, len(idx))
-	for _, i := range idx {
-		l := ls[i]
-		l.op.Lock()
-		if err := l.ready(); err != nil {
-			l.op.Unlock()
-			outs[i].err = err
-			continue
-		}
-		reqs = append(reqs, l.request(l.cmds.Acquire))
-		sent = append(sent, i)
+// settleTry decides kt's key on its first round's answers, as
+// TryAcquire would, and unlocks its handle.
+func (c *Client) settleTry(ctx context.Context, rt *routing, kt *keyTry, start time.Time) keyOutcome {
+	h, l := kt.h, kt.h.l
+	h.prefetched = kt.outs
+	ok, err := h.takeGroups(ctx, 0, start)
+	// Answers not used (the holder held its groups already) must not
+	// judge a later take, of a new group in a fleet change.
+	h.prefetched = nil
+	if ok && err == nil {
+		ok, err = l.adopt(h)
 	}
-	// As a lone TryAcquire: a server that does not answer within the
-	// slack a reply gets leaves its keys not taken.
-	res, errs := p.DoAllBy(ctx, reqs, start.Add(replySlack))
-	for j, i := range sent {
-		l := ls[i]
-		if errors.Is(errs[j], pool.ErrNoReply) {
-			// Not busy: unknown. A lone TryAcquire says "not acquired";
-			// many keys can say which.
-			err := l.describe(errs[j], p.Addr())
-			l.acquireDone(ctx, p.Addr(), start, false, err)
-			l.op.Unlock()
-			outs[i].err = err
-			continue
-		}
-		g, _, err := l.tried(ctx, p.Addr(), res[j], errs[j], 0)
-		ok, err := l.hold(rt, g, err)
-		ok, err = l.follow(ctx, rt, start, ok, err)
-		l.acquireDone(ctx, p.Addr(), start, ok, err)
-		l.op.Unlock()
-		outs[i] = keyOutcome{ok, err}
-	}
+	ok, err = l.settle(ctx, rt, start, ok, err)
+	l.acquireDone(ctx, h.addr(0), start, ok, err)
+	l.op.Unlock()
+	return keyOutcome{ok, err}
 }
 
 // releaseMany releases every handle of ls as Release does, the grants of
@@ -363,15 +315,15 @@ func (c *Client) releaseMany(ctx context.Context, ls []*Lock) []error {
 		// One handle's op at a time: two calls on overlapping handles
 		// must not wait on each other.
 		l.op.Lock()
-		g, set, err := l.letGo()
+		gone, err := l.letGo()
 		l.op.Unlock()
 		switch {
-		case set.s != nil:
+		case gone.h != nil && len(gone.h.slots) == 1 && len(gone.grants) == 1:
+			grants, of = append(grants, gone.grants[0]), append(of, i)
+		case gone.h != nil:
 			// Replicated, or moving: a round of its own, over its
 			// servers, as Release does.
-			wg.Go(func() { errs[i] = l.releaseSet(ctx, set.s, set.groups, set.grants) })
-		case g != nil:
-			grants, of = append(grants, g), append(of, i)
+			wg.Go(func() { errs[i] = gone.release(ctx) })
 		default:
 			errs[i] = err
 		}

@@ -299,31 +299,23 @@ func (l *Lock) conform(ctx context.Context, deadline time.Time, quiet bool) (boo
 	}
 }
 
-// conformTo is one step of conform, to rt.
+// conformTo is one step of conform, to rt: the held holder's grants
+// move to a new holder whose groups are the routing's, then the old ones
+// it drops (they keep the lock valid until the new ones are taken); the
+// new groups are taken; the old servers are given back.
 func (l *Lock) conformTo(ctx context.Context, rt *routing, deadline time.Time, quiet bool) (bool, error) {
 	routes, err := rt.routes(l.key, l.c.replicas)
 	if err != nil {
 		return false, err
 	}
 	l.mu.Lock()
-	g0, s0 := l.grant, l.set
+	h0 := l.h
 	if l.state != stateHeld {
 		// Released or lost since conform looked.
 		l.mu.Unlock()
 		return false, nil
 	}
-	var old [][]string
-	if s0 == nil {
-		old = [][]string{{g0.Addr()}}
-	} else {
-		for _, g := range s0.groups {
-			r := make([]string, len(g.idx))
-			for j, i := range g.idx {
-				r[j] = s0.addrs[i]
-			}
-			old = append(old, r)
-		}
-	}
+	old := h0.routes()
 	if sameRoutes(old, routes) {
 		// Nothing moves for this key (nor its order): it follows rt as
 		// it stands.
@@ -332,107 +324,107 @@ func (l *Lock) conformTo(ctx context.Context, rt *routing, deadline time.Time, q
 		return true, nil
 	}
 	l.mu.Unlock()
-
-	// The new set has the routing's groups first, then the old groups
-	// it drops: they keep the lock valid until the new ones are taken.
 	all := slices.Clone(routes)
 	for _, r := range old {
 		if !slices.ContainsFunc(routes, func(n []string) bool { return sameServers(n, r) }) {
 			all = append(all, r)
 		}
 	}
-	ns, err := l.newSet(rt, all)
+	h, err := l.newHolder(rt, all)
 	if err != nil {
 		return false, err
 	}
+	tctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	if !l.moveTo(h0, h, cancel) {
+		return false, nil // released (or lost) meanwhile
+	}
+	ok, err := h.takeGroups(tctx, max(time.Until(deadline), time.Nanosecond), deadline)
+	return l.conformed(ctx, h, rt, routes, ok, err, quiet)
+}
+
+// routes lists the holder's groups as routes, servers by address.
+func (h *holder) routes() [][]string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	out := make([][]string, len(h.groups))
+	for k, g := range h.groups {
+		out[k] = make([]string, len(g.idx))
+		for j, i := range g.idx {
+			out[k][j] = h.addr(i)
+		}
+	}
+	return out
+}
+
+// moveTo moves the grants of h0, the held lock's holder, to h, which
+// becomes its holder, taking its new groups (endTake ends that take);
+// h0 ends, and a late answer to it is given back. False if the lock is
+// no longer held by h0.
+func (l *Lock) moveTo(h0, h *holder, endTake func()) bool {
 	type moved struct {
 		i int
 		g *pool.Grant
 	}
 	var ms []moved
-	tctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	l.mu.Lock()
-	if l.state != stateHeld || l.grant != g0 || l.set != s0 {
-		// Released (or lost) meanwhile.
+	if l.state != stateHeld || l.h != h0 {
 		l.mu.Unlock()
-		return false, nil
+		return false
 	}
-	// The grants move to the new set, with their renewer entries; the old
-	// set ends (a late answer to it is given back).
-	if s0 == nil {
-		i := slices.Index(ns.addrs, g0.Addr())
-		ns.grants[i], ns.entries[i], ns.taken[i] = g0, l.entry, g0
-		ms = append(ms, moved{i, g0})
-		l.grant, l.entry = nil, nil
-	} else {
-		for j, g := range s0.grants {
-			if g == nil {
-				continue
-			}
-			i := slices.Index(ns.addrs, s0.addrs[j])
-			ns.grants[i], ns.entries[i], ns.taken[i] = g, s0.entries[j], g
-			ms = append(ms, moved{i, g})
-			s0.grants[j], s0.entries[j] = nil, nil
+	h0.mu.Lock()
+	h.mu.Lock()
+	for j := range h0.slots {
+		s0 := &h0.slots[j]
+		if s0.grant == nil {
+			continue
 		}
-		ns.shown = s0.shown
-		s0.endLocked()
+		i := slices.IndexFunc(h.slots, func(s slot) bool { return s.addr == s0.addr })
+		s := &h.slots[i]
+		s.grant, s.entry, s.last = s0.grant, s0.entry, s0.grant
+		ms = append(ms, moved{i, s0.grant})
+		s0.grant, s0.entry = nil, nil
 	}
-	for k := range ns.groups {
-		ns.groups[k].taken = ns.countIn(k) >= ns.groups[k].quorum
+	h.shown = h0.shown
+	h0.endLocked()
+	h0.mu.Unlock()
+	for k := range h.groups {
+		h.groups[k].taken = countIn(h.groups[k], h.hasLocked) >= h.groups[k].quorum
 	}
-	ns.held, ns.endTake, ns.taking = true, cancel, true
-	l.set = ns
+	h.held, h.endTake, h.taking = true, endTake, true
+	h.mu.Unlock()
+	l.h = h
 	l.mu.Unlock()
 	for _, m := range ms {
 		// Replaces the old callback; runs now if the grant was lost
 		// since.
-		m.g.OnLost(func(err error) { ns.replicaLost(m.i, m.g, err) })
+		m.g.OnLost(func(err error) { h.replicaLost(m.i, m.g, err) })
 	}
+	return true
+}
 
-	timeout := max(time.Until(deadline), time.Nanosecond)
-	ok, err := ns.takeGroups(tctx, timeout, deadline)
+// conformed ends conformTo once h's take of rt's groups (routes) ended
+// with ok and err: the lock follows rt, and what only the old groups held
+// is given back; or it could not follow, and is lost (quiet: given back
+// unreported, for a lock not yet handed out).
+func (l *Lock) conformed(ctx context.Context, h *holder, rt *routing, routes [][]string, ok bool, err error, quiet bool) (bool, error) {
 	closing := l.c.isClosed() // before l.mu: Client.mu comes first
 	l.mu.Lock()
-	if l.set != ns || l.state != stateHeld {
-		// Released meanwhile (which ended the take), or lost, which
-		// is reported as such.
+	if l.h != h || l.state != stateHeld {
+		// Released meanwhile (which ended the take), or lost, which is
+		// reported as such.
 		l.mu.Unlock()
 		return false, nil
 	}
 	if !ok || err != nil {
-		k := 0
-		for k < len(ns.groups) && ns.groups[k].taken {
-			k++
-		}
-		why := err
-		if why == nil {
-			why = fmt.Errorf("busy until the deadline")
-		}
-		route := routes[min(k, len(routes)-1)]
-		lostErr := fmt.Errorf("%w: %s %w %v: %w", ErrLockLost, l.what(), errCannotFollow, route, why)
-		if quiet || closing {
-			// Not handed out yet, or the client is closing (which
-			// ended the take): given back, not reported lost.
-			l.mu.Unlock()
-			if rerr := l.release(context.WithoutCancel(ctx)); rerr != nil {
-				l.c.log.Debug("lock: giving back a lock that could not follow the fleet", "key", l.key, "err", rerr)
-			}
-			l.c.log.Debug("lock: a lock taken as the fleet changed could not follow it", "key", l.key, "err", lostErr)
-			if err == nil || closing {
-				return false, nil
-			}
-			// Not ErrLockLost: the caller never held it.
-			return false, fmt.Errorf("lock: %s was taken as the fleet changed, but not on its new servers %v: %w", l.what(), route, err)
-		}
-		ns.loseLocked(lostErr, strings.Join(route, ","), min(k, len(ns.groups)-1), ns.countIn(min(k, len(ns.groups)-1)))
-		return false, lostErr
+		return l.cannotFollow(ctx, h, routes, err, quiet, closing)
 	}
-	// The old groups go, and what only they held is given back.
-	ns.groups, ns.cur = ns.groups[:len(routes):len(routes)], 0
-	gs, es := ns.takeOutLocked(func(i int) bool { return !ns.keptLocked(i) })
+	h.mu.Lock()
+	h.groups, h.cur = h.groups[:len(routes):len(routes)], 0
+	gs, es := h.takeOutLocked(func(i int) bool { return !h.keptLocked(i) })
+	h.endTake, h.backoff = nil, retakeFirst
+	h.mu.Unlock()
 	l.rt = rt
-	ns.endTake, ns.backoff = nil, retakeFirst
 	l.mu.Unlock()
 	for _, e := range es {
 		l.c.renewer.remove(e)
@@ -449,27 +441,44 @@ func (l *Lock) conformTo(ctx context.Context, rt *routing, deadline time.Time, q
 	// at the step's end either: each lock would stay a replica short for
 	// the whole step, and one server failing then would leave many below
 	// a quorum.
-	ns.retakeNow(l.c.replicaTimeout)
-	ns.doneTaking()
+	h.retakeNow(l.c.replicaTimeout)
+	h.doneTaking()
 	return true, nil
 }
 
-// giveBack releases grants a held lock no longer needs, all at once,
-// waiting for the answers (bounded by the close timeout).
-func (l *Lock) giveBack(ctx context.Context, gs []*pool.Grant) {
-	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), l.c.closeTimeout)
-	defer cancel()
-	var wg sync.WaitGroup
-	for _, g := range gs {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := g.Release(rctx); err != nil {
-				l.c.log.Debug("lock: giving back a lock's old servers after a fleet change", "key", l.key, "server", g.Addr(), "err", err)
-			}
-		}()
+// cannotFollow ends a conform whose take of the new groups failed (err,
+// or busy until the deadline): the lock is lost, or, quiet or closing,
+// given back unreported. l.mu is held, and released.
+func (l *Lock) cannotFollow(ctx context.Context, h *holder, routes [][]string, err error, quiet, closing bool) (bool, error) {
+	h.mu.Lock()
+	k := slices.IndexFunc(h.groups, func(g replicaGroup) bool { return !g.taken })
+	if k < 0 {
+		k = len(h.groups)
 	}
-	wg.Wait()
+	why := err
+	if why == nil {
+		why = fmt.Errorf("busy until the deadline")
+	}
+	route := routes[min(k, len(routes)-1)]
+	k = min(k, len(h.groups)-1)
+	lostErr := fmt.Errorf("%w: %s %w %v: %w", ErrLockLost, l.what(), errCannotFollow, route, why)
+	if !quiet && !closing {
+		h.loseLocked(lostErr, strings.Join(route, ","), k, countIn(h.groups[k], h.hasLocked)) // unlocks both
+		return false, lostErr
+	}
+	// Not handed out yet, or the client is closing (which ended the
+	// take): given back, not reported lost.
+	h.mu.Unlock()
+	l.mu.Unlock()
+	if rerr := l.release(context.WithoutCancel(ctx)); rerr != nil {
+		l.c.log.Debug("lock: giving back a lock that could not follow the fleet", "key", l.key, "err", rerr)
+	}
+	l.c.log.Debug("lock: a lock taken as the fleet changed could not follow it", "key", l.key, "err", lostErr)
+	if err == nil || closing {
+		return false, nil
+	}
+	// Not ErrLockLost: the caller never held it.
+	return false, fmt.Errorf("lock: %s was taken as the fleet changed, but not on its new servers %v: %w", l.what(), route, err)
 }
 
 // sameRoutes reports whether a and b are the same routes: in the same

@@ -291,7 +291,7 @@ func (s *Set) round(ctx context.Context, deadline time.Time, held []bool) (int, 
 		}
 		s.giveBack(ctx, deadline, held, k+1)
 		l := s.locks[k]
-		l.holdsOthers = slices.Contains(held, true)
+		l.holdsOthers.Store(slices.Contains(held, true))
 		ok, err := s.wait(ctx, l, deadline)
 		from = k + 1
 		if errors.Is(err, pool.ErrNoFreeConn) {
@@ -300,7 +300,7 @@ func (s *Set) round(ctx context.Context, deadline time.Time, held []bool) (int, 
 			// one while it holds them, or the two wait on each other. It
 			// gives them back and waits holding nothing.
 			s.giveBack(ctx, deadline, held, 0)
-			l.holdsOthers = false
+			l.holdsOthers.Store(false)
 			ok, err = s.wait(ctx, l, deadline)
 			from = 0
 		}

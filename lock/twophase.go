@@ -61,12 +61,9 @@ func (l *Lock) Enqueue(ctx context.Context) (st Status, err error) {
 }
 
 func (l *Lock) enqueue(ctx context.Context, rt *routing) (Status, error) {
-	p, routes, err := l.place(rt)
+	h, err := l.holderFor(rt)
 	if err != nil {
 		return 0, err
-	}
-	if p == nil {
-		return l.enqueueSet(ctx, rt, routes)
 	}
 	// A free key is granted to a try-lock exactly when it would be to an
 	// enqueue (free, and nobody waiting). Tried first on a shared
@@ -75,34 +72,35 @@ func (l *Lock) enqueue(ctx context.Context, rt *routing) (Status, error) {
 	// that churn of connections cost two-phase most of its throughput.
 	// Bounded like Acquire's try-lock, so that a stalled server cannot
 	// hold Enqueue for ever.
-	try := l.request(l.cmds.Acquire)
-	res, err := p.DoBy(ctx, &try, time.Now().Add(l.opt.acquireTimeout+replySlack))
-	g, err := l.grantFrom(ctx, p.Addr(), res, err, false)
-	switch ok, err := l.hold(rt, g, err); {
-	case err != nil:
-		return 0, err // a full queue included: an enqueue would be refused too
-	case ok:
-		return Acquired, nil
-	}
-	pin, g, err := l.enqueueOn(ctx, p)
+	h.deadline = time.Now().Add(l.opt.acquireTimeout)
+	arb, held, outs, err := h.round(ctx, true)
 	switch {
 	case err != nil:
-		return 0, err
-	case pin != nil:
-		if !l.c.track(l) {
-			l.withdrawPinned(pin)
-			return 0, ErrClosed
+		return 0, err // a full queue included: an enqueue would be refused too
+	case held:
+		return l.enqueueRest(ctx, h)
+	}
+	// Short of the arbiter and a quorum: the enqueue goes to the arbiter,
+	// where every contender waits, and Wait takes the rest.
+	var pin *pool.Pinned
+	if !h.holds(arb) {
+		h.yield(arb)
+		var g *pool.Grant
+		if pin, g, err = l.enqueueOn(ctx, h.slots[arb].pool); err != nil {
+			h.giveUp()
+			return 0, err
 		}
-		l.mu.Lock()
-		l.state, l.pin, l.rt = stateQueued, pin, rt
-		l.c.metrics.queuedNow.Add(1)
-		l.mu.Unlock()
-		return Queued, nil
+		if g != nil {
+			h.offer(arb, g)
+			h.yield(-1)
+			// The others were given back: try them again.
+			h.tryAll(ctx, h.missing(), l.c.replicaTimeout, true)
+		}
 	}
-	if err := l.adopt(rt, g); err != nil {
-		return 0, err
+	if pin == nil && h.judge(outs, takenVerdict) {
+		return l.enqueueRest(ctx, h)
 	}
-	return Acquired, nil
+	return l.queue(h, pin, arb)
 }
 
 // enqueueOn enqueues on p's server, on a pinned connection. Queued, it
@@ -142,60 +140,22 @@ func (l *Lock) enqueueOn(ctx context.Context, p *pool.Pool) (*pool.Pinned, *pool
 	return nil, res.Grant, nil
 }
 
-// enqueueSet is Enqueue with replicas, or on a key that moves in a
-// transition: try-locks to every replica of the first group at once;
-// short of its arbiter and a quorum, the enqueue goes to the arbiter,
-// where every contender waits, and Wait takes the rest. A first group
-// taken at once, the next are tried the same way, without an enqueue.
-func (l *Lock) enqueueSet(ctx context.Context, rt *routing, routes [][]string) (Status, error) {
-	s, err := l.newSet(rt, routes)
-	if err != nil {
-		return 0, err
-	}
-	s.deadline = time.Now().Add(l.opt.acquireTimeout)
-	arb, held, outs, err := s.round(ctx, true)
-	switch {
-	case err != nil:
-		return 0, err
-	case held:
-		return l.enqueueRest(ctx, s)
-	}
-	var pin *pool.Pinned
-	if !s.holds(arb) {
-		s.yield(arb)
-		var g *pool.Grant
-		if pin, g, err = l.enqueueOn(ctx, s.pools[arb]); err != nil {
-			s.giveUp()
-			return 0, err
-		}
-		if g != nil {
-			s.offer(arb, g)
-			s.yield(-1)
-			// The others were given back: try them again.
-			s.tryAll(ctx, s.missing(), l.c.replicaTimeout, true)
-		}
-	}
-	if pin == nil && s.quorumWith(outs) {
-		return l.enqueueRest(ctx, s)
-	}
-	return l.queueSet(s, pin, arb)
-}
-
-// queueSet leaves s queued (on pin, at the arbiter arb of the group it
-// takes), or holding that arbiter short of a quorum, for Wait.
-func (l *Lock) queueSet(s *replicaSet, pin *pool.Pinned, arb int) (Status, error) {
+// queue leaves h queued (on pin, at the arbiter arb of the group it
+// takes), or holding that arbiter short of a quorum, for Wait: the held
+// replicas are renewed meanwhile, and Wait takes the rest.
+func (l *Lock) queue(h *holder, pin *pool.Pinned, arb int) (Status, error) {
 	if !l.c.track(l) {
 		if pin != nil {
 			l.withdrawPinned(pin)
 		}
-		s.giveUp()
+		h.giveUp()
 		return 0, ErrClosed
 	}
-	// Queued on the arbiter, or holding it short of a quorum: the held
-	// replicas are renewed meanwhile, and Wait takes the rest.
+	h.mu.Lock()
+	h.arb = arb
+	h.mu.Unlock()
 	l.mu.Lock()
-	l.state, l.pin, l.set, s.arb = stateQueued, pin, s, arb
-	l.c.metrics.queuedNow.Add(1)
+	l.moveLocked(stateQueued, change{h: h, pin: pin, rt: h.rt})
 	l.mu.Unlock()
 	return Queued, nil
 }
@@ -223,10 +183,9 @@ func (l *Lock) Wait(ctx context.Context, timeout time.Duration) (ok bool, err er
 		}
 	}()
 	l.mu.Lock()
-	st, pin, set, rt := l.state, l.pin, l.set, l.rt
+	st, pin, h := l.state, l.pin, l.h
 	if st == stateQueued {
-		l.state, l.pin, l.set, l.rt = stateIdle, nil, nil, nil
-		l.c.metrics.queuedNow.Add(-1)
+		l.moveLocked(stateIdle, change{})
 	}
 	l.mu.Unlock()
 	switch st {
@@ -239,11 +198,7 @@ func (l *Lock) Wait(ctx context.Context, timeout time.Duration) (ok bool, err er
 		return false, ErrNotEnqueued
 	}
 	l.c.untrack(l)
-	if pin != nil {
-		server = pin.Addr()
-	} else {
-		server = set.addrs[0]
-	}
+	server = h.addr(0)
 	deadline := time.Now().Add(timeout)
 	secs := 0
 	if timeout > 0 {
@@ -252,110 +207,94 @@ func (l *Lock) Wait(ctx context.Context, timeout time.Duration) (ok bool, err er
 			if pin != nil {
 				l.withdrawPinned(pin)
 			}
-			if set != nil {
-				set.giveUp()
-			}
+			h.giveUp()
 			return false, err
 		}
 	}
-	if set != nil {
-		return l.waitReplicated(ctx, set, pin, secs, timeout, deadline)
-	}
-	// Always confirmed: dflockd 1.10 answers a wait with the token of a
-	// grant it made earlier even when that grant's lease has run out
-	// meanwhile and it no longer holds it. Only a renewal tells.
-	g, err := l.waitOn(ctx, pin.Addr(), pin, &wire.Request{Cmd: l.cmds.Wait, Key: l.key, Timeout: secs}, true)
-	ok, err = l.hold(rt, g, err)
-	return l.settle(ctx, rt, deadline, ok, err)
+	return l.waitQueued(ctx, h, pin, secs, timeout, deadline)
 }
 
-// enqueueRest goes on with an Enqueue whose group s.cur was taken at
-// once: the next groups are tried, one round of try-locks each. All taken,
-// the lock is held; otherwise Wait takes the rest.
-func (l *Lock) enqueueRest(ctx context.Context, s *replicaSet) (Status, error) {
+// enqueueRest goes on with an Enqueue whose current group was taken at
+// once: the next groups are tried, one round of try-locks each. All
+// taken, the lock is held; otherwise Wait takes the rest.
+func (l *Lock) enqueueRest(ctx context.Context, h *holder) (Status, error) {
 	for {
-		s.l.mu.Lock()
-		k := s.cur
-		more := k+1 < len(s.groups)
-		s.l.mu.Unlock()
-		if !s.markTaken(k) {
+		k, more := h.current()
+		if !h.markTaken(k) {
 			// A replica was lost since: Wait takes the group again.
-			return l.queueSet(s, nil, -1)
+			return l.queue(h, nil, -1)
 		}
 		if !more {
 			break
 		}
-		s.l.mu.Lock()
-		s.cur = k + 1
-		s.l.mu.Unlock()
-		if s.holdsAlready(k + 1) {
+		h.setCurrent(k + 1)
+		if h.holdsAlready(k + 1) {
 			continue
 		}
-		arb, held, _, err := s.round(ctx, true)
+		arb, held, _, err := h.round(ctx, true)
 		switch {
 		case err != nil:
 			return 0, err
 		case !held:
-			return l.queueSet(s, nil, arb)
+			return l.queue(h, nil, arb)
 		}
 	}
-	if _, err := l.adoptSet(s); err != nil {
+	if _, err := l.adopt(h); err != nil {
 		return 0, err
 	}
 	return Acquired, nil
 }
 
-// waitReplicated is Wait with replicas: the wait on the arbiter, if
-// Enqueue queued there, then the missing replicas, up to the same
-// deadline.
-func (l *Lock) waitReplicated(ctx context.Context, s *replicaSet, pin *pool.Pinned, secs int, timeout time.Duration, deadline time.Time) (bool, error) {
+// waitQueued is Wait's taking: the wait on the arbiter, if Enqueue
+// queued there, then the missing replicas, up to the same deadline.
+// Always confirmed: dflockd 1.10 answers a wait with the token of a
+// grant it made earlier even when that grant's lease has run out
+// meanwhile and it no longer holds it. Only a renewal tells.
+func (l *Lock) waitQueued(ctx context.Context, h *holder, pin *pool.Pinned, secs int, timeout time.Duration, deadline time.Time) (bool, error) {
 	var ok bool
 	var err error
-	s.deadline = deadline
+	h.deadline = deadline
 	switch {
 	case pin != nil:
 		// Queued on the arbiter: wait there, with the same failover as
 		// Acquire.
-		ok, err = s.waitWith(ctx, s.arb, deadline, func(wctx context.Context) (*pool.Grant, error) {
-			return l.waitOn(wctx, s.addrs[s.arb], pin, &wire.Request{Cmd: l.cmds.Wait, Key: l.key, Timeout: secs}, true)
+		ok, err = h.waitWith(ctx, h.arb, deadline, func(wctx context.Context) (*pool.Grant, error) {
+			return l.waitOn(wctx, h.addr(h.arb), pin, &wire.Request{Cmd: l.cmds.Wait, Key: l.key, Timeout: secs}, true)
 		})
-	case s.arb >= 0 && s.holds(s.arb):
-		ok, err = s.takeRest(ctx, deadline)
+	case h.arb >= 0 && h.holds(h.arb):
+		ok, err = h.takeRest(ctx, deadline)
 	default:
 		// The arbiter's replica was lost while queued: start again.
-		ok, err = s.take(ctx, timeout, deadline)
+		ok, err = h.take(ctx, timeout, deadline)
 	}
 	if ok && err == nil {
 		// The groups after it, in a transition.
-		ok, err = s.takeGroups(ctx, timeout, deadline)
+		ok, err = h.takeGroups(ctx, timeout, deadline)
 	}
 	if !ok || err != nil {
 		return false, err
 	}
-	ok, err = l.adoptSet(s)
-	return l.settle(ctx, s.rt, deadline, ok, err)
+	ok, err = l.adopt(h)
+	return l.settle(ctx, h.rt, deadline, ok, err)
 }
 
 // withdraw gives up a pending Enqueue.
 func (l *Lock) withdraw() {
 	l.mu.Lock()
-	pin, set := l.pin, l.set
-	if l.state == stateQueued {
-		l.state, l.pin, l.set, l.rt = stateIdle, nil, nil, nil
-		l.c.metrics.queuedNow.Add(-1)
-	} else {
-		set = nil
+	pin, h := l.pin, l.h
+	queued := l.state == stateQueued
+	if queued {
+		l.moveLocked(stateIdle, change{})
 	}
 	l.mu.Unlock()
-	if pin != nil || set != nil {
-		l.c.untrack(l)
+	if !queued {
+		return
 	}
+	l.c.untrack(l)
 	if pin != nil {
 		l.withdrawPinned(pin)
 	}
-	if set != nil {
-		set.giveUp()
-	}
+	h.giveUp()
 }
 
 // withdrawPinned gives up the registration on pin (a lock it grants

@@ -1,0 +1,729 @@
+package lock
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/dflock-go/dflock/pool"
+)
+
+// holder is what a Lock holds, or is taking, for one acquisition: a slot
+// per server of the key, each holding that server's grant or nothing.
+// Every acquisition has one, whatever the key: a key on one server is a
+// holder of one group of one slot, with a quorum of one; a replicated
+// key (Config.Replicas) has one group of its replicas; a key that moves
+// in a fleet transition has two groups (its servers in the old
+// membership and in the new, sharing the servers they have in common).
+// A group is taken when the holder holds a quorum of it and its arbiter
+// (see takeView.arbiter); the groups are taken one after the other, in
+// order, and the key stays held while every group keeps a quorum.
+//
+// The decisions are takeView's pure functions; the holder keeps the
+// state they judge, under its own mutex, taken once per step.
+type holder struct {
+	l  *Lock
+	rt *routing // the routing the groups come from
+	// single: one server per group (Replicas 1): each must answer
+	// however slow; there is no other to go on without it.
+	single bool
+	// deadline bounds the acquisition, and with single, the wait for
+	// each answer. Set by the taker before its first request.
+	deadline time.Time
+	// prefetched, when set, are the answers of a first round sent for
+	// many keys together (Client.TryLockMany): the holder's first round
+	// takes them in place of its own. Only the taker uses it.
+	prefetched []tryOutcome
+
+	// mu guards the fields below; see lockOrder.
+	mu      sync.Mutex
+	slots   []slot
+	groups  []replicaGroup
+	cur     int  // the group being taken
+	held    bool // handed to the caller as held
+	over    bool // released, lost or given up: late grants go back
+	retake  *time.Timer
+	backoff time.Duration // before the next background re-take
+	// backoffCap bounds backoff: short while the missing replicas answer
+	// busy, long while one does not answer.
+	backoffCap time.Duration
+	stop       context.CancelFunc
+	ctx        context.Context // ends when the holder is over; made by the first re-take
+	endTake    func()          // ends a take of a held holder's new group (see Lock.conform)
+	// taking: a held holder takes a new group (see Lock.conform). No
+	// background re-take meanwhile: one could take the very replica the
+	// take waits for, and the wait would queue behind its own holder.
+	taking  bool
+	arb     int // queued by Enqueue: the arbiter it chose
+	yieldTo int // waiting on this arbiter: other grants go back; -1 if not
+	// arbTaken, while a wait on the arbiter yieldTo is out, is closed
+	// when the holder gets that arbiter's grant some other way (an
+	// earlier try-lock answered late): the wait would otherwise queue
+	// behind the holder's own grant.
+	arbTaken chan struct{}
+	shown    *pool.Grant // the grant whose token Token gave last
+
+	// one and oneGroup are the slots and groups of a key on one server,
+	// so that the common case allocates nothing more than the holder.
+	one      [1]slot
+	oneGroup [1]replicaGroup
+	oneOuts  [1]tryOutcome // tryAll's outcomes: only the taker asks one slot
+	outBufs
+}
+
+// slot is the holder's place for one server of the key.
+type slot struct {
+	addr    string
+	pool    *pool.Pool
+	grant   *pool.Grant // held, nil where not
+	entry   *renewal    // the held grant's renewer entry
+	last    *pool.Grant // the latest grant, lost ones too, for loss reports
+	pending bool        // a request that may take the replica is out
+}
+
+// onlyFirst is the group of a key on one server: its one slot.
+var onlyFirst = []int{0}
+
+// replicaTimeoutDefault bounds the wait for one replica's answer to a
+// try-lock when Config.ReplicaTimeout is zero.
+const replicaTimeoutDefault = 500 * time.Millisecond
+
+// Bounds of the pause between background attempts at a missing replica.
+// A replica that answered busy is held by a contender that lacks the
+// arbiter and lets go within a round trip: it is asked again soon. One
+// that did not answer (a server down) backs off to retakeMax.
+const (
+	retakeFirst   = 10 * time.Millisecond
+	retakeMaxBusy = 200 * time.Millisecond
+	retakeMax     = time.Second
+)
+
+// errSlowServer is why a replica whose server lately failed to answer
+// within Config.ReplicaTimeout is left out, while one request at a time
+// probes it.
+var errSlowServer = errors.New("no answer within the replica timeout lately")
+
+// errQuorumLost is why the replicas still held are given back once a
+// quorum is out of reach.
+var errQuorumLost = errors.New("the lock lost its quorum")
+
+// holderOn makes the holder of an acquisition on one server, addr.
+func (l *Lock) holderOn(rt *routing, addr string) (*holder, error) {
+	p, err := l.c.poolAt(addr)
+	if err != nil {
+		return nil, err
+	}
+	var h *holder
+	if l.firstTaken {
+		h = new(holder)
+	} else {
+		// The handle's first acquisition, most often its only one: its
+		// holder comes with the handle.
+		h, l.firstTaken = &l.first, true
+	}
+	h.l, h.rt, h.single, h.yieldTo, h.backoffCap = l, rt, true, -1, retakeMaxBusy
+	h.one[0] = slot{addr: addr, pool: p}
+	h.oneGroup[0] = replicaGroup{idx: onlyFirst, quorum: 1}
+	h.slots, h.groups = h.one[:], h.oneGroup[:]
+	return h, nil
+}
+
+// newHolder makes the holder of an acquisition over routes, each the
+// key's servers in one membership (see routing.routes), taken in that
+// order.
+func (l *Lock) newHolder(rt *routing, routes [][]string) (*holder, error) {
+	if len(routes) == 1 && len(routes[0]) == 1 {
+		return l.holderOn(rt, routes[0][0])
+	}
+	h := &holder{l: l, rt: rt, groups: make([]replicaGroup, len(routes)), single: l.c.replicas == 1, yieldTo: -1, backoffCap: retakeMaxBusy}
+	var addrs []string
+	for k, r := range routes {
+		g := replicaGroup{idx: make([]int, len(r)), quorum: Quorum(len(r), max(l.limit, 1))}
+		for j, a := range r {
+			i := slices.Index(addrs, a)
+			if i < 0 {
+				i = len(addrs)
+				addrs = append(addrs, a)
+			}
+			g.idx[j] = i
+		}
+		h.groups[k] = g
+	}
+	h.slots = make([]slot, len(addrs))
+	for i, a := range addrs {
+		p, err := l.c.poolAt(a)
+		if err != nil {
+			return nil, err
+		}
+		h.slots[i] = slot{addr: a, pool: p}
+	}
+	return h, nil
+}
+
+// holder (the holding of a Lock) is placed under rt by holderFor.
+func (l *Lock) holderFor(rt *routing) (*holder, error) {
+	if l.c.replicas == 1 {
+		addr, moved, err := rt.owner(l.key)
+		if err != nil {
+			return nil, err
+		}
+		if !moved {
+			return l.holderOn(rt, addr)
+		}
+	}
+	routes, err := rt.routes(l.key, l.c.replicas)
+	if err != nil {
+		return nil, err
+	}
+	return l.newHolder(rt, routes)
+}
+
+// addr is the address of server i.
+func (h *holder) addr(i int) string { return h.slots[i].addr }
+
+// heldLocked reports, by server, whether a grant is held; buf is reused
+// when it is long enough. h.mu is held.
+func (h *holder) heldLocked(buf []bool) []bool {
+	held := buf[:0]
+	if cap(buf) < len(h.slots) {
+		held = make([]bool, 0, len(h.slots))
+	}
+	for _, s := range h.slots {
+		held = append(held, s.grant != nil)
+	}
+	return held
+}
+
+// viewBuf holds a takeView's slices for up to viewBufLen servers, so
+// that a view of a common key lives on the stack.
+const viewBufLen = 8
+
+type viewBuf struct{ held, slow, refuses [viewBufLen]bool }
+
+// viewLocked is the snapshot of the group being taken that the
+// decisions judge, with outs, this round's answers; h.mu is held.
+func (h *holder) viewLocked(outs []tryOutcome, buf *viewBuf) takeView {
+	g := h.groups[h.cur]
+	v := takeView{group: g.idx, quorum: g.quorum, held: h.heldLocked(buf.held[:]), outs: outs}
+	v.slow, v.refuses = buf.slow[:0], buf.refuses[:0]
+	if len(h.slots) > viewBufLen {
+		v.slow, v.refuses = make([]bool, 0, len(h.slots)), make([]bool, 0, len(h.slots))
+	}
+	slow := h.l.c.slow
+	for _, s := range h.slots {
+		if h.single {
+			// Asked however slow lately, and never judged by it.
+			v.slow, v.refuses = append(v.slow, false), append(v.refuses, slow.refusesWaits(s.addr))
+			continue
+		}
+		v.slow, v.refuses = append(v.slow, slow.recent(s.addr)), append(v.refuses, slow.refusesWaits(s.addr))
+	}
+	return v
+}
+
+// verdict is a decision of the take (see takeView) on the group being
+// taken.
+type verdict int
+
+const (
+	takenVerdict   verdict = iota // takeView.quorumWith
+	quorumVerdict                 // takeView.hasQuorum
+	decidedVerdict                // takeView.decided
+)
+
+// judge decides v on the snapshot of the group being taken, with outs.
+// The view stays on the stack: a decision costs no allocation.
+func (h *holder) judge(outs []tryOutcome, what verdict) bool {
+	var buf viewBuf
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	v := h.viewLocked(outs, &buf)
+	switch what {
+	case takenVerdict:
+		return v.quorumWith()
+	case quorumVerdict:
+		return v.hasQuorum()
+	}
+	return v.decided()
+}
+
+// holds reports whether the holder holds replica i.
+func (h *holder) holds(i int) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.slots[i].grant != nil
+}
+
+// current returns the index of the group being taken, and whether a
+// later one follows.
+func (h *holder) current() (k int, more bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.cur, h.cur+1 < len(h.groups)
+}
+
+// setCurrent makes k the group being taken.
+func (h *holder) setCurrent(k int) {
+	h.mu.Lock()
+	h.cur = k
+	h.mu.Unlock()
+}
+
+// missing lists the replicas of the group being taken that the holder
+// does not hold.
+func (h *holder) missing() []int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if len(h.slots) == 1 {
+		if h.slots[0].grant == nil {
+			return onlyFirst
+		}
+		return nil
+	}
+	var idx []int
+	for _, i := range h.groups[h.cur].idx {
+		if h.slots[i].grant == nil {
+			idx = append(idx, i)
+		}
+	}
+	return idx
+}
+
+// group lists the replicas of the group being taken.
+func (h *holder) group() []int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.groups[h.cur].idx
+}
+
+// markTaken marks group k taken if the holder holds its quorum, and
+// says whether it does: after a take of it, which followed the arbiter
+// rule.
+func (h *holder) markTaken(k int) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	g := &h.groups[k]
+	g.taken = g.taken || countIn(*g, h.hasLocked) >= g.quorum
+	return g.taken
+}
+
+// holdsAlready marks group k taken, without a take of it, if the holder
+// holds enough of it already (see holdsEnough), and says whether it
+// does.
+func (h *holder) holdsAlready(k int) bool {
+	var buf [viewBufLen]bool
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	g := &h.groups[k]
+	g.taken = g.taken || holdsEnough(h.groups, k, h.heldLocked(buf[:]))
+	return g.taken
+}
+
+// hasLocked reports whether the holder holds replica i; h.mu is held.
+func (h *holder) hasLocked(i int) bool { return h.slots[i].grant != nil }
+
+// keptLocked reports whether replica i belongs to a taken group; h.mu is
+// held.
+func (h *holder) keptLocked(i int) bool { return kept(h.groups, i) }
+
+// takenLocked returns the groups the lock counts on: those taken (a held
+// holder still taking a new group does not count on it yet); h.mu is
+// held.
+func (h *holder) takenLocked() []replicaGroup {
+	if !slices.ContainsFunc(h.groups, func(g replicaGroup) bool { return !g.taken }) {
+		return h.groups // the common case: no copy
+	}
+	var out []replicaGroup
+	for _, g := range h.groups {
+		if g.taken {
+			out = append(out, g)
+		}
+	}
+	return out
+}
+
+// offer gives the holder replica i's grant g. A holder that is over, or
+// already holds that replica, or waits on another arbiter, gives it
+// straight back.
+func (h *holder) offer(i int, g *pool.Grant) bool {
+	l := h.l
+	h.mu.Lock()
+	s := &h.slots[i]
+	if h.over || s.grant != nil || (h.yieldTo >= 0 && i != h.yieldTo && !h.keptLocked(i)) {
+		h.mu.Unlock()
+		g.Drop(errUnwanted)
+		return false
+	}
+	e := &renewal{l: l, g: g, idx: -1}
+	s.grant, s.entry, s.last = g, e, g
+	if i == h.yieldTo && h.arbTaken != nil {
+		close(h.arbTaken)
+		h.arbTaken = nil
+	}
+	h.mu.Unlock()
+	l.c.renewer.add(e)
+	// Last, with no lock held: if the grant is already lost, this reports
+	// it now.
+	g.OnLost(func(err error) { h.replicaLost(i, g, err) })
+	return true
+}
+
+// replicaLost is the loss callback of replica i's grant g. While every
+// taken group keeps a quorum the replica is taken again in the
+// background; below it, a held lock is lost. A key on one server has no
+// replica to spare: its loss is the lock's.
+func (h *holder) replicaLost(i int, g *pool.Grant, err error) {
+	l := h.l
+	var buf [viewBufLen]bool
+	l.mu.Lock()
+	h.mu.Lock()
+	s := &h.slots[i]
+	if s.grant != g {
+		h.mu.Unlock()
+		l.mu.Unlock()
+		return
+	}
+	e := s.entry
+	s.grant, s.entry = nil, nil
+	k := short(h.groups, h.heldLocked(buf[:]))
+	switch {
+	case h.over || !h.held || l.h != h || l.state != stateHeld:
+		// Not handed out (the taker counts what is left), or done.
+		h.mu.Unlock()
+		l.mu.Unlock()
+		l.c.renewer.remove(e)
+	case k < 0:
+		h.backoff = 0
+		h.scheduleLocked()
+		h.mu.Unlock()
+		l.mu.Unlock()
+		l.c.renewer.remove(e)
+		// Debug: a server going down costs every lock it held a replica;
+		// the pool already logs the connections that broke.
+		l.c.log.Debug("lock: lost a replica; still held on a quorum, taking it again", "key", l.key, "server", s.addr, "err", err)
+	default:
+		l.c.renewer.remove(e)
+		grp := h.groups[k]
+		left := countIn(grp, h.hasLocked)
+		if len(h.slots) == 1 {
+			err = fmt.Errorf("%w: %q on %s: %w", ErrLockLost, l.key, s.addr, err)
+		} else {
+			err = fmt.Errorf("%w: %s: %s lost, %d of %d replicas left, quorum %d: %w", ErrLockLost, l.what(), s.addr, left, len(grp.idx), grp.quorum, err)
+		}
+		h.loseLocked(err, s.addr, k, left+1)
+	}
+}
+
+// loseLocked reports the held lock lost, because group k fell below its
+// quorum (heldBefore of it were held just before), and gives back what
+// is still held, in case a server still counts it. l.mu and h.mu are
+// held, and released.
+func (h *holder) loseLocked(err error, server string, k, heldBefore int) {
+	rest, entries := h.endLocked()
+	g := h.groups[k]
+	taken := make([]*pool.Grant, len(g.idx))
+	for j, i := range g.idx {
+		taken[j] = h.slots[i].last
+	}
+	h.mu.Unlock()
+	h.l.lose(err, server, lossReport{taken, g.quorum, heldBefore}) // unlocks l.mu
+	h.drop(rest, entries, errQuorumLost)
+}
+
+// endLocked marks the holder over and takes its grants and entries out;
+// h.mu is held.
+func (h *holder) endLocked() ([]*pool.Grant, []*renewal) {
+	h.over = true
+	if h.stop != nil {
+		h.stop()
+	}
+	if h.retake != nil {
+		h.retake.Stop()
+	}
+	if h.endTake != nil {
+		h.endTake()
+	}
+	return h.takeOutLocked(func(int) bool { return true })
+}
+
+// outBufs are where takeOutLocked puts what it takes out of a holder of
+// one slot, which it does once: no allocation.
+type outBufs struct {
+	grants  [1]*pool.Grant
+	entries [1]*renewal
+}
+
+// takeOutLocked takes the held grants of the replicas out (says which)
+// out of the holder, with their renewer entries; h.mu is held.
+func (h *holder) takeOutLocked(out func(i int) bool) ([]*pool.Grant, []*renewal) {
+	var gs []*pool.Grant
+	var es []*renewal
+	if len(h.slots) == 1 {
+		gs, es = h.outBufs.grants[:0], h.outBufs.entries[:0]
+	}
+	for i := range h.slots {
+		s := &h.slots[i]
+		if s.grant != nil && out(i) {
+			gs, es = append(gs, s.grant), append(es, s.entry)
+			s.grant, s.entry = nil, nil
+		}
+	}
+	return gs, es
+}
+
+// drop stops renewing grants taken out of the holder and gives them
+// back.
+func (h *holder) drop(gs []*pool.Grant, es []*renewal, why error) {
+	for _, e := range es {
+		h.l.c.renewer.remove(e)
+	}
+	for _, g := range gs {
+		g.Drop(why)
+	}
+}
+
+// giveUp ends a holder that did not become a held lock, and gives back
+// what it took. A held holder (taking a new group, see Lock.conform)
+// gives back only what it took of groups it has not taken, and lives
+// on.
+func (h *holder) giveUp() {
+	var gs []*pool.Grant
+	var es []*renewal
+	h.mu.Lock()
+	if h.held {
+		gs, es = h.takeOutLocked(func(i int) bool { return !h.keptLocked(i) })
+		h.yieldTo = -1
+	} else {
+		gs, es = h.endLocked()
+	}
+	h.mu.Unlock()
+	h.drop(gs, es, errUnwanted)
+}
+
+// yield makes the holder give back every replica but arb (and those of
+// the groups it has taken), now and as their grants come in, while it
+// waits on the arbiter: what it holds elsewhere would only hold up the
+// arbiter's holder. -1 ends that.
+func (h *holder) yield(arb int) {
+	var gs []*pool.Grant
+	var es []*renewal
+	h.mu.Lock()
+	if h.yieldTo = arb; arb >= 0 {
+		gs, es = h.takeOutLocked(func(i int) bool { return i != arb && !h.keptLocked(i) })
+	}
+	h.mu.Unlock()
+	h.drop(gs, es, errUnwanted)
+}
+
+// scheduleLocked plans a background attempt at the missing replicas
+// that no request is out for; h.mu is held.
+func (h *holder) scheduleLocked() {
+	if h.over || h.retake != nil || h.taking || len(h.toRetakeLocked()) == 0 {
+		return
+	}
+	h.retakeCtxLocked()
+	d := h.backoff
+	h.backoff = min(max(2*h.backoff, retakeFirst), h.backoffCap)
+	// Jitter keeps the holders of a semaphore's slots out of step.
+	h.retake = h.l.c.tasks.afterFunc(d/2+rand.N(d/2+1), h.retakeMissing)
+}
+
+// retakeMissing tries, once, to take each missing replica: a pipelined
+// try-lock, which never jumps a queue. A held lock whose replica came
+// back empty (a restarted server) gets it back, so that the next single
+// fault leaves it a quorum.
+func (h *holder) retakeMissing() { h.retakeNow(retakeMax) }
+
+// retakeCtxLocked returns the context of the holder's re-takes, which
+// its end, or the client's Close, cancels; h.mu is held.
+func (h *holder) retakeCtxLocked() context.Context {
+	if h.ctx == nil {
+		// Made on first need: most locks are released with every replica
+		// held, and never re-take one.
+		h.ctx, h.stop = context.WithCancel(h.l.c.tasks.ctx)
+	}
+	return h.ctx
+}
+
+// retakeNow is retakeMissing run by the caller, waiting up to wait for
+// the answers, then scheduling the next re-take if a replica is still
+// missing.
+func (h *holder) retakeNow(wait time.Duration) {
+	h.mu.Lock()
+	h.retake = nil
+	idx := h.toRetakeLocked()
+	if len(idx) == 0 {
+		h.mu.Unlock()
+		return
+	}
+	ctx := h.retakeCtxLocked()
+	h.mu.Unlock()
+	outs := h.tryAll(ctx, idx, wait, false)
+	h.mu.Lock()
+	h.retakenLocked(idx, outs)
+	h.mu.Unlock()
+}
+
+// doneTaking ends the take of a held holder's new groups (see
+// Lock.conform): background re-takes may start again, and one does if a
+// replica is missing.
+func (h *holder) doneTaking() {
+	h.mu.Lock()
+	h.taking = false
+	h.scheduleLocked()
+	h.mu.Unlock()
+}
+
+// toRetakeLocked lists the replicas a re-take tries: those of a taken
+// group the holder holds no grant of and has no try-lock out to; none
+// once the holder is over. h.mu is held.
+func (h *holder) toRetakeLocked() []int {
+	var idx []int
+	for i, s := range h.slots {
+		if s.grant == nil && !s.pending && !h.over && h.keptLocked(i) {
+			idx = append(idx, i)
+		}
+	}
+	return idx
+}
+
+// retakenLocked takes in the outcomes of a re-take of the replicas idx:
+// the backoff to the next one, which it schedules if a replica is still
+// missing. h.mu is held.
+func (h *holder) retakenLocked(idx []int, outs []tryOutcome) {
+	got, down := false, false
+	for _, i := range idx {
+		got = got || outs[i].took
+		down = down || !outs[i].answered
+	}
+	h.backoffCap = retakeMaxBusy
+	if down {
+		h.backoffCap = retakeMax
+	}
+	if got {
+		h.backoff = 0
+	}
+	h.scheduleLocked()
+}
+
+// adopt makes the handle the holder of h, a quorum of every group: the
+// lock is held, and the replicas it lacks are taken in the background.
+func (l *Lock) adopt(h *holder) (bool, error) {
+	if !l.c.track(l) {
+		h.giveUp()
+		return false, ErrClosed
+	}
+	l.mu.Lock()
+	h.mu.Lock()
+	h.held = true
+	for k := range h.groups {
+		h.groups[k].taken = true
+	}
+	l.moveLocked(stateHeld, change{h: h, rt: h.rt})
+	var buf [viewBufLen]bool
+	if k := short(h.groups, h.heldLocked(buf[:])); k >= 0 {
+		// A replica was lost since the quorum was counted.
+		g := h.groups[k]
+		n := countIn(g, h.hasLocked)
+		h.loseLocked(fmt.Errorf("%w: %s: %d of %d replicas left right after the acquire, quorum %d", ErrLockLost, l.what(), n, len(g.idx), g.quorum), "", k, n)
+		return true, nil
+	}
+	h.backoff = 0
+	h.scheduleLocked()
+	h.mu.Unlock()
+	l.mu.Unlock()
+	return true, nil
+}
+
+// token is Token's answer while the lock is held: the token of the
+// replica it gave before, as long as that replica is held, else of the
+// first replica held in the key's order; "" once a quorum of every
+// group is no longer certainly held.
+func (h *holder) token() string {
+	h.mu.Lock()
+	if len(h.slots) == 1 {
+		g := h.slots[0].grant
+		h.mu.Unlock()
+		return grantToken(g)
+	}
+	gs := make([]*pool.Grant, len(h.slots))
+	for i, s := range h.slots {
+		gs[i] = s.grant
+	}
+	groups := h.takenLocked()
+	shown := h.shown
+	h.mu.Unlock()
+	now := time.Now()
+	var first *pool.Grant
+	for i, g := range gs {
+		if g == nil {
+			continue
+		}
+		if !now.Before(g.Deadline()) {
+			g.Drop(errDeadline)
+			gs[i] = nil
+			continue
+		}
+		if first == nil || g == shown {
+			first = g
+		}
+	}
+	if quorate(groups, func(i int) bool { return gs[i] != nil }) >= 0 {
+		return ""
+	}
+	if first != shown {
+		h.mu.Lock()
+		h.shown = first
+		h.mu.Unlock()
+	}
+	return first.Token()
+}
+
+// grantToken is g's token while its deadline lasts; past it the grant is
+// dropped, and the token is "".
+func grantToken(g *pool.Grant) string {
+	if g == nil {
+		return ""
+	}
+	if !time.Now().Before(g.Deadline()) {
+		g.Drop(errDeadline)
+		return ""
+	}
+	return g.Token()
+}
+
+// heldOn lists the servers the holder holds a grant of, in the key's
+// order.
+func (h *holder) heldOn() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var out []string
+	for _, s := range h.slots {
+		if s.grant != nil {
+			out = append(out, s.addr)
+		}
+	}
+	return out
+}
+
+// lease is the lease of the first grant held, or 0.
+func (h *holder) lease() time.Duration {
+	h.mu.Lock()
+	var g *pool.Grant
+	for _, s := range h.slots {
+		if s.grant != nil {
+			g = s.grant
+			break
+		}
+	}
+	h.mu.Unlock()
+	if g == nil {
+		return 0
+	}
+	_, lease := g.Lease()
+	return lease
+}
