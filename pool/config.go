@@ -1,12 +1,15 @@
 package pool
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"go.opentelemetry.io/otel/metric"
 	"log/slog"
+	"net"
 	"time"
+
+	"go.opentelemetry.io/otel/metric"
 )
 
 // Config tunes the connections to one server. The zero value of each field
@@ -50,8 +53,14 @@ type Config struct {
 	// write in time is broken. Default 5 s.
 	WriteTimeout time.Duration
 	// TCPKeepAlive is the operating system's keep-alive period. Default
-	// 15 s.
+	// 15 s. Unused with Dial.
 	TCPKeepAlive time.Duration
+	// Dial opens the connections, with network "tcp" and the pool's
+	// address, within DialTimeout (its ctx). Nil dials TCP with
+	// TCPKeepAlive. Tests dial an in-memory network with it, so that a
+	// pool runs in a testing/synctest bubble; TLS and AuthToken apply on
+	// top of what it returns.
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 	// TLS, when set, dials TLS. An empty ServerName is taken from the
 	// address.
 	TLS *tls.Config

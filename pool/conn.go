@@ -128,19 +128,18 @@ type call struct {
 	// discard: the caller waits for the reply but wants no grant in it
 	// (withdrawing an enqueue); a grant is released like an abandoned one.
 	discard bool
+	home    *sync.Pool // its pool's calls, which it goes back to
 }
 
-var callPool = sync.Pool{New: func() any { return &call{done: make(chan struct{}, 1)} }}
-
-func newCall(req *wire.Request) *call {
-	cl := callPool.Get().(*call)
+func (p *Pool) newCall(req *wire.Request) *call {
+	cl := p.calls.Get().(*call)
 	cl.req = *req
 	return cl
 }
 
 func (cl *call) recycle() {
-	*cl = call{done: cl.done}
-	callPool.Put(cl)
+	*cl = call{done: cl.done, home: cl.home}
+	cl.home.Put(cl)
 }
 
 func newConn(p *Pool, id uint64, nc net.Conn, lr *wire.LineReader, shared bool) *Conn {
@@ -209,24 +208,16 @@ func (c *Conn) await(ctx context.Context, cl *call) (res Result, abandoned bool,
 	return c.awaitBy(ctx, cl, time.Time{})
 }
 
-// timers are reused by awaitBy: a deadline on every try-lock would
-// otherwise cost a timer each.
-var timers = sync.Pool{New: func() any {
-	t := time.NewTimer(time.Hour)
-	t.Stop()
-	return t
-}}
-
 // awaitBy is await that also gives up at deadline, unless it is zero,
 // with an error matching ErrNoReply.
 func (c *Conn) awaitBy(ctx context.Context, cl *call, deadline time.Time) (res Result, abandoned bool, err error) {
 	var late <-chan time.Time
 	if !deadline.IsZero() {
-		t := timers.Get().(*time.Timer)
+		t := c.p.timers.Get().(*time.Timer)
 		t.Reset(time.Until(deadline))
 		defer func() {
 			t.Stop()
-			timers.Put(t)
+			c.p.timers.Put(t)
 		}()
 		late = t.C
 	}
@@ -280,7 +271,7 @@ func (c *Conn) queueLocked(req *wire.Request, internal bool) (*call, error) {
 	c.wbuf = buf
 	c.wcount++
 	c.p.requests.Add(1)
-	cl := newCall(req)
+	cl := c.p.newCall(req)
 	cl.internal = internal
 	c.pending = append(c.pending, cl)
 	c.lastSent = time.Now()

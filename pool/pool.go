@@ -58,6 +58,13 @@ type Pool struct {
 	writeSize metric.Int64Histogram
 	writeOpts []metric.RecordOption
 
+	// calls and timers are reused, by this pool only: a timer or a
+	// channel belongs to the synctest bubble it was made in, and one
+	// shared by every pool could be handed from a test's bubble to another
+	// (which panics), or to code on the real clock.
+	calls  sync.Pool // *call
+	timers sync.Pool // stopped *time.Timer, for awaitBy: a deadline on every try-lock would otherwise cost a timer each
+
 	goroutines sync.WaitGroup // each connection's reader and writer, dials
 	closing    chan struct{}
 	closeOnce  sync.Once
@@ -101,6 +108,12 @@ func New(addr string, cfg Config) (*Pool, error) {
 		conns:     make(map[uint64]*Conn),
 		closing:   make(chan struct{}),
 		maintDone: make(chan struct{}),
+	}
+	p.calls.New = func() any { return &call{done: make(chan struct{}, 1), home: &p.calls} }
+	p.timers.New = func() any {
+		t := time.NewTimer(time.Hour)
+		t.Stop()
+		return t
 	}
 	if mp := cfg.MeterProvider; mp != nil {
 		h, err := mp.Meter("github.com/dflock-go/dflock/pool").Int64Histogram("dflock.pool.write.requests",
@@ -410,8 +423,11 @@ func (p *Pool) dialConn(ctx context.Context, shared bool) (*Conn, error) {
 	p.dials.Add(1)
 	ctx, cancel := context.WithTimeout(ctx, p.cfg.DialTimeout)
 	defer cancel()
-	d := net.Dialer{KeepAlive: p.cfg.TCPKeepAlive}
-	nc, err := d.DialContext(ctx, "tcp", p.addr)
+	dial := p.cfg.Dial
+	if dial == nil {
+		dial = (&net.Dialer{KeepAlive: p.cfg.TCPKeepAlive}).DialContext
+	}
+	nc, err := dial(ctx, "tcp", p.addr)
 	if err != nil {
 		return nil, err
 	}
