@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"time"
 )
 
@@ -56,6 +57,11 @@ type Config struct {
 	AuthToken string
 	// TLS, when set, serves TLS instead of plain TCP.
 	TLS *tls.Config
+	// Listen opens the listener, with network "tcp" and Host:Port, at
+	// Start and at each Restart. Nil listens on TCP (net.Listen). Tests
+	// listen on an in-memory network with it, so that the server runs in
+	// a testing/synctest bubble; TLS applies on top of what it returns.
+	Listen func(network, addr string) (net.Listener, error)
 	// Logger receives connection and protocol events. Nil discards them.
 	Logger *slog.Logger
 }

@@ -1,12 +1,15 @@
 // Package fakeserver is an in-memory dflockd for tests and benchmarks.
 //
-// It speaks the real server's protocol on real TCP (or TLS) and reproduces
-// its behaviour (dflockd 1.10, checked request by request against the real
-// binary): strict FIFO grants, leases with a periodic sweep and eviction
-// on touch, ownership per connection with release on disconnect, two-phase
-// enqueue/wait, semaphores sharing the key space with locks, max-locks,
-// max-waiters, max-connections, the read timeout, auth, the stats document
-// and graceful shutdown. It also reproduces the real server's less obvious
+// It speaks the real server's protocol on real TCP (or TLS), or on any
+// listener [Config.Listen] opens: an in-memory one lets a test run server
+// and client in a testing/synctest bubble, where leases and timeouts run
+// on a virtual clock. It reproduces the real server's behaviour (dflockd
+// 1.10, checked request by request against the real binary): strict FIFO
+// grants, leases with a periodic sweep and eviction on touch, ownership
+// per connection with release on disconnect, two-phase enqueue/wait,
+// semaphores sharing the key space with locks, max-locks, max-waiters,
+// max-connections, the read timeout, auth, the stats document and
+// graceful shutdown. It also reproduces the real server's less obvious
 // ways: it does not read a connection while handling a request on it, so a
 // client closing its end does not cancel a blocked wait (the wait runs to
 // its timeout or grant, and only then is the close noticed and what the

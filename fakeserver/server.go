@@ -13,7 +13,8 @@ import (
 	"github.com/dflock-go/dflock/wire"
 )
 
-// Server is an in-memory dflockd listening on TCP (or TLS).
+// Server is an in-memory dflockd listening on TCP (or TLS), or on what
+// Config.Listen gives it.
 type Server struct {
 	cfg Config
 
@@ -89,7 +90,11 @@ func (s *Server) Addr() string {
 }
 
 func (s *Server) listen() error {
-	ln, err := net.Listen("tcp", *s.addr.Load())
+	listen := s.cfg.Listen
+	if listen == nil {
+		listen = net.Listen
+	}
+	ln, err := listen("tcp", *s.addr.Load())
 	if err != nil {
 		return err
 	}
