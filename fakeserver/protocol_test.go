@@ -3,6 +3,7 @@ package fakeserver_test
 import (
 	"strings"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/stretchr/testify/assert"
@@ -591,59 +592,70 @@ func TestProtocol(t *testing.T) {
 			1< error_auth
 			1<closed`},
 	}
+	// Each script runs in a bubble over memnet, where a step that waits
+	// for the clock (a lease, a timeout) takes no real time, and over
+	// loopback TCP, which is what the real server speaks.
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
-			runScript(t, start(t, c.cfg), c.script)
+			onBoth(t, func(t *testing.T, start func(*testing.T, fakeserver.Config) *testServer) {
+				runScript(t, start(t, c.cfg), c.script)
+			})
 		})
 	}
 }
 
 func TestStatsDocument(t *testing.T) {
-	srv := start(t, fakeserver.Config{})
-	c := dial(t, srv.Addr())
-	assert.Equal(t, `ok {"connections":1,"locks":[],"semaphores":[],"idle_locks":[],"idle_semaphores":[]}`, c.do("stats", "_", ""))
+	synctest.Test(t, func(t *testing.T) {
+		srv := start(t, fakeserver.Config{})
+		c := dial(t, srv)
+		assert.Equal(t, `ok {"connections":1,"locks":[],"semaphores":[],"idle_locks":[],"idle_semaphores":[]}`, c.do("stats", "_", ""))
 
-	tok := strings.Fields(c.do("l", "held", "0 10"))[1]
-	c.do("sl", "sem", "0 3")
-	w := dial(t, srv.Addr())
-	w.write("l\nheld\n5\n")
-	c.do("r", "idle", strings.Fields(c.do("l", "idle", "0"))[1])
-	require.Eventually(t, func() bool { return srv.Stats().Locks[0].Waiters == 1 }, replyTimeout, time.Millisecond)
+		tok := strings.Fields(c.do("l", "held", "0 10"))[1]
+		c.do("sl", "sem", "0 3")
+		w := dial(t, srv)
+		w.write("l\nheld\n5\n")
+		c.do("r", "idle", strings.Fields(c.do("l", "idle", "0"))[1])
+		srv.settle()
+		time.Sleep(1500 * time.Millisecond)
 
-	line := c.do("stats", "ignored", "ignored")
-	body, ok := strings.CutPrefix(line, "ok ")
-	require.True(t, ok, line)
-	st, err := wire.ParseStats(body)
-	require.NoError(t, err)
-	assert.Equal(t, 2, st.Connections)
-	require.Len(t, st.Locks, 1)
-	assert.Equal(t, "held", st.Locks[0].Key)
-	assert.Equal(t, 1, st.Locks[0].Waiters)
-	assert.NotZero(t, st.Locks[0].OwnerConnID)
-	assert.InDelta(t, 10, st.Locks[0].LeaseExpiresInS, 1)
-	assert.Equal(t, []wire.SemaphoreInfo{{Key: "sem", Limit: 3, Holders: 1}}, st.Semaphores)
-	require.Len(t, st.IdleLocks, 1)
-	assert.Equal(t, "idle", st.IdleLocks[0].Key)
-	assert.Less(t, st.IdleLocks[0].IdleS, 5.0)
-	assert.Empty(t, st.IdleSemaphores)
+		line := c.do("stats", "ignored", "ignored")
+		body, ok := strings.CutPrefix(line, "ok ")
+		require.True(t, ok, line)
+		st, err := wire.ParseStats(body)
+		require.NoError(t, err)
+		assert.Equal(t, 2, st.Connections)
+		require.Len(t, st.Locks, 1)
+		assert.Equal(t, "held", st.Locks[0].Key)
+		assert.Equal(t, 1, st.Locks[0].Waiters)
+		assert.NotZero(t, st.Locks[0].OwnerConnID)
+		assert.Equal(t, 8.5, st.Locks[0].LeaseExpiresInS)
+		assert.Equal(t, []wire.SemaphoreInfo{{Key: "sem", Limit: 3, Holders: 1}}, st.Semaphores)
+		require.Len(t, st.IdleLocks, 1)
+		assert.Equal(t, "idle", st.IdleLocks[0].Key)
+		assert.Equal(t, 1.5, st.IdleLocks[0].IdleS)
+		assert.Empty(t, st.IdleSemaphores)
 
-	// Releasing hands "held" to the waiting connection, a new owner.
-	owner := st.Locks[0].OwnerConnID
-	assert.Equal(t, "ok", c.do("r", "held", tok))
-	assert.Regexp(t, `^ok [0-9a-f]{32} 33$`, w.read())
-	st = srv.Stats()
-	assert.NotEqual(t, owner, st.Locks[0].OwnerConnID)
-	assert.Zero(t, st.Locks[0].Waiters)
+		// Releasing hands "held" to the waiting connection, a new owner.
+		owner := st.Locks[0].OwnerConnID
+		assert.Equal(t, "ok", c.do("r", "held", tok))
+		assert.Regexp(t, `^ok [0-9a-f]{32} 33$`, w.read())
+		st = srv.Stats()
+		assert.NotEqual(t, owner, st.Locks[0].OwnerConnID)
+		assert.Zero(t, st.Locks[0].Waiters)
+	})
 }
 
 // TestStatsShowsAnExpiredLeaseAsZero: a holder whose lease ran out but
 // that no sweep has evicted yet is listed with 0 seconds left, never less.
 func TestStatsShowsAnExpiredLeaseAsZero(t *testing.T) {
-	srv := start(t, fakeserver.Config{LeaseSweepInterval: time.Hour})
-	c := dial(t, srv.Addr())
-	c.do("l", "k", "0")
-	require.Equal(t, 1, srv.Lapse("k", ""))
-	assert.Contains(t, c.do("stats", "_", ""), `"lease_expires_in_s":0,`)
-	assert.Zero(t, srv.Stats().Locks[0].LeaseExpiresInS)
+	synctest.Test(t, func(t *testing.T) {
+		srv := start(t, fakeserver.Config{LeaseSweepInterval: time.Hour})
+		c := dial(t, srv)
+		c.do("l", "k", "0 1")
+		time.Sleep(2 * time.Second)
+		assert.Contains(t, c.do("stats", "_", ""), `"lease_expires_in_s":0,`)
+		assert.Zero(t, srv.Stats().Locks[0].LeaseExpiresInS)
+		require.Equal(t, 1, srv.Lapse("k", ""), "still in the table")
+	})
 }

@@ -9,12 +9,14 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
 	"github.com/dflock-go/dflock/fakeserver"
+	"github.com/dflock-go/dflock/internal/memnet"
 )
 
 func TestMain(m *testing.M) {
@@ -25,28 +27,81 @@ func TestMain(m *testing.M) {
 // take longer.
 const replyTimeout = 5 * time.Second
 
-// start runs a server for one test and closes it at the end.
-func start(t *testing.T, cfg fakeserver.Config) *fakeserver.Server {
+// testServer is a server under test and the network it listens on: an
+// in-memory one, for a test in a synctest bubble, or loopback TCP when
+// net is nil.
+//
+// Most tests run in a bubble: its clock is virtual, so a lease, a sweep or
+// a read timeout ends exactly when due, whatever the machine's load, and
+// synctest.Wait tells when the server has done all it can until the clock
+// moves. A few run on TCP, so that TCP keeps its coverage (TLS, the FIN a
+// refused line ends with, every protocol script).
+type testServer struct {
+	*fakeserver.Server
+	net *memnet.Network
+}
+
+// start runs a server on an in-memory network, in the test's bubble, and
+// closes it at the end.
+func start(t *testing.T, cfg fakeserver.Config) *testServer {
+	t.Helper()
+	nw := memnet.New()
+	cfg.Listen = nw.Listen
+	srv, err := fakeserver.Start(cfg)
+	require.NoError(t, err)
+	t.Cleanup(func() { srv.Close() })
+	return &testServer{Server: srv, net: nw}
+}
+
+// startTCP runs a server on loopback TCP and closes it at the end.
+func startTCP(t *testing.T, cfg fakeserver.Config) *testServer {
 	t.Helper()
 	srv, err := fakeserver.Start(cfg)
 	require.NoError(t, err)
 	t.Cleanup(func() { srv.Close() })
-	return srv
+	return &testServer{Server: srv}
+}
+
+// onBoth runs f twice, as subtests: "memnet", in a bubble, and "tcp". f
+// starts its servers with the start it is given.
+func onBoth(t *testing.T, f func(t *testing.T, start func(*testing.T, fakeserver.Config) *testServer)) {
+	t.Run("memnet", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) { f(t, start) })
+	})
+	t.Run("tcp", func(t *testing.T) { f(t, startTCP) })
+}
+
+// dialRaw connects to srv's address on its network.
+func (srv *testServer) dialRaw(t *testing.T) (net.Conn, error) {
+	if srv.net == nil {
+		return net.DialTimeout("tcp", srv.Addr(), replyTimeout)
+	}
+	return srv.net.Dial(t.Context(), "tcp", srv.Addr())
+}
+
+// settle waits, in a bubble, until the server has done all it can before
+// the clock moves: every request sent is handled or blocked. It returns
+// at once on TCP.
+func (srv *testServer) settle() {
+	if srv.net != nil {
+		synctest.Wait()
+	}
 }
 
 // client is a raw protocol connection.
 type client struct {
-	t  *testing.T
-	nc net.Conn
-	br *bufio.Reader
+	t   *testing.T
+	srv *testServer
+	nc  net.Conn
+	br  *bufio.Reader
 }
 
-func dial(t *testing.T, addr string) *client {
+func dial(t *testing.T, srv *testServer) *client {
 	t.Helper()
-	nc, err := net.DialTimeout("tcp", addr, replyTimeout)
+	nc, err := srv.dialRaw(t)
 	require.NoError(t, err)
 	t.Cleanup(func() { nc.Close() })
-	return &client{t: t, nc: nc, br: bufio.NewReader(nc)}
+	return &client{t: t, srv: srv, nc: nc, br: bufio.NewReader(nc)}
 }
 
 func (c *client) write(s string) {
@@ -92,11 +147,13 @@ func isReset(err error) bool {
 	return errors.As(err, &op) && !op.Timeout()
 }
 
-// expectSilent asserts no reply arrives for a short while: a request is
-// still blocked. It can only pass wrongly (if the reply comes later), never
-// fail wrongly.
+// expectSilent asserts no reply arrives for 50 ms: a request is still
+// blocked. In a bubble the server has first done all it could, so the
+// check is exact; on TCP it can only pass wrongly (if the reply comes
+// later), never fail wrongly.
 func (c *client) expectSilent() {
 	c.t.Helper()
+	c.srv.settle()
 	line, err := c.readLine(50 * time.Millisecond)
 	var ne net.Error
 	require.Truef(c.t, errors.As(err, &ne) && ne.Timeout(), "want no reply yet, got %q, %v", line, err)
@@ -132,13 +189,13 @@ var tokenVar = regexp.MustCompile(`\$[A-Z]`)
 //	// text          a comment
 //
 // $X in a request is replaced by its bound token.
-func runScript(t *testing.T, srv *fakeserver.Server, script string) {
+func runScript(t *testing.T, srv *testServer, script string) {
 	t.Helper()
 	conns := map[int]*client{}
 	vars := map[string]string{}
 	get := func(n int) *client {
 		if conns[n] == nil {
-			conns[n] = dial(t, srv.Addr())
+			conns[n] = dial(t, srv)
 		}
 		return conns[n]
 	}
@@ -197,17 +254,24 @@ func runScript(t *testing.T, srv *fakeserver.Server, script string) {
 		case op == " hangup":
 			get(n).nc.Close()
 		case op == " halfclose":
-			require.NoError(t, get(n).nc.(*net.TCPConn).CloseWrite(), "step %q", step)
+			require.NoError(t, get(n).nc.(interface{ CloseWrite() error }).CloseWrite(), "step %q", step)
 		default:
 			t.Fatalf("bad step %q", step)
 		}
 	}
 }
 
-// waitPeer polls the server's view of the client connection whose local
-// address is addr until cond holds, failing the test after replyTimeout.
-func waitPeer(t *testing.T, srv *fakeserver.Server, addr, step string, cond func(open, waiting bool) bool) {
+// waitPeer waits until the server's view of the client connection whose
+// local address is addr satisfies cond: in a bubble, until the server has
+// done all it can, and then cond must hold; on TCP, by polling, failing
+// the test after replyTimeout.
+func waitPeer(t *testing.T, srv *testServer, addr, step string, cond func(open, waiting bool) bool) {
 	t.Helper()
+	if srv.net != nil {
+		synctest.Wait()
+		require.Truef(t, cond(srv.PeerState(addr)), "step %q: the server's view of the connection is not as it should be", step)
+		return
+	}
 	require.Eventuallyf(t, func() bool { return cond(srv.PeerState(addr)) }, replyTimeout, time.Millisecond,
 		"step %q: the server's view of the connection never changed", step)
 }
@@ -232,13 +296,4 @@ func matchReply(t *testing.T, step, got, want string, vars map[string]string) {
 			require.Equalf(t, w, gw[i], "step %q: got reply %q", step, got)
 		}
 	}
-}
-
-func dialErr(addr string) (net.Conn, error) {
-	nc, err := net.DialTimeout("tcp", addr, time.Second)
-	if err == nil {
-		// Accepted by someone: see whether it answers.
-		nc.Close()
-	}
-	return nc, err
 }
