@@ -3,10 +3,12 @@ package pool_test
 import (
 	"context"
 	"errors"
+	"net"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/stretchr/testify/assert"
@@ -14,6 +16,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/dflock-go/dflock/fakeserver"
+	"github.com/dflock-go/dflock/internal/memnet"
 	"github.com/dflock-go/dflock/internal/testlog"
 	"github.com/dflock-go/dflock/pool"
 	"github.com/dflock-go/dflock/wire"
@@ -25,6 +28,7 @@ func TestMain(m *testing.M) {
 
 const wait = 5 * time.Second
 
+// startServer runs a server on loopback TCP for one test.
 func startServer(t *testing.T, cfg fakeserver.Config) *fakeserver.Server {
 	t.Helper()
 	srv, err := fakeserver.Start(cfg)
@@ -39,6 +43,58 @@ func newPool(t *testing.T, addr string, cfg pool.Config) *pool.Pool {
 	require.NoError(t, err)
 	t.Cleanup(p.Close)
 	return p
+}
+
+// env is a bubble's in-memory network, where its servers and pools meet.
+//
+// Every test whose outcome depends on time (a stall, a deadline, a lease,
+// the server's read timeout, the pool's keep-alives, idle closes and dial
+// backoff) runs in a synctest bubble (see inBubble): its clock is
+// virtual, so a busy machine cannot move a deadline, a 60 s scenario
+// takes milliseconds, durations can be asserted exactly, and
+// synctest.Wait says when every goroutine (pool, server, test) has done
+// all it can until the clock moves, where real time needed polling. The
+// other tests dial loopback TCP, so that TCP keeps its coverage.
+type env struct {
+	t  *testing.T
+	nw *memnet.Network
+}
+
+// inBubble runs f in a synctest bubble with a fresh in-memory network.
+func inBubble(t *testing.T, f func(t *testing.T, e *env)) {
+	t.Helper()
+	synctest.Test(t, func(t *testing.T) { f(t, &env{t: t, nw: memnet.New()}) })
+}
+
+// server runs a server on the bubble's network for the test.
+func (e *env) server(cfg fakeserver.Config) *fakeserver.Server {
+	e.t.Helper()
+	cfg.Listen = e.nw.Listen
+	return startServer(e.t, cfg)
+}
+
+// pool returns a pool that dials the bubble's network, closed at the end.
+func (e *env) pool(addr string, cfg pool.Config) *pool.Pool {
+	e.t.Helper()
+	cfg.Dial = e.nw.Dial
+	return newPool(e.t, addr, cfg)
+}
+
+// listen listens on the bubble's network, for a scripted peer.
+func (e *env) listen() net.Listener {
+	e.t.Helper()
+	ln, err := e.nw.Listen("tcp", "127.0.0.1:0")
+	require.NoError(e.t, err)
+	return ln
+}
+
+// dial connects a raw client to addr on the bubble's network.
+func (e *env) dial(addr string) net.Conn {
+	e.t.Helper()
+	nc, err := e.nw.Dial(e.t.Context(), "tcp", addr)
+	require.NoError(e.t, err)
+	e.t.Cleanup(func() { nc.Close() })
+	return nc
 }
 
 func ctxFor(t *testing.T, d time.Duration) context.Context {
@@ -136,32 +192,35 @@ func TestPipelining(t *testing.T) {
 }
 
 func TestBlockingRequestsUseExclusiveConnections(t *testing.T) {
-	srv := startServer(t, fakeserver.Config{})
-	p := newPool(t, srv.Addr(), pool.Config{})
-	holder := grant(t, p, "k")
+	inBubble(t, func(t *testing.T, e *env) {
+		srv := e.server(fakeserver.Config{})
+		p := e.pool(srv.Addr(), pool.Config{})
+		holder := grant(t, p, "k")
 
-	got := make(chan pool.Result, 1)
-	go func() {
-		res, err := p.Do(ctxFor(t, wait), &wire.Request{Cmd: wire.CmdLock, Key: "k", Timeout: 5})
-		assert.NoError(t, err)
-		got <- res
-	}()
-	require.Eventually(t, func() bool { return srv.Stats().Locks[0].Waiters == 1 }, wait, time.Millisecond)
-	// The shared connections stay free while the blocking request waits.
-	other := grant(t, p, "other")
-	require.NoError(t, holder.Release(ctxFor(t, wait)))
-	res := <-got
-	require.NoError(t, res.Resp.Err())
-	require.NotNil(t, res.Grant)
-	assert.NotSame(t, other.Conn(), res.Grant.Conn())
-	assert.NotSame(t, holder.Conn(), res.Grant.Conn())
-	st := p.Stats()
-	assert.Equal(t, 1, st.ParkedConns, "kept out of the pool by its lock")
-	assert.Zero(t, st.PinnedConns+st.IdleConns)
-	require.NoError(t, res.Grant.Release(ctxFor(t, wait)))
-	st = p.Stats()
-	assert.Equal(t, 1, st.IdleConns, "clean again, back in the pool")
-	assert.Zero(t, st.ParkedConns)
+		got := make(chan pool.Result, 1)
+		go func() {
+			res, err := p.Do(ctxFor(t, wait), &wire.Request{Cmd: wire.CmdLock, Key: "k", Timeout: 5})
+			assert.NoError(t, err)
+			got <- res
+		}()
+		synctest.Wait()
+		require.Equal(t, 1, waiters(srv, "k"))
+		// The shared connections stay free while the blocking request waits.
+		other := grant(t, p, "other")
+		require.NoError(t, holder.Release(ctxFor(t, wait)))
+		res := <-got
+		require.NoError(t, res.Resp.Err())
+		require.NotNil(t, res.Grant)
+		assert.NotSame(t, other.Conn(), res.Grant.Conn())
+		assert.NotSame(t, holder.Conn(), res.Grant.Conn())
+		st := p.Stats()
+		assert.Equal(t, 1, st.ParkedConns, "kept out of the pool by its lock")
+		assert.Zero(t, st.PinnedConns+st.IdleConns)
+		require.NoError(t, res.Grant.Release(ctxFor(t, wait)))
+		st = p.Stats()
+		assert.Equal(t, 1, st.IdleConns, "clean again, back in the pool")
+		assert.Zero(t, st.ParkedConns)
+	})
 }
 
 func TestAuth(t *testing.T) {
@@ -194,28 +253,31 @@ func TestConfig(t *testing.T) {
 }
 
 func TestCloseReleasesEverything(t *testing.T) {
-	srv := startServer(t, fakeserver.Config{})
-	p, err := pool.New(srv.Addr(), pool.Config{})
-	require.NoError(t, err)
-	g := grant(t, p, "k")
-	lost := make(chan error, 1)
-	g.OnLost(func(err error) { lost <- err })
-	p.Close()
-	p.Close()
-	require.Eventually(t, func() bool { return srv.Stats().Connections == 0 }, wait, time.Millisecond)
-	assert.Empty(t, srv.Stats().Locks)
-	select {
-	case err := <-lost:
-		assert.ErrorIs(t, err, pool.ErrBroken)
-		assert.ErrorIs(t, err, pool.ErrGrantLost)
-	case <-time.After(wait):
-		t.Fatal("holder not told")
-	}
-	_, err = p.Do(ctxFor(t, wait), tryLock("k"))
-	assert.ErrorIs(t, err, pool.ErrClosed)
-	_, err = p.Pin(ctxFor(t, wait))
-	assert.ErrorIs(t, err, pool.ErrClosed)
-	assert.True(t, strings.Contains(err.Error(), "closed"))
+	inBubble(t, func(t *testing.T, e *env) {
+		srv := e.server(fakeserver.Config{})
+		p, err := pool.New(srv.Addr(), pool.Config{Dial: e.nw.Dial})
+		require.NoError(t, err)
+		g := grant(t, p, "k")
+		lost := make(chan error, 1)
+		g.OnLost(func(err error) { lost <- err })
+		p.Close()
+		p.Close()
+		select {
+		case err := <-lost:
+			assert.ErrorIs(t, err, pool.ErrBroken)
+			assert.ErrorIs(t, err, pool.ErrGrantLost)
+		default:
+			t.Fatal("holder not told before Close returned")
+		}
+		synctest.Wait()
+		assert.Zero(t, srv.Stats().Connections)
+		assert.Empty(t, srv.Stats().Locks)
+		_, err = p.Do(ctxFor(t, wait), tryLock("k"))
+		assert.ErrorIs(t, err, pool.ErrClosed)
+		_, err = p.Pin(ctxFor(t, wait))
+		assert.ErrorIs(t, err, pool.ErrClosed)
+		assert.True(t, strings.Contains(err.Error(), "closed"))
+	})
 }
 
 func TestDoAll(t *testing.T) {
@@ -275,46 +337,52 @@ func TestRenew(t *testing.T) {
 	assert.Equal(t, 2, p.Stats().Grants)
 }
 
-// DoBy gives up on a stalled server at its deadline; the lock the
-// request is granted once the server wakes is released at once.
+// DoBy gives up on a stalled server at its deadline, to the nanosecond;
+// the lock the request is granted once the server wakes is released at
+// once.
 func TestDoByGivesUpAtItsDeadline(t *testing.T) {
-	srv := startServer(t, fakeserver.Config{})
-	p := newPool(t, srv.Addr(), pool.Config{})
-	grant(t, p, "warm") // connected
-	srv.Stall(time.Minute)
-	start := time.Now()
-	_, err := p.DoBy(ctxFor(t, wait), tryLock("k"), time.Now().Add(100*time.Millisecond))
-	assert.ErrorIs(t, err, pool.ErrNoReply)
-	assert.Contains(t, err.Error(), srv.Addr())
-	assert.Less(t, time.Since(start), 2*time.Second)
-	srv.Unstall()
-	// Answered after the try-lock on the same pipelined connection: the
-	// server has granted it by then.
-	require.NoError(t, p.Ping(ctxFor(t, wait)))
-	require.Eventually(t, func() bool { return heldBy(srv, "k") == 0 }, wait, time.Millisecond, "the late grant went back")
-	// A zero deadline waits as Do does.
-	res, err := p.DoBy(ctxFor(t, wait), tryLock("k2"), time.Time{})
-	require.NoError(t, err)
-	require.NotNil(t, res.Grant)
+	inBubble(t, func(t *testing.T, e *env) {
+		srv := e.server(fakeserver.Config{})
+		p := e.pool(srv.Addr(), pool.Config{})
+		grant(t, p, "warm") // connected
+		srv.Stall(time.Minute)
+		start := time.Now()
+		_, err := p.DoBy(ctxFor(t, wait), tryLock("k"), start.Add(100*time.Millisecond))
+		assert.ErrorIs(t, err, pool.ErrNoReply)
+		assert.Contains(t, err.Error(), srv.Addr())
+		assert.Equal(t, 100*time.Millisecond, time.Since(start))
+		srv.Unstall()
+		synctest.Wait()
+		assert.Zero(t, heldBy(srv, "k"), "the late grant went back")
+		assert.Zero(t, p.Stats().InFlight)
+		// A zero deadline waits as Do does.
+		res, err := p.DoBy(ctxFor(t, wait), tryLock("k2"), time.Time{})
+		require.NoError(t, err)
+		require.NotNil(t, res.Grant)
+	})
 }
 
 // DoAllBy gives up on every reply at its deadline; the locks granted
 // later go back at once. An invalid request is refused alone.
 func TestDoAllByGivesUpAtItsDeadline(t *testing.T) {
-	srv := startServer(t, fakeserver.Config{})
-	p := newPool(t, srv.Addr(), pool.Config{})
-	grant(t, p, "warm")
-	srv.Stall(time.Minute)
-	reqs := []wire.Request{*tryLock("a"), *tryLock("b"), {Cmd: wire.CmdLock, Key: "bad key"}}
-	_, errs := p.DoAllBy(ctxFor(t, wait), reqs, time.Now().Add(100*time.Millisecond))
-	assert.ErrorIs(t, errs[0], pool.ErrNoReply)
-	assert.ErrorIs(t, errs[1], pool.ErrNoReply)
-	assert.ErrorIs(t, errs[2], wire.ErrInvalidRequest)
-	srv.Unstall()
-	require.NoError(t, p.Ping(ctxFor(t, wait)))
-	for _, k := range []string{"a", "b"} {
-		require.Eventually(t, func() bool { return heldBy(srv, k) == 0 }, wait, time.Millisecond, "the late grant of %s went back", k)
-	}
+	inBubble(t, func(t *testing.T, e *env) {
+		srv := e.server(fakeserver.Config{})
+		p := e.pool(srv.Addr(), pool.Config{})
+		grant(t, p, "warm")
+		srv.Stall(time.Minute)
+		reqs := []wire.Request{*tryLock("a"), *tryLock("b"), {Cmd: wire.CmdLock, Key: "bad key"}}
+		start := time.Now()
+		_, errs := p.DoAllBy(ctxFor(t, wait), reqs, start.Add(100*time.Millisecond))
+		assert.Equal(t, 100*time.Millisecond, time.Since(start))
+		assert.ErrorIs(t, errs[0], pool.ErrNoReply)
+		assert.ErrorIs(t, errs[1], pool.ErrNoReply)
+		assert.ErrorIs(t, errs[2], wire.ErrInvalidRequest)
+		srv.Unstall()
+		synctest.Wait()
+		for _, k := range []string{"a", "b"} {
+			assert.Zero(t, heldBy(srv, k), "the late grant of %s went back", k)
+		}
+	})
 }
 
 // ReleaseEach releases grants of several connections, one write each,
