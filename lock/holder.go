@@ -39,7 +39,7 @@ type holder struct {
 	// takes them in place of its own. Only the taker uses it.
 	prefetched []tryOutcome
 
-	// mu guards the fields below; see lockOrder.
+	// mu guards the fields below; see the lock order in lock.go.
 	mu      sync.Mutex
 	slots   []slot
 	groups  []replicaGroup
@@ -139,29 +139,46 @@ func (l *Lock) newHolder(rt *routing, routes [][]string) (*holder, error) {
 	if len(routes) == 1 && len(routes[0]) == 1 {
 		return l.holderOn(rt, routes[0][0])
 	}
-	h := &holder{l: l, rt: rt, groups: make([]replicaGroup, len(routes)), single: l.c.replicas == 1, yieldTo: -1, backoffCap: retakeMaxBusy}
-	var addrs []string
+	h := &holder{l: l, rt: rt, single: l.c.replicas == 1, yieldTo: -1, backoffCap: retakeMaxBusy}
+	n, total := 0, 0
+	for _, r := range routes {
+		total += len(r)
+	}
+	var idx []int
+	if len(routes) <= len(space{}.groups) && total <= len(space{}.idx) {
+		// The slots, groups and indexes of a small holder (a moving key,
+		// a few replicas) in one allocation.
+		sp := &space{}
+		h.slots, h.groups, idx = sp.slots[:0], sp.groups[:len(routes)], sp.idx[:total]
+	} else {
+		h.groups, idx = make([]replicaGroup, len(routes)), make([]int, total)
+	}
 	for k, r := range routes {
-		g := replicaGroup{idx: make([]int, len(r)), quorum: Quorum(len(r), max(l.limit, 1))}
+		g := replicaGroup{idx: idx[:len(r):len(r)], quorum: Quorum(len(r), max(l.limit, 1))}
+		idx = idx[len(r):]
 		for j, a := range r {
-			i := slices.Index(addrs, a)
+			i := slices.IndexFunc(h.slots, func(s slot) bool { return s.addr == a })
 			if i < 0 {
-				i = len(addrs)
-				addrs = append(addrs, a)
+				p, err := l.c.poolAt(a)
+				if err != nil {
+					return nil, err
+				}
+				i, n = n, n+1
+				h.slots = append(h.slots, slot{addr: a, pool: p})
 			}
 			g.idx[j] = i
 		}
 		h.groups[k] = g
 	}
-	h.slots = make([]slot, len(addrs))
-	for i, a := range addrs {
-		p, err := l.c.poolAt(a)
-		if err != nil {
-			return nil, err
-		}
-		h.slots[i] = slot{addr: a, pool: p}
-	}
 	return h, nil
+}
+
+// space holds the slots, groups and indexes of a holder of a few
+// servers.
+type space struct {
+	slots  [6]slot
+	groups [2]replicaGroup
+	idx    [10]int
 }
 
 // holder (the holding of a Lock) is placed under rt by holderFor.
@@ -182,8 +199,20 @@ func (l *Lock) holderFor(rt *routing) (*holder, error) {
 	return l.newHolder(rt, routes)
 }
 
-// addr is the address of server i.
+// addr is the address of server i. A slot's address never changes: it
+// is read without h.mu.
 func (h *holder) addr(i int) string { return h.slots[i].addr }
+
+// index is the index of the server at addr, or -1; read without h.mu,
+// as addr.
+func (h *holder) index(addr string) int {
+	for i := range h.slots {
+		if h.slots[i].addr == addr {
+			return i
+		}
+	}
+	return -1
+}
 
 // heldLocked reports, by server, whether a grant is held; buf is reused
 // when it is long enough. h.mu is held.
@@ -464,6 +493,8 @@ func (h *holder) takeOutLocked(out func(i int) bool) ([]*pool.Grant, []*renewal)
 	var es []*renewal
 	if len(h.slots) == 1 {
 		gs, es = h.outBufs.grants[:0], h.outBufs.entries[:0]
+	} else if n := h.countLocked(out); n > 0 {
+		gs, es = make([]*pool.Grant, 0, n), make([]*renewal, 0, n)
 	}
 	for i := range h.slots {
 		s := &h.slots[i]
@@ -473,6 +504,18 @@ func (h *holder) takeOutLocked(out func(i int) bool) ([]*pool.Grant, []*renewal)
 		}
 	}
 	return gs, es
+}
+
+// countLocked is how many grants the replicas out says hold; h.mu is
+// held.
+func (h *holder) countLocked(out func(i int) bool) int {
+	n := 0
+	for i, s := range h.slots {
+		if s.grant != nil && out(i) {
+			n++
+		}
+	}
+	return n
 }
 
 // drop stops renewing grants taken out of the holder and gives them

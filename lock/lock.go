@@ -43,7 +43,7 @@ type Lock struct {
 	// (conform), which a fleet change does while Wait may hold op.
 	moving sync.Mutex
 
-	// mu guards the fields below (see lockOrder). They change together,
+	// mu guards the fields below (see the lock order below). They change together,
 	// through moveLocked.
 	mu      sync.Mutex
 	state   state
@@ -70,8 +70,9 @@ type Lock struct {
 	firstTaken bool
 }
 
-// lockOrder is the order in which the client's mutexes are taken, the
-// only one: a goroutine holding one of them takes only those after it.
+// The lock order: the order in which the client's mutexes are taken,
+// the only one: a goroutine holding one of them takes only those after
+// it.
 //
 //	Client.moveMu       a fleet change
 //	Lock.op             a call on the handle (Acquire, Release, ...)
@@ -85,7 +86,6 @@ type Lock struct {
 //
 // A pool Grant's calls that may report a loss (Drop, Release, OnLost)
 // run with no Lock.mu or holder.mu held: the loss callback takes both.
-const lockOrder = "Client.moveMu, Lock.op, Lock.moving, Set.mu, Client.mu, Lock.mu, holder.mu, renewer.mu"
 
 type state int
 

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"sync/atomic"
 	"time"
 
@@ -85,7 +84,7 @@ func (r letGone) judge(ctx context.Context, answers <-chan releaseAnswer) error 
 	held, released, gone := make([]bool, n), make([]bool, n), make([]bool, n)
 	at := make([]int, len(r.grants))
 	for j, g := range r.grants {
-		at[j] = slices.IndexFunc(h.slots, func(s slot) bool { return s.addr == g.Addr() })
+		at[j] = h.index(g.Addr())
 		held[at[j]] = true
 	}
 	isReleased := func(i int) bool { return released[i] }

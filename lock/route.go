@@ -379,7 +379,7 @@ func (l *Lock) moveTo(h0, h *holder, endTake func()) bool {
 		if s0.grant == nil {
 			continue
 		}
-		i := slices.IndexFunc(h.slots, func(s slot) bool { return s.addr == s0.addr })
+		i := h.index(s0.addr)
 		s := &h.slots[i]
 		s.grant, s.entry, s.last = s0.grant, s0.entry, s0.grant
 		ms = append(ms, moved{i, s0.grant})

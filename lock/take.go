@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"sync/atomic"
 	"time"
 
 	"github.com/dflock-go/dflock/pool"
@@ -387,9 +386,7 @@ func (h *holder) tryAll(ctx context.Context, idx []int, wait time.Duration, earl
 		return outs
 	case 1:
 		p := send[0]
-		req := h.l.request(h.l.cmds.Acquire)
-		res, err := h.slots[p.i].pool.DoBy(ctx, &req, time.Now().Add(wait))
-		o := h.tried(ctx, p.i, res, err)
+		o := h.tryOne(ctx, p.i, time.Now().Add(wait))
 		h.noteAnswer(ctx, p, o)
 		outs[p.i] = o
 		return outs
@@ -399,18 +396,13 @@ func (h *holder) tryAll(ctx context.Context, idx []int, wait time.Duration, earl
 		o tryOutcome
 	}
 	ch := make(chan answer, len(send))
-	// One deadline for the round, ended by the last answer, which may
-	// come after an early return.
-	rctx, cancel := context.WithTimeout(ctx, wait)
-	var left atomic.Int32
-	left.Store(int32(len(send)))
+	// One deadline for the round; the answers that come after an early
+	// return are still taken in.
+	deadline := time.Now().Add(wait)
 	try := func(p probe) {
-		o := h.tryOne(rctx, p.i)
+		o := h.tryOne(ctx, p.i, deadline)
 		h.noteAnswer(ctx, p, o)
 		ch <- answer{p.i, o}
-		if left.Add(-1) == 0 {
-			cancel()
-		}
 	}
 	// Each in its own goroutine, owned by the client: a stalled server
 	// must not hold up the reading of the others' answers.
@@ -419,9 +411,6 @@ func (h *holder) tryAll(ctx context.Context, idx []int, wait time.Duration, earl
 			h.tried(ctx, p.i, pool.Result{}, ErrClosed)
 			p.done()
 			ch <- answer{p.i, tryOutcome{done: true, err: ErrClosed}}
-			if left.Add(-1) == 0 {
-				cancel()
-			}
 		}
 	}
 	for range send {
@@ -492,10 +481,11 @@ func (h *holder) noteAnswer(ctx context.Context, p probe, o tryOutcome) {
 	}
 }
 
-// tryOne sends one try-lock to replica i, bounded by ctx.
-func (h *holder) tryOne(ctx context.Context, i int) tryOutcome {
+// tryOne sends one try-lock to replica i, awaiting its answer until
+// deadline (a grant that comes later is released).
+func (h *holder) tryOne(ctx context.Context, i int, deadline time.Time) tryOutcome {
 	req := h.l.request(h.l.cmds.Acquire)
-	res, err := h.slots[i].pool.Do(ctx, &req)
+	res, err := h.slots[i].pool.DoBy(ctx, &req, deadline)
 	return h.tried(ctx, i, res, err)
 }
 
