@@ -82,6 +82,8 @@ type Lock struct {
 //	Client.mu           pools, tracked handles
 //	Lock.mu             the handle's state
 //	holder.mu           the holder's slots
+//	tasks.mu            the client's goroutines (a re-take is planned
+//	                    under holder.mu)
 //	renewer.mu          the renewal heap
 //
 // A pool Grant's calls that may report a loss (Drop, Release, OnLost)
