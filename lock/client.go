@@ -22,13 +22,22 @@ import (
 	"github.com/dflock-go/dflock/wire"
 )
 
+// The defaults of Config's fields, used where a field is zero.
+const (
+	// DefaultServer is the server of a Config that names none: a dflockd
+	// on this machine, on its default port.
+	DefaultServer             = "127.0.0.1:6388"
+	DefaultReplicaTimeout     = 500 * time.Millisecond
+	DefaultFleetWatchInterval = time.Second
+)
+
 // Config configures a Client. The zero value of each field is its
 // documented default.
 type Config struct {
-	// Servers lists the fleet, host:port each. Default ["127.0.0.1:6388"].
-	// With the default strategy the order is part of where keys live:
-	// list the servers in the same order in every client (Python,
-	// TypeScript and Go alike).
+	// Servers lists the fleet, host:port each. Default: DefaultServer
+	// (127.0.0.1:6388) alone. With the default strategy the order is part
+	// of where keys live: list the servers in the same order in every
+	// client (Python, TypeScript and Go alike).
 	Servers []string
 	// Strategy maps keys to servers. Default shard.StableHash over
 	// Servers, which agrees with the other dflockd clients. When set,
@@ -59,14 +68,15 @@ type Config struct {
 	Replicas int
 	// ReplicaTimeout bounds the wait for one replica's answer to a
 	// try-lock, after which the acquire goes on without that replica (a
-	// stalled server). Default 500 ms. Only used with Replicas above 1.
+	// stalled server). Default DefaultReplicaTimeout (500 ms). Only used
+	// with Replicas above 1.
 	ReplicaTimeout time.Duration
 	// FleetFile, when set, names a fleet file (see Fleet) that gives the
 	// servers in place of Servers and Strategy, which must then be
-	// empty. The client reads it every FleetWatchInterval (default 1 s)
-	// until Close, and follows each change (see Client.Follow): this is
-	// how a fleet of clients goes through a change (Client.Reconfigure)
-	// without a restart.
+	// empty. The client reads it every FleetWatchInterval (default
+	// DefaultFleetWatchInterval, 1 s) until Close, and follows each
+	// change (see Client.Follow): this is how a fleet of clients goes
+	// through a change (Client.Reconfigure) without a restart.
 	FleetFile          string
 	FleetWatchInterval time.Duration
 	// MeterProvider receives the client's metrics (see "Metrics" in the
@@ -145,7 +155,7 @@ func New(cfg Config) (*Client, error) {
 	if strategy == nil {
 		servers := cfg.Servers
 		if len(servers) == 0 {
-			servers = []string{"127.0.0.1:6388"}
+			servers = []string{DefaultServer}
 		}
 		if strategy, err = shard.NewStableHash(servers); err != nil {
 			return nil, err
@@ -180,7 +190,7 @@ func New(cfg Config) (*Client, error) {
 		return nil, err
 	}
 	c.route.Store(newRouting(strategy))
-	c.replicaTimeout = cmp.Or(cfg.ReplicaTimeout, replicaTimeoutDefault)
+	c.replicaTimeout = cmp.Or(cfg.ReplicaTimeout, DefaultReplicaTimeout)
 	// Also without replicas: a key that moves in a transition is taken
 	// as a replicaSet.
 	c.contention, c.slow = newRecentSet(), &slowServers{}
@@ -206,7 +216,7 @@ func New(cfg Config) (*Client, error) {
 		var ctx context.Context
 		ctx, c.stopWatch = context.WithCancel(context.Background())
 		c.watchDone = make(chan struct{})
-		go c.watchFleet(ctx, cfg.FleetFile, cmp.Or(cfg.FleetWatchInterval, fleetWatchDefault), fleetFile)
+		go c.watchFleet(ctx, cfg.FleetFile, cmp.Or(cfg.FleetWatchInterval, DefaultFleetWatchInterval), fleetFile)
 	}
 	return c, nil
 }
@@ -393,17 +403,19 @@ type ServerStats struct {
 	Err   error
 }
 
-// statsTimeout bounds Stats when ctx has no deadline.
-const statsTimeout = 10 * time.Second
+// DefaultStatsTimeout bounds Client.Stats when its context has no
+// deadline.
+const DefaultStatsTimeout = 10 * time.Second
 
 // Stats asks every server of the fleet for its state. Each request runs on
 // an exclusive connection that holds no lock (a reply lists everything the
 // server tracks, megabytes on a busy server), so it waits for one when all
-// are taken; with no deadline in ctx it gives up after 10 s.
+// are taken; with no deadline in ctx it gives up after
+// DefaultStatsTimeout (10 s).
 func (c *Client) Stats(ctx context.Context) []ServerStats {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, statsTimeout)
+		ctx, cancel = context.WithTimeout(ctx, DefaultStatsTimeout)
 		defer cancel()
 	}
 	addrs := c.route.Load().strategy.Servers()

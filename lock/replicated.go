@@ -83,10 +83,6 @@ type replicaGroup struct {
 	taken bool
 }
 
-// replicaTimeoutDefault bounds the wait for one replica's answer to a
-// try-lock when Config.ReplicaTimeout is zero.
-const replicaTimeoutDefault = 500 * time.Millisecond
-
 // Bounds of the pause between background attempts at a missing replica.
 // A replica that answered busy is held by a contender that lacks the
 // arbiter and lets go within a round trip: it is asked again soon. One
