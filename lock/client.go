@@ -29,6 +29,7 @@ const (
 	DefaultServer             = "127.0.0.1:6388"
 	DefaultReplicaTimeout     = 500 * time.Millisecond
 	DefaultFleetWatchInterval = time.Second
+	DefaultCloseTimeout       = 5 * time.Second
 )
 
 // Config configures a Client. The zero value of each field is its
@@ -79,6 +80,16 @@ type Config struct {
 	// through a change (Client.Reconfigure) without a restart.
 	FleetFile          string
 	FleetWatchInterval time.Duration
+	// CloseTimeout bounds the releases and withdrawals the client sends
+	// with no caller's context to end them: those of Client.Close,
+	// Lock.Close and the end of WithLock and WithLockAll, and those it
+	// finishes in the background (a stalled replica's release, the old
+	// servers given back in a fleet change). A server that has not
+	// answered by then lets go of the lock when the connection closes or
+	// the lease runs out. Default DefaultCloseTimeout (5 s). A program
+	// that must exit within a deadline keeps Client.Close within it with
+	// this.
+	CloseTimeout time.Duration
 	// MeterProvider receives the client's metrics (see "Metrics" in the
 	// package documentation). Nil means OpenTelemetry's global provider,
 	// which discards them unless the program installed one. The no-op
@@ -181,7 +192,7 @@ func New(cfg Config) (*Client, error) {
 	c := &Client{
 		poolCfg:      pc,
 		log:          log,
-		closeTimeout: 5 * time.Second,
+		closeTimeout: cmp.Or(cfg.CloseTimeout, DefaultCloseTimeout),
 		pools:        map[string]*pool.Pool{},
 		active:       map[*Lock]struct{}{},
 		lossHook:     func(lossReport, error) {},
@@ -196,6 +207,9 @@ func New(cfg Config) (*Client, error) {
 	c.contention, c.slow = newRecentSet(), &slowServers{}
 	if c.replicaTimeout < 0 {
 		return nil, invalid("ReplicaTimeout %v must not be negative", cfg.ReplicaTimeout)
+	}
+	if c.closeTimeout < 0 {
+		return nil, invalid("CloseTimeout %v must not be negative", cfg.CloseTimeout)
 	}
 	for _, addr := range strategy.Servers() {
 		if _, err := c.addPool(addr); err != nil {
@@ -468,7 +482,8 @@ func (c *Client) isClosed() bool {
 
 // Close releases every lock the client holds, withdraws pending
 // enqueues, stops renewing and closes its connections (which releases, on
-// the server, anything a release could not reach). An Acquire still in
+// the server, anything a release could not reach). It waits for the
+// releases' answers up to Config.CloseTimeout. An Acquire still in
 // flight returns an error matching ErrClosed. Safe to call twice.
 //
 // The protocol cannot cancel a wait, and dflockd does not notice that a
