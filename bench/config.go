@@ -71,7 +71,7 @@ type Config struct {
 	// OpenTelemetry SDK aggregating every instrument, as an exporter
 	// would read it). Default: MeterProvider alone, rows named plainly.
 	Meters []string
-	// AuthToken and TLS reach servers that need them; see lock.Config.
+	// AuthToken and TLS reach servers that need them; see pool.Config.
 	// The raw baseline runs only without them.
 	AuthToken string
 	TLS       *tls.Config

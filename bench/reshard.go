@@ -282,6 +282,6 @@ func movedKeys(locks []*lock.Lock, from, to shard.Strategy) (int, error) {
 // reshardClient makes a client for the reshard run.
 func reshardClient(cfg Config) func(shard.Strategy) (*lock.Client, error) {
 	return func(s shard.Strategy) (*lock.Client, error) {
-		return lock.New(lock.Config{Strategy: s, AuthToken: cfg.AuthToken, TLS: cfg.TLS, Pool: pool.Config{MaxConns: cfg.Conns}, MeterProvider: cfg.MeterProvider})
+		return lock.New(lock.Config{Strategy: s, Pool: pool.Config{MaxConns: cfg.Conns, AuthToken: cfg.AuthToken, TLS: cfg.TLS}, MeterProvider: cfg.MeterProvider})
 	}
 }

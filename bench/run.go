@@ -72,7 +72,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		return nil, err
 	}
 	newClient := func(replicas int, mp metric.MeterProvider) (*lock.Client, error) {
-		return lock.New(lock.Config{Strategy: strategy, Replicas: replicas, AuthToken: cfg.AuthToken, TLS: cfg.TLS, Pool: pool.Config{MaxConns: cfg.Conns}, MeterProvider: mp})
+		return lock.New(lock.Config{Strategy: strategy, Replicas: replicas, Pool: pool.Config{MaxConns: cfg.Conns, AuthToken: cfg.AuthToken, TLS: cfg.TLS}, MeterProvider: mp})
 	}
 	type run struct {
 		workload, name string

@@ -3,7 +3,6 @@ package lock
 import (
 	"cmp"
 	"context"
-	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"os"
@@ -46,15 +45,11 @@ type Config struct {
 	// *shard.Transition starts the client in the middle of a fleet change
 	// (see Client.Reconfigure).
 	Strategy shard.Strategy
-	// Pool tunes the connections to each server (see pool.Config): most
-	// connections per server, timeouts, keep-alive, and ServerReadTimeout,
-	// which must match a server started with a non-default -read-timeout.
+	// Pool configures the connections to each server (see pool.Config):
+	// TLS and AuthToken for servers that need them, the most connections
+	// per server, timeouts, keep-alive, and ServerReadTimeout, which must
+	// match a server started with a non-default -read-timeout.
 	Pool pool.Config
-	// TLS, when set, connects with TLS (it overrides Pool.TLS).
-	TLS *tls.Config
-	// AuthToken, when set, authenticates every connection (it overrides
-	// Pool.AuthToken).
-	AuthToken string
 	// Logger receives lost locks and connection events, with keys and
 	// servers but never tokens or the auth token. Nil discards them.
 	Logger *slog.Logger
@@ -173,12 +168,6 @@ func New(cfg Config) (*Client, error) {
 		}
 	}
 	pc := cfg.Pool
-	if cfg.TLS != nil {
-		pc.TLS = cfg.TLS
-	}
-	if cfg.AuthToken != "" {
-		pc.AuthToken = cfg.AuthToken
-	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)

@@ -101,7 +101,7 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 		if err != nil {
 			return err
 		}
-		cfg.Servers, cfg.AuthToken, cfg.TLS = lc.Servers, lc.AuthToken, lc.TLS
+		cfg.Servers, cfg.AuthToken, cfg.TLS = lc.Servers, lc.Pool.AuthToken, lc.Pool.TLS
 	} else if exe, err := os.Executable(); err == nil && !testing.Testing() {
 		// The embedded fleet runs in a second dflock so that getrusage,
 		// and so cpu/op, sees the client alone. A test binary is no

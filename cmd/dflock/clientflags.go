@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/dflock-go/dflock/lock"
+	"github.com/dflock-go/dflock/pool"
 )
 
 // clientFlags are the connection flags shared by the commands that talk
@@ -145,7 +146,7 @@ func (f *clientFlags) config() (lock.Config, error) {
 	if f.envErr != nil {
 		return lock.Config{}, f.envErr
 	}
-	cfg := lock.Config{FleetFile: f.fleet, AuthToken: token, TLS: tc}
+	cfg := lock.Config{FleetFile: f.fleet, Pool: pool.Config{AuthToken: token, TLS: tc}}
 	if f.fleet == "" {
 		if cfg.Servers, err = parseServers(f.servers); err != nil {
 			return lock.Config{}, err
