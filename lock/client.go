@@ -48,7 +48,9 @@ type Config struct {
 	// Pool configures the connections to each server (see pool.Config):
 	// TLS and AuthToken for servers that need them, the most connections
 	// per server, timeouts, keep-alive, and ServerReadTimeout, which must
-	// match a server started with a non-default -read-timeout.
+	// match a server started with a non-default -read-timeout. Leave its
+	// Logger and MeterProvider unset: the connections report to the
+	// client's (Logger and MeterProvider below).
 	Pool pool.Config
 	// Logger receives lost locks and connection events, with keys and
 	// servers but never tokens or the auth token. Nil discards them.
@@ -168,6 +170,12 @@ func New(cfg Config) (*Client, error) {
 		}
 	}
 	pc := cfg.Pool
+	switch {
+	case pc.Logger != nil:
+		return nil, invalid("Pool.Logger is set: set Config.Logger, which the client gives its connections")
+	case pc.MeterProvider != nil:
+		return nil, invalid("Pool.MeterProvider is set: set Config.MeterProvider, which the client gives its connections")
+	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)

@@ -1,14 +1,17 @@
 package lock_test
 
 import (
+	"log/slog"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/otel/metric/noop"
 
 	"github.com/dflock-go/dflock/fakeserver"
 	"github.com/dflock-go/dflock/lock"
+	"github.com/dflock-go/dflock/pool"
 )
 
 // TestConfigChecked: a Config that New cannot honour is an error matching
@@ -18,6 +21,9 @@ func TestConfigChecked(t *testing.T) {
 	for name, cfg := range map[string]lock.Config{
 		"negative ReplicaTimeout": {ReplicaTimeout: -time.Second},
 		"negative CloseTimeout":   {CloseTimeout: -time.Second},
+		// One place for each: the client gives its connections its own.
+		"Pool.Logger":        {Pool: pool.Config{Logger: slog.Default()}},
+		"Pool.MeterProvider": {Pool: pool.Config{MeterProvider: noop.NewMeterProvider()}},
 	} {
 		t.Run(name, func(t *testing.T) {
 			cfg.Servers = f.addrs
