@@ -1,7 +1,6 @@
 package bench
 
 import (
-	"crypto/tls"
 	"fmt"
 	"io"
 	"os/exec"
@@ -10,6 +9,7 @@ import (
 
 	"go.opentelemetry.io/otel/metric"
 
+	"github.com/dflock-go/dflock/pool"
 	"github.com/dflock-go/dflock/shard"
 )
 
@@ -26,8 +26,12 @@ type Config struct {
 	FleetCommand func() *exec.Cmd
 	// Strategy is stable, consistent or rendezvous. Default stable.
 	Strategy string
-	// Conns is the most connections per server. Default 16.
-	Conns int
+	// Pool configures the connections of every client to each server, as
+	// lock.Config.Pool does: MaxConns the most per server (default
+	// pool.DefaultMaxConns, 16), and TLS, AuthToken and ServerReadTimeout
+	// for servers that need them. The raw baseline runs only without TLS
+	// and a token.
+	Pool pool.Config
 	// Workers is the number of closed-loop workers. Default 64.
 	Workers int
 	// Duration of each workload's measured run. Default 2 s.
@@ -71,10 +75,6 @@ type Config struct {
 	// OpenTelemetry SDK aggregating every instrument, as an exporter
 	// would read it). Default: MeterProvider alone, rows named plainly.
 	Meters []string
-	// AuthToken and TLS reach servers that need them; see lock.Config.
-	// The raw baseline runs only without them.
-	AuthToken string
-	TLS       *tls.Config
 	// Progress, when set, receives a progress bar.
 	Progress io.Writer
 
@@ -96,7 +96,7 @@ func (c *Config) setDefaults() error {
 			*v = d
 		}
 	}
-	def(&c.Conns, 16)
+	def(&c.Pool.MaxConns, pool.DefaultMaxConns)
 	def(&c.Workers, 64)
 	def(&c.Keys, 10_000)
 	def(&c.HoldMany, 20_000)
@@ -140,7 +140,7 @@ func (c *Config) setDefaults() error {
 			return fmt.Errorf("bench: replicas %d: each must be odd (1, 3, 5...)", r)
 		}
 	}
-	if c.Conns < 2 || c.Workers < 1 || c.Keys < 1 || c.HoldMany < 1 || c.Duration < 0 || c.Warmup < 0 || c.Lease < 0 {
+	if c.Pool.MaxConns < 2 || c.Workers < 1 || c.Keys < 1 || c.HoldMany < 1 || c.Duration < 0 || c.Warmup < 0 || c.Lease < 0 {
 		return fmt.Errorf("bench: conns must be at least 2, workers, keys and hold-many at least 1, and duration, warm-up and lease not negative")
 	}
 	return nil

@@ -17,6 +17,7 @@ import (
 	"github.com/dflock-go/dflock/fakeserver"
 	"github.com/dflock-go/dflock/internal/testproxy"
 	"github.com/dflock-go/dflock/lock"
+	"github.com/dflock-go/dflock/pool"
 )
 
 func startFake(t *testing.T, cfg fakeserver.Config) *fakeserver.Server {
@@ -29,7 +30,7 @@ func startFake(t *testing.T, cfg fakeserver.Config) *fakeserver.Server {
 
 // quick is a run short enough for a test; the tests below set Servers
 // and Workloads.
-var quick = bench.Config{Duration: 100 * time.Millisecond, Warmup: time.Millisecond, Workers: 4, Conns: 2, HoldMany: 100}
+var quick = bench.Config{Duration: 100 * time.Millisecond, Warmup: time.Millisecond, Workers: 4, Pool: pool.Config{MaxConns: 2}, HoldMany: 100}
 
 func TestMaxLocksStopsTheRun(t *testing.T) {
 	t.Parallel()
@@ -137,7 +138,7 @@ func TestAuthRefusalStopsAtOnce(t *testing.T) {
 			}
 			// At most one connection a worker and a pool's shared ones
 			// were opened before the first refusal stopped them.
-			assert.LessOrEqual(t, p.Accepts(), int64(cfg.Workers+cfg.Conns))
+			assert.LessOrEqual(t, p.Accepts(), int64(cfg.Workers+cfg.Pool.MaxConns))
 
 			var table bytes.Buffer
 			require.NoError(t, rep.WriteTable(&table))

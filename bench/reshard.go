@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/dflock-go/dflock/lock"
-	"github.com/dflock-go/dflock/pool"
 	"github.com/dflock-go/dflock/shard"
 )
 
@@ -282,6 +281,6 @@ func movedKeys(locks []*lock.Lock, from, to shard.Strategy) (int, error) {
 // reshardClient makes a client for the reshard run.
 func reshardClient(cfg Config) func(shard.Strategy) (*lock.Client, error) {
 	return func(s shard.Strategy) (*lock.Client, error) {
-		return lock.New(lock.Config{Strategy: s, AuthToken: cfg.AuthToken, TLS: cfg.TLS, Pool: pool.Config{MaxConns: cfg.Conns}, MeterProvider: cfg.MeterProvider})
+		return lock.New(lock.Config{Strategy: s, Pool: cfg.Pool, MeterProvider: cfg.MeterProvider})
 	}
 }

@@ -19,7 +19,6 @@ import (
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 
 	"github.com/dflock-go/dflock/lock"
-	"github.com/dflock-go/dflock/pool"
 	"github.com/dflock-go/dflock/shard"
 )
 
@@ -72,7 +71,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		return nil, err
 	}
 	newClient := func(replicas int, mp metric.MeterProvider) (*lock.Client, error) {
-		return lock.New(lock.Config{Strategy: strategy, Replicas: replicas, AuthToken: cfg.AuthToken, TLS: cfg.TLS, Pool: pool.Config{MaxConns: cfg.Conns}, MeterProvider: mp})
+		return lock.New(lock.Config{Strategy: strategy, Replicas: replicas, Pool: cfg.Pool, MeterProvider: mp})
 	}
 	type run struct {
 		workload, name string

@@ -285,7 +285,7 @@ func runRaw(ctx context.Context, cfg Config, servers []string) (Result, error) {
 			nc.Close()
 		}
 	}()
-	if cfg.AuthToken != "" || cfg.TLS != nil {
+	if cfg.Pool.AuthToken != "" || cfg.Pool.TLS != nil {
 		return Result{}, fmt.Errorf("the raw baseline speaks plain TCP without auth; leave it out (--workloads) for these servers")
 	}
 	// The requests below do not take ctx: closing their connections is

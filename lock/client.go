@@ -3,7 +3,6 @@ package lock
 import (
 	"cmp"
 	"context"
-	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"os"
@@ -22,13 +21,23 @@ import (
 	"github.com/dflock-go/dflock/wire"
 )
 
+// The defaults of Config's fields, used where a field is zero.
+const (
+	// DefaultServer is the server of a Config that names none: a dflockd
+	// on this machine, on its default port.
+	DefaultServer             = "127.0.0.1:6388"
+	DefaultReplicaTimeout     = 500 * time.Millisecond
+	DefaultFleetWatchInterval = time.Second
+	DefaultCloseTimeout       = 5 * time.Second
+)
+
 // Config configures a Client. The zero value of each field is its
 // documented default.
 type Config struct {
-	// Servers lists the fleet, host:port each. Default ["127.0.0.1:6388"].
-	// With the default strategy the order is part of where keys live:
-	// list the servers in the same order in every client (Python,
-	// TypeScript and Go alike).
+	// Servers lists the fleet, host:port each. Default: DefaultServer
+	// (127.0.0.1:6388) alone. With the default strategy the order is part
+	// of where keys live: list the servers in the same order in every
+	// client (Python, TypeScript and Go alike).
 	Servers []string
 	// Strategy maps keys to servers. Default shard.StableHash over
 	// Servers, which agrees with the other dflockd clients. When set,
@@ -36,15 +45,13 @@ type Config struct {
 	// *shard.Transition starts the client in the middle of a fleet change
 	// (see Client.Reconfigure).
 	Strategy shard.Strategy
-	// Pool tunes the connections to each server (see pool.Config): most
-	// connections per server, timeouts, keep-alive, and ServerReadTimeout,
-	// which must match a server started with a non-default -read-timeout.
+	// Pool configures the connections to each server (see pool.Config):
+	// TLS and AuthToken for servers that need them, the most connections
+	// per server, timeouts, keep-alive, and ServerReadTimeout, which must
+	// match a server started with a non-default -read-timeout. Leave its
+	// Logger and MeterProvider unset: the connections report to the
+	// client's (Logger and MeterProvider below).
 	Pool pool.Config
-	// TLS, when set, connects with TLS (it overrides Pool.TLS).
-	TLS *tls.Config
-	// AuthToken, when set, authenticates every connection (it overrides
-	// Pool.AuthToken).
-	AuthToken string
 	// Logger receives lost locks and connection events, with keys and
 	// servers but never tokens or the auth token. Nil discards them.
 	Logger *slog.Logger
@@ -59,16 +66,27 @@ type Config struct {
 	Replicas int
 	// ReplicaTimeout bounds the wait for one replica's answer to a
 	// try-lock, after which the acquire goes on without that replica (a
-	// stalled server). Default 500 ms. Only used with Replicas above 1.
+	// stalled server). Default DefaultReplicaTimeout (500 ms). Only used
+	// with Replicas above 1.
 	ReplicaTimeout time.Duration
 	// FleetFile, when set, names a fleet file (see Fleet) that gives the
 	// servers in place of Servers and Strategy, which must then be
-	// empty. The client reads it every FleetWatchInterval (default 1 s)
-	// until Close, and follows each change (see Client.Follow): this is
-	// how a fleet of clients goes through a change (Client.Reconfigure)
-	// without a restart.
+	// empty. The client reads it every FleetWatchInterval (default
+	// DefaultFleetWatchInterval, 1 s) until Close, and follows each
+	// change (see Client.Follow): this is how a fleet of clients goes
+	// through a change (Client.Reconfigure) without a restart.
 	FleetFile          string
 	FleetWatchInterval time.Duration
+	// CloseTimeout bounds the releases and withdrawals the client sends
+	// with no caller's context to end them: those of Client.Close,
+	// Lock.Close and the end of WithLock and WithLockAll, and those it
+	// finishes in the background (a stalled replica's release, the old
+	// servers given back in a fleet change). A server that has not
+	// answered by then lets go of the lock when the connection closes or
+	// the lease runs out. Default DefaultCloseTimeout (5 s). A program
+	// that must exit within a deadline keeps Client.Close within it with
+	// this.
+	CloseTimeout time.Duration
 	// MeterProvider receives the client's metrics (see "Metrics" in the
 	// package documentation). Nil means OpenTelemetry's global provider,
 	// which discards them unless the program installed one. The no-op
@@ -147,18 +165,18 @@ func New(cfg Config) (*Client, error) {
 	if strategy == nil {
 		servers := cfg.Servers
 		if len(servers) == 0 {
-			servers = []string{"127.0.0.1:6388"}
+			servers = []string{DefaultServer}
 		}
 		if strategy, err = shard.NewStableHash(servers); err != nil {
 			return nil, err
 		}
 	}
 	pc := cfg.Pool
-	if cfg.TLS != nil {
-		pc.TLS = cfg.TLS
-	}
-	if cfg.AuthToken != "" {
-		pc.AuthToken = cfg.AuthToken
+	switch {
+	case pc.Logger != nil:
+		return nil, invalid("Pool.Logger is set: set Config.Logger, which the client gives its connections")
+	case pc.MeterProvider != nil:
+		return nil, invalid("Pool.MeterProvider is set: set Config.MeterProvider, which the client gives its connections")
 	}
 	log := cfg.Logger
 	if log == nil {
@@ -173,7 +191,7 @@ func New(cfg Config) (*Client, error) {
 	c := &Client{
 		poolCfg:      pc,
 		log:          log,
-		closeTimeout: 5 * time.Second,
+		closeTimeout: cmp.Or(cfg.CloseTimeout, DefaultCloseTimeout),
 		pools:        map[string]*pool.Pool{},
 		active:       map[*Lock]struct{}{},
 		lossHook:     func(lossReport, error) {},
@@ -183,12 +201,15 @@ func New(cfg Config) (*Client, error) {
 		return nil, err
 	}
 	c.route.Store(newRouting(strategy))
-	c.replicaTimeout = cmp.Or(cfg.ReplicaTimeout, replicaTimeoutDefault)
+	c.replicaTimeout = cmp.Or(cfg.ReplicaTimeout, DefaultReplicaTimeout)
 	// Also without replicas: a key that moves in a transition is taken
 	// as a replicaSet.
 	c.contention, c.slow = newRecentSet(), &slowServers{}
 	if c.replicaTimeout < 0 {
 		return nil, invalid("ReplicaTimeout %v must not be negative", cfg.ReplicaTimeout)
+	}
+	if c.closeTimeout < 0 {
+		return nil, invalid("CloseTimeout %v must not be negative", cfg.CloseTimeout)
 	}
 	for _, addr := range strategy.Servers() {
 		if _, err := c.addPool(addr); err != nil {
@@ -209,7 +230,7 @@ func New(cfg Config) (*Client, error) {
 		var ctx context.Context
 		ctx, c.stopWatch = context.WithCancel(context.Background())
 		c.watchDone = make(chan struct{})
-		every := cmp.Or(cfg.FleetWatchInterval, fleetWatchDefault)
+		every := cmp.Or(cfg.FleetWatchInterval, DefaultFleetWatchInterval)
 		c.tasks.goFn(func() { c.watchFleet(ctx, cfg.FleetFile, every, fleetFile) })
 	}
 	return c, nil
@@ -397,17 +418,19 @@ type ServerStats struct {
 	Err   error
 }
 
-// statsTimeout bounds Stats when ctx has no deadline.
-const statsTimeout = 10 * time.Second
+// DefaultStatsTimeout bounds Client.Stats when its context has no
+// deadline.
+const DefaultStatsTimeout = 10 * time.Second
 
 // Stats asks every server of the fleet for its state. Each request runs on
 // an exclusive connection that holds no lock (a reply lists everything the
 // server tracks, megabytes on a busy server), so it waits for one when all
-// are taken; with no deadline in ctx it gives up after 10 s.
+// are taken; with no deadline in ctx it gives up after
+// DefaultStatsTimeout (10 s).
 func (c *Client) Stats(ctx context.Context) []ServerStats {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, statsTimeout)
+		ctx, cancel = context.WithTimeout(ctx, DefaultStatsTimeout)
 		defer cancel()
 	}
 	addrs := c.route.Load().strategy.Servers()
@@ -460,7 +483,8 @@ func (c *Client) isClosed() bool {
 
 // Close releases every lock the client holds, withdraws pending
 // enqueues, stops renewing and closes its connections (which releases, on
-// the server, anything a release could not reach). An Acquire still in
+// the server, anything a release could not reach). It waits for the
+// releases' answers up to Config.CloseTimeout. An Acquire still in
 // flight returns an error matching ErrClosed. Safe to call twice.
 //
 // The protocol cannot cancel a wait, and dflockd does not notice that a

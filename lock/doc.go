@@ -2,9 +2,45 @@
 // a fleet of dflockd servers, renewed in the background, reported when
 // lost.
 //
+// # Quick start
+//
+//	c, err := lock.New(lock.Config{Servers: []string{"10.0.0.1:6388", "10.0.0.2:6388"}})
+//	if err != nil {
+//		return err
+//	}
+//	defer c.Close() // releases whatever is still held
+//
+//	// Acquire, run fn, release (also when fn fails or panics).
+//	err = c.WithLock(ctx, "orders/42", func(ctx context.Context) error {
+//		// Critical section. ctx is cancelled, with cause
+//		// lock.ErrLockLost, if the lock is lost meanwhile.
+//		return nil
+//	})
+//	if errors.Is(err, lock.ErrTimeout) {
+//		// Not acquired within the acquire timeout.
+//	}
+//
+//	// Or by hand.
+//	l := c.Lock("orders/42", lock.AcquireTimeout(5*time.Second))
+//	ok, err := l.Acquire(ctx)
+//	if err != nil {
+//		return err
+//	}
+//	if ok { // false: not acquired within 5 s
+//		// Critical section. l.Lost() closes if the lock is lost.
+//		err = l.Release(ctx)
+//	}
+//
 // A [Client] owns the connections to every server (package pool), the
 // key-to-server strategy (package shard) and one renewal scheduler for all
-// the locks it holds. Handles ([Lock], [Semaphore]) are cheap.
+// the locks it holds; make one per program and share it. Handles
+// ([Lock], [Semaphore]) are cheap. Every setting has a default: a [Config]
+// left empty reaches [DefaultServer], a dflockd on this machine, and each
+// field's doc names its default; an Acquire waits up to
+// [DefaultAcquireTimeout] unless [AcquireTimeout] says otherwise, for a
+// lease of the server's length unless [LeaseTTL] does. Servers that need
+// TLS or an auth token get them in Config.Pool ([pool.Config]), with the
+// other connection settings.
 //
 // # Coming from the Python client
 //
@@ -56,14 +92,15 @@
 //     has no other way) never costs another lock. A lock granted after a
 //     wait keeps its connection to itself until it is released: such a
 //     connection serves no other blocking request meanwhile, and does not
-//     count against pool.Config.MaxConns, which bounds the waits in
+//     count against Config.Pool.MaxConns, which bounds the waits in
 //     progress at once. A client holding many locks each taken after a
 //     wait has one connection per lock; a free key is taken with a
 //     pipelined try-lock and needs none.
 //   - Connections that hold locks, or a queued Enqueue, are kept talking
 //     more often than the server's read timeout. Set
-//     pool.Config.ServerReadTimeout for a server started with another
-//     -read-timeout than 23 s.
+//     Config.Pool.ServerReadTimeout for a server started with another
+//     -read-timeout than dflockd's default (23 s,
+//     pool.DefaultServerReadTimeout).
 //   - A lost lock is reported, never hidden: Token turns "", Lost closes,
 //     the OnLost callback runs once, WithLock's context is cancelled, and
 //     an error is logged with the key and the server (never the token).
@@ -82,6 +119,37 @@
 // lock to the next waiter before the holder has read the close. No client
 // can close that window without fencing tokens, which dflockd lacks.
 // Replicated locks (below) close it for the fault of one server.
+//
+// # Many keys at once
+//
+// [Client.TryLockMany] tries many keys at once and returns the ones it
+// took and the ones that were busy: the try-locks of one server go out in
+// one write, so 500 keys over 3 servers cost about a round trip per
+// server rather than per key ([Client.ReleaseMany] gives them back the
+// same way). It suits a scheduler claiming whichever ready tasks are free.
+//
+// [Client.LockAll] (and [Client.WithLockAll], [Client.SemaphoreAll],
+// [Client.WithSemaphoreAll], `dflock run --all`) takes a set of keys all
+// or none, as a [Set] that is lost as a whole when any member is. Two
+// callers that take overlapping sets in different orders would each hold
+// part and wait for the rest; LockAll cannot, because every caller takes
+// the keys in one order, their byte order, and never waits for a key while
+// holding a later one: it tries every key at once, keeps those before the
+// first busy key, gives back those after it, waits for it, and goes on. A
+// set that holds keys also never waits for a connection to wait on (the
+// waits for its keys might hold them all): it gives its keys back first.
+// The order is the keys' alone, not their servers', so clients on either
+// side of a fleet change agree on it. Members are ordinary locks
+// underneath: renewed by the one scheduler, replicated with
+// Config.Replicas, carried through fleet changes. A set lost while it is
+// being taken is taken again from the start within the timeout; a set
+// lost once held is reported (Lost, Err, OnLost, WithLockAll's context)
+// but its other members stay held until Release, so that code still
+// running under the set never shares a key it believes it holds.
+//
+// For semaphores a set takes one slot of each key. Several slots of one
+// semaphore are not offered: two callers each holding some of the slots
+// they need can wait on each other whatever the order.
 //
 // # Replicated locks
 //
@@ -200,37 +268,6 @@
 // logs each step it takes (at info level, "lock: fleet change"); a fleet
 // file is read every FleetWatchInterval, and a step takes up to the
 // locks' acquire timeout. Wait for all of them before the next step.
-//
-// # Many keys at once
-//
-// [Client.TryLockMany] tries many keys at once and returns the ones it
-// took and the ones that were busy: the try-locks of one server go out in
-// one write, so 500 keys over 3 servers cost about a round trip per
-// server rather than per key ([Client.ReleaseMany] gives them back the
-// same way). It suits a scheduler claiming whichever ready tasks are free.
-//
-// [Client.LockAll] (and [Client.WithLockAll], [Client.SemaphoreAll],
-// [Client.WithSemaphoreAll], `dflock run --all`) takes a set of keys all
-// or none, as a [Set] that is lost as a whole when any member is. Two
-// callers that take overlapping sets in different orders would each hold
-// part and wait for the rest; LockAll cannot, because every caller takes
-// the keys in one order, their byte order, and never waits for a key while
-// holding a later one: it tries every key at once, keeps those before the
-// first busy key, gives back those after it, waits for it, and goes on. A
-// set that holds keys also never waits for a connection to wait on (the
-// waits for its keys might hold them all): it gives its keys back first.
-// The order is the keys' alone, not their servers', so clients on either
-// side of a fleet change agree on it. Members are ordinary locks
-// underneath: renewed by the one scheduler, replicated with
-// Config.Replicas, carried through fleet changes. A set lost while it is
-// being taken is taken again from the start within the timeout; a set
-// lost once held is reported (Lost, Err, OnLost, WithLockAll's context)
-// but its other members stay held until Release, so that code still
-// running under the set never shares a key it believes it holds.
-//
-// For semaphores a set takes one slot of each key. Several slots of one
-// semaphore are not offered: two callers each holding some of the slots
-// they need can wait on each other whatever the order.
 //
 // # Metrics, traces and logs
 //

@@ -2,13 +2,18 @@ package lock_test
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
+	"os"
+	"strings"
 	"time"
 
 	"github.com/dflock-go/dflock/fakeserver"
 	"github.com/dflock-go/dflock/lock"
+	"github.com/dflock-go/dflock/pool"
 	"github.com/dflock-go/dflock/shard"
 )
 
@@ -193,6 +198,33 @@ func ExampleConfig_replicas() {
 	// replicas: 3 quorum: 2
 	// still held: true on 2 servers
 	// <nil>
+}
+
+// Servers started with --tls-cert and --auth-token: TLS and the token are
+// settings of the connections, in Config.Pool. (Not run: it needs such
+// servers.)
+func ExampleConfig_tls() {
+	ca, err := os.ReadFile("/etc/dflock/ca.pem")
+	if err != nil {
+		panic(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(ca)
+	token, err := os.ReadFile("/etc/dflock/token")
+	if err != nil {
+		panic(err)
+	}
+	c, err := lock.New(lock.Config{
+		Servers: []string{"10.0.0.1:6388", "10.0.0.2:6388"},
+		Pool: pool.Config{
+			TLS:       &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12},
+			AuthToken: strings.TrimSpace(string(token)),
+		},
+	})
+	if err != nil {
+		panic(err)
+	}
+	defer c.Close()
 }
 
 // waitFor polls cond for up to 5 s.

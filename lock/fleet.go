@@ -156,10 +156,6 @@ func (c *Client) step(ctx context.Context, target shard.Strategy, step string) e
 // without changing anything.
 const fleetRetry = 10 * time.Second
 
-// fleetWatchDefault is how often a fleet file is read when
-// Config.FleetWatchInterval is zero.
-const fleetWatchDefault = time.Second
-
 // watchFleet reads the fleet file every interval until ctx ends, and
 // follows each change. last is what New read. A file that cannot be read
 // or parsed is logged and left alone: the client stays where it is.

@@ -88,10 +88,6 @@ type slot struct {
 // onlyFirst is the group of a key on one server: its one slot.
 var onlyFirst = []int{0}
 
-// replicaTimeoutDefault bounds the wait for one replica's answer to a
-// try-lock when Config.ReplicaTimeout is zero.
-const replicaTimeoutDefault = 500 * time.Millisecond
-
 // Bounds of the pause between background attempts at a missing replica.
 // A replica that answered busy is held by a contender that lacks the
 // arbiter and lets go within a round trip: it is asked again soon. One

@@ -485,7 +485,7 @@ func (l *Lock) describe(err error, addr string) error {
 	}
 	d := &describedError{what: what, err: err}
 	if errors.Is(err, ErrAuth) {
-		d.hint = " (give the token in Config.AuthToken)"
+		d.hint = " (give the token in Config.Pool.AuthToken)"
 	}
 	return d
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/dflock-go/dflock/fakeserver"
 	"github.com/dflock-go/dflock/lock"
+	"github.com/dflock-go/dflock/pool"
 )
 
 func dialLow(t *testing.T, addr string) *lock.Conn {
@@ -102,7 +103,7 @@ func TestLowLevelAuth(t *testing.T) {
 	bad := dialLow(t, f.addrs[0])
 	assert.ErrorIs(t, bad.Auth(ctxFor(t, wait), "nope"), lock.ErrAuth)
 
-	c := f.client(t, lock.Config{AuthToken: "s3cret"})
+	c := f.client(t, lock.Config{Pool: pool.Config{AuthToken: "s3cret"}})
 	ok, err := c.Lock("k2").TryAcquire(ctxFor(t, wait))
 	require.NoError(t, err)
 	assert.True(t, ok)

@@ -4,6 +4,12 @@ import (
 	"time"
 )
 
+// The defaults of the options, used where an option is not given.
+const (
+	DefaultAcquireTimeout = 10 * time.Second
+	DefaultRenewRatio     = 0.5
+)
+
 // Option sets one setting of a Lock or Semaphore.
 type Option func(*options)
 
@@ -15,13 +21,13 @@ type options struct {
 }
 
 func defaultOptions() options {
-	return options{acquireTimeout: 10 * time.Second, renewRatio: 0.5}
+	return options{acquireTimeout: DefaultAcquireTimeout, renewRatio: DefaultRenewRatio}
 }
 
 // AcquireTimeout is how long Acquire (and WithLock) wait for the lock,
 // and LockAll for its whole set. Zero makes Acquire a try-lock. Default
-// 10 s. It goes to the server in
-// whole seconds, rounded up; a context deadline that ends sooner wins.
+// DefaultAcquireTimeout (10 s). It goes to the server in whole seconds,
+// rounded up; a context deadline that ends sooner wins.
 func AcquireTimeout(d time.Duration) Option { return func(o *options) { o.acquireTimeout = d } }
 
 // LeaseTTL is the lease to ask for, rounded up to whole seconds. Default:
@@ -29,7 +35,7 @@ func AcquireTimeout(d time.Duration) Option { return func(o *options) { o.acquir
 func LeaseTTL(d time.Duration) Option { return func(o *options) { o.lease = d } }
 
 // RenewRatio: a held lock is renewed when this fraction of its lease has
-// passed. Default 0.5; between 0 and 1 exclusive.
+// passed. Default DefaultRenewRatio (0.5); between 0 and 1 exclusive.
 func RenewRatio(r float64) Option { return func(o *options) { o.renewRatio = r } }
 
 // OnLost runs f once, in its own goroutine, when a held lock is lost, with

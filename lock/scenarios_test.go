@@ -20,6 +20,7 @@ import (
 	"github.com/dflock-go/dflock/internal/testcert"
 	"github.com/dflock-go/dflock/internal/testlog"
 	"github.com/dflock-go/dflock/lock"
+	"github.com/dflock-go/dflock/pool"
 )
 
 // The server dies while 1,000 locks are held: every Lock reports the loss
@@ -205,20 +206,20 @@ func TestTLSAndAuthEndToEnd(t *testing.T) {
 	f := newFleet(t, 1, fakeserver.Config{TLS: serverTLS, AuthToken: secret})
 	f.server(t, 0)
 	var logs testlog.Buffer
-	c := f.client(t, lock.Config{TLS: clientTLS, AuthToken: secret, Logger: logs.Logger()})
+	c := f.client(t, lock.Config{Pool: pool.Config{TLS: clientTLS, AuthToken: secret}, Logger: logs.Logger()})
 	l := c.Lock("k", lock.LeaseTTL(time.Second))
 	mustAcquire(t, l)
 	tok := l.Token()
 	require.NoError(t, l.Release(ctxFor(t, wait)))
 
-	wrong := f.client(t, lock.Config{TLS: clientTLS, AuthToken: "wrong-token-value", Logger: logs.Logger()})
+	wrong := f.client(t, lock.Config{Pool: pool.Config{TLS: clientTLS, AuthToken: "wrong-token-value"}, Logger: logs.Logger()})
 	_, err := wrong.Lock("k").Acquire(ctxFor(t, wait))
 	assert.ErrorIs(t, err, lock.ErrAuth)
 	assert.ErrorContains(t, err, "the server requires an auth token, and none was sent or it did not match")
-	assert.ErrorContains(t, err, "give the token in Config.AuthToken")
+	assert.ErrorContains(t, err, "give the token in Config.Pool.AuthToken")
 	assert.NotContains(t, err.Error(), "wrong-token-value")
 
-	untrusting := f.client(t, lock.Config{TLS: &tls.Config{}, AuthToken: secret, Logger: logs.Logger()})
+	untrusting := f.client(t, lock.Config{Pool: pool.Config{TLS: &tls.Config{}, AuthToken: secret}, Logger: logs.Logger()})
 	_, err = untrusting.Lock("k").Acquire(ctxFor(t, wait))
 	assert.ErrorContains(t, err, "certificate")
 

@@ -12,48 +12,67 @@ import (
 	"go.opentelemetry.io/otel/metric"
 )
 
+// The defaults of Config's fields, used where a field is zero.
+const (
+	DefaultMaxConns    = 16
+	DefaultSharedConns = 2
+	DefaultDialTimeout = 5 * time.Second
+	// DefaultServerReadTimeout is dflockd's default -read-timeout.
+	DefaultServerReadTimeout = 23 * time.Second
+	// DefaultKeepAlive and DefaultIdleTimeout give way to half and two
+	// thirds of ServerReadTimeout when those are less.
+	DefaultKeepAlive        = 10 * time.Second
+	DefaultIdleTimeout      = 15 * time.Second
+	DefaultHealthCheckAfter = time.Second
+	DefaultWriteTimeout     = 5 * time.Second
+	DefaultTCPKeepAlive     = 15 * time.Second
+)
+
 // Config tunes the connections to one server. The zero value of each field
 // is its documented default.
 type Config struct {
 	// MaxConns bounds the connections to the server, shared and exclusive
-	// together, that serve requests. Default 16. Blocking requests (an
-	// acquire that waits, a two-phase wait, stats) each need an exclusive
-	// connection that holds no lock, so at most MaxConns-SharedConns run
-	// at once; more wait for a connection (within their timeout). A lock
-	// granted after a wait keeps its connection until it is released;
-	// such connections do not count here (there is one per such lock).
+	// together, that serve requests. Default DefaultMaxConns (16).
+	// Blocking requests (an acquire that waits, a two-phase wait, stats)
+	// each need an exclusive connection that holds no lock, so at most
+	// MaxConns-SharedConns run at once; more wait for a connection
+	// (within their timeout). A lock granted after a wait keeps its
+	// connection until it is released; such connections do not count here
+	// (there is one per such lock).
 	MaxConns int
 	// SharedConns is how many connections carry pipelined non-blocking
 	// requests (try-locks, releases, renewals, stats); the rest serve
-	// blocking requests one at a time. Default 2; less than MaxConns.
+	// blocking requests one at a time. Default DefaultSharedConns (2),
+	// or MaxConns-1 if that is less; less than MaxConns.
 	SharedConns int
 	// DialTimeout bounds dialling, the TLS handshake and authentication.
-	// Default 5 s.
+	// Default DefaultDialTimeout (5 s).
 	DialTimeout time.Duration
 	// ServerReadTimeout is the server's read timeout: it closes a
 	// connection that sends nothing for that long, releasing its locks.
-	// KeepAlive and IdleTimeout must stay below it. Default 23 s, the
-	// server's default. Never set it above the server's: the client would
-	// then claim locks the server may already have released (in a
-	// partition) and let its connections be timed out. Below it only costs
-	// more keep-alives.
+	// KeepAlive and IdleTimeout must stay below it. Default
+	// DefaultServerReadTimeout (23 s), the server's default. Never set it
+	// above the server's: the client would then claim locks the server may
+	// already have released (in a partition) and let its connections be
+	// timed out. Below it only costs more keep-alives.
 	ServerReadTimeout time.Duration
 	// KeepAlive: a connection that holds locks carries a request at least
-	// this often, so the server never times it out. Default 10 s, or half
-	// of ServerReadTimeout if that is less.
+	// this often, so the server never times it out. Default
+	// DefaultKeepAlive (10 s), or half of ServerReadTimeout if that is
+	// less.
 	KeepAlive time.Duration
 	// IdleTimeout closes connections that hold nothing and sat unused this
-	// long, before the server would. Default 15 s, or two thirds of
-	// ServerReadTimeout if that is less.
+	// long, before the server would. Default DefaultIdleTimeout (15 s), or
+	// two thirds of ServerReadTimeout if that is less.
 	IdleTimeout time.Duration
 	// HealthCheckAfter: an exclusive connection idle this long is pinged
-	// before it is handed out. Default 1 s.
+	// before it is handed out. Default DefaultHealthCheckAfter (1 s).
 	HealthCheckAfter time.Duration
 	// WriteTimeout bounds one write of requests; a connection that cannot
-	// write in time is broken. Default 5 s.
+	// write in time is broken. Default DefaultWriteTimeout (5 s).
 	WriteTimeout time.Duration
 	// TCPKeepAlive is the operating system's keep-alive period. Default
-	// 15 s. Unused with Dial.
+	// DefaultTCPKeepAlive (15 s). Unused with Dial.
 	TCPKeepAlive time.Duration
 	// Dial opens the connections, with network "tcp" and the pool's
 	// address, within DialTimeout (its ctx). Nil dials TCP with
@@ -85,18 +104,18 @@ func (c *Config) setDefaults() error {
 		}
 	}
 	if c.MaxConns == 0 {
-		c.MaxConns = 16
+		c.MaxConns = DefaultMaxConns
 	}
 	if c.SharedConns == 0 {
-		c.SharedConns = min(2, c.MaxConns-1)
+		c.SharedConns = min(DefaultSharedConns, c.MaxConns-1)
 	}
-	def(&c.DialTimeout, 5*time.Second)
-	def(&c.ServerReadTimeout, 23*time.Second)
-	def(&c.KeepAlive, min(10*time.Second, c.ServerReadTimeout/2))
-	def(&c.IdleTimeout, min(15*time.Second, c.ServerReadTimeout*2/3))
-	def(&c.HealthCheckAfter, time.Second)
-	def(&c.WriteTimeout, 5*time.Second)
-	def(&c.TCPKeepAlive, 15*time.Second)
+	def(&c.DialTimeout, DefaultDialTimeout)
+	def(&c.ServerReadTimeout, DefaultServerReadTimeout)
+	def(&c.KeepAlive, min(DefaultKeepAlive, c.ServerReadTimeout/2))
+	def(&c.IdleTimeout, min(DefaultIdleTimeout, c.ServerReadTimeout*2/3))
+	def(&c.HealthCheckAfter, DefaultHealthCheckAfter)
+	def(&c.WriteTimeout, DefaultWriteTimeout)
+	def(&c.TCPKeepAlive, DefaultTCPKeepAlive)
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}

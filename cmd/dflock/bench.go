@@ -16,6 +16,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/dflock-go/dflock/bench"
+	"github.com/dflock-go/dflock/pool"
 )
 
 // runBench runs the benchmark harness and prints its report.
@@ -37,7 +38,7 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 	servers := fs.Lookup("servers")
 	servers.Usage, servers.DefValue = "comma-separated servers to measure (default: DFLOCK_SERVERS if set, else an embedded fleet of 3 fakeservers in a child process)", ""
 	fs.StringVar(&cfg.Strategy, "strategy", "stable", "stable, consistent or rendezvous (--reshard: all three unless given)")
-	fs.IntVar(&cfg.Conns, "conns", 16, "most connections per server")
+	fs.IntVar(&cfg.Pool.MaxConns, "conns", pool.DefaultMaxConns, "most connections per server")
 	fs.IntVar(&cfg.Workers, "workers", 64, "closed-loop workers")
 	fs.DurationVar(&cfg.Duration, "duration", 2*time.Second, "measured run of each workload")
 	fs.DurationVar(&cfg.Warmup, "warmup", 300*time.Millisecond, "unmeasured run before each workload")
@@ -101,7 +102,8 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 		if err != nil {
 			return err
 		}
-		cfg.Servers, cfg.AuthToken, cfg.TLS = lc.Servers, lc.AuthToken, lc.TLS
+		cfg.Servers = lc.Servers
+		cfg.Pool.TLS, cfg.Pool.AuthToken, cfg.Pool.ServerReadTimeout = lc.Pool.TLS, lc.Pool.AuthToken, lc.Pool.ServerReadTimeout
 	} else if exe, err := os.Executable(); err == nil && !testing.Testing() {
 		// The embedded fleet runs in a second dflock so that getrusage,
 		// and so cpu/op, sees the client alone. A test binary is no
@@ -158,7 +160,7 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 	case ctx.Err() != nil:
 		return &commandError{err: trimBench(err), code: exitInterrupted}
 	}
-	return &commandError{err: trimBench(err), hint: hint(err, cfg.AuthToken != "")}
+	return &commandError{err: trimBench(err), hint: hint(err, cfg.Pool.AuthToken != "")}
 }
 
 // exitInterrupted is the exit code of a run cut short by SIGINT or

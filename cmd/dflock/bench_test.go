@@ -136,3 +136,17 @@ func TestBenchReshard(t *testing.T) {
 	assert.Equal(t, 2, code)
 	assert.Contains(t, errOut, "--workloads does not go with --reshard")
 }
+
+// --server-read-timeout reaches bench's clients: locks held longer than
+// the server's short read timeout, with renewals further apart than it,
+// keep their connection talking, and the server times none of them out.
+func TestBenchHonoursServerReadTimeout(t *testing.T) {
+	t.Parallel()
+	srv, err := fakeserver.Start(fakeserver.Config{ReadTimeout: 2 * time.Second})
+	require.NoError(t, err)
+	t.Cleanup(func() { srv.Close() })
+	_, errOut, code := benchCmd(t, context.Background(), "--servers", srv.Addr(), "--server-read-timeout", "2s",
+		"--workloads", "hold-many", "--hold", "20", "--lease", "10s", "--duration", "3s", "--warmup", "1ms", "--workers", "4", "--conns", "4")
+	require.Equal(t, 0, code, errOut)
+	assert.Zero(t, srv.ReadTimeoutCloses(), "a connection was left silent past the server's read timeout")
+}

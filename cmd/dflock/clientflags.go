@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/dflock-go/dflock/lock"
+	"github.com/dflock-go/dflock/pool"
 )
 
 // clientFlags are the connection flags shared by the commands that talk
@@ -49,7 +50,7 @@ func (f *clientFlags) register(fs *flag.FlagSet, getenv func(string) string) {
 	serversFlag(fs, &f.servers, getenv)
 	fs.StringVar(&f.authTokenFile, "auth-token-file", getenv("DFLOCK_AUTH_TOKEN_FILE"), "file holding the servers' auth token (env DFLOCK_AUTH_TOKEN_FILE)")
 	fs.StringVar(&f.tlsCA, "tls-ca", getenv("DFLOCK_TLS_CA"), "PEM file of the CA that signed the servers' certificates; enables TLS (env DFLOCK_TLS_CA)")
-	fs.Func("server-read-timeout", "the servers' --read-timeout, when not dflockd's 23s: connections are kept talking within it (env DFLOCK_SERVER_READ_TIMEOUT)", func(v string) error {
+	fs.Func("server-read-timeout", "the servers' --read-timeout, when not dflockd's "+pool.DefaultServerReadTimeout.String()+": connections are kept talking within it (env DFLOCK_SERVER_READ_TIMEOUT)", func(v string) error {
 		return f.setServerReadTimeout(v)
 	})
 	if v := getenv("DFLOCK_SERVER_READ_TIMEOUT"); v != "" {
@@ -82,7 +83,7 @@ func (f *clientFlags) setServerReadTimeout(v string) error {
 func serversFlag(fs *flag.FlagSet, servers *string, getenv func(string) string) {
 	def := getenv("DFLOCK_SERVERS")
 	if def == "" {
-		def = defaultServers
+		def = lock.DefaultServer
 	}
 	fs.StringVar(servers, "servers", def, "comma-separated servers, in the order every client uses (env DFLOCK_SERVERS)")
 }
@@ -145,7 +146,7 @@ func (f *clientFlags) config() (lock.Config, error) {
 	if f.envErr != nil {
 		return lock.Config{}, f.envErr
 	}
-	cfg := lock.Config{FleetFile: f.fleet, AuthToken: token, TLS: tc}
+	cfg := lock.Config{FleetFile: f.fleet, Pool: pool.Config{AuthToken: token, TLS: tc}}
 	if f.fleet == "" {
 		if cfg.Servers, err = parseServers(f.servers); err != nil {
 			return lock.Config{}, err

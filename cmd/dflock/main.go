@@ -194,7 +194,7 @@ func hint(err error, tokenGiven bool) string {
 	case errors.Is(err, lock.ErrAuth):
 		return "the server needs an auth token: pass --auth-token-file FILE (or set DFLOCK_AUTH_TOKEN_FILE)"
 	case errors.Is(err, pool.ErrServerTimedOut):
-		return "the server timed out a quiet connection: if its --read-timeout is under 23s, pass it as --server-read-timeout"
+		return "the server timed out a quiet connection: if its --read-timeout is under " + pool.DefaultServerReadTimeout.String() + ", pass it as --server-read-timeout"
 	case errors.Is(err, lock.ErrMaxLocks):
 		return "the server refused new keys: raise its --max-locks"
 	case errors.Is(err, lock.ErrMaxWaiters):

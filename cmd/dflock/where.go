@@ -14,8 +14,6 @@ import (
 	"github.com/dflock-go/dflock/wire"
 )
 
-const defaultServers = "127.0.0.1:6388"
-
 // parseInterspersed parses flags that may come before, between or after
 // positional arguments ("where KEY... --servers a:1"), and returns the
 // positional ones. After "--" every argument is positional, even one that
