@@ -452,6 +452,20 @@ func TestTLS(t *testing.T) {
 	assert.True(t, strings.Contains(err.Error(), "certificate"), err.Error())
 }
 
+// TLS and auth apply on top of Config.Dial.
+func TestTLSAndAuthOverTheDialHook(t *testing.T) {
+	inBubble(t, func(t *testing.T, e *env) {
+		cert, roots := testcert.New(t)
+		srv := e.server(fakeserver.Config{TLS: cert, AuthToken: "s3cret"})
+		p := e.pool(srv.Addr(), pool.Config{TLS: roots, AuthToken: "s3cret"})
+		grant(t, p, "k")
+
+		bad := e.pool(srv.Addr(), pool.Config{TLS: roots, AuthToken: "wrong"})
+		_, err := bad.Do(ctxFor(t, wait), tryLock("k2"))
+		assert.ErrorIs(t, err, wire.ErrAuth)
+	})
+}
+
 // Logs name the server and the connection, never a token, even when a
 // malformed reply carries one.
 func TestLogsHoldNoTokens(t *testing.T) {
