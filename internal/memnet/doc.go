@@ -26,8 +26,13 @@
 //		// ... a 30 s lease runs out in microseconds of real time.
 //	})
 //
-// A Network and its connections belong to the bubble that first uses
-// them: their channels and timers are made there, and touching them from
-// outside it (or from another bubble) panics. Outside any bubble memnet
-// works as an ordinary in-memory network on the real clock.
+// Create a Network inside the bubble that uses it, and use it only there:
+// its listeners, connections and deadlines make channels and timers,
+// which belong to the bubble they are made in (one made outside would not
+// block durably; touching one from another bubble panics). Outside any
+// bubble memnet works as an ordinary in-memory network on the real clock.
+//
+// What memnet does not model: packet loss, latency, and the reset a TCP
+// peer sends when closed with unread data (the other end still reads
+// what was sent, then io.EOF).
 package memnet
