@@ -138,79 +138,35 @@ type Client struct {
 
 // New returns a client for the fleet. It connects lazily.
 func New(cfg Config) (*Client, error) {
-	strategy := cfg.Strategy
-	var err error
-	var fleetFile []byte
-	if cfg.FleetFile != "" {
-		if strategy != nil || cfg.Servers != nil {
-			return nil, invalid("FleetFile gives the servers: leave Servers and Strategy empty")
-		}
-		if cfg.FleetWatchInterval < 0 {
-			return nil, invalid("FleetWatchInterval %v must not be negative", cfg.FleetWatchInterval)
-		}
-		if fleetFile, err = os.ReadFile(cfg.FleetFile); err != nil {
-			return nil, fmt.Errorf("lock: reading the fleet file: %w", err)
-		}
-		f, err := parseFleet(fleetFile, cfg.FleetFile)
-		if err != nil {
-			return nil, err
-		}
-		if strategy, err = f.Build(); err != nil {
-			return nil, err
-		}
+	strategy, fleetFile, err := fleetOf(cfg)
+	if err != nil {
+		return nil, err
 	}
-	if strategy != nil && cfg.Servers != nil && !sameServers(cfg.Servers, strategy.Servers()) {
-		return nil, invalid("Servers %v and Strategy's servers %v differ: give one of them", cfg.Servers, strategy.Servers())
-	}
-	if strategy == nil {
-		servers := cfg.Servers
-		if len(servers) == 0 {
-			servers = []string{DefaultServer}
-		}
-		if strategy, err = shard.NewStableHash(servers); err != nil {
-			return nil, err
-		}
-	}
-	pc := cfg.Pool
-	switch {
-	case pc.Logger != nil:
-		return nil, invalid("Pool.Logger is set: set Config.Logger, which the client gives its connections")
-	case pc.MeterProvider != nil:
-		return nil, invalid("Pool.MeterProvider is set: set Config.MeterProvider, which the client gives its connections")
-	}
-	log := cfg.Logger
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	pc.Logger = log
-	if mp := cfg.MeterProvider; mp == nil {
-		pc.MeterProvider = otel.GetMeterProvider()
-	} else if _, off := mp.(noop.MeterProvider); !off {
-		pc.MeterProvider = mp
+	pc, log, err := connConfig(cfg)
+	if err != nil {
+		return nil, err
 	}
 	c := &Client{
-		poolCfg:      pc,
-		log:          log,
-		closeTimeout: cmp.Or(cfg.CloseTimeout, DefaultCloseTimeout),
-		pools:        map[string]*pool.Pool{},
-		active:       map[*Lock]struct{}{},
-		lossHook:     func(lossReport, error) {},
-		tasks:        newTasks(),
+		poolCfg:        pc,
+		log:            log,
+		closeTimeout:   cmp.Or(cfg.CloseTimeout, DefaultCloseTimeout),
+		replicaTimeout: cmp.Or(cfg.ReplicaTimeout, DefaultReplicaTimeout),
+		pools:          map[string]*pool.Pool{},
+		active:         map[*Lock]struct{}{},
+		lossHook:       func(lossReport, error) {},
+		contention:     newRecentSet(),
+		slow:           &slowServers{},
+	}
+	switch {
+	case c.replicaTimeout < 0:
+		return nil, invalid("ReplicaTimeout %v must not be negative", cfg.ReplicaTimeout)
+	case c.closeTimeout < 0:
+		return nil, invalid("CloseTimeout %v must not be negative", cfg.CloseTimeout)
 	}
 	if c.replicas, err = checkReplicas(cfg.Replicas, strategy); err != nil {
 		return nil, err
 	}
 	c.route.Store(newRouting(strategy))
-	c.replicaTimeout = cmp.Or(cfg.ReplicaTimeout, DefaultReplicaTimeout)
-	// Also without replicas: a key that moves in a transition is taken
-	// as a replicaSet.
-	c.contention, c.slow = newRecentSet(), &slowServers{}
-	if c.replicaTimeout < 0 {
-		return nil, invalid("ReplicaTimeout %v must not be negative", cfg.ReplicaTimeout)
-	}
-	if c.closeTimeout < 0 {
-		return nil, invalid("CloseTimeout %v must not be negative", cfg.CloseTimeout)
-	}
 	for _, addr := range strategy.Servers() {
 		if _, err := c.addPool(addr); err != nil {
 			c.closePools()
@@ -225,15 +181,78 @@ func New(cfg Config) (*Client, error) {
 	if cfg.TracerProvider != nil {
 		c.tracer = cfg.TracerProvider.Tracer(tracerName)
 	}
+	// Started last: nothing above can fail once a goroutine runs.
+	c.tasks = newTasks()
 	c.renewer = newRenewer(c)
 	if cfg.FleetFile != "" {
 		var ctx context.Context
-		ctx, c.stopWatch = context.WithCancel(context.Background())
+		ctx, c.stopWatch = context.WithCancel(c.tasks.ctx)
 		c.watchDone = make(chan struct{})
 		every := cmp.Or(cfg.FleetWatchInterval, DefaultFleetWatchInterval)
 		c.tasks.goFn(func() { c.watchFleet(ctx, cfg.FleetFile, every, fleetFile) })
 	}
 	return c, nil
+}
+
+// fleetOf is the strategy cfg gives, from its fleet file (whose content
+// it returns too), its Strategy, or its Servers (default DefaultServer),
+// which must not contradict each other.
+func fleetOf(cfg Config) (strategy shard.Strategy, fleetFile []byte, err error) {
+	strategy = cfg.Strategy
+	if cfg.FleetFile != "" {
+		if strategy != nil || cfg.Servers != nil {
+			return nil, nil, invalid("FleetFile gives the servers: leave Servers and Strategy empty")
+		}
+		if cfg.FleetWatchInterval < 0 {
+			return nil, nil, invalid("FleetWatchInterval %v must not be negative", cfg.FleetWatchInterval)
+		}
+		if fleetFile, err = os.ReadFile(cfg.FleetFile); err != nil {
+			return nil, nil, fmt.Errorf("lock: reading the fleet file: %w", err)
+		}
+		f, err := parseFleet(fleetFile, cfg.FleetFile)
+		if err != nil {
+			return nil, nil, err
+		}
+		if strategy, err = f.Build(); err != nil {
+			return nil, nil, err
+		}
+	}
+	if strategy != nil && cfg.Servers != nil && !sameServers(cfg.Servers, strategy.Servers()) {
+		return nil, nil, invalid("Servers %v and Strategy's servers %v differ: give one of them", cfg.Servers, strategy.Servers())
+	}
+	if strategy == nil {
+		servers := cfg.Servers
+		if len(servers) == 0 {
+			servers = []string{DefaultServer}
+		}
+		if strategy, err = shard.NewStableHash(servers); err != nil {
+			return nil, nil, err
+		}
+	}
+	return strategy, fleetFile, nil
+}
+
+// connConfig is the pool configuration of cfg's connections, with the
+// client's logger (which it returns too) and meter provider.
+func connConfig(cfg Config) (pool.Config, *slog.Logger, error) {
+	pc := cfg.Pool
+	switch {
+	case pc.Logger != nil:
+		return pc, nil, invalid("Pool.Logger is set: set Config.Logger, which the client gives its connections")
+	case pc.MeterProvider != nil:
+		return pc, nil, invalid("Pool.MeterProvider is set: set Config.MeterProvider, which the client gives its connections")
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	pc.Logger = log
+	if mp := cfg.MeterProvider; mp == nil {
+		pc.MeterProvider = otel.GetMeterProvider()
+	} else if _, off := mp.(noop.MeterProvider); !off {
+		pc.MeterProvider = mp
+	}
+	return pc, log, nil
 }
 
 // sameServers reports whether a and b list the same servers, in any
