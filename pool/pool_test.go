@@ -139,7 +139,7 @@ func TestDoAndGrant(t *testing.T) {
 	assert.Equal(t, map[uint64]int{g.Conn().ID(): 1}, st.GrantsPerConn)
 	assert.Equal(t, 1, g.Conn().Grants())
 	assert.NoError(t, g.Err())
-	assert.True(t, g.Deadline().After(time.Now().Add(20*time.Second)), "33 s lease, 23 s read timeout")
+	assert.False(t, g.Deadline().IsZero(), "see TestGrantDeadline")
 
 	require.NoError(t, g.Release(ctxFor(t, wait)))
 	assert.ErrorIs(t, g.Release(ctxFor(t, wait)), pool.ErrNotHeld, "twice is safe")
@@ -151,6 +151,28 @@ func TestDoAndGrant(t *testing.T) {
 	res, err := p.Do(ctxFor(t, wait), &wire.Request{Cmd: wire.CmdRelease, Key: "k", Token: tok})
 	require.NoError(t, err)
 	assert.ErrorIs(t, res.Resp.Err(), wire.ErrServer, "server failures are replies, not pool errors")
+}
+
+// A grant's deadline is the earlier of the end of its lease and the
+// server's read timeout on its connection, each less a margin; the
+// keep-alives move the second.
+func TestGrantDeadline(t *testing.T) {
+	inBubble(t, func(t *testing.T, e *env) {
+		srv := e.server(fakeserver.Config{})
+		p := e.pool(srv.Addr(), pool.Config{SharedConns: 1})
+		start := time.Now()
+		g := grant(t, p, "k") // the default lease, 33 s
+		assert.Equal(t, start.Add(22*time.Second), g.Deadline(), "the read timeout, 23 s, less a second")
+		res, err := p.Do(ctxFor(t, wait), &wire.Request{Cmd: wire.CmdLock, Key: "short", Lease: 5})
+		require.NoError(t, err)
+		assert.Equal(t, start.Add(5*time.Second-250*time.Millisecond), res.Grant.Deadline(), "the lease, less a twentieth")
+		require.NoError(t, res.Grant.Release(ctxFor(t, wait)))
+
+		// Quiet for KeepAlive (10 s), the connection carries a keep-alive,
+		// and the server's read timeout starts again from it.
+		time.Sleep(11 * time.Second)
+		assert.Equal(t, start.Add(32*time.Second), g.Deadline())
+	})
 }
 
 func TestInvalidRequestIsRefusedBeforeDialling(t *testing.T) {
