@@ -410,6 +410,48 @@ func TestServerIdleCloseIsHarmless(t *testing.T) {
 	})
 }
 
+// An exclusive connection idle for more than HealthCheckAfter is pinged
+// before Pin hands it out; one idle for less, or exactly that, is not. A
+// ping to a stalled server gives up with Pin's context.
+func TestHealthCheckAfterIdle(t *testing.T) {
+	inBubble(t, func(t *testing.T, e *env) {
+		srv := e.server(fakeserver.Config{})
+		p := e.pool(srv.Addr(), pool.Config{MaxConns: 2, SharedConns: 1})
+		pin := func(ctx context.Context) (pings uint64, err error) {
+			before := p.Stats().Requests
+			pn, err := p.Pin(ctx)
+			if err == nil {
+				pn.Unpin()
+			}
+			return p.Stats().Requests - before, err
+		}
+		n, err := pin(ctxFor(t, wait))
+		require.NoError(t, err, "dialled")
+		require.Zero(t, n)
+		time.Sleep(time.Second)
+		n, err = pin(ctxFor(t, wait))
+		require.NoError(t, err)
+		assert.Zero(t, n, "idle for HealthCheckAfter exactly: no ping")
+		time.Sleep(time.Second + time.Nanosecond)
+		n, err = pin(ctxFor(t, wait))
+		require.NoError(t, err)
+		assert.Equal(t, uint64(1), n, "pinged first")
+
+		time.Sleep(2 * time.Second)
+		srv.Stall(time.Minute)
+		began := time.Now()
+		_, err = pin(ctxFor(t, 100*time.Millisecond))
+		assert.ErrorIs(t, err, context.DeadlineExceeded)
+		assert.Equal(t, 100*time.Millisecond, time.Since(began))
+		srv.Unstall()
+		synctest.Wait()
+		st := p.Stats()
+		assert.Zero(t, st.InFlight, "the ping was answered")
+		assert.Equal(t, 1, st.IdleConns, "and its connection is back")
+		assert.Zero(t, st.BrokenConns)
+	})
+}
+
 // Connections that hold nothing are closed after IdleTimeout; one that
 // holds a lock stays.
 func TestIdleConnectionsClose(t *testing.T) {
