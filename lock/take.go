@@ -216,7 +216,10 @@ func (h *holder) waitWith(ctx context.Context, arb int, deadline time.Time, wait
 		h.yield(-1)
 		return h.takeRest(ctx, deadline)
 	}
-	failed = h.arbiterFailed(ctx, arb, err) || failed
+	// A grant that came but is not held was lost at once (its
+	// connection broke): not the key's answer, so the take starts again
+	// while there is time, as when the arbiter fails.
+	failed = g != nil || h.arbiterFailed(ctx, arb, err) || failed
 	if failed && ctx.Err() == nil && time.Now().Before(deadline) {
 		h.yield(-1)
 		return h.take(ctx, time.Until(deadline), deadline)
