@@ -12,6 +12,7 @@ import (
 
 	"github.com/dflock-go/dflock/bench"
 	"github.com/dflock-go/dflock/fakeserver"
+	"github.com/dflock-go/dflock/internal/testfleet"
 	"github.com/dflock-go/dflock/lock"
 )
 
@@ -23,10 +24,25 @@ func TestMain(m *testing.M) {
 const wait = 5 * time.Second
 
 // testFleet is where the behaviour suite runs: a fakeserver fleet, or the
-// real servers named by DFLOCK_TEST_SERVERS=host:port[,host:port...].
+// real servers named by DFLOCK_TEST_SERVERS=host:port[,host:port...], or
+// (newVirtualFleet) fakeservers on an in-memory network in a
+// testing/synctest bubble.
 type testFleet struct {
 	addrs []string
 	fake  *fakeserver.Fleet // nil against real servers
+	mem   *testfleet.Fleet  // in a bubble: the network the clients dial
+}
+
+// newVirtualFleet starts n fakeservers with cfg on an in-memory network
+// for a test in a synctest bubble (call it inside synctest.Test): leases,
+// timeouts, keep-alives and backoffs run on the bubble's virtual clock,
+// so a busy machine cannot move them and seconds of protocol time take
+// microseconds. Clients made by client() dial that network. Never
+// against real servers: their time is real.
+func newVirtualFleet(t *testing.T, n int, cfg fakeserver.Config) *testFleet {
+	t.Helper()
+	f := testfleet.Start(t, n, cfg)
+	return &testFleet{addrs: f.Addrs(), fake: f.Fleet, mem: f}
 }
 
 func newFleet(t *testing.T, n int, cfg fakeserver.Config) *testFleet {
@@ -54,6 +70,9 @@ func (f *testFleet) client(t *testing.T, cfg lock.Config) *lock.Client {
 	t.Helper()
 	if cfg.Servers == nil && cfg.Strategy == nil && cfg.FleetFile == "" {
 		cfg.Servers = f.addrs
+	}
+	if f.mem != nil {
+		cfg.Pool = f.mem.Pool(cfg.Pool)
 	}
 	c, err := lock.New(cfg)
 	require.NoError(t, err)

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/stretchr/testify/assert"
@@ -284,28 +285,33 @@ func TestLostLocksAreReported(t *testing.T) {
 
 // Renewal keeps a short lease alive, resending the lease it was taken with
 // (hazard 5): the server's view never shows its 33 s default.
+// Renewal keeps a 1 s lease for a minute of virtual time, each renewal
+// sent at 0.3 of the lease and carrying the lease it was taken with.
 func TestRenewalKeepsTheLease(t *testing.T) {
-	f := newFleet(t, 1, fakeserver.Config{})
-	srv := f.server(t, 0)
-	c := f.client(t, lock.Config{})
-	key := uniqueKey(t, "k")
-	l := c.Lock(key, lock.LeaseTTL(time.Second), lock.RenewRatio(0.3))
-	mustAcquire(t, l)
-	tok := l.Token()
-	deadline := time.Now().Add(2500 * time.Millisecond)
-	for time.Now().Before(deadline) {
-		st := srv.Stats()
-		require.Len(t, st.Locks, 1, "still held")
-		assert.LessOrEqual(t, st.Locks[0].LeaseExpiresInS, 1.0, "renewed with its own 1 s lease")
-		time.Sleep(50 * time.Millisecond)
-	}
-	assert.Equal(t, tok, l.Token())
-	assert.GreaterOrEqual(t, c.RenewalsSent(), uint64(5))
-	select {
-	case <-l.Lost():
-		t.Fatal("lost")
-	default:
-	}
+	synctest.Test(t, func(t *testing.T) {
+		f := newVirtualFleet(t, 1, fakeserver.Config{})
+		srv := f.server(t, 0)
+		c := f.client(t, lock.Config{})
+		l := c.Lock("k", lock.LeaseTTL(time.Second), lock.RenewRatio(0.3))
+		mustAcquire(t, l)
+		tok := l.Token()
+		for range 1200 {
+			time.Sleep(50 * time.Millisecond)
+			synctest.Wait()
+			st := srv.Stats()
+			require.Len(t, st.Locks, 1, "still held")
+			assert.LessOrEqual(t, st.Locks[0].LeaseExpiresInS, 1.0, "renewed with its own 1 s lease")
+			assert.Greater(t, st.Locks[0].LeaseExpiresInS, 0.5, "renewed at 0.3 of the lease")
+		}
+		assert.Equal(t, tok, l.Token())
+		// 60 s at one renewal per 0.3 s.
+		assert.InDelta(t, 200, c.RenewalsSent(), 2)
+		select {
+		case <-l.Lost():
+			t.Fatal("lost")
+		default:
+		}
+	})
 }
 
 func TestCloseReleasesEverything(t *testing.T) {
