@@ -366,9 +366,9 @@ func (s *Set) giveBack(ctx context.Context, deadline time.Time, held []bool, fro
 	// but not by more than the replica timeout past the set's deadline,
 	// or past now once ctx ended: a stalled server must not hold up the
 	// caller (a release is sent whether or not its answer is awaited).
-	bound := later(deadline, time.Now())
-	if ctx.Err() != nil {
-		bound = time.Now()
+	bound := time.Now()
+	if ctx.Err() == nil && deadline.After(bound) {
+		bound = deadline
 	}
 	rctx, cancel := context.WithDeadline(context.WithoutCancel(ctx), bound.Add(s.c.replicaTimeout))
 	defer cancel()
@@ -377,14 +377,6 @@ func (s *Set) giveBack(ctx context.Context, deadline time.Time, held []bool, fro
 			s.c.log.Debug("lock: giving back a key of a set", "key", ls[i].key, "err", err)
 		}
 	}
-}
-
-// later is the later of a and b.
-func later(a, b time.Time) time.Time {
-	if a.After(b) {
-		return a
-	}
-	return b
 }
 
 // memberLost is told by a member that it was lost with err.
