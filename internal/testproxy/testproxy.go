@@ -1,11 +1,17 @@
-// Package testproxy is a TCP proxy on loopback for tests: it stands
-// between clients and a server, counts what the clients send, shows it to
-// a callback, and can swallow bytes both ways while keeping every
-// connection open, as a network partition looks from both ends.
+// Package testproxy is a proxy for tests: it stands between clients and
+// a server, counts what the clients send, shows it to a callback, and can
+// swallow bytes both ways while keeping every connection open, as a
+// network partition looks from both ends.
+//
+// Start runs it on loopback TCP. StartWith takes the listen and dial
+// functions of another network, such as an in-memory one (internal/memnet)
+// in a testing/synctest bubble, where a partition then lasts exactly as
+// long as the test's virtual clock says.
 package testproxy
 
 import (
 	"bytes"
+	"context"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -16,6 +22,7 @@ import (
 type Proxy struct {
 	ln     net.Listener
 	target string
+	dial   func(ctx context.Context, network, addr string) (net.Conn, error)
 	// onData sees every chunk a client sends, with the number of its
 	// connection (from 1), before it is forwarded.
 	onData func(conn int64, b []byte)
@@ -28,15 +35,42 @@ type Proxy struct {
 	wg    sync.WaitGroup
 }
 
+// Config says where a proxy listens, how it reaches its target, and what
+// it shows a test. The zero value is a proxy on loopback TCP.
+type Config struct {
+	// Listen opens the proxy's listener on "127.0.0.1:0"; nil is
+	// net.Listen.
+	Listen func(network, addr string) (net.Listener, error)
+	// Dial connects to the target for each connection accepted; nil is a
+	// net.Dialer's.
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// OnData, when set, sees every chunk a client sends, with the number
+	// of its connection (from 1), before it is forwarded.
+	OnData func(conn int64, b []byte)
+}
+
 // Start starts a proxy to target on 127.0.0.1, closed when t ends.
 // onData may be nil.
 func Start(t testing.TB, target string, onData func(conn int64, b []byte)) *Proxy {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	return StartWith(t, target, Config{OnData: onData})
+}
+
+// StartWith starts a proxy to target with cfg, closed when t ends. In a
+// synctest bubble, call it inside the bubble, with the bubble's network.
+func StartWith(t testing.TB, target string, cfg Config) *Proxy {
+	t.Helper()
+	if cfg.Listen == nil {
+		cfg.Listen = net.Listen
+	}
+	if cfg.Dial == nil {
+		cfg.Dial = (&net.Dialer{}).DialContext
+	}
+	ln, err := cfg.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &Proxy{ln: ln, target: target, onData: onData}
+	p := &Proxy{ln: ln, target: target, dial: cfg.Dial, onData: cfg.OnData}
 	p.wg.Add(1)
 	go p.serve()
 	t.Cleanup(p.Close)
@@ -78,7 +112,7 @@ func (p *Proxy) serve() {
 			return
 		}
 		id := p.accepts.Add(1)
-		s, err := net.Dial("tcp", p.target)
+		s, err := p.dial(context.Background(), "tcp", p.target)
 		if err != nil {
 			c.Close()
 			continue
