@@ -130,15 +130,21 @@ func (v *takeView) reachable() bool {
 
 // replicaGroup is one route of a key: its replicas in one membership,
 // as indexes into the holder's servers in that membership's order, and
-// how many of them the lock needs.
+// how many of them the lock needs. Groups never change once made.
 type replicaGroup struct {
 	idx    []int
 	quorum int
-	// taken: the holder holds the group's quorum for this acquisition.
-	// Once the lock is held, a taken group that falls below its quorum
-	// loses it.
-	taken bool
 }
+
+// groupSet is a set of a holder's groups, by index: those taken, whose
+// quorum the holder holds for this acquisition. Once the lock is held, a
+// taken group that falls below its quorum loses it.
+type groupSet uint32
+
+func (s groupSet) has(k int) bool      { return s&(1<<k) != 0 }
+func (s groupSet) with(k int) groupSet { return s | 1<<k }
+func allGroups(n int) groupSet         { return 1<<n - 1 }
+func (s groupSet) all(n int) bool      { return s&allGroups(n) == allGroups(n) }
 
 // countIn is how many of g's replicas has reports held.
 func countIn(g replicaGroup, has func(i int) bool) int {
@@ -164,9 +170,9 @@ func quorate(groups []replicaGroup, has func(i int) bool) int {
 
 // short returns the first taken group of which fewer than a quorum are
 // held, or -1: a held lock is lost when there is one.
-func short(groups []replicaGroup, held []bool) int {
+func short(groups []replicaGroup, taken groupSet, held []bool) int {
 	for k, g := range groups {
-		if g.taken && countIn(g, func(i int) bool { return held[i] }) < g.quorum {
+		if taken.has(k) && countIn(g, func(i int) bool { return held[i] }) < g.quorum {
 			return k
 		}
 	}
@@ -175,9 +181,9 @@ func short(groups []replicaGroup, held []bool) int {
 
 // kept reports whether replica i belongs to a taken group: the holder
 // keeps it whatever it is taking now.
-func kept(groups []replicaGroup, i int) bool {
-	for _, g := range groups {
-		if g.taken && slices.Contains(g.idx, i) {
+func kept(groups []replicaGroup, taken groupSet, i int) bool {
+	for k, g := range groups {
+		if taken.has(k) && slices.Contains(g.idx, i) {
 			return true
 		}
 	}

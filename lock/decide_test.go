@@ -118,11 +118,15 @@ func TestGroupRules(t *testing.T) {
 	only := []replicaGroup{{idx: []int{0, 1, 2}, quorum: 2}}
 	assert.False(t, holdsEnough(only, 0, []bool{false, true, true}), "a key's only group needs its arbiter")
 
-	groups[0].taken = true
-	assert.Equal(t, 0, short(groups, []bool{true, false, false, true}), "a taken group below its quorum")
-	assert.Equal(t, -1, short(groups, []bool{true, true, false, false}), "a group not taken does not count")
-	assert.True(t, kept(groups, 2))
-	assert.False(t, kept(groups, 3))
+	var taken groupSet
+	taken = taken.with(0)
+	assert.True(t, taken.has(0))
+	assert.False(t, taken.all(2))
+	assert.True(t, taken.with(1).all(2))
+	assert.Equal(t, 0, short(groups, taken, []bool{true, false, false, true}), "a taken group below its quorum")
+	assert.Equal(t, -1, short(groups, taken, []bool{true, true, false, false}), "a group not taken does not count")
+	assert.True(t, kept(groups, taken, 2))
+	assert.False(t, kept(groups, taken, 3))
 	assert.Equal(t, 1, quorate(groups, func(i int) bool { return i < 2 }))
 	assert.Equal(t, -1, quorate(groups, func(i int) bool { return i > 0 }))
 }

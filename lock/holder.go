@@ -28,51 +28,67 @@ import (
 type holder struct {
 	l  *Lock
 	rt *routing // the routing the groups come from
-	// single: one server per group (Replicas 1): each must answer
-	// however slow; there is no other to go on without it.
-	single bool
 	// deadline bounds the acquisition, and with single, the wait for
 	// each answer. Set by the taker before its first request.
 	deadline time.Time
-	// prefetched, when set, are the answers of a first round sent for
-	// many keys together (Client.TryLockMany): the holder's first round
-	// takes them in place of its own. Only the taker uses it.
-	prefetched []tryOutcome
 
 	// mu guards the fields below; see the lock order in lock.go.
-	mu      sync.Mutex
-	slots   []slot
-	groups  []replicaGroup
-	cur     int  // the group being taken
-	held    bool // handed to the caller as held
-	over    bool // released, lost or given up: late grants go back
-	retake  *time.Timer
-	backoff time.Duration // before the next background re-take
-	// backoffCap bounds backoff: short while the missing replicas answer
-	// busy, long while one does not answer.
-	backoffCap time.Duration
-	stop       context.CancelFunc
-	ctx        context.Context // ends when the holder is over; made by the first re-take
-	endTake    func()          // ends a take of a held holder's new group (see Lock.conform)
+	mu     sync.Mutex
+	slots  []slot
+	groups []replicaGroup
+	taken  groupSet
+	cur    int // the group being taken
+	arb    int // queued by Enqueue: the arbiter it chose
+	// yieldTo: waiting on this arbiter, other grants go back; -1 if not.
+	yieldTo int
+	// single: one server per group (Replicas 1): each must answer
+	// however slow; there is no other to go on without it. Set at
+	// creation.
+	single bool
+	held   bool // handed to the caller as held
+	over   bool // released, lost or given up: late grants go back
 	// taking: a held holder takes a new group (see Lock.conform). No
 	// background re-take meanwhile: one could take the very replica the
 	// take waits for, and the wait would queue behind its own holder.
-	taking  bool
-	arb     int // queued by Enqueue: the arbiter it chose
-	yieldTo int // waiting on this arbiter: other grants go back; -1 if not
+	taking bool
+	// x is what only replicas, moving keys and waits need, made on first
+	// need: a lock on one server, taken at once, never makes it.
+	x *holderExtra
+
+	// one is the slot of a key on one server, and oneOuts its try-lock's
+	// outcome, so that the common case allocates nothing more than the
+	// holder (which comes with the handle, see Lock.first).
+	one     [1]slot
+	oneOuts [1]tryOutcome // only the taker asks one slot
+	outBufs
+}
+
+// holderExtra is the holder's state for re-takes and waits; guarded by
+// holder.mu.
+type holderExtra struct {
+	retake  *time.Timer   // the next background attempt at the missing replicas
+	backoff time.Duration // before it
+	// backoffCap bounds backoff: short while the missing replicas answer
+	// busy, long while one does not answer.
+	backoffCap time.Duration
+	ctx        context.Context // ends when the holder is over: bounds background requests
+	stop       context.CancelFunc
+	endTake    func() // ends a take of a held holder's new group (see Lock.conform)
 	// arbTaken, while a wait on the arbiter yieldTo is out, is closed
 	// when the holder gets that arbiter's grant some other way (an
 	// earlier try-lock answered late): the wait would otherwise queue
 	// behind the holder's own grant.
 	arbTaken chan struct{}
 	shown    *pool.Grant // the grant whose token Token gave last
+}
 
-	// one and oneGroup are the slots and groups of a key on one server,
-	// so that the common case allocates nothing more than the holder.
-	one      [1]slot
-	oneGroup [1]replicaGroup
-	oneOuts  [1]tryOutcome // tryAll's outcomes: only the taker asks one slot
-	outBufs
+// extraLocked returns the holder's extra state, made on first need;
+// h.mu is held.
+func (h *holder) extraLocked() *holderExtra {
+	if h.x == nil {
+		h.x = &holderExtra{backoffCap: retakeMaxBusy}
+	}
+	return h.x
 }
 
 // slot is the holder's place for one server of the key.
@@ -85,8 +101,13 @@ type slot struct {
 	pending bool        // a request that may take the replica is out
 }
 
-// onlyFirst is the group of a key on one server: its one slot.
-var onlyFirst = []int{0}
+// onlyFirst is the group of a key on one server, its one slot, and
+// oneServer its groups. Groups never change: every such holder shares
+// them.
+var (
+	onlyFirst = []int{0}
+	oneServer = []replicaGroup{{idx: onlyFirst, quorum: 1}}
+)
 
 // Bounds of the pause between background attempts at a missing replica.
 // A replica that answered busy is held by a contender that lacks the
@@ -121,10 +142,9 @@ func (l *Lock) holderOn(rt *routing, addr string) (*holder, error) {
 		// holder comes with the handle.
 		h, l.firstTaken = &l.first, true
 	}
-	h.l, h.rt, h.single, h.yieldTo, h.backoffCap = l, rt, true, -1, retakeMaxBusy
+	h.l, h.rt, h.single, h.yieldTo = l, rt, true, -1
 	h.one[0] = slot{addr: addr, pool: p}
-	h.oneGroup[0] = replicaGroup{idx: onlyFirst, quorum: 1}
-	h.slots, h.groups = h.one[:], h.oneGroup[:]
+	h.slots, h.groups = h.one[:], oneServer
 	return h, nil
 }
 
@@ -135,7 +155,7 @@ func (l *Lock) newHolder(rt *routing, routes [][]string) (*holder, error) {
 	if len(routes) == 1 && len(routes[0]) == 1 {
 		return l.holderOn(rt, routes[0][0])
 	}
-	h := &holder{l: l, rt: rt, single: l.c.replicas == 1, yieldTo: -1, backoffCap: retakeMaxBusy}
+	h := &holder{l: l, rt: rt, single: l.c.replicas == 1, yieldTo: -1}
 	n, total := 0, 0
 	for _, r := range routes {
 		total += len(r)
@@ -331,9 +351,10 @@ func (h *holder) group() []int {
 func (h *holder) markTaken(k int) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	g := &h.groups[k]
-	g.taken = g.taken || countIn(*g, h.hasLocked) >= g.quorum
-	return g.taken
+	if countIn(h.groups[k], h.hasLocked) >= h.groups[k].quorum {
+		h.taken = h.taken.with(k)
+	}
+	return h.taken.has(k)
 }
 
 // holdsAlready marks group k taken, without a take of it, if the holder
@@ -343,9 +364,10 @@ func (h *holder) holdsAlready(k int) bool {
 	var buf [viewBufLen]bool
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	g := &h.groups[k]
-	g.taken = g.taken || holdsEnough(h.groups, k, h.heldLocked(buf[:]))
-	return g.taken
+	if holdsEnough(h.groups, k, h.heldLocked(buf[:])) {
+		h.taken = h.taken.with(k)
+	}
+	return h.taken.has(k)
 }
 
 // hasLocked reports whether the holder holds replica i; h.mu is held.
@@ -353,18 +375,18 @@ func (h *holder) hasLocked(i int) bool { return h.slots[i].grant != nil }
 
 // keptLocked reports whether replica i belongs to a taken group; h.mu is
 // held.
-func (h *holder) keptLocked(i int) bool { return kept(h.groups, i) }
+func (h *holder) keptLocked(i int) bool { return kept(h.groups, h.taken, i) }
 
 // takenLocked returns the groups the lock counts on: those taken (a held
 // holder still taking a new group does not count on it yet); h.mu is
 // held.
 func (h *holder) takenLocked() []replicaGroup {
-	if !slices.ContainsFunc(h.groups, func(g replicaGroup) bool { return !g.taken }) {
+	if h.taken.all(len(h.groups)) {
 		return h.groups // the common case: no copy
 	}
 	var out []replicaGroup
-	for _, g := range h.groups {
-		if g.taken {
+	for k, g := range h.groups {
+		if h.taken.has(k) {
 			out = append(out, g)
 		}
 	}
@@ -385,9 +407,9 @@ func (h *holder) offer(i int, g *pool.Grant) bool {
 	}
 	e := &renewal{l: l, g: g, idx: -1}
 	s.grant, s.entry, s.last = g, e, g
-	if i == h.yieldTo && h.arbTaken != nil {
-		close(h.arbTaken)
-		h.arbTaken = nil
+	if x := h.x; i == h.yieldTo && x != nil && x.arbTaken != nil {
+		close(x.arbTaken)
+		x.arbTaken = nil
 	}
 	h.mu.Unlock()
 	l.c.renewer.add(e)
@@ -414,7 +436,7 @@ func (h *holder) replicaLost(i int, g *pool.Grant, err error) {
 	}
 	e := s.entry
 	s.grant, s.entry = nil, nil
-	k := short(h.groups, h.heldLocked(buf[:]))
+	k := short(h.groups, h.taken, h.heldLocked(buf[:]))
 	switch {
 	case h.over || !h.held || l.h != h || l.state != stateHeld:
 		// Not handed out (the taker counts what is left), or done.
@@ -422,7 +444,7 @@ func (h *holder) replicaLost(i int, g *pool.Grant, err error) {
 		l.mu.Unlock()
 		l.c.renewer.remove(e)
 	case k < 0:
-		h.backoff = 0
+		h.extraLocked().backoff = 0
 		h.scheduleLocked()
 		h.mu.Unlock()
 		l.mu.Unlock()
@@ -463,14 +485,16 @@ func (h *holder) loseLocked(err error, server string, k, heldBefore int) {
 // h.mu is held.
 func (h *holder) endLocked() ([]*pool.Grant, []*renewal) {
 	h.over = true
-	if h.stop != nil {
-		h.stop()
-	}
-	if h.retake != nil {
-		h.retake.Stop()
-	}
-	if h.endTake != nil {
-		h.endTake()
+	if x := h.x; x != nil {
+		if x.stop != nil {
+			x.stop()
+		}
+		if x.retake != nil {
+			x.retake.Stop()
+		}
+		if x.endTake != nil {
+			x.endTake()
+		}
 	}
 	return h.takeOutLocked(func(int) bool { return true })
 }
@@ -561,14 +585,15 @@ func (h *holder) yield(arb int) {
 // scheduleLocked plans a background attempt at the missing replicas
 // that no request is out for; h.mu is held.
 func (h *holder) scheduleLocked() {
-	if h.over || h.retake != nil || h.taking || len(h.toRetakeLocked()) == 0 {
+	if h.over || h.taking || (h.x != nil && h.x.retake != nil) || len(h.toRetakeLocked()) == 0 {
 		return
 	}
 	h.retakeCtxLocked()
-	d := h.backoff
-	h.backoff = min(max(2*h.backoff, retakeFirst), h.backoffCap)
+	x := h.x
+	d := x.backoff
+	x.backoff = min(max(2*x.backoff, retakeFirst), x.backoffCap)
 	// Jitter keeps the holders of a semaphore's slots out of step.
-	h.retake = h.l.c.tasks.afterFunc(d/2+rand.N(d/2+1), h.retakeMissing)
+	x.retake = h.l.c.tasks.afterFunc(d/2+rand.N(d/2+1), h.retakeMissing)
 }
 
 // retakeMissing tries, once, to take each missing replica: a pipelined
@@ -580,12 +605,13 @@ func (h *holder) retakeMissing() { h.retakeNow(retakeMax) }
 // retakeCtxLocked returns the context of the holder's re-takes, which
 // its end, or the client's Close, cancels; h.mu is held.
 func (h *holder) retakeCtxLocked() context.Context {
-	if h.ctx == nil {
+	x := h.extraLocked()
+	if x.ctx == nil {
 		// Made on first need: most locks are released with every replica
 		// held, and never re-take one.
-		h.ctx, h.stop = context.WithCancel(h.l.c.tasks.ctx)
+		x.ctx, x.stop = context.WithCancel(h.l.c.tasks.ctx)
 	}
-	return h.ctx
+	return x.ctx
 }
 
 // retakeNow is retakeMissing run by the caller, waiting up to wait for
@@ -593,7 +619,7 @@ func (h *holder) retakeCtxLocked() context.Context {
 // missing.
 func (h *holder) retakeNow(wait time.Duration) {
 	h.mu.Lock()
-	h.retake = nil
+	h.extraLocked().retake = nil
 	idx := h.toRetakeLocked()
 	if len(idx) == 0 {
 		h.mu.Unlock()
@@ -639,12 +665,13 @@ func (h *holder) retakenLocked(idx []int, outs []tryOutcome) {
 		got = got || outs[i].took
 		down = down || !outs[i].answered
 	}
-	h.backoffCap = retakeMaxBusy
+	x := h.extraLocked()
+	x.backoffCap = retakeMaxBusy
 	if down {
-		h.backoffCap = retakeMax
+		x.backoffCap = retakeMax
 	}
 	if got {
-		h.backoff = 0
+		x.backoff = 0
 	}
 	h.scheduleLocked()
 }
@@ -659,19 +686,19 @@ func (l *Lock) adopt(h *holder) (bool, error) {
 	l.mu.Lock()
 	h.mu.Lock()
 	h.held = true
-	for k := range h.groups {
-		h.groups[k].taken = true
-	}
+	h.taken = allGroups(len(h.groups))
 	l.moveLocked(stateHeld, change{h: h, rt: h.rt})
 	var buf [viewBufLen]bool
-	if k := short(h.groups, h.heldLocked(buf[:])); k >= 0 {
+	if k := short(h.groups, h.taken, h.heldLocked(buf[:])); k >= 0 {
 		// A replica was lost since the quorum was counted.
 		g := h.groups[k]
 		n := countIn(g, h.hasLocked)
 		h.loseLocked(fmt.Errorf("%w: %s: %d of %d replicas left right after the acquire, quorum %d", ErrLockLost, l.what(), n, len(g.idx), g.quorum), "", k, n)
 		return true, nil
 	}
-	h.backoff = 0
+	if h.x != nil {
+		h.x.backoff = 0
+	}
 	h.scheduleLocked()
 	h.mu.Unlock()
 	l.mu.Unlock()
@@ -694,7 +721,7 @@ func (h *holder) token() string {
 		gs[i] = s.grant
 	}
 	groups := h.takenLocked()
-	shown := h.shown
+	shown := h.extraLocked().shown
 	h.mu.Unlock()
 	now := time.Now()
 	var first *pool.Grant
@@ -716,7 +743,7 @@ func (h *holder) token() string {
 	}
 	if first != shown {
 		h.mu.Lock()
-		h.shown = first
+		h.x.shown = first
 		h.mu.Unlock()
 	}
 	return first.Token()

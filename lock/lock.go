@@ -333,7 +333,7 @@ func (l *Lock) acquire(ctx context.Context, timeout time.Duration) (ok bool, err
 		// this very holder.
 		h.tryAll(ctx, allReplicas(len(h.slots)), h.answerWait(), false)
 	}
-	ok, err = h.takeGroups(ctx, timeout, deadline)
+	ok, err = h.takeGroups(ctx, timeout, deadline, nil)
 	if ok && err == nil {
 		ok, err = l.adopt(h)
 	}

@@ -290,11 +290,7 @@ func (c *Client) firstRound(ctx context.Context, rt *routing, ls []*Lock, start 
 // TryAcquire would, and unlocks its handle.
 func (c *Client) settleTry(ctx context.Context, rt *routing, kt *keyTry, start time.Time) keyOutcome {
 	h, l := kt.h, kt.h.l
-	h.prefetched = kt.outs
-	ok, err := h.takeGroups(ctx, 0, start)
-	// Answers not used (the holder held its groups already) must not
-	// judge a later take, of a new group in a fleet change.
-	h.prefetched = nil
+	ok, err := h.takeGroups(ctx, 0, start, kt.outs)
 	if ok && err == nil {
 		ok, err = l.adopt(h)
 	}

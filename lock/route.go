@@ -339,7 +339,7 @@ func (l *Lock) conformTo(ctx context.Context, rt *routing, deadline time.Time, q
 	if !l.moveTo(h0, h, cancel) {
 		return false, nil // released (or lost) meanwhile
 	}
-	ok, err := h.takeGroups(tctx, max(time.Until(deadline), time.Nanosecond), deadline)
+	ok, err := h.takeGroups(tctx, max(time.Until(deadline), time.Nanosecond), deadline, nil)
 	return l.conformed(ctx, h, rt, routes, ok, err, quiet)
 }
 
@@ -385,13 +385,18 @@ func (l *Lock) moveTo(h0, h *holder, endTake func()) bool {
 		ms = append(ms, moved{i, s0.grant})
 		s0.grant, s0.entry = nil, nil
 	}
-	h.shown = h0.shown
+	if h0.x != nil {
+		h.extraLocked().shown = h0.x.shown
+	}
 	h0.endLocked()
 	h0.mu.Unlock()
-	for k := range h.groups {
-		h.groups[k].taken = countIn(h.groups[k], h.hasLocked) >= h.groups[k].quorum
+	for k, g := range h.groups {
+		if countIn(g, h.hasLocked) >= g.quorum {
+			h.taken = h.taken.with(k)
+		}
 	}
-	h.held, h.endTake, h.taking = true, endTake, true
+	h.held, h.taking = true, true
+	h.extraLocked().endTake = endTake
 	h.mu.Unlock()
 	l.h = h
 	l.mu.Unlock()
@@ -421,8 +426,9 @@ func (l *Lock) conformed(ctx context.Context, h *holder, rt *routing, routes [][
 	}
 	h.mu.Lock()
 	h.groups, h.cur = h.groups[:len(routes):len(routes)], 0
+	h.taken &= allGroups(len(routes))
 	gs, es := h.takeOutLocked(func(i int) bool { return !h.keptLocked(i) })
-	h.endTake, h.backoff = nil, retakeFirst
+	h.x.endTake, h.x.backoff = nil, retakeFirst
 	h.mu.Unlock()
 	l.rt = rt
 	l.mu.Unlock()
@@ -451,9 +457,9 @@ func (l *Lock) conformed(ctx context.Context, h *holder, rt *routing, routes [][
 // given back unreported. l.mu is held, and released.
 func (l *Lock) cannotFollow(ctx context.Context, h *holder, routes [][]string, err error, quiet, closing bool) (bool, error) {
 	h.mu.Lock()
-	k := slices.IndexFunc(h.groups, func(g replicaGroup) bool { return !g.taken })
-	if k < 0 {
-		k = len(h.groups)
+	k := 0
+	for k < len(h.groups) && h.taken.has(k) {
+		k++
 	}
 	why := err
 	if why == nil {

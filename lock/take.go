@@ -34,7 +34,11 @@ import (
 // the new. A group whose quorum the holder already holds (servers both
 // memberships have) is taken as it stands. It holds the holder's grants
 // when it returns true, and none of the groups it took otherwise.
-func (h *holder) takeGroups(ctx context.Context, timeout time.Duration, deadline time.Time) (bool, error) {
+//
+// first, when given, are the answers of a first round sent for many keys
+// together (Client.TryLockMany): the first round of the first group not
+// held already takes them in place of its own.
+func (h *holder) takeGroups(ctx context.Context, timeout time.Duration, deadline time.Time, first []tryOutcome) (bool, error) {
 	h.mu.Lock()
 	n := len(h.groups)
 	h.mu.Unlock()
@@ -45,7 +49,8 @@ func (h *holder) takeGroups(ctx context.Context, timeout time.Duration, deadline
 			k++
 			continue
 		}
-		ok, err := h.take(ctx, timeout, deadline)
+		ok, err := h.take(ctx, timeout, deadline, first)
+		first = nil // answers not used must not judge a later take
 		if !ok || err != nil {
 			return false, err
 		}
@@ -66,14 +71,14 @@ func (h *holder) takeGroups(ctx context.Context, timeout time.Duration, deadline
 // when another holds it, then waits on the missing replicas until a
 // quorum. It holds the group's quorum when it returns true; otherwise
 // the holder was given up (see giveUp).
-func (h *holder) take(ctx context.Context, timeout time.Duration, deadline time.Time) (bool, error) {
+func (h *holder) take(ctx context.Context, timeout time.Duration, deadline time.Time, first []tryOutcome) (bool, error) {
 	l := h.l
-	if timeout > 0 && len(h.slots) > 1 && l.c.contention.recent(l.key) {
+	if timeout > 0 && len(h.slots) > 1 && first == nil && l.c.contention.recent(l.key) {
 		if ok, err, done := h.takeBusy(ctx, deadline); done {
 			return ok, err
 		}
 	}
-	arb, held, _, err := h.round(ctx, timeout > 0)
+	arb, held, _, err := h.round(ctx, timeout > 0, first)
 	if held || err != nil {
 		return held, err
 	}
@@ -117,14 +122,14 @@ func (h *holder) takeBusy(ctx context.Context, deadline time.Time) (ok bool, err
 	return false, nil, false
 }
 
-// round sends a try-lock to every replica at once and finds the
-// arbiter. held says the holder holds the arbiter and a quorum: the
-// group is taken. On an error the holder is given up. fullQueue is as
-// for arbiter.
-func (h *holder) round(ctx context.Context, fullQueue bool) (arb int, held bool, outs []tryOutcome, err error) {
+// round sends a try-lock to every replica at once (or takes outs, the
+// answers of one sent already) and finds the arbiter. held says the
+// holder holds the arbiter and a quorum: the group is taken. On an
+// error the holder is given up. fullQueue is as for arbiter.
+func (h *holder) round(ctx context.Context, fullQueue bool, outs []tryOutcome) (arb int, held bool, _ []tryOutcome, err error) {
 	// Not those held already, for a group that shares servers with one
 	// taken before: the server would call its own holder busy.
-	if outs, h.prefetched = h.prefetched, nil; outs == nil {
+	if outs == nil {
 		outs = h.tryAll(ctx, h.missing(), h.answerWait(), true)
 	}
 	if h.judge(outs, takenVerdict) {
@@ -191,11 +196,16 @@ func (h *holder) wait(ctx context.Context, arb int, deadline time.Time) (bool, e
 // request, or the wait of a two-phase acquire), and goes on as wait
 // describes.
 func (h *holder) waitWith(ctx context.Context, arb int, deadline time.Time, wait func(context.Context) (*pool.Grant, error)) (bool, error) {
-	taken := make(chan struct{})
+	var taken chan struct{}
+	if !h.single {
+		// Only a replica's try-lock can answer late, while the wait is
+		// out.
+		taken = make(chan struct{})
+	}
 	h.mu.Lock()
 	held := h.slots[arb].grant != nil
-	if !held {
-		h.arbTaken = taken
+	if !held && taken != nil {
+		h.extraLocked().arbTaken = taken
 	}
 	h.mu.Unlock()
 	if held {
@@ -204,11 +214,13 @@ func (h *holder) waitWith(ctx context.Context, arb int, deadline time.Time, wait
 		return h.takeRest(ctx, deadline)
 	}
 	g, err, failed := h.waitWatched(ctx, arb, taken, wait)
-	h.mu.Lock()
-	if h.arbTaken == taken {
-		h.arbTaken = nil
+	if taken != nil {
+		h.mu.Lock()
+		if h.x.arbTaken == taken {
+			h.x.arbTaken = nil
+		}
+		h.mu.Unlock()
 	}
-	h.mu.Unlock()
 	if g != nil && err == nil {
 		h.offer(arb, g) // given back if the holder took it meanwhile
 	}
@@ -222,7 +234,7 @@ func (h *holder) waitWith(ctx context.Context, arb int, deadline time.Time, wait
 	failed = g != nil || h.arbiterFailed(ctx, arb, err) || failed
 	if failed && ctx.Err() == nil && time.Now().Before(deadline) {
 		h.yield(-1)
-		return h.take(ctx, time.Until(deadline), deadline)
+		return h.take(ctx, time.Until(deadline), deadline, nil)
 	}
 	h.giveUp()
 	if failed {

@@ -73,7 +73,7 @@ func (l *Lock) enqueue(ctx context.Context, rt *routing) (Status, error) {
 	// Bounded like Acquire's try-lock, so that a stalled server cannot
 	// hold Enqueue for ever.
 	h.deadline = time.Now().Add(l.opt.acquireTimeout)
-	arb, held, outs, err := h.round(ctx, true)
+	arb, held, outs, err := h.round(ctx, true, nil)
 	switch {
 	case err != nil:
 		return 0, err // a full queue included: an enqueue would be refused too
@@ -231,7 +231,7 @@ func (l *Lock) enqueueRest(ctx context.Context, h *holder) (Status, error) {
 		if h.holdsAlready(k + 1) {
 			continue
 		}
-		arb, held, _, err := h.round(ctx, true)
+		arb, held, _, err := h.round(ctx, true, nil)
 		switch {
 		case err != nil:
 			return 0, err
@@ -265,11 +265,11 @@ func (l *Lock) waitQueued(ctx context.Context, h *holder, pin *pool.Pinned, secs
 		ok, err = h.takeRest(ctx, deadline)
 	default:
 		// The arbiter's replica was lost while queued: start again.
-		ok, err = h.take(ctx, timeout, deadline)
+		ok, err = h.take(ctx, timeout, deadline, nil)
 	}
 	if ok && err == nil {
 		// The groups after it, in a transition.
-		ok, err = h.takeGroups(ctx, timeout, deadline)
+		ok, err = h.takeGroups(ctx, timeout, deadline, nil)
 	}
 	if !ok || err != nil {
 		return false, err
