@@ -3,6 +3,7 @@ package lock_test
 import (
 	"context"
 	"errors"
+	"os"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -23,6 +24,31 @@ func ctxFor(t *testing.T, d time.Duration) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	t.Cleanup(cancel)
 	return ctx
+}
+
+// onTimedFleet runs body, a test whose waits are part of what it shows,
+// on a fleet of n servers: fakeservers in a synctest bubble, where a
+// wait takes no real time and lasts exactly what it should; or, with
+// DFLOCK_TEST_SERVERS, the real servers, in real time.
+func onTimedFleet(t *testing.T, n int, cfg fakeserver.Config, body func(t *testing.T, f *testFleet)) {
+	t.Helper()
+	if os.Getenv("DFLOCK_TEST_SERVERS") != "" {
+		body(t, newFleet(t, n, cfg))
+		return
+	}
+	synctest.Test(t, func(t *testing.T) { body(t, newVirtualFleet(t, n, cfg)) })
+}
+
+// assertTook asserts that what began at began lasted want: exactly, in
+// virtual time; at least want, against real servers, whose waits are
+// counted from our request's arrival.
+func assertTook(t *testing.T, f *testFleet, want time.Duration, began time.Time, msg string) {
+	t.Helper()
+	if f.mem != nil {
+		assert.Equal(t, want, time.Since(began), msg)
+	} else {
+		assert.GreaterOrEqual(t, time.Since(began), want, msg)
+	}
 }
 
 func TestAcquireRelease(t *testing.T) {
@@ -61,48 +87,62 @@ func TestAcquireRelease(t *testing.T) {
 	require.NoError(t, l.Close())
 }
 
+// An acquire that waits out its timeout on a held key returns false, not
+// an error, after the whole timeout (the default 10 s, waited on the
+// server); one that never waits says ErrTimeout.
 func TestAcquireTimeoutIsNotAnError(t *testing.T) {
-	f := newFleet(t, 1, fakeserver.Config{})
-	c := f.client(t, lock.Config{})
-	key := uniqueKey(t, "k")
-	holder := c.Lock(key)
-	mustAcquire(t, holder)
+	onTimedFleet(t, 1, fakeserver.Config{}, func(t *testing.T, f *testFleet) {
+		c := f.client(t, lock.Config{})
+		key := uniqueKey(t, "k")
+		holder := c.Lock(key)
+		mustAcquire(t, holder)
 
-	began := time.Now()
-	ok, err := c.Lock(key, lock.AcquireTimeout(time.Second)).Acquire(ctxFor(t, wait))
-	require.NoError(t, err)
-	assert.False(t, ok)
-	assert.GreaterOrEqual(t, time.Since(began), time.Second, "waited on the server")
+		timeout := lock.DefaultAcquireTimeout
+		if f.mem == nil {
+			timeout = time.Second // real time
+		}
+		began := time.Now()
+		ok, err := c.Lock(key, lock.AcquireTimeout(timeout)).Acquire(ctxFor(t, 2*timeout))
+		require.NoError(t, err)
+		assert.False(t, ok)
+		assertTook(t, f, timeout, began, "waited on the server")
 
-	err = c.WithLock(ctxFor(t, wait), key, func(context.Context) error {
-		t.Fatal("must not run")
-		return nil
-	}, lock.AcquireTimeout(0))
-	assert.ErrorIs(t, err, lock.ErrTimeout)
+		err = c.WithLock(ctxFor(t, wait), key, func(context.Context) error {
+			t.Fatal("must not run")
+			return nil
+		}, lock.AcquireTimeout(0))
+		assert.ErrorIs(t, err, lock.ErrTimeout)
+	})
 }
 
+// An acquire ended by its context says the context's error, at the
+// instant the context ends, not ErrTimeout: cancelled, or past its
+// deadline, WithLock included.
 func TestCancellationIsNotATimeout(t *testing.T) {
-	f := newFleet(t, 1, fakeserver.Config{})
-	c := f.client(t, lock.Config{})
-	key := uniqueKey(t, "k")
-	holder := c.Lock(key)
-	_, err := holder.Acquire(ctxFor(t, wait))
-	require.NoError(t, err)
+	onTimedFleet(t, 1, fakeserver.Config{}, func(t *testing.T, f *testFleet) {
+		c := f.client(t, lock.Config{})
+		key := uniqueKey(t, "k")
+		mustAcquire(t, c.Lock(key))
 
-	ctx, cancel := context.WithCancel(context.Background())
-	time.AfterFunc(100*time.Millisecond, cancel)
-	ok, err := c.Lock(key).Acquire(ctx)
-	assert.False(t, ok)
-	assert.ErrorIs(t, err, context.Canceled)
-	assert.NotErrorIs(t, err, lock.ErrTimeout)
+		ctx, cancel := context.WithCancel(context.Background())
+		time.AfterFunc(100*time.Millisecond, cancel)
+		began := time.Now()
+		ok, err := c.Lock(key).Acquire(ctx)
+		assert.False(t, ok)
+		assert.ErrorIs(t, err, context.Canceled)
+		assert.NotErrorIs(t, err, lock.ErrTimeout)
+		assertTook(t, f, 100*time.Millisecond, began, "returned when cancelled")
 
-	ok, err = c.Lock(key).Acquire(ctxFor(t, 200*time.Millisecond))
-	assert.False(t, ok)
-	assert.ErrorIs(t, err, context.DeadlineExceeded)
-	assert.NotErrorIs(t, err, lock.ErrTimeout)
+		began = time.Now()
+		ok, err = c.Lock(key).Acquire(ctxFor(t, 200*time.Millisecond))
+		assert.False(t, ok)
+		assert.ErrorIs(t, err, context.DeadlineExceeded)
+		assert.NotErrorIs(t, err, lock.ErrTimeout)
+		assertTook(t, f, 200*time.Millisecond, began, "returned at the deadline")
 
-	err = c.WithLock(ctxFor(t, 200*time.Millisecond), key, func(context.Context) error { return nil })
-	assert.ErrorIs(t, err, context.DeadlineExceeded)
+		err = c.WithLock(ctxFor(t, 200*time.Millisecond), key, func(context.Context) error { return nil })
+		assert.ErrorIs(t, err, context.DeadlineExceeded)
+	})
 }
 
 func TestBadInputIsRefusedBeforeSending(t *testing.T) {
@@ -234,59 +274,68 @@ func TestWithLockContextEndsWhenLost(t *testing.T) {
 	assert.ErrorIs(t, err, lock.ErrLockLost)
 }
 
-// Hazard 6: each way of losing a lock is reported: Token "", Lost closed,
-// the callback once, a log line with key and server and no token.
+// Hazard 6: each way of losing a lock is reported, at the instant the
+// client can know of it: Token "", Lost closed, the callback once, a log
+// line with key and server and no token. A dropped connection is lost at
+// once; a renewal refused, at the first renewal (half the lease). A lease
+// whose renewal gets no answer is lost before the server could let go of
+// it: a 30 s one at the server's read timeout on the silent connection
+// (23 s after its last answer, less a 1 s margin), a 10 s one at its end
+// (less a 250 ms margin).
 func TestLostLocksAreReported(t *testing.T) {
-	cases := map[string]func(srv *fakeserver.Server, key string){
-		"connection dropped":   func(srv *fakeserver.Server, _ string) { srv.DropConnections() },
-		"renewal refused":      func(srv *fakeserver.Server, key string) { srv.ExpireNow(key) },
-		"no renewal confirmed": func(srv *fakeserver.Server, _ string) { srv.Stall(time.Minute) },
+	cases := []struct {
+		name   string
+		lease  time.Duration
+		fault  func(srv *fakeserver.Server, key string)
+		lostAt time.Duration
+	}{
+		{"connection dropped", 30 * time.Second, func(srv *fakeserver.Server, _ string) { srv.DropConnections() }, 0},
+		{"renewal refused", 30 * time.Second, func(srv *fakeserver.Server, key string) { srv.ExpireNow(key) }, 15 * time.Second},
+		{"no renewal confirmed", 30 * time.Second, func(srv *fakeserver.Server, _ string) { srv.Stall(time.Hour) }, 22 * time.Second},
+		{"no renewal confirmed, short lease", 10 * time.Second, func(srv *fakeserver.Server, _ string) { srv.Stall(time.Hour) }, 9750 * time.Millisecond},
 	}
-	for name, fault := range cases {
-		t.Run(name, func(t *testing.T) {
-			t.Parallel()
-			f := newFleet(t, 1, fakeserver.Config{})
-			srv := f.server(t, 0)
-			defer srv.Unstall()
-			var logs testlog.Buffer
-			c := f.client(t, lock.Config{Logger: logs.Logger()})
-			var calls atomic.Int32
-			lostKey := make(chan string, 2)
-			key := uniqueKey(t, "k")
-			l := c.Lock(key, lock.LeaseTTL(time.Second), lock.OnLost(func(k string, err error) {
-				assert.ErrorIs(t, err, lock.ErrLockLost)
-				calls.Add(1)
-				lostKey <- k
-			}))
-			ok, err := l.Acquire(ctxFor(t, wait))
-			require.NoError(t, err)
-			require.True(t, ok)
-			tok := l.Token()
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				f := newVirtualFleet(t, 1, fakeserver.Config{})
+				srv := f.server(t, 0)
+				defer srv.Unstall()
+				var logs testlog.Buffer
+				c := f.client(t, lock.Config{Logger: logs.Logger()})
+				var calls atomic.Int32
+				lostKey := make(chan string, 2)
+				key := uniqueKey(t, "k")
+				l := c.Lock(key, lock.LeaseTTL(tc.lease), lock.OnLost(func(k string, err error) {
+					assert.ErrorIs(t, err, lock.ErrLockLost)
+					calls.Add(1)
+					lostKey <- k
+				}))
+				began := time.Now()
+				mustAcquire(t, l)
+				tok := l.Token()
 
-			fault(srv, key)
-			select {
-			case <-l.Lost():
-			case <-time.After(wait):
-				t.Fatal("loss not reported")
-			}
-			assert.Equal(t, "", l.Token())
-			assert.Equal(t, key, <-lostKey)
-			assert.ErrorIs(t, l.Release(ctxFor(t, wait)), lock.ErrLockLost)
-			require.NoError(t, l.Close(), "Close after loss is fine")
-			assert.Equal(t, int32(1), calls.Load())
-			out := logs.String()
-			assert.Contains(t, out, "lock lost")
-			assert.Contains(t, out, key)
-			assert.Contains(t, out, srv.Addr())
-			assert.NotContains(t, out, tok)
+				tc.fault(srv, key)
+				<-l.Lost()
+				assert.Equal(t, tc.lostAt, time.Since(began), "reported lost after")
+				assert.Equal(t, "", l.Token())
+				assert.Equal(t, key, <-lostKey)
+				assert.ErrorIs(t, l.Release(ctxFor(t, wait)), lock.ErrLockLost)
+				require.NoError(t, l.Close(), "Close after loss is fine")
+				synctest.Wait()
+				assert.Equal(t, int32(1), calls.Load())
+				out := logs.String()
+				assert.Contains(t, out, "lock lost")
+				assert.Contains(t, out, key)
+				assert.Contains(t, out, srv.Addr())
+				assert.NotContains(t, out, tok)
+			})
 		})
 	}
 }
 
-// Renewal keeps a short lease alive, resending the lease it was taken with
-// (hazard 5): the server's view never shows its 33 s default.
 // Renewal keeps a 1 s lease for a minute of virtual time, each renewal
-// sent at 0.3 of the lease and carrying the lease it was taken with.
+// sent at 0.3 of the lease and carrying the lease it was taken with
+// (hazard 5): the server's view never shows its 33 s default.
 func TestRenewalKeepsTheLease(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		f := newVirtualFleet(t, 1, fakeserver.Config{})
@@ -372,59 +421,56 @@ func TestStats(t *testing.T) {
 // join that queue, so for TryAcquire the key is just busy; an Acquire
 // that would wait fails with ErrMaxWaiters at once.
 func TestFullQueue(t *testing.T) {
-	f := newFleet(t, 1, fakeserver.Config{MaxWaiters: 1})
-	srv := f.server(t, 0)
-	c := f.client(t, lock.Config{})
-	key := uniqueKey(t, "q")
-	holder := c.Lock(key)
-	mustAcquire(t, holder)
-	got := make(chan bool, 1)
-	go func() {
-		ok, _ := c.Lock(key, lock.AcquireTimeout(wait)).Acquire(ctxFor(t, wait))
-		got <- ok
-	}()
-	require.Eventually(t, func() bool { return waiters(srv, key) == 1 }, wait, time.Millisecond)
+	synctest.Test(t, func(t *testing.T) {
+		f := newVirtualFleet(t, 1, fakeserver.Config{MaxWaiters: 1})
+		srv := f.server(t, 0)
+		c := f.client(t, lock.Config{})
+		key := uniqueKey(t, "q")
+		holder := c.Lock(key)
+		mustAcquire(t, holder)
+		got := make(chan bool, 1)
+		go func() {
+			ok, _ := c.Lock(key, lock.AcquireTimeout(time.Minute)).Acquire(context.Background())
+			got <- ok
+		}()
+		synctest.Wait()
+		require.Equal(t, 1, waiters(srv, key))
 
-	ok, err := c.Lock(key).TryAcquire(ctxFor(t, wait))
-	assert.NoError(t, err, "busy, not an error")
-	assert.False(t, ok)
-	ok, err = c.Lock(key, lock.AcquireTimeout(time.Second)).Acquire(ctxFor(t, wait))
-	assert.ErrorIs(t, err, lock.ErrMaxWaiters)
-	assert.ErrorContains(t, err, "the key's queue is full")
-	assert.False(t, ok)
+		ok, err := c.Lock(key).TryAcquire(ctxFor(t, wait))
+		assert.NoError(t, err, "busy, not an error")
+		assert.False(t, ok)
+		began := time.Now()
+		ok, err = c.Lock(key, lock.AcquireTimeout(time.Second)).Acquire(ctxFor(t, wait))
+		assert.ErrorIs(t, err, lock.ErrMaxWaiters)
+		assert.ErrorContains(t, err, "the key's queue is full")
+		assert.False(t, ok)
+		assert.Zero(t, time.Since(began), "at once")
 
-	require.NoError(t, holder.Release(ctxFor(t, wait)))
-	assert.True(t, <-got, "the waiter in the queue still gets it")
+		require.NoError(t, holder.Release(ctxFor(t, wait)))
+		assert.True(t, <-got, "the waiter in the queue still gets it")
+	})
 }
 
 // A server that accepts but never answers cannot hold an acquire past its
-// timeout (and the slack a reply gets): the try-lock is given up, and the
-// key is not acquired.
+// timeout and the slack a reply gets: 200 ms and 2 s. The try-lock is
+// given up, the error names the server, and the key is not acquired.
 func TestAcquireTimeoutBoundsAStalledServer(t *testing.T) {
-	f := newFleet(t, 1, fakeserver.Config{})
-	c := f.client(t, lock.Config{})
-	// Connected first, so that the stall catches a request in flight.
-	mustAcquire(t, c.Lock(uniqueKey(t, "warm")))
-	f.server(t, 0).Stall(time.Minute)
-	defer f.server(t, 0).Unstall()
-	start := time.Now()
-	done := make(chan struct{})
-	var ok bool
-	var err error
-	go func() {
-		defer close(done)
-		ok, err = c.Lock(uniqueKey(t, "k"), lock.AcquireTimeout(200*time.Millisecond)).Acquire(context.Background())
-	}()
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		t.Fatal("Acquire ignored its timeout on a stalled server")
-	}
-	// Not "busy": the server did not answer, and the error names it.
-	require.ErrorIs(t, err, pool.ErrNoReply)
-	assert.Contains(t, err.Error(), f.server(t, 0).Addr())
-	assert.False(t, ok)
-	assert.Less(t, time.Since(start), 5*time.Second)
+	synctest.Test(t, func(t *testing.T) {
+		f := newVirtualFleet(t, 1, fakeserver.Config{})
+		srv := f.server(t, 0)
+		c := f.client(t, lock.Config{})
+		// Connected first, so that the stall catches a request in flight.
+		mustAcquire(t, c.Lock(uniqueKey(t, "warm")))
+		srv.Stall(time.Hour)
+		defer srv.Unstall()
+		began := time.Now()
+		ok, err := c.Lock(uniqueKey(t, "k"), lock.AcquireTimeout(200*time.Millisecond)).Acquire(context.Background())
+		assert.Equal(t, 2200*time.Millisecond, time.Since(began), "given up at the timeout and the slack")
+		// Not "busy": the server did not answer, and the error names it.
+		require.ErrorIs(t, err, pool.ErrNoReply)
+		assert.Contains(t, err.Error(), srv.Addr())
+		assert.False(t, ok)
+	})
 }
 
 // Servers beside a Strategy over other servers is a mistake said at once.
