@@ -420,7 +420,13 @@ func (h *holder) tryAll(ctx context.Context, idx []int, wait time.Duration, earl
 		ch <- answer{p.i, o}
 	}
 	// Each in its own goroutine, owned by the client: a stalled server
-	// must not hold up the reading of the others' answers.
+	// must not hold up the reading of the others' answers. Without an
+	// early return every answer is awaited anyway: the last is asked
+	// by the caller itself.
+	inline := probe{i: -1}
+	if !early {
+		inline, send = send[len(send)-1], send[:len(send)-1]
+	}
 	for _, p := range send {
 		if !h.l.c.tasks.goFn(func() { try(p) }) {
 			h.tried(ctx, p.i, pool.Result{}, ErrClosed)
@@ -428,7 +434,12 @@ func (h *holder) tryAll(ctx context.Context, idx []int, wait time.Duration, earl
 			ch <- answer{p.i, tryOutcome{done: true, err: ErrClosed}}
 		}
 	}
-	for range send {
+	n := len(send)
+	if inline.i >= 0 {
+		try(inline)
+		n++
+	}
+	for range n {
 		a := <-ch
 		outs[a.i] = a.o
 		if early && h.judge(outs, decidedVerdict) {
