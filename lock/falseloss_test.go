@@ -40,6 +40,17 @@ func (d *lossDetector) watch(c *lock.Client) {
 	lock.SetLossHook(c, d.check)
 }
 
+// watchLosses runs every hook, in order, on each loss c declares (a
+// client has one loss hook: this shares it, say between a lossDetector's
+// check and a history's declare).
+func watchLosses(c *lock.Client, hooks ...func(lock.LossReport)) {
+	lock.SetLossHook(c, func(r lock.LossReport) {
+		for _, f := range hooks {
+			f(r)
+		}
+	})
+}
+
 func (d *lossDetector) check(r lock.LossReport) {
 	d.reported.Add(1)
 	if r.Replicas > 1 && r.HeldBefore == r.Replicas {
