@@ -238,27 +238,3 @@ func TestTLSAndAuthEndToEnd(t *testing.T) {
 	}
 	assert.True(t, strings.Contains(out, "k2"))
 }
-
-// A bounded soak: a mixed workload with random faults for 60 s (skipped
-// with -short). It prints what it did and checks mutual exclusion, loss
-// reporting and leaks.
-func TestSoak(t *testing.T) {
-	if testing.Short() {
-		t.Skip("60 s soak")
-	}
-	goroutines, fds := runtime.NumGoroutine(), openFDs(t)
-	var res stressResult
-	// Registered before the run's own cleanups (the fleet, the clients),
-	// so it runs after them.
-	t.Cleanup(func() {
-		noLeaks(t, goroutines, fds)
-		t.Logf("soak: %d operations, %d acquired, %d lost, %d false losses, %d faults, %d overlaps (longest %v); goroutines %d→%d, fds %d→%d",
-			res.ops, res.acquired, res.lost, res.falseLosses, res.faults, len(res.violations), res.longestOverlap(), goroutines, runtime.NumGoroutine(), fds, openFDs(t))
-	})
-	s := stress{clients: 3, workers: 6, keys: 6, lease: time.Second, duration: 60 * time.Second,
-		faults: []fault{dropFault, stallFault, restartFault}}
-	res = s.run(t)
-	assert.Positive(t, res.acquired)
-	assert.Zero(t, res.falseLosses, "a lock reported lost while the server still held it, with no fault")
-	assert.Empty(t, res.notInherent(), "every overlap must be a holder learning of its closed connection within %v", detectionWindow)
-}
