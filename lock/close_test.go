@@ -77,10 +77,14 @@ func clientGoroutines(before map[string]bool, blocked bool) []string {
 	return out
 }
 
-// serverConns ignores the fakeservers' connection goroutines: a server
+// serverConns ignores the fakeservers' connection goroutines (a server
 // blocked in a wait for a connection that closed keeps it until the wait
-// ends, as dflockd does.
-var serverConns = goleak.IgnoreAnyFunction("github.com/dflock-go/dflock/fakeserver.(*conn).serve")
+// ends, as dflockd does), and serverAccepts those that accept them (a
+// server restarted in the test starts one anew).
+var (
+	serverConns   = goleak.IgnoreAnyFunction("github.com/dflock-go/dflock/fakeserver.(*conn).serve")
+	serverAccepts = goleak.IgnoreAnyFunction("github.com/dflock-go/dflock/fakeserver.(*Server).acceptLoop")
+)
 
 // closeNow closes c, asserting that it returns after want of virtual
 // time, with no goroutine of the client blocked (none with work left),
@@ -97,7 +101,7 @@ func closeNow(t *testing.T, c *lock.Client, want time.Duration, before map[strin
 	synctest.Wait()
 	left = clientGoroutines(before, false)
 	assert.Empty(t, left, "goroutines of the client left after Close:\n%s", strings.Join(left[:min(len(left), 5)], "\n\n"))
-	goleak.VerifyNone(t, leaks, serverConns)
+	goleak.VerifyNone(t, leaks, serverConns, serverAccepts)
 }
 
 // rawHolder holds key on server i of f through a connection of its own
