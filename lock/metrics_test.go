@@ -6,6 +6,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/stretchr/testify/assert"
@@ -79,23 +80,30 @@ func (c collected) count(name string, want map[string]string) int64 {
 }
 
 // A scripted workload, read back through the SDK: every instrument
-// counts what happened, with the server and kind, never a key.
+// counts what happened, with the server and kind, never a key. In
+// virtual time, each step's effect is there when the step's time has
+// passed: a 30 s lease renewed at 15 s, a refused renewal lost at it.
 func TestMetrics(t *testing.T) {
+	synctest.Test(t, testMetrics)
+}
+
+func testMetrics(t *testing.T) {
 	reader := sdkmetric.NewManualReader()
 	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
 	defer mp.Shutdown(context.Background())
-	f := newFleet(t, 1, fakeserver.Config{})
+	f := newVirtualFleet(t, 1, fakeserver.Config{})
 	srv := f.server(t, 0)
 	c := f.client(t, lock.Config{MeterProvider: mp})
 	addr := f.addrs[0]
-	ctx := ctxFor(t, wait)
+	ctx := ctxFor(t, time.Hour)
+	const lease = 30 * time.Second
 
 	// Acquired, renewed, released.
-	a := c.Lock("a", lock.LeaseTTL(time.Second))
+	a := c.Lock("a", lock.LeaseTTL(lease))
 	mustAcquire(t, a)
-	require.Eventually(t, func() bool {
-		return collect(t, reader).count("dflock.renewals", map[string]string{"dflock.result": "ok"}) > 0
-	}, wait, time.Millisecond, "renewed")
+	time.Sleep(lease / 2)
+	synctest.Wait()
+	assert.Equal(t, int64(1), collect(t, reader).count("dflock.renewals", map[string]string{"dflock.result": "ok"}), "renewed at half the lease")
 	// A timeout, and a cancelled acquire.
 	ok, err := c.Lock("a").TryAcquire(ctx)
 	require.NoError(t, err)
@@ -127,8 +135,8 @@ func TestMetrics(t *testing.T) {
 	assert.Equal(t, int64(1), m.count("dflock.acquisitions", map[string]string{"dflock.kind": "semaphore"}))
 	assert.Equal(t, int64(2), m.count("dflock.locks.held", nil))
 	assert.Equal(t, int64(1), m.count("dflock.enqueues.queued", nil))
-	assert.Positive(t, m.count("dflock.renewals", map[string]string{"server.address": addr, "dflock.result": "ok"}))
-	assert.Positive(t, m.count("dflock.renewal.duration", map[string]string{"server.address": addr}))
+	assert.Equal(t, int64(1), m.count("dflock.renewals", map[string]string{"server.address": addr, "dflock.result": "ok"}))
+	assert.Equal(t, int64(1), m.count("dflock.renewal.duration", map[string]string{"server.address": addr}))
 	assert.Positive(t, m.count("dflock.pool.requests", map[string]string{"server.address": addr}))
 	assert.Positive(t, m.count("dflock.pool.write.requests", map[string]string{"server.address": addr}), "writes, with the requests each carried")
 	assert.Equal(t, int64(0), m.count("dflock.pool.replies.malformed", nil))
@@ -148,39 +156,32 @@ func TestMetrics(t *testing.T) {
 	assert.Equal(t, int64(2), m.count("dflock.acquire.duration", with("dflock.outcome", "acquired")), "Wait counts as an acquire")
 	assert.Equal(t, int64(0), m.count("dflock.enqueues.queued", nil))
 
-	// A loss: the server drops every connection.
+	// A loss: the server drops every connection, which the client
+	// learns of at once.
 	srv.DropConnections()
-	select {
-	case <-q.Lost():
-	case <-time.After(wait):
-		t.Fatal("not lost")
-	}
+	synctest.Wait()
+	require.True(t, gotLost(q.Lost()))
 	m = collect(t, reader)
 	assert.Equal(t, int64(1), m.count("dflock.losses", with("dflock.cause", "connection")))
 	// The semaphore slot's connection was dropped too.
-	require.Eventually(t, func() bool { return collect(t, reader).count("dflock.locks.held", nil) == 0 }, wait, time.Millisecond)
-	m = collect(t, reader)
+	assert.Equal(t, int64(0), m.count("dflock.locks.held", nil))
 	assert.Equal(t, int64(1), m.count("dflock.losses", map[string]string{"dflock.kind": "semaphore", "dflock.cause": "connection"}))
 	assert.Positive(t, m.count("dflock.pool.connections.broken", map[string]string{"server.address": addr}))
 
-	// A renewal the server refuses: the lease forced out on the server.
-	r := c.Lock("r", lock.LeaseTTL(time.Second))
+	// A renewal the server refuses: the lease forced out on the server,
+	// lost at the next renewal.
+	r := c.Lock("r", lock.LeaseTTL(lease))
 	mustAcquire(t, r)
 	srv.ExpireNow("r")
-	select {
-	case <-r.Lost():
-	case <-time.After(wait):
-		t.Fatal("not lost")
-	}
+	time.Sleep(lease / 2)
+	synctest.Wait()
+	require.True(t, gotLost(r.Lost()))
 	// A bad key is an error, before anything is sent.
 	_, err = c.Lock("bad key").Acquire(ctx)
 	require.Error(t, err)
 	m = collect(t, reader)
 	assert.Equal(t, int64(1), m.count("dflock.losses", with("dflock.cause", "refused")))
-	// The refusal loses the lock before the renewer counts it.
-	require.Eventually(t, func() bool {
-		return collect(t, reader).count("dflock.renewals", map[string]string{"dflock.result": "lost"}) > 0
-	}, wait, time.Millisecond)
+	assert.Equal(t, int64(1), m.count("dflock.renewals", map[string]string{"dflock.result": "lost"}))
 	assert.Equal(t, int64(1), m.count("dflock.acquire.duration", map[string]string{"dflock.outcome": "error"}))
 	assert.Equal(t, int64(0), m.count("dflock.pool.requests.in_flight", nil), "nothing in flight at rest")
 	// Every instrument the package documents was reported.
@@ -210,35 +211,41 @@ func TestMetrics(t *testing.T) {
 }
 
 // 200 locks lost on one server make two Error lines, not 200: the first
-// loss at once, the rest counted into one line; each lock keeps a Debug
-// line.
+// loss at once, the rest counted into one line when the 1 s window
+// closes; each lock keeps a Debug line.
 func TestLossesAreLoggedPerServerAndCause(t *testing.T) {
-	var buf testlog.Buffer
-	f := newFleet(t, 1, fakeserver.Config{})
-	c := f.client(t, lock.Config{Logger: buf.Logger()})
-	var locks []*lock.Lock
-	for i := range 200 {
-		l := c.Lock(fmt.Sprintf("k%d", i))
-		mustAcquire(t, l)
-		locks = append(locks, l)
-	}
-	f.server(t, 0).DropConnections()
-	for _, l := range locks {
-		select {
-		case <-l.Lost():
-		case <-time.After(wait):
-			t.Fatal("not lost")
+	synctest.Test(t, func(t *testing.T) {
+		var buf testlog.Buffer
+		f := newVirtualFleet(t, 1, fakeserver.Config{})
+		c := f.client(t, lock.Config{Logger: buf.Logger()})
+		var locks []*lock.Lock
+		for i := range 200 {
+			l := c.Lock(fmt.Sprintf("k%d", i))
+			mustAcquire(t, l)
+			locks = append(locks, l)
 		}
-	}
-	// Each loss is logged just after its Lost closes.
-	require.Eventually(t, func() bool { return strings.Count(buf.String(), "level=DEBUG msg=\"lock lost\"") == 200 }, wait, time.Millisecond)
-	require.NoError(t, c.Close()) // logs what the window counted
-	out := buf.String()
-	errorLines := regexp.MustCompile(`(?m)^.*level=ERROR.*lock(s)? lost.*$`).FindAllString(out, -1)
-	require.Len(t, errorLines, 2, "%s", strings.Join(errorLines, "\n"))
-	assert.Contains(t, errorLines[0], "key=k")
-	assert.Regexp(t, `count=199 server=`+regexp.QuoteMeta(f.addrs[0])+` cause=connection`, errorLines[1])
-	assert.Equal(t, 200, strings.Count(out, "level=DEBUG msg=\"lock lost\""))
+		errorLines := func() []string {
+			return regexp.MustCompile(`(?m)^.*level=ERROR.*lock(s)? lost.*$`).FindAllString(buf.String(), -1)
+		}
+		f.server(t, 0).DropConnections()
+		synctest.Wait()
+		for _, l := range locks {
+			require.True(t, gotLost(l.Lost()), l.Key())
+		}
+		assert.Equal(t, 200, strings.Count(buf.String(), "level=DEBUG msg=\"lock lost\""))
+		first := errorLines()
+		require.Len(t, first, 1, "%s", strings.Join(first, "\n"))
+		assert.Contains(t, first[0], "key=k")
+
+		time.Sleep(time.Second)
+		synctest.Wait()
+		lines := errorLines()
+		require.Len(t, lines, 2, "%s", strings.Join(lines, "\n"))
+		assert.Regexp(t, `count=199 server=`+regexp.QuoteMeta(f.addrs[0])+` cause=connection`, lines[1])
+		require.NoError(t, c.Close())
+		assert.Len(t, errorLines(), 2, "nothing left for Close to log")
+		assert.Equal(t, 200, strings.Count(buf.String(), "level=DEBUG msg=\"lock lost\""))
+	})
 }
 
 // Two Clients on one provider: their gauges add up, one series each.

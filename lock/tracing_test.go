@@ -3,6 +3,7 @@ package lock_test
 import (
 	"context"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -39,7 +40,11 @@ func TestSpans(t *testing.T) {
 	l := c.Lock("secret-key")
 	mustAcquire(t, l)
 	f.server(t, 0).DropConnections()
-	<-l.Lost()
+	select {
+	case <-l.Lost():
+	case <-time.After(wait):
+		t.Fatal("not lost")
+	}
 	require.ErrorIs(t, l.Release(ctx), lock.ErrLockLost)
 	last := rec.Ended()[len(rec.Ended())-1]
 	assert.Equal(t, "lock lost", last.Status().Description)
