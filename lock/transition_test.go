@@ -26,9 +26,21 @@ type grown struct {
 	before, after shard.Strategy
 }
 
+// newGrown starts the four servers on loopback TCP.
 func newGrown(t *testing.T, strategy string) *grown {
 	t.Helper()
-	f := newFleet(t, 4, fakeserver.Config{MaxLocks: 100_000})
+	return grownOn(t, newFleet(t, 4, fakeserver.Config{MaxLocks: 100_000}), strategy)
+}
+
+// newVirtualGrown starts the four servers on an in-memory network, for a
+// test in a synctest bubble: leases and timeouts run on its clock.
+func newVirtualGrown(t *testing.T, strategy string) *grown {
+	t.Helper()
+	return grownOn(t, newVirtualFleet(t, 4, fakeserver.Config{MaxLocks: 100_000}), strategy)
+}
+
+func grownOn(t *testing.T, f *testFleet, strategy string) *grown {
+	t.Helper()
 	g := &grown{f: f, byAddr: map[string]*fakeserver.Server{}}
 	for i, a := range f.addrs {
 		g.byAddr[a] = f.server(t, i)
