@@ -10,6 +10,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/stretchr/testify/assert"
@@ -426,13 +427,14 @@ func TestLoopInOppositeOrdersDeadlocks(t *testing.T) {
 	assert.Positive(t, timeouts.Load(), "the naive loop never deadlocked")
 }
 
-// The checker: 32 workers each take a random 2 to 5 of 20 keys, in random
-// order, for 20 s. No key ever has two holders, every LockAll returns
-// within its deadline, and every worker gets on.
+// The checker, in virtual time: 32 workers each take a random 2 to 5 of
+// 20 keys, in random order, and hold them 1 to 20 ms, for 20 s (5 s
+// with -short). No key ever has two holders, every LockAll returns
+// within its timeout, and every worker gets on.
 func TestLockAllChecker(t *testing.T) {
 	run := 20 * time.Second
 	if testing.Short() {
-		run = 3 * time.Second // a soak: -short runs a taste of it
+		run = 5 * time.Second
 	}
 	runSetChecker(t, setChecker{servers: 3, workers: 32, keys: 20, run: run})
 }
@@ -446,15 +448,20 @@ func TestLockAllCheckerReplicated(t *testing.T) {
 // wait for a connection while holding keys that the waits on those
 // connections wait for.
 func TestLockAllCheckerFewConnections(t *testing.T) {
-	runSetChecker(t, setChecker{servers: 3, workers: 32, keys: 20, clients: 1, maxConns: 4, run: 5 * time.Second})
+	runSetChecker(t, setChecker{servers: 3, workers: 16, keys: 20, clients: 1, maxConns: 2, run: 3 * time.Second})
 }
 
-// The same while servers drop connections, stall and restart: sets are
-// lost and fail, but no key has two holders beyond the window a holder
-// takes to read its closed connection, none is reported lost that the
-// servers still held, and nothing deadlocks.
+// The same while servers drop connections, stall and restart, for 30 s
+// of virtual time (150 faults; 10 s with -short): sets are lost and
+// fail, but no key has two holders beyond the window a holder takes to
+// read its closed connection, none is reported lost that the servers
+// still held, and nothing deadlocks.
 func TestLockAllCheckerUnderFaults(t *testing.T) {
-	runSetChecker(t, setChecker{servers: 3, workers: 16, keys: 20, run: 5 * time.Second, faults: true})
+	run := 30 * time.Second
+	if testing.Short() {
+		run = 10 * time.Second
+	}
+	runSetChecker(t, setChecker{servers: 3, workers: 16, keys: 20, run: run, faults: true})
 }
 
 // The same with semaphores of two slots.
@@ -464,8 +471,8 @@ func TestSemaphoreAllChecker(t *testing.T) {
 
 type setChecker struct {
 	servers, replicas, workers, keys, limit int
-	clients, maxConns                       int // default 4 clients, the pool's default
-	run                                     time.Duration
+	clients, maxConns                       int           // default 4 clients, the pool's default
+	run                                     time.Duration // virtual
 	// faults, when set, drops a random server's connections, stalls it,
 	// or restarts it empty, every 200 ms: sets are lost and fail, and
 	// overlaps are allowed only in the window a holder takes to read its
@@ -473,19 +480,29 @@ type setChecker struct {
 	faults bool
 }
 
+// setTimeout is the checkers' acquire timeout: no LockAll may need it.
+const setTimeout = 10 * time.Second
+
+// runSetChecker runs sc in a synctest bubble: its run and every hold
+// and wait are virtual time, so a busy machine cannot stretch a hold
+// past a lease or a LockAll past its timeout.
 func runSetChecker(t *testing.T, sc setChecker) {
-	f := newFleet(t, sc.servers, fakeserver.Config{LeaseSweepInterval: 50 * time.Millisecond})
+	synctest.Test(t, func(t *testing.T) { sc.check(t) })
+}
+
+func (sc setChecker) check(t *testing.T) {
+	f := newVirtualFleet(t, sc.servers, fakeserver.Config{LeaseSweepInterval: 50 * time.Millisecond})
 	d := newLossDetector(t, f)
 	keys := keysOf(t, "k", sc.keys)
-	const timeout = 10 * time.Second
 	h := newHistory()
 	done := make([]int, sc.workers)
 	var slowest atomic.Int64
-	stop := time.Now().Add(sc.run)
+	began := time.Now()
+	stop := began.Add(sc.run)
 	clients := make([]*lock.Client, cmp.Or(sc.clients, 4))
 	for i := range clients {
 		clients[i] = f.client(t, lock.Config{Replicas: sc.replicas, Pool: pool.Config{MaxConns: sc.maxConns}})
-		d.watch(clients[i])
+		watchLosses(clients[i], d.check, h.declare)
 	}
 	var wg sync.WaitGroup
 	var faults, failed atomic.Int64
@@ -513,44 +530,13 @@ func runSetChecker(t *testing.T, sc setChecker) {
 		rng := rand.New(rand.NewPCG(uint64(w), 15))
 		wg.Go(func() {
 			for time.Now().Before(stop) {
-				n := 2 + rng.IntN(4)
-				pick := slices.Clone(keys)
-				rng.Shuffle(len(pick), func(i, j int) { pick[i], pick[j] = pick[j], pick[i] })
-				pick = pick[:n]
-				start := time.Now()
-				var s *lock.Set
-				var err error
-				if sc.limit > 0 {
-					s, err = c.SemaphoreAll(context.Background(), pick, sc.limit, lock.AcquireTimeout(timeout), lock.LeaseTTL(time.Second))
-				} else {
-					s, err = c.LockAll(context.Background(), pick, lock.AcquireTimeout(timeout), lock.LeaseTTL(time.Second))
-				}
-				took := time.Since(start)
-				slowest.Store(max(slowest.Load(), int64(took)))
-				if sc.faults && err != nil && !errors.Is(err, lock.ErrTimeout) {
-					failed.Add(1) // a server down or stalled
-					time.Sleep(10 * time.Millisecond)
-					continue
-				}
-				if !assert.NoError(t, err, "worker %d", w) {
+				held, ok := sc.round(t, c, h, rng, keys, w, &slowest, &failed)
+				if !ok {
 					return
 				}
-				at := time.Now()
-				time.Sleep(time.Duration(rng.IntN(500)) * time.Microsecond) // the work
-				lost := false
-				select {
-				case <-s.Lost():
-					lost = true
-				default:
+				if held {
+					done[w]++
 				}
-				end := time.Now()
-				for _, k := range pick {
-					h.record(k, sc.limit, fmt.Sprint(w), at, end, lost)
-				}
-				if err := s.Release(context.Background()); !(sc.faults && errors.Is(err, lock.ErrLockLost)) && !assert.NoError(t, err) {
-					return
-				}
-				done[w]++
 			}
 		})
 	}
@@ -565,7 +551,7 @@ func runSetChecker(t *testing.T, sc setChecker) {
 	if len(v) > 0 {
 		t.Log(v[0].text)
 	}
-	assert.Less(t, time.Duration(slowest.Load()), timeout, "every LockAll returned within its deadline")
+	assert.Less(t, time.Duration(slowest.Load()), setTimeout, "every LockAll returned within its timeout")
 	total := 0
 	for w, n := range done {
 		assert.Positive(t, n, "worker %d made no progress", w)
@@ -575,8 +561,64 @@ func runSetChecker(t *testing.T, sc setChecker) {
 		assert.Zero(t, d.reported.Load(), "no fault, no loss")
 	}
 	d.assertNoFalseLoss(t)
-	t.Logf("%d sets in %v by %d workers (fewest by one worker: %d), slowest LockAll %v, %d claims; %d faults, %d failed, %d losses",
-		total, sc.run, sc.workers, slices.Min(done), time.Duration(slowest.Load()), h.count(), faults.Load(), failed.Load(), d.reported.Load())
+	renewed := renewals(clients)
+	t.Logf("%d sets in %v of virtual time by %d workers (fewest by one worker: %d), slowest LockAll %v, %d claims, %d renewals; %d faults, %d failed, %d losses",
+		total, time.Since(began), sc.workers, slices.Min(done), time.Duration(slowest.Load()), h.count(), renewed, faults.Load(), failed.Load(), d.reported.Load())
+}
+
+// round takes a random set for worker w, holds it a while and releases
+// it, recording the claims: held says it took the set (a set that fails
+// under faults counts in failed instead), !ok that the test failed.
+func (sc setChecker) round(t *testing.T, c *lock.Client, h *history, rng *rand.Rand, keys []string, w int, slowest, failed *atomic.Int64) (held, ok bool) {
+	n := 2 + rng.IntN(4)
+	pick := slices.Clone(keys)
+	rng.Shuffle(len(pick), func(i, j int) { pick[i], pick[j] = pick[j], pick[i] })
+	pick = pick[:n]
+	start := time.Now()
+	var s *lock.Set
+	var err error
+	if sc.limit > 0 {
+		s, err = c.SemaphoreAll(context.Background(), pick, sc.limit, lock.AcquireTimeout(setTimeout), lock.LeaseTTL(time.Second))
+	} else {
+		s, err = c.LockAll(context.Background(), pick, lock.AcquireTimeout(setTimeout), lock.LeaseTTL(time.Second))
+	}
+	took := time.Since(start)
+	for old := slowest.Load(); int64(took) > old && !slowest.CompareAndSwap(old, int64(took)); old = slowest.Load() {
+	}
+	if sc.faults && err != nil && !errors.Is(err, lock.ErrTimeout) {
+		failed.Add(1) // a server down or stalled
+		time.Sleep(10 * time.Millisecond)
+		return false, true
+	}
+	if !assert.NoError(t, err, "worker %d", w) {
+		return false, false
+	}
+	// The claims begin on the grants the members hold now: a loss the
+	// client declares from here on ends them.
+	grants := lock.SetGrantsOf(s)
+	claims := make([]*claim, 0, n)
+	for _, k := range pick {
+		var refs []grantRef
+		for _, g := range grants[k] {
+			refs = append(refs, grantRef{k, g.Addr, g.Token})
+		}
+		claims = append(claims, h.begin(k, sc.limit, fmt.Sprint(w), refs))
+	}
+	lost := false
+	select {
+	case <-time.After(time.Millisecond + time.Duration(rng.IntN(19_000))*time.Microsecond): // the work
+	case <-s.Lost():
+		lost = true
+	}
+	end := h.now()
+	for _, cl := range claims {
+		cl.finish(end, lost)
+	}
+	err = s.Release(context.Background())
+	if !(sc.faults && errors.Is(err, lock.ErrLockLost)) && !assert.NoError(t, err) {
+		return true, false
+	}
+	return true, true
 }
 
 // A set taken while the fleet changes follows it: a fleet change under
