@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -163,8 +164,8 @@ func ExampleConn_Enqueue() {
 	// Output: acquired 32
 }
 
-// A lock on 3 of 5 servers, held on a quorum of them: one server dying
-// costs nothing.
+// A lock on 3 of 5 servers, held on a quorum of them: one of its servers
+// down costs nothing.
 func ExampleConfig_replicas() {
 	fleet, err := fakeserver.StartFleet(5, fakeserver.Config{})
 	if err != nil {
@@ -176,27 +177,34 @@ func ExampleConfig_replicas() {
 		panic(err)
 	}
 	defer c.Close()
+	ctx := context.Background()
 
+	// The key's first server is down.
 	servers, _ := c.ServersFor("orders/42")
-	l := c.Lock("orders/42")
-	if ok, err := l.Acquire(context.Background()); !ok || err != nil {
-		panic(err)
-	}
-	// Held on a quorum at once; the last replica's answer may come later.
-	waitFor(func() bool { return len(l.HeldOn()) == 3 })
-	// The key's first server goes down: the other two still hold it.
 	for _, srv := range fleet.Servers {
 		if srv.Addr() == servers[0] {
 			srv.Stop()
 		}
 	}
-	waitFor(func() bool { return len(l.HeldOn()) == 2 }) // the client saw the close
+	// The other two take it, and hold it against any other client.
+	l := c.Lock("orders/42")
+	if ok, err := l.Acquire(ctx); !ok || err != nil {
+		panic(err)
+	}
 	fmt.Println("replicas:", len(servers), "quorum:", lock.Quorum(3, 1))
-	fmt.Println("still held:", l.Token() != "", "on", len(l.HeldOn()), "servers")
-	fmt.Println(l.Release(context.Background()))
+	fmt.Println("held on:", len(l.HeldOn()), "servers, the first one not among them:", !slices.Contains(l.HeldOn(), servers[0]))
+	other, err := lock.New(lock.Config{Servers: fleet.Addrs(), Replicas: 3})
+	if err != nil {
+		panic(err)
+	}
+	defer other.Close()
+	taken, err := other.Lock("orders/42").TryAcquire(ctx)
+	fmt.Println("taken by another client:", taken, err)
+	fmt.Println(l.Release(ctx))
 	// Output:
 	// replicas: 3 quorum: 2
-	// still held: true on 2 servers
+	// held on: 2 servers, the first one not among them: true
+	// taken by another client: false <nil>
 	// <nil>
 }
 
@@ -225,13 +233,6 @@ func ExampleConfig_tls() {
 		panic(err)
 	}
 	defer c.Close()
-}
-
-// waitFor polls cond for up to 5 s.
-func waitFor(cond func() bool) {
-	for end := time.Now().Add(5 * time.Second); !cond() && time.Now().Before(end); {
-		time.Sleep(time.Millisecond)
-	}
 }
 
 // Growing a fleet from 3 servers to 4 while a lock is held: every client
