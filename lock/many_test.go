@@ -194,8 +194,9 @@ func TestTrySemaphoreMany(t *testing.T) {
 	assert.ErrorIs(t, err, lock.ErrLimitMismatch)
 }
 
-// LockAll holds every key; a busy key is waited for, and a timeout gives
-// back everything taken.
+// LockAll holds every key, in byte order; a second release says the set
+// is not held, and a timeout of 0 tries every key once. On loopback TCP,
+// and against real servers.
 func TestLockAll(t *testing.T) {
 	f := newFleet(t, 3, fakeserver.Config{})
 	c := f.client(t, lock.Config{})
@@ -212,63 +213,89 @@ func TestLockAll(t *testing.T) {
 	require.NoError(t, s.Release(ctxFor(t, wait)))
 	assert.ErrorIs(t, s.Release(ctxFor(t, wait)), lock.ErrNotHeld)
 
-	// A key held elsewhere: the set waits for it, holding the keys before
-	// it and not those after it.
+	// A timeout of 0 tries once: a busy key fails the set, and what it
+	// took is given back.
 	mid := other.Lock(keys[4])
 	mustAcquire(t, mid)
-	got := make(chan error, 1)
-	var set *lock.Set
-	go func() {
-		var err error
-		set, err = c.LockAll(ctxFor(t, wait), keys)
-		got <- err
-	}()
-	require.Eventually(t, func() bool { return waitersOnFleet(f, keys[4]) == 1 }, wait, time.Millisecond)
-	for i, k := range keys {
-		if i == 4 {
-			continue
-		}
-		l := other.Lock(k)
-		ok, err := l.TryAcquire(ctxFor(t, wait))
-		require.NoError(t, err)
-		assert.Equal(t, i > 4, ok, "%s: held while waiting only if before the busy key", k)
-		if ok {
-			require.NoError(t, l.Release(ctxFor(t, wait)))
-		}
-	}
-	require.NoError(t, mid.Release(ctxFor(t, wait)))
-	require.NoError(t, <-got)
-	require.NoError(t, set.Release(ctxFor(t, wait)))
-
-	// Timeout: everything taken is given back.
-	mustAcquire(t, mid)
-	start := time.Now()
-	_, err = c.LockAll(ctxFor(t, wait), keys, lock.AcquireTimeout(time.Second))
-	assert.ErrorIs(t, err, lock.ErrTimeout)
-	var te *lock.SetTimeoutError
-	require.ErrorAs(t, err, &te)
-	assert.Equal(t, lock.SetTimeoutError{Keys: len(keys), Timeout: time.Second, Busy: keys[4]}, *te)
-	assert.ErrorContains(t, err, keys[4])
-	assert.Less(t, time.Since(start), wait)
-	assertFree(t, other, slices.Delete(slices.Clone(keys), 4, 5))
-
-	// A timeout of 0 tries once.
 	_, err = c.LockAll(ctxFor(t, wait), keys, lock.AcquireTimeout(0))
 	assert.ErrorIs(t, err, lock.ErrTimeout)
 	assertFree(t, other, slices.Delete(slices.Clone(keys), 4, 5))
 	s, err = c.LockAll(ctxFor(t, wait), keys[:4], lock.AcquireTimeout(0))
 	require.NoError(t, err, "free keys are taken")
 	require.NoError(t, s.Release(ctxFor(t, wait)))
+}
 
-	// Cancellation: the context's error, and nothing held.
-	ctx, cancel := context.WithCancel(context.Background())
-	go func() {
-		require.Eventually(t, func() bool { return waitersOnFleet(f, keys[4]) == 1 }, wait, time.Millisecond)
+// A busy key is waited for in the server's queue, holding the keys before
+// it and not those after it; a timeout gives back everything taken at
+// exactly the timeout, and so does a cancellation, at once. In virtual
+// time: synctest.Wait, not polling, says when the set waits, so no
+// waiter left from a phase before can be taken for it.
+func TestLockAllWaitsForABusyKey(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newVirtualFleet(t, 3, fakeserver.Config{})
+		c := f.client(t, lock.Config{})
+		other := f.client(t, lock.Config{})
+		keys := keysOf(t, "k", 8)
+		mid := other.Lock(keys[4])
+		mustAcquire(t, mid)
+		rest := slices.Delete(slices.Clone(keys), 4, 5)
+
+		// lockAll starts c.LockAll(ctx, keys, opts...) and returns once it
+		// waits in keys[4]'s queue, which nothing else waits in.
+		lockAll := func(ctx context.Context, opts ...lock.Option) <-chan error {
+			t.Helper()
+			synctest.Wait()
+			require.Zero(t, waitersOnFleet(f, keys[4]), "a waiter left from before")
+			got := make(chan error, 1)
+			go func() {
+				s, err := c.LockAll(ctx, keys, opts...)
+				if err == nil {
+					err = s.Release(ctxFor(t, wait))
+				}
+				got <- err
+			}()
+			synctest.Wait()
+			require.Equal(t, 1, waitersOnFleet(f, keys[4]))
+			return got
+		}
+
+		got := lockAll(ctxFor(t, wait))
+		for i, k := range keys {
+			if i == 4 {
+				continue
+			}
+			l := other.Lock(k)
+			ok, err := l.TryAcquire(ctxFor(t, wait))
+			require.NoError(t, err)
+			assert.Equal(t, i > 4, ok, "%s: held while waiting only if before the busy key", k)
+			if ok {
+				require.NoError(t, l.Release(ctxFor(t, wait)))
+			}
+		}
+		require.NoError(t, mid.Release(ctxFor(t, wait)))
+		require.NoError(t, <-got)
+
+		// Timeout: at exactly the timeout, everything taken is given back.
+		mustAcquire(t, mid)
+		start := time.Now()
+		err := <-lockAll(ctxFor(t, wait), lock.AcquireTimeout(time.Second))
+		assert.Equal(t, time.Second, time.Since(start), "returned at its timeout")
+		assert.ErrorIs(t, err, lock.ErrTimeout)
+		var te *lock.SetTimeoutError
+		require.ErrorAs(t, err, &te)
+		assert.Equal(t, lock.SetTimeoutError{Keys: len(keys), Timeout: time.Second, Busy: keys[4]}, *te)
+		assert.ErrorContains(t, err, keys[4])
+		assertFree(t, other, rest)
+
+		// Cancellation: the context's error at once, and nothing held.
+		ctx, cancel := context.WithCancel(context.Background())
+		got = lockAll(ctx)
+		start = time.Now()
 		cancel()
-	}()
-	_, err = c.LockAll(ctx, keys)
-	assert.ErrorIs(t, err, context.Canceled)
-	assertFree(t, other, slices.Delete(slices.Clone(keys), 4, 5))
+		assert.ErrorIs(t, <-got, context.Canceled)
+		assert.Zero(t, time.Since(start), "returned when cancelled")
+		assertFree(t, other, rest)
+	})
 }
 
 // assertFree asserts that c can take every key at once, and gives them
@@ -348,83 +375,116 @@ func TestSetLostWithOneMember(t *testing.T) {
 	d.assertNoFalseLoss(t)
 }
 
-// Two clients take {a, b} and {b, a} together many times: neither ever
-// waits for its timeout, and they never hold a key together.
-func TestLockAllOppositeOrders(t *testing.T) {
-	f := newFleet(t, 2, fakeserver.Config{})
-	a, b := uniqueKey(t, "a"), uniqueKey(t, "b")
-	// a and b on different servers: the deadlock a naive loop risks is
-	// across shards.
+// twoKeysApart returns two keys of t on different servers of f (by
+// StableHash, the default strategy): the deadlock a naive loop risks is
+// across shards.
+func twoKeysApart(t *testing.T, f *testFleet) (a, b string) {
+	t.Helper()
 	strategy, err := shard.NewStableHash(f.addrs)
 	require.NoError(t, err)
+	a = uniqueKey(t, "a")
+	sa, _ := strategy.Server(a)
 	for i := 0; ; i++ {
-		sa, _ := strategy.Server(a)
-		sb, _ := strategy.Server(b)
-		if sa != sb {
-			break
-		}
 		b = uniqueKey(t, fmt.Sprintf("b%d", i))
+		if sb, _ := strategy.Server(b); sb != sa {
+			return a, b
+		}
 	}
-	const timeout = 20 * time.Second
-	h := newHistory()
-	orders := [][]string{{a, b}, {b, a}}
-	var wg sync.WaitGroup
-	var slowest atomic.Int64
-	for w, keys := range orders {
-		c := f.client(t, lock.Config{})
-		wg.Go(func() {
-			for range 300 {
-				start := time.Now()
-				s, err := c.LockAll(context.Background(), keys, lock.AcquireTimeout(timeout))
-				took := time.Since(start)
-				if !assert.NoError(t, err) {
-					return
+}
+
+// Two clients take {a, b} and {b, a} together 300 times each, holding
+// them 50 µs of virtual time: they never hold a key together, and no
+// LockAll waits longer than the other's hold; none waits for a
+// server-side timeout (whole seconds), let alone its own.
+func TestLockAllOppositeOrders(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newVirtualFleet(t, 2, fakeserver.Config{})
+		a, b := twoKeysApart(t, f)
+		const timeout = 20 * time.Second
+		h := newHistory()
+		orders := [][]string{{a, b}, {b, a}}
+		var wg sync.WaitGroup
+		var slowest atomic.Int64
+		var sets atomic.Int64
+		for w, keys := range orders {
+			c := f.client(t, lock.Config{})
+			watchLosses(c, h.declare)
+			wg.Go(func() {
+				for range 300 {
+					start := time.Now()
+					s, err := c.LockAll(context.Background(), keys, lock.AcquireTimeout(timeout))
+					took := time.Since(start)
+					if !assert.NoError(t, err) {
+						return
+					}
+					sets.Add(1)
+					for old := slowest.Load(); int64(took) > old && !slowest.CompareAndSwap(old, int64(took)); old = slowest.Load() {
+					}
+					grants := lock.SetGrantsOf(s)
+					var claims []*claim
+					for _, k := range keys {
+						var refs []grantRef
+						for _, g := range grants[k] {
+							refs = append(refs, grantRef{k, g.Addr, g.Token})
+						}
+						claims = append(claims, h.begin(k, 0, fmt.Sprint(w), refs))
+					}
+					time.Sleep(50 * time.Microsecond) // the work
+					end := h.now()
+					for _, cl := range claims {
+						cl.finish(end, false)
+					}
+					require.NoError(t, s.Release(context.Background()))
 				}
-				slowest.Store(max(slowest.Load(), int64(took)))
-				at := time.Now()
-				time.Sleep(50 * time.Microsecond) // the work
-				end := time.Now()
-				for _, k := range keys {
-					h.record(k, 1, fmt.Sprint(w), at, end, false)
-				}
-				require.NoError(t, s.Release(context.Background()))
-			}
-		})
-	}
-	wg.Wait()
-	assert.Empty(t, h.violations())
-	assert.Less(t, time.Duration(slowest.Load()), timeout/2, "a LockAll waited for its timeout")
-	t.Logf("slowest LockAll: %v", time.Duration(slowest.Load()))
+			})
+		}
+		wg.Wait()
+		assert.Equal(t, int64(600), sets.Load())
+		assert.Empty(t, h.violations())
+		assert.LessOrEqual(t, time.Duration(slowest.Load()), 50*time.Microsecond, "a LockAll waited longer than the other's hold")
+		t.Logf("slowest LockAll: %v of virtual time", time.Duration(slowest.Load()))
+	})
 }
 
 // The same two orders, taken a key at a time as callers did before
 // LockAll, do deadlock: the control that shows the test above can fail.
+// Each side holds its first key and waits for its second until the
+// acquire timeout, a virtual second.
 func TestLoopInOppositeOrdersDeadlocks(t *testing.T) {
-	f := newFleet(t, 2, fakeserver.Config{})
-	a, b := uniqueKey(t, "a"), uniqueKey(t, "b")
-	orders := [][]string{{a, b}, {b, a}}
-	var timeouts atomic.Int32
-	ctx := ctxFor(t, 30*time.Second)
-	var wg sync.WaitGroup
-	for _, keys := range orders {
-		c := f.client(t, lock.Config{})
-		wg.Go(func() {
-			for ctx.Err() == nil && timeouts.Load() == 0 {
-				first, second := c.Lock(keys[0], lock.AcquireTimeout(time.Second)), c.Lock(keys[1], lock.AcquireTimeout(time.Second))
-				ok, err := first.Acquire(ctx)
-				if err != nil || !ok {
-					continue
+	synctest.Test(t, func(t *testing.T) {
+		f := newVirtualFleet(t, 2, fakeserver.Config{})
+		a, b := twoKeysApart(t, f)
+		orders := [][]string{{a, b}, {b, a}}
+		var timeouts atomic.Int32
+		var stuck atomic.Int64
+		var wg sync.WaitGroup
+		for _, keys := range orders {
+			c := f.client(t, lock.Config{})
+			wg.Go(func() {
+				for range 100 {
+					if timeouts.Load() > 0 {
+						return
+					}
+					first, second := c.Lock(keys[0], lock.AcquireTimeout(time.Second)), c.Lock(keys[1], lock.AcquireTimeout(time.Second))
+					ok, err := first.Acquire(context.Background())
+					if err != nil || !ok {
+						continue
+					}
+					start := time.Now()
+					if ok, err := second.Acquire(context.Background()); err == nil && !ok {
+						timeouts.Add(1)
+						stuck.Store(int64(time.Since(start)))
+					}
+					time.Sleep(50 * time.Microsecond) // the work
+					_ = second.Close()
+					_ = first.Close()
 				}
-				if ok, err := second.Acquire(ctx); err == nil && !ok {
-					timeouts.Add(1)
-				}
-				_ = second.Close()
-				_ = first.Close()
-			}
-		})
-	}
-	wg.Wait()
-	assert.Positive(t, timeouts.Load(), "the naive loop never deadlocked")
+			})
+		}
+		wg.Wait()
+		require.Positive(t, timeouts.Load(), "the naive loop never deadlocked")
+		assert.Equal(t, time.Second, time.Duration(stuck.Load()), "stuck until the acquire timeout")
+	})
 }
 
 // The checker, in virtual time: 32 workers each take a random 2 to 5 of
@@ -671,9 +731,10 @@ func TestSetAfterClientClose(t *testing.T) {
 // twoServers starts two servers and two clients, c and other, and
 // returns keys first and second: first sorts before second, and lives on
 // server 0, second on server 1.
+// On an in-memory network, in a synctest bubble.
 func twoServers(t *testing.T) (f *testFleet, c, other *lock.Client, first, second string) {
 	t.Helper()
-	f = newFleet(t, 2, fakeserver.Config{})
+	f = newVirtualFleet(t, 2, fakeserver.Config{})
 	c, other = f.client(t, lock.Config{}), f.client(t, lock.Config{})
 	return f, c, other, keyOn(t, c, "a", f.addrs[0]), keyOn(t, c, "b", f.addrs[1])
 }
@@ -689,69 +750,82 @@ func keyOn(t *testing.T, c *lock.Client, prefix, addr string) string {
 	}
 }
 
-// A set that must give keys back to a stalled server still returns by
-// its deadline, or at once when cancelled: the releases go out, their
-// answers are not waited for.
+// A set that must give keys back to a stalled server returns at most the
+// replica timeout after its own timeout, or after it is cancelled, to the
+// virtual nanosecond: the releases go out, their answers are not waited
+// for longer. The key goes back when the server answers again.
 func TestLockAllGivesBackToAStalledServerInTime(t *testing.T) {
-	f, c, other, first, second := twoServers(t)
-	mustAcquire(t, other.Lock(second))
 	for _, cancelled := range []bool{false, true} {
-		ctx, cancel := context.WithCancel(context.Background())
-		defer cancel()
-		got := make(chan error, 1)
-		start := time.Now()
-		go func() {
-			_, err := c.LockAll(ctx, []string{second, first}, lock.AcquireTimeout(time.Second))
-			got <- err
-		}()
-		// Holding first, it waits for second; then first's server stalls.
-		require.Eventually(t, func() bool { return waitersOnFleet(f, second) == 1 }, wait, time.Millisecond)
-		f.server(t, 0).Stall(time.Minute)
-		if cancelled {
-			cancel()
-		}
-		err := <-got
-		took := time.Since(start)
-		f.server(t, 0).Unstall()
-		if cancelled {
-			assert.ErrorIs(t, err, context.Canceled)
-		} else {
-			assert.ErrorIs(t, err, lock.ErrTimeout)
-		}
-		assert.Less(t, took, 3*time.Second, "the give-back waited for the stalled server (cancelled %v)", cancelled)
-		require.Eventually(t, func() bool { return keyHolders(f.server(t, 0), first) == 0 }, wait, time.Millisecond, "first given back")
+		t.Run(fmt.Sprintf("cancelled=%v", cancelled), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				f, c, other, first, second := twoServers(t)
+				mustAcquire(t, other.Lock(second))
+				ctx, cancel := context.WithCancel(context.Background())
+				defer cancel()
+				got := make(chan error, 1)
+				start := time.Now()
+				go func() {
+					_, err := c.LockAll(ctx, []string{second, first}, lock.AcquireTimeout(time.Second))
+					got <- err
+				}()
+				// Holding first, it waits for second; then first's server
+				// stalls.
+				synctest.Wait()
+				require.Equal(t, 1, waitersOnFleet(f, second))
+				require.Equal(t, 1, keyHolders(f.server(t, 0), first))
+				f.server(t, 0).Stall(time.Minute)
+				if cancelled {
+					cancel()
+				}
+				err := <-got
+				took := time.Since(start)
+				if cancelled {
+					assert.ErrorIs(t, err, context.Canceled)
+					assert.Equal(t, lock.DefaultReplicaTimeout, took, "the give-back waited for the stalled server")
+				} else {
+					assert.ErrorIs(t, err, lock.ErrTimeout)
+					assert.Equal(t, time.Second+lock.DefaultReplicaTimeout, took, "the give-back waited for the stalled server")
+				}
+				synctest.Wait()
+				assert.Equal(t, 1, keyHolders(f.server(t, 0), first), "the stalled server has not read the release")
+				f.server(t, 0).Unstall()
+				synctest.Wait()
+				assert.Zero(t, keyHolders(f.server(t, 0), first), "first given back")
+			})
+		})
 	}
 }
 
 // A stalled server's keys are neither taken nor busy: TryLockMany says
-// so, with pool.ErrNoReply.
+// so with pool.ErrNoReply after exactly 2 s of virtual time, and the
+// grants the server sends when it answers again go back at once.
 func TestTryLockManyStalledServer(t *testing.T) {
-	f := newFleet(t, 2, fakeserver.Config{})
-	c := f.client(t, lock.Config{})
-	keys := keysOf(t, "k", 20)
-	assertFree(t, c, keys) // connected
-	f.server(t, 1).Stall(time.Minute)
-	held, busy, err := c.TryLockMany(ctxFor(t, wait), keys)
-	f.server(t, 1).Unstall()
-	assert.Empty(t, busy)
-	var ke *lock.KeysError
-	require.ErrorAs(t, err, &ke)
-	assert.ErrorIs(t, err, pool.ErrNoReply)
-	for _, k := range ke.Keys {
-		srv, _ := c.ServerFor(k)
-		assert.Equal(t, f.addrs[1], srv)
-	}
-	assert.Len(t, held, len(keys)-len(ke.Keys))
-	require.NoError(t, c.ReleaseMany(ctxFor(t, wait), held...))
-	// The late grants went back.
-	require.Eventually(t, func() bool {
+	synctest.Test(t, func(t *testing.T) {
+		f := newVirtualFleet(t, 2, fakeserver.Config{})
+		c := f.client(t, lock.Config{})
+		keys := keysOf(t, "k", 20)
+		assertFree(t, c, keys) // connected
+		f.server(t, 1).Stall(time.Minute)
+		start := time.Now()
+		held, busy, err := c.TryLockMany(ctxFor(t, wait), keys)
+		assert.Equal(t, 2*time.Second, time.Since(start))
+		assert.Empty(t, busy)
+		var ke *lock.KeysError
+		require.ErrorAs(t, err, &ke)
+		assert.ErrorIs(t, err, pool.ErrNoReply)
 		for _, k := range ke.Keys {
-			if keyHolders(f.server(t, 1), k) > 0 {
-				return false
-			}
+			srv, _ := c.ServerFor(k)
+			assert.Equal(t, f.addrs[1], srv)
 		}
-		return true
-	}, wait, time.Millisecond)
+		require.NotEmpty(t, ke.Keys)
+		assert.Len(t, held, len(keys)-len(ke.Keys))
+		require.NoError(t, c.ReleaseMany(ctxFor(t, wait), held...))
+		f.server(t, 1).Unstall()
+		synctest.Wait()
+		for _, k := range ke.Keys {
+			assert.Zero(t, keyHolders(f.server(t, 1), k), "%s: the late grant went back", k)
+		}
+	})
 }
 
 // Running nothing is refused before anything is taken.
@@ -770,54 +844,57 @@ func TestWithNilFunction(t *testing.T) {
 // busy for TryLockMany as for TryAcquire, although the other replicas,
 // a quorum, are free: taking it there would jump the arbiter's queue.
 func TestTryLockManyRespectsTheArbiter(t *testing.T) {
-	f := newFleet(t, 3, fakeserver.Config{})
-	c := f.client(t, lock.Config{Replicas: 3})
-	key := uniqueKey(t, "k")
-	servers, err := c.ServersFor(key)
-	require.NoError(t, err)
-	arbiterOnly := f.client(t, lock.Config{Servers: servers[:1]})
-	mustAcquire(t, arbiterOnly.Lock(key))
+	synctest.Test(t, func(t *testing.T) {
+		f := newVirtualFleet(t, 3, fakeserver.Config{})
+		c := f.client(t, lock.Config{Replicas: 3})
+		key := uniqueKey(t, "k")
+		servers, err := c.ServersFor(key)
+		require.NoError(t, err)
+		arbiterOnly := f.client(t, lock.Config{Servers: servers[:1]})
+		mustAcquire(t, arbiterOnly.Lock(key))
 
-	held, busy, err := c.TryLockMany(ctxFor(t, wait), []string{key})
-	require.NoError(t, err)
-	assert.Empty(t, held)
-	assert.Equal(t, []string{key}, busy)
-	for i, a := range f.addrs {
-		if a != servers[0] {
-			require.Eventually(t, func() bool { return keyHolders(f.server(t, i), key) == 0 }, wait, time.Millisecond, "the other replicas given back")
+		held, busy, err := c.TryLockMany(ctxFor(t, wait), []string{key})
+		require.NoError(t, err)
+		assert.Empty(t, held)
+		assert.Equal(t, []string{key}, busy)
+		synctest.Wait()
+		for i, a := range f.addrs {
+			if a != servers[0] {
+				assert.Zero(t, keyHolders(f.server(t, i), key), "the other replicas given back")
+			}
 		}
-	}
-	ok, err := c.Lock(key).TryAcquire(ctxFor(t, wait))
-	require.NoError(t, err)
-	assert.False(t, ok, "TryAcquire agrees")
+		ok, err := c.Lock(key).TryAcquire(ctxFor(t, wait))
+		require.NoError(t, err)
+		assert.False(t, ok, "TryAcquire agrees")
+	})
 }
 
 // A member lost while the set waits for a later one (its server dropped
 // the connection) makes the set start over: it still ends holding
 // every key, and never reports the earlier loss as the set's.
 func TestLockAllStartsOverWhenAMemberIsLost(t *testing.T) {
-	f, c, other, first, second := twoServers(t)
-	busy := other.Lock(second)
-	mustAcquire(t, busy)
-	got := make(chan *lock.Set, 1)
-	go func() {
-		s, err := c.LockAll(ctxFor(t, wait), []string{second, first})
-		assert.NoError(t, err)
-		got <- s
-	}()
-	require.Eventually(t, func() bool { return waitersOnFleet(f, second) == 1 }, wait, time.Millisecond)
-	require.Eventually(t, func() bool { return keyHolders(f.server(t, 0), first) == 1 }, wait, time.Millisecond)
-	// first, held while the set waits for second, is lost.
-	f.server(t, 0).DropConnections()
-	require.Eventually(t, func() bool { return keyHolders(f.server(t, 0), first) == 0 }, wait, time.Millisecond)
-	require.NoError(t, busy.Release(ctxFor(t, wait)))
-	s := <-got
-	require.NotNil(t, s)
-	select {
-	case <-s.Lost():
-		t.Fatalf("the set reports a loss from before it was held: %v", s.Err())
-	default:
-	}
-	assertBusy(t, []string{first, second}, other)
-	require.NoError(t, s.Release(ctxFor(t, wait)))
+	synctest.Test(t, func(t *testing.T) {
+		f, c, other, first, second := twoServers(t)
+		busy := other.Lock(second)
+		mustAcquire(t, busy)
+		got := make(chan *lock.Set, 1)
+		go func() {
+			s, err := c.LockAll(ctxFor(t, wait), []string{second, first})
+			assert.NoError(t, err)
+			got <- s
+		}()
+		synctest.Wait()
+		require.Equal(t, 1, waitersOnFleet(f, second))
+		require.Equal(t, 1, keyHolders(f.server(t, 0), first))
+		// first, held while the set waits for second, is lost.
+		f.server(t, 0).DropConnections()
+		synctest.Wait()
+		require.Zero(t, keyHolders(f.server(t, 0), first))
+		require.NoError(t, busy.Release(ctxFor(t, wait)))
+		s := <-got
+		require.NotNil(t, s)
+		assert.False(t, gotLost(s.Lost()), "the set reports a loss from before it was held: %v", s.Err())
+		assertBusy(t, []string{first, second}, other)
+		require.NoError(t, s.Release(ctxFor(t, wait)))
+	})
 }
