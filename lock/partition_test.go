@@ -2,7 +2,9 @@ package lock_test
 
 import (
 	"context"
+	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/stretchr/testify/assert"
@@ -17,48 +19,52 @@ import (
 // In a partition the server releases a silent connection's locks after
 // its read timeout, whatever their lease. A holder with a long lease must
 // give the lock up before that, so that the next holder (granted when the
-// server times the connection out) never overlaps with it.
+// server times the connection out) never overlaps with it: the loss is
+// declared before the grant in the logical order, and exactly the
+// client's margin (a tenth of the read timeout) earlier in virtual time.
 func TestPartitionedHolderGivesUpBeforeTheServerReleases(t *testing.T) {
-	srv, err := fakeserver.Start(fakeserver.Config{ReadTimeout: 2 * time.Second})
-	require.NoError(t, err)
-	defer srv.Close()
-	proxy := testproxy.Start(t, srv.Addr(), nil)
+	synctest.Test(t, func(t *testing.T) {
+		const readTimeout = 2 * time.Second
+		f := newVirtualFleet(t, 1, fakeserver.Config{ReadTimeout: readTimeout})
+		srv := f.server(t, 0)
+		proxy := testproxy.StartWith(t, f.addrs[0], testproxy.Config{Listen: f.mem.Net.Listen, Dial: f.mem.Net.Dial})
+		a := f.client(t, lock.Config{Servers: []string{proxy.Addr()}, Pool: pool.Config{ServerReadTimeout: readTimeout}})
+		b := f.client(t, lock.Config{Pool: pool.Config{ServerReadTimeout: readTimeout}})
+		var seq, lostSeq atomic.Int64
+		lock.SetLossHook(a, func(lock.LossReport) { lostSeq.Store(seq.Add(1)) })
 
-	a, err := lock.New(lock.Config{Servers: []string{proxy.Addr()}, Pool: pool.Config{ServerReadTimeout: 2 * time.Second}})
-	require.NoError(t, err)
-	defer a.Close()
-	b, err := lock.New(lock.Config{Servers: []string{srv.Addr()}, Pool: pool.Config{ServerReadTimeout: 2 * time.Second}})
-	require.NoError(t, err)
-	defer b.Close()
+		// A 30 s lease, renewed only after 27 s: only the read timeout can
+		// end it within this test.
+		la := a.Lock("k", lock.LeaseTTL(30*time.Second), lock.RenewRatio(0.9))
+		mustAcquire(t, la)
+		type grant struct {
+			seq int64
+			at  time.Time
+		}
+		granted := make(chan grant, 1)
+		go func() {
+			ok, err := b.Lock("k", lock.AcquireTimeout(10*time.Second)).Acquire(context.Background())
+			assert.NoError(t, err)
+			assert.True(t, ok)
+			granted <- grant{seq.Add(1), time.Now()}
+		}()
+		synctest.Wait()
+		require.Equal(t, 1, srv.Busy(), "b waits")
 
-	// A 30 s lease, renewed only after 27 s: only the read timeout can
-	// end it within this test.
-	la := a.Lock("k", lock.LeaseTTL(30*time.Second), lock.RenewRatio(0.9))
-	mustAcquire(t, la)
-	granted := make(chan time.Time, 1)
-	go func() {
-		ok, err := b.Lock("k", lock.AcquireTimeout(10*time.Second)).Acquire(context.Background())
-		assert.NoError(t, err)
-		assert.True(t, ok)
-		granted <- time.Now()
-	}()
-	require.Eventually(t, func() bool { return srv.Busy() == 1 }, wait, time.Millisecond)
-
-	proxy.Partition(true)
-	var lostAt time.Time
-	select {
-	case <-la.Lost():
-		lostAt = time.Now()
-	case <-time.After(10 * time.Second):
-		t.Fatal("the partitioned holder never gave up")
-	}
-	assert.Equal(t, "", la.Token())
-	var grantedAt time.Time
-	select {
-	case grantedAt = <-granted:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the waiter was never granted")
-	}
-	t.Logf("holder gave up %v before the next grant", grantedAt.Sub(lostAt))
-	assert.True(t, lostAt.Before(grantedAt), "the holder gave up (%v) before the server granted the lock to another (%v)", lostAt, grantedAt)
+		time.Sleep(5 * time.Second) // keep-alives carry the connection
+		require.False(t, gotLost(la.Lost()))
+		partitioned := time.Now()
+		proxy.Partition(true)
+		<-la.Lost()
+		lostAt := time.Now()
+		assert.Equal(t, "", la.Token())
+		g := <-granted
+		// The server times the connection out a read timeout after the
+		// last request it answered there (a keep-alive, before the
+		// partition); the client, counting from the same answer, gives up
+		// a tenth of it earlier.
+		assert.LessOrEqual(t, g.at.Sub(partitioned), readTimeout)
+		assert.Less(t, lostSeq.Load(), g.seq, "the holder gave up before the server granted the lock to another")
+		assert.Equal(t, readTimeout/10, g.at.Sub(lostAt), "the holder's margin")
+	})
 }
