@@ -8,6 +8,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/stretchr/testify/assert"
@@ -164,39 +165,46 @@ func assertFollows(t *testing.T, l *lock.Lock, s shard.Strategy, replicas int) {
 // the step itself, a few locks at a time, not left to a background
 // re-take per lock, started all at once (thousands of them in a large
 // change, whose goroutines and requests held up the renewals behind them
-// long enough to lose locks the servers still held).
+// long enough to lose locks the servers still held). In virtual time,
+// with the clock stopped: Reconfigure's return, not a retake later, put
+// them there.
 func TestReconfigureTakesEveryNewReplica(t *testing.T) {
-	g := newGrown(t, "stable")
-	g.before, g.after = g.after, g.before // 4 servers to 3
-	c := g.client(t, g.before, 3)
-	var locks []*lock.Lock
-	for i := range 300 {
-		l := c.Lock(fmt.Sprintf("every-%d", i))
-		mustAcquire(t, l)
-		locks = append(locks, l)
-	}
-	for _, l := range locks {
-		require.Eventually(t, func() bool { return len(l.HeldOn()) == 3 }, wait, time.Millisecond)
-	}
-	ctx := ctxFor(t, wait)
-	require.NoError(t, c.Reconfigure(ctx, g.after))
-	tr := g.transition(t)
-	added := 0
-	for _, l := range locks {
-		want := serversOf(t, tr, l.Key(), 3)
-		if len(want) > 3 {
-			added++
+	synctest.Test(t, func(t *testing.T) {
+		g := newVirtualGrown(t, "stable")
+		g.before, g.after = g.after, g.before // 4 servers to 3
+		c := g.client(t, g.before, 3)
+		var locks []*lock.Lock
+		for i := range 300 {
+			l := c.Lock(fmt.Sprintf("every-%d", i))
+			mustAcquire(t, l)
+			locks = append(locks, l)
 		}
-		assert.ElementsMatch(t, want, l.HeldOn(), "%s", l.Key())
-	}
-	require.Positive(t, added, "no key gained a replica: the test shows nothing")
-	require.NoError(t, c.Commit(ctx))
-	for _, l := range locks {
-		want, err := shard.Replicas(g.after, l.Key(), 3)
-		require.NoError(t, err)
-		assert.ElementsMatch(t, want, l.HeldOn(), "%s", l.Key())
-		g.assertHeldOnServers(t, l)
-	}
+		synctest.Wait()
+		for _, l := range locks {
+			require.Len(t, l.HeldOn(), 3)
+		}
+		ctx := ctxFor(t, wait)
+		start := time.Now()
+		require.NoError(t, c.Reconfigure(ctx, g.after))
+		tr := g.transition(t)
+		added := 0
+		for _, l := range locks {
+			want := serversOf(t, tr, l.Key(), 3)
+			if len(want) > 3 {
+				added++
+			}
+			assert.ElementsMatch(t, want, l.HeldOn(), "%s", l.Key())
+		}
+		require.Positive(t, added, "no key gained a replica: the test shows nothing")
+		require.NoError(t, c.Commit(ctx))
+		assert.Zero(t, time.Since(start), "no step waited")
+		for _, l := range locks {
+			want, err := shard.Replicas(g.after, l.Key(), 3)
+			require.NoError(t, err)
+			assert.ElementsMatch(t, want, l.HeldOn(), "%s", l.Key())
+			g.assertHeldOnServers(t, l)
+		}
+	})
 }
 
 // A held lock follows its client through both steps: entering the
@@ -338,33 +346,35 @@ func TestOldAndNewMembershipsTogetherOverlap(t *testing.T) {
 func TestAcquireInFlightFollowsTheChange(t *testing.T) {
 	for _, replicas := range []int{1, 3} {
 		t.Run(fmt.Sprintf("r%d", replicas), func(t *testing.T) {
-			g := newGrown(t, "stable")
-			holder := g.client(t, g.before, replicas)
-			c := g.client(t, g.before, replicas)
-			moved, _ := g.keys(t, "w", 1, replicas)
-			k := moved[0]
-			h := holder.Lock(k)
-			mustAcquire(t, h)
-			got := make(chan error, 1)
-			l := c.Lock(k)
-			go func() {
-				ok, err := l.Acquire(ctxFor(t, wait))
-				if err == nil && !ok {
-					err = fmt.Errorf("not acquired")
-				}
-				got <- err
-			}()
-			// Queued on the old owner.
-			require.Eventually(t, func() bool { return waitersOn(g, k) > 0 }, wait, time.Millisecond)
-			ctx := ctxFor(t, wait)
-			require.NoError(t, c.Reconfigure(ctx, g.after))
-			require.NoError(t, h.Release(ctx))
-			require.NoError(t, <-got)
-			assertFollows(t, l, g.transition(t), replicas)
-			g.assertHeldOnServers(t, l)
-			require.NoError(t, c.Commit(ctx))
-			assertFollows(t, l, g.after, replicas)
-			require.NoError(t, l.Release(ctx))
+			synctest.Test(t, func(t *testing.T) {
+				g := newVirtualGrown(t, "stable")
+				holder := g.client(t, g.before, replicas)
+				c := g.client(t, g.before, replicas)
+				moved, _ := g.keys(t, "w", 1, replicas)
+				k := moved[0]
+				h := holder.Lock(k)
+				mustAcquire(t, h)
+				got := make(chan error, 1)
+				l := c.Lock(k)
+				go func() {
+					ok, err := l.Acquire(ctxFor(t, wait))
+					if err == nil && !ok {
+						err = fmt.Errorf("not acquired")
+					}
+					got <- err
+				}()
+				synctest.Wait()
+				require.Positive(t, waitersOn(g, k), "queued on the old owner")
+				ctx := ctxFor(t, wait)
+				require.NoError(t, c.Reconfigure(ctx, g.after))
+				require.NoError(t, h.Release(ctx))
+				require.NoError(t, <-got)
+				assertFollows(t, l, g.transition(t), replicas)
+				g.assertHeldOnServers(t, l)
+				require.NoError(t, c.Commit(ctx))
+				assertFollows(t, l, g.after, replicas)
+				require.NoError(t, l.Release(ctx))
+			})
 		})
 	}
 }
@@ -456,29 +466,30 @@ func TestAbortAndMisuse(t *testing.T) {
 }
 
 // A held lock whose new server is held by someone else (a client that
-// broke the rollout's rules) cannot follow: it is lost, and Reconfigure
-// says so.
+// broke the rollout's rules) cannot follow: after its acquire timeout
+// (100 ms, a second on the wire) it is lost, and Reconfigure says so.
 func TestReconfigureLosesWhatCannotFollow(t *testing.T) {
-	g := newGrown(t, "stable")
-	c := g.client(t, g.before, 1)
-	intruder := g.client(t, g.after, 1)
-	moved, _ := g.keys(t, "z", 1, 1)
-	ctx := ctxFor(t, wait)
-	l := c.Lock(moved[0], lock.AcquireTimeout(100*time.Millisecond))
-	mustAcquire(t, l)
-	in := intruder.Lock(moved[0])
-	mustAcquire(t, in)
-	err := c.Reconfigure(ctx, g.after)
-	require.ErrorIs(t, err, lock.ErrLockLost)
-	assert.Contains(t, err.Error(), "1 of 1 held locks could not follow")
-	select {
-	case <-l.Lost():
-	case <-time.After(wait):
-		t.Fatal("not reported lost")
-	}
-	assert.ErrorIs(t, l.Err(), lock.ErrLockLost)
-	from, _ := g.before.Server(moved[0])
-	require.Eventually(t, func() bool { return keyHolders(g.byAddr[from], moved[0]) == 0 }, wait, time.Millisecond, "given back on its old server")
+	synctest.Test(t, func(t *testing.T) {
+		g := newVirtualGrown(t, "stable")
+		c := g.client(t, g.before, 1)
+		intruder := g.client(t, g.after, 1)
+		moved, _ := g.keys(t, "z", 1, 1)
+		ctx := ctxFor(t, wait)
+		l := c.Lock(moved[0], lock.AcquireTimeout(100*time.Millisecond))
+		mustAcquire(t, l)
+		in := intruder.Lock(moved[0])
+		mustAcquire(t, in)
+		start := time.Now()
+		err := c.Reconfigure(ctx, g.after)
+		assert.Equal(t, time.Second, time.Since(start), "the timeout, in whole seconds")
+		require.ErrorIs(t, err, lock.ErrLockLost)
+		assert.Contains(t, err.Error(), "1 of 1 held locks could not follow")
+		require.True(t, gotLost(l.Lost()), "reported lost when Reconfigure returns")
+		assert.ErrorIs(t, l.Err(), lock.ErrLockLost)
+		synctest.Wait()
+		from, _ := g.before.Server(moved[0])
+		assert.Zero(t, keyHolders(g.byAddr[from], moved[0]), "given back on its old server")
+	})
 }
 
 // A lock released while it is being taken on its new servers is released
@@ -486,26 +497,30 @@ func TestReconfigureLosesWhatCannotFollow(t *testing.T) {
 // Reconfigure does not count it lost, and the late grant on the new
 // server goes back.
 func TestReleaseWhileFollowing(t *testing.T) {
-	g := newGrown(t, "consistent")
-	c := g.client(t, g.before, 1)
-	slowNew := g.client(t, g.after, 1) // holds the new server for a while
-	moved, _ := g.keys(t, "r", 1, 1)
-	k := moved[0]
-	ctx := ctxFor(t, wait)
-	l := c.Lock(k)
-	mustAcquire(t, l)
-	blocker := slowNew.Lock(k)
-	mustAcquire(t, blocker)
-	done := make(chan error, 1)
-	go func() { done <- c.Reconfigure(ctx, g.after) }()
-	require.Eventually(t, func() bool { return waitersOn(g, k) > 0 }, wait, time.Millisecond)
-	require.NoError(t, l.Release(ctx))
-	require.NoError(t, <-done)
-	require.NoError(t, blocker.Release(ctx))
-	to, _ := g.after.Server(k)
-	require.Eventually(t, func() bool { return keyHolders(g.byAddr[to], k) == 0 }, wait, time.Millisecond, "the late grant went back")
-	from, _ := g.before.Server(k)
-	assert.Zero(t, keyHolders(g.byAddr[from], k))
+	synctest.Test(t, func(t *testing.T) {
+		g := newVirtualGrown(t, "consistent")
+		c := g.client(t, g.before, 1)
+		slowNew := g.client(t, g.after, 1) // holds the new server for a while
+		moved, _ := g.keys(t, "r", 1, 1)
+		k := moved[0]
+		ctx := ctxFor(t, wait)
+		l := c.Lock(k)
+		mustAcquire(t, l)
+		blocker := slowNew.Lock(k)
+		mustAcquire(t, blocker)
+		done := make(chan error, 1)
+		go func() { done <- c.Reconfigure(ctx, g.after) }()
+		synctest.Wait()
+		require.Positive(t, waitersOn(g, k), "Reconfigure waits for the new server")
+		require.NoError(t, l.Release(ctx))
+		require.NoError(t, <-done)
+		require.NoError(t, blocker.Release(ctx))
+		synctest.Wait()
+		to, _ := g.after.Server(k)
+		assert.Zero(t, keyHolders(g.byAddr[to], k), "the late grant went back")
+		from, _ := g.before.Server(k)
+		assert.Zero(t, keyHolders(g.byAddr[from], k))
+	})
 }
 
 // A change to a server that does not answer is refused, nothing changed
@@ -542,90 +557,100 @@ func TestReconfigureToADeadServer(t *testing.T) {
 
 // Without replicas, a moving key's new server is its only one there: a
 // slow answer is waited for, up to the acquire timeout, not given up
-// after Config.ReplicaTimeout.
+// after Config.ReplicaTimeout. The acquire takes exactly the stall.
 func TestMovingKeyWaitsForASlowServer(t *testing.T) {
-	g := newGrown(t, "rendezvous")
-	c := g.f.client(t, lock.Config{Strategy: g.transition(t), ReplicaTimeout: 50 * time.Millisecond})
-	moved, _ := g.keys(t, "slow", 1, 1)
-	to, _ := g.after.Server(moved[0])
-	mustAcquire(t, c.Lock("warm-up-"+moved[0])) // connections up
-	g.byAddr[to].Stall(300 * time.Millisecond)
-	l := c.Lock(moved[0], lock.AcquireTimeout(3*time.Second))
-	mustAcquire(t, l)
-	assertFollows(t, l, g.transition(t), 1)
+	synctest.Test(t, func(t *testing.T) {
+		g := newVirtualGrown(t, "rendezvous")
+		c := g.f.client(t, lock.Config{Strategy: g.transition(t), ReplicaTimeout: 50 * time.Millisecond})
+		moved, _ := g.keys(t, "slow", 1, 1)
+		to, _ := g.after.Server(moved[0])
+		mustAcquire(t, c.Lock("warm-up-"+moved[0])) // connections up
+		g.byAddr[to].Stall(300 * time.Millisecond)
+		l := c.Lock(moved[0], lock.AcquireTimeout(3*time.Second))
+		start := time.Now()
+		mustAcquire(t, l)
+		assert.Equal(t, 300*time.Millisecond, time.Since(start))
+		assertFollows(t, l, g.transition(t), 1)
+	})
 }
 
 // Closing a client while it takes its held locks on their new servers (a
 // fleet file's step, which Close ends) releases them; it does not report
-// them lost.
+// them lost. The file is read every second of virtual time: the step
+// begins at the first read after the file changed.
 func TestCloseDuringAFleetStepReportsNoLoss(t *testing.T) {
-	g := newGrown(t, "consistent")
-	path := filepath.Join(t.TempDir(), "fleet.json")
-	writeFleet(t, path, lock.Fleet{Strategy: "consistent", Servers: g.f.addrs[:3]})
-	c, err := lock.New(lock.Config{FleetFile: path, FleetWatchInterval: time.Millisecond})
-	require.NoError(t, err)
-	var losses atomic.Int64
-	lock.SetLossHook(c, func(lock.LossReport) { losses.Add(1) })
-	blocker := g.client(t, g.after, 1) // holds the new server a while
-	moved, _ := g.keys(t, "cl", 1, 1)
-	var onLost atomic.Int64
-	l := c.Lock(moved[0], lock.OnLost(func(string, error) { onLost.Add(1) }))
-	mustAcquire(t, l)
-	mustAcquire(t, blocker.Lock(moved[0]))
-	writeFleet(t, path, lock.Fleet{Strategy: "consistent", Servers: g.f.addrs, Previous: g.f.addrs[:3]})
-	require.Eventually(t, func() bool { return waitersOn(g, moved[0]) > 0 }, wait, time.Millisecond)
-	require.NoError(t, c.Close())
-	assert.Zero(t, losses.Load(), "reported lost")
-	assert.Zero(t, onLost.Load())
-	from, _ := g.before.Server(moved[0])
-	require.Eventually(t, func() bool { return keyHolders(g.byAddr[from], moved[0]) == 0 }, wait, time.Millisecond, "released")
+	synctest.Test(t, func(t *testing.T) {
+		g := newVirtualGrown(t, "consistent")
+		path := filepath.Join(t.TempDir(), "fleet.json")
+		writeFleet(t, path, lock.Fleet{Strategy: "consistent", Servers: g.f.addrs[:3]})
+		c := g.f.client(t, lock.Config{FleetFile: path})
+		var losses atomic.Int64
+		lock.SetLossHook(c, func(lock.LossReport) { losses.Add(1) })
+		blocker := g.client(t, g.after, 1) // holds the new server a while
+		moved, _ := g.keys(t, "cl", 1, 1)
+		var onLost atomic.Int64
+		l := c.Lock(moved[0], lock.OnLost(func(string, error) { onLost.Add(1) }))
+		mustAcquire(t, l)
+		mustAcquire(t, blocker.Lock(moved[0]))
+		writeFleet(t, path, lock.Fleet{Strategy: "consistent", Servers: g.f.addrs, Previous: g.f.addrs[:3]})
+		time.Sleep(lock.DefaultFleetWatchInterval)
+		synctest.Wait()
+		require.Positive(t, waitersOn(g, moved[0]), "the step waits for the new server")
+		require.NoError(t, c.Close())
+		assert.Zero(t, losses.Load(), "reported lost")
+		assert.Zero(t, onLost.Load())
+		synctest.Wait()
+		from, _ := g.before.Server(moved[0])
+		assert.Zero(t, keyHolders(g.byAddr[from], moved[0]), "released")
+	})
 }
 
 // Contenders in a transition, with replicas, for keys whose old and new
 // replica sets start with the same server (the arbiter of both): none
 // keeps the old set's quorum without its arbiter while it waits on the
-// new set's, which would hold up the arbiter's holder, and it them.
+// new set's, which would hold up the arbiter's holder, and it them. Two
+// seconds of virtual time, eight contenders per key each holding it 10 ms
+// of it: no acquire times out.
 func TestSharedArbiterDoesNotDeadlock(t *testing.T) {
-	f := newFleet(t, 5, fakeserver.Config{MaxLocks: 100_000})
-	from, err := shard.NewRendezvous(f.addrs)
-	require.NoError(t, err)
-	to, err := shard.NewRendezvous(f.addrs[:4])
-	require.NoError(t, err)
-	tr, err := shard.NewTransition(from, to)
-	require.NoError(t, err)
-	var keys []string
-	for i := 0; len(keys) < 4; i++ {
-		k := fmt.Sprintf("shared-%d", i)
-		if rt, _ := tr.Routes(k, 3); len(rt) == 2 && rt[0][0] == rt[1][0] {
-			keys = append(keys, k)
+	synctest.Test(t, func(t *testing.T) {
+		f := newVirtualFleet(t, 5, fakeserver.Config{MaxLocks: 100_000})
+		from, err := shard.NewRendezvous(f.addrs)
+		require.NoError(t, err)
+		to, err := shard.NewRendezvous(f.addrs[:4])
+		require.NoError(t, err)
+		tr, err := shard.NewTransition(from, to)
+		require.NoError(t, err)
+		var keys []string
+		for i := 0; len(keys) < 4; i++ {
+			k := fmt.Sprintf("shared-%d", i)
+			if rt, _ := tr.Routes(k, 3); len(rt) == 2 && rt[0][0] == rt[1][0] {
+				keys = append(keys, k)
+			}
 		}
-	}
-	ctx, stop := context.WithTimeout(context.Background(), 3*time.Second)
-	defer stop()
-	var acquired, failed atomic.Int64
-	var wg sync.WaitGroup
-	for range 8 {
-		c := f.client(t, lock.Config{Strategy: tr, Replicas: 3})
-		for _, k := range keys {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for ctx.Err() == nil {
-					l := c.Lock(k, lock.AcquireTimeout(2*time.Second))
-					ok, err := l.Acquire(context.Background())
-					if err != nil || !ok {
-						failed.Add(1)
-						continue
+		stop := time.Now().Add(2 * time.Second)
+		var acquired, failed atomic.Int64
+		var wg sync.WaitGroup
+		for range 8 {
+			c := f.client(t, lock.Config{Strategy: tr, Replicas: 3})
+			for _, k := range keys {
+				wg.Go(func() {
+					for time.Now().Before(stop) {
+						l := c.Lock(k, lock.AcquireTimeout(2*time.Second))
+						ok, err := l.Acquire(context.Background())
+						if err != nil || !ok {
+							failed.Add(1)
+							continue
+						}
+						acquired.Add(1)
+						time.Sleep(10 * time.Millisecond)
+						assert.NoError(t, l.Release(context.Background()))
 					}
-					acquired.Add(1)
-					time.Sleep(2 * time.Millisecond)
-					assert.NoError(t, l.Release(context.Background()))
-				}
-			}()
+				})
+			}
 		}
-	}
-	wg.Wait()
-	t.Logf("%d acquired, %d timed out", acquired.Load(), failed.Load())
-	assert.Positive(t, acquired.Load())
-	assert.Zero(t, failed.Load(), "acquires timed out: contenders held each other up")
+		wg.Wait()
+		t.Logf("%d acquired, %d timed out", acquired.Load(), failed.Load())
+		assert.Positive(t, acquired.Load())
+		assert.Zero(t, failed.Load(), "acquires timed out: contenders held each other up")
+	})
 }
