@@ -417,17 +417,21 @@ func TestMutualExclusionUnderFaults(t *testing.T) {
 }
 
 // A soak: a mixed workload with random faults (dropped connections,
-// stalls past the lease, restarts) for 10 minutes of virtual time (one
-// with -short). It checks mutual exclusion and loss reporting, and, as
-// the bubble ends only when every goroutine it started has, that
-// closing the clients and servers leaves none behind.
+// stalls past the lease, restarts, kills, blackholes through a proxy) for
+// 10 minutes of virtual time (one with -short; DFLOCK_SOAK sets
+// another). It checks mutual exclusion and loss reporting, and, as the
+// bubble ends only when every goroutine it started has, that closing
+// the clients and servers leaves none behind.
 func TestSoak(t *testing.T) {
 	s := stress{clients: 3, workers: 6, keys: 6, lease: time.Second, duration: soakDuration(t, 10*time.Minute, time.Minute),
-		think: 20 * time.Millisecond, faultEvery: 500 * time.Millisecond, faults: []fault{dropFault, stallFault, restartFault}}
+		think: 20 * time.Millisecond, faultEvery: 500 * time.Millisecond, proxied: true,
+		faults: []fault{dropFault, stallFault, restartFault, killFault, blackholeFault}}
 	res := s.run(t)
 	assert.GreaterOrEqual(t, res.virtual, s.duration)
 	assert.Positive(t, res.acquired)
-	assert.GreaterOrEqual(t, res.faults, int64(s.duration/(2*s.faultEvery)), "faults all along")
+	// A fault at least every 2×faultEvery plus the longest fault (a
+	// blackhole of up to 2.5 s).
+	assert.GreaterOrEqual(t, res.faults, int64(s.duration/(2*s.faultEvery+2500*time.Millisecond)), "faults all along")
 	assert.Zero(t, res.falseLosses, "a lock reported lost while the server still held it, with no fault")
 	assert.Zero(t, res.unmatched, "a holder saw a loss its client never declared")
 	assert.Empty(t, res.notInherent(virtualDetectionWindow), "every overlap must be a holder learning of its closed connection, which takes no virtual time")
