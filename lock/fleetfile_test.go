@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/stretchr/testify/assert"
@@ -30,39 +31,59 @@ func writeFile(t *testing.T, path string, b []byte) {
 }
 
 // A client that watches a fleet file goes through a change as the file
-// does, its held locks following.
+// does, its held locks following. In virtual time, the file is read once
+// a second, to the nanosecond: a change is seen at the first read after
+// it, not before; a half-written file is ignored.
 func TestFleetFileDrivesTheChange(t *testing.T) {
-	g := newGrown(t, "consistent")
-	path := filepath.Join(t.TempDir(), "fleet.json")
-	before := lock.Fleet{Strategy: "consistent", Servers: g.f.addrs[:3]}
-	writeFleet(t, path, before)
-	c := g.f.client(t, lock.Config{FleetFile: path, FleetWatchInterval: 5 * time.Millisecond})
-	servers, previous := c.Membership()
-	require.Equal(t, g.before.Servers(), servers)
-	require.Nil(t, previous)
-	moved, _ := g.keys(t, "ff", 10, 1)
-	locks := holdAll(t, c, moved)
-	inTransition := func() bool { _, p := c.Membership(); return p != nil }
+	synctest.Test(t, func(t *testing.T) {
+		g := newVirtualGrown(t, "consistent")
+		path := filepath.Join(t.TempDir(), "fleet.json")
+		before := lock.Fleet{Strategy: "consistent", Servers: g.f.addrs[:3]}
+		writeFleet(t, path, before)
+		c := g.f.client(t, lock.Config{FleetFile: path})
+		servers, previous := c.Membership()
+		require.Equal(t, g.before.Servers(), servers)
+		require.Nil(t, previous)
+		moved, _ := g.keys(t, "ff", 10, 1)
+		locks := holdAll(t, c, moved)
+		inTransition := func() bool { _, p := c.Membership(); return p != nil }
+		// next waits until just before the file's next read, then past it.
+		every := lock.DefaultFleetWatchInterval
+		next := func() (before bool) {
+			time.Sleep(every - time.Nanosecond)
+			synctest.Wait()
+			before = inTransition()
+			time.Sleep(time.Nanosecond)
+			synctest.Wait()
+			return before
+		}
 
-	// A half-written file is ignored.
-	writeFile(t, path, []byte(`{"servers": [`))
-	writeFleet(t, path, lock.Fleet{Strategy: "consistent", Servers: g.f.addrs, Previous: g.f.addrs[:3]})
-	require.Eventually(t, inTransition, wait, time.Millisecond)
-	for _, l := range locks {
-		require.Eventually(t, func() bool { return len(l.HeldOn()) == 2 }, wait, time.Millisecond)
-		assertFollows(t, l, g.transition(t), 1)
-	}
+		writeFile(t, path, []byte(`{"servers": [`))
+		next()
+		require.False(t, inTransition(), "a half-written file is ignored")
+		servers, _ = c.Membership()
+		require.Equal(t, g.before.Servers(), servers)
 
-	writeFleet(t, path, lock.Fleet{Strategy: "consistent", Servers: g.f.addrs})
-	require.Eventually(t, func() bool { return !inTransition() }, wait, time.Millisecond)
-	servers, _ = c.Membership()
-	assert.Equal(t, g.after.Servers(), servers)
-	for _, l := range locks {
-		require.Eventually(t, func() bool { return len(l.HeldOn()) == 1 }, wait, time.Millisecond)
-		assertFollows(t, l, g.after, 1)
-		g.assertHeldOnServers(t, l)
-		assert.False(t, gotLost(l.Lost()))
-	}
+		writeFleet(t, path, lock.Fleet{Strategy: "consistent", Servers: g.f.addrs, Previous: g.f.addrs[:3]})
+		require.False(t, next(), "in the transition before the file was read")
+		require.True(t, inTransition(), "in the transition at the file's next read")
+		for _, l := range locks {
+			assert.Len(t, l.HeldOn(), 2)
+			assertFollows(t, l, g.transition(t), 1)
+		}
+
+		writeFleet(t, path, lock.Fleet{Strategy: "consistent", Servers: g.f.addrs})
+		require.True(t, next(), "out of the transition before the file was read")
+		require.False(t, inTransition(), "out of the transition at the file's next read")
+		servers, _ = c.Membership()
+		assert.Equal(t, g.after.Servers(), servers)
+		for _, l := range locks {
+			assert.Len(t, l.HeldOn(), 1)
+			assertFollows(t, l, g.after, 1)
+			g.assertHeldOnServers(t, l)
+			assert.False(t, gotLost(l.Lost()))
+		}
+	})
 }
 
 // The file can also give a change up, and a client that missed the
