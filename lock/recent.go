@@ -119,15 +119,20 @@ func (s *slowServers) refusesWaits(addr string) bool {
 
 // send reports whether a request may go to addr now: always, unless it
 // is slow, or refuses waits (it is draining for shutdown, and what it
-// grants now goes when it exits), and a probe is already out. A true answer for a slow server
-// makes the caller the probe; it calls done when the probe ends.
-func (s *slowServers) send(addr string) (ok bool, done func()) {
+// grants now goes when it exits), and a probe is already out. A true
+// answer for a slow server makes the caller the probe (probing): it
+// calls done when the probe's request is answered or given up at its
+// deadline, never before, so that the server has one of them at a time.
+func (s *slowServers) send(addr string) (ok, probing bool, done func()) {
 	if !s.recent(addr) && !s.refusesWaits(addr) {
-		return true, func() {}
+		return true, false, noProbe
 	}
 	st := s.get(addr)
 	if !st.probing.CompareAndSwap(false, true) {
-		return false, nil
+		return false, false, nil
 	}
-	return true, func() { st.probing.Store(false) }
+	return true, true, func() { st.probing.Store(false) }
 }
+
+// noProbe ends a try-lock that is not a slow server's probe.
+func noProbe() {}

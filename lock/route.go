@@ -204,6 +204,11 @@ func (c *Client) reroute(ctx context.Context, s shard.Strategy) error {
 	}
 	close(next)
 	wg.Wait()
+	if c.isClosed() {
+		// Close cut the change short and gave back what it had not
+		// moved: the client is not in the new routing with its locks.
+		return ErrClosed
+	}
 	if lost > 0 {
 		return fmt.Errorf("lock: %d of %d held locks could not follow the fleet change and were lost: %w", lost, len(locks), errors.Join(errs[:min(len(errs), 5)]...))
 	}

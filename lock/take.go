@@ -401,7 +401,7 @@ func (h *holder) tryAll(ctx context.Context, idx []int, wait time.Duration, earl
 		return outs
 	case 1:
 		p := send[0]
-		o := h.tryOne(ctx, p.i, time.Now().Add(wait))
+		o := h.tryOne(ctx, p, time.Now().Add(wait))
 		h.noteAnswer(ctx, p, o)
 		outs[p.i] = o
 		return outs
@@ -415,7 +415,7 @@ func (h *holder) tryAll(ctx context.Context, idx []int, wait time.Duration, earl
 	// return are still taken in.
 	deadline := time.Now().Add(wait)
 	try := func(p probe) {
-		o := h.tryOne(ctx, p.i, deadline)
+		o := h.tryOne(ctx, p, deadline)
 		h.noteAnswer(ctx, p, o)
 		ch <- answer{p.i, o}
 	}
@@ -450,14 +450,13 @@ func (h *holder) tryAll(ctx context.Context, idx []int, wait time.Duration, earl
 }
 
 // probe is a try-lock the holder may send to replica i; done ends it for
-// the slow-server bookkeeping (see slowServers.send).
+// the slow-server bookkeeping, and slow says it probes a slow server
+// (see slowServers.send).
 type probe struct {
 	i    int
 	done func()
+	slow bool
 }
-
-// noProbe ends a try-lock that is not a slow server's probe.
-func noProbe() {}
 
 // toSend picks the replicas of idx to send a try-lock to, and marks them
 // pending: not one whose earlier try-lock is still out (the server would
@@ -475,9 +474,9 @@ func (h *holder) toSend(idx []int, outs []tryOutcome, send []probe) []probe {
 		}
 		if h.single {
 			// Its only server: asked however slow it was lately.
-			send = append(send, probe{i, noProbe})
-		} else if ok, done := slow.send(h.addr(i)); ok {
-			send = append(send, probe{i, done})
+			send = append(send, probe{i, noProbe, false})
+		} else if ok, probing, done := slow.send(h.addr(i)); ok {
+			send = append(send, probe{i, done, probing})
 		} else {
 			outs[i] = tryOutcome{done: true, err: errSlowServer}
 			continue
@@ -507,12 +506,18 @@ func (h *holder) noteAnswer(ctx context.Context, p probe, o tryOutcome) {
 	}
 }
 
-// tryOne sends one try-lock to replica i, awaiting its answer until
-// deadline (a grant that comes later is released).
-func (h *holder) tryOne(ctx context.Context, i int, deadline time.Time) tryOutcome {
+// tryOne sends p's try-lock, awaiting its answer until deadline (a grant
+// that comes later is released). A slow server's probe is awaited until
+// then even when ctx ends first (an acquire that returned, a holder
+// released): ended early, it would let another request go to a server
+// that has not answered this one.
+func (h *holder) tryOne(ctx context.Context, p probe, deadline time.Time) tryOutcome {
 	req := h.l.request(h.l.cmds.Acquire)
-	res, err := h.slots[i].pool.DoBy(ctx, &req, deadline)
-	return h.tried(ctx, i, res, err)
+	if p.slow {
+		ctx = context.WithoutCancel(ctx)
+	}
+	res, err := h.slots[p.i].pool.DoBy(ctx, &req, deadline)
+	return h.tried(ctx, p.i, res, err)
 }
 
 // tried takes in the answer (res, or err) to the try-lock of replica i:
