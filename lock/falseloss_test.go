@@ -5,7 +5,11 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 
 	"github.com/dflock-go/dflock/fakeserver"
 	"github.com/dflock-go/dflock/lock"
@@ -95,4 +99,44 @@ func (d *lossDetector) assertNoFalseLoss(t *testing.T) {
 	if n, details := d.falseLosses(); n > 0 {
 		t.Errorf("%d false losses of %d reported; first: %v", n, d.reported.Load(), details)
 	}
+}
+
+// The detector can fail, in virtual time: a loss reported for a grant
+// the server still holds, with lease left (1 ms of it) and no fault
+// since, is false; one for a grant the server no longer holds, or held
+// across a fault, is not.
+func TestLossDetectorFindsFalseLosses(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newVirtualFleet(t, 1, fakeserver.Config{DisableAutoRelease: true})
+		d := newLossDetector(t, f)
+		c := f.client(t, lock.Config{})
+		report := func(l *lock.Lock) lock.LossReport {
+			return lock.LossReport{Key: l.Key(), Grants: lock.GrantsOf(l), Replicas: 1, Quorum: 1, HeldBefore: 1}
+		}
+
+		held := c.Lock("held", lock.LeaseTTL(2*time.Second))
+		mustAcquire(t, held)
+		r := report(held)
+		time.Sleep(1999 * time.Millisecond)
+		d.check(r)
+		n, details := d.falseLosses()
+		assert.Equal(t, int64(1), n, "lease left: 1 ms")
+		assert.Len(t, details, 1)
+
+		released := c.Lock("released")
+		mustAcquire(t, released)
+		r = report(released)
+		require.NoError(t, released.Release(ctxFor(t, wait)))
+		d.check(r)
+
+		faulted := f.client(t, lock.Config{}).Lock("faulted", lock.LeaseTTL(time.Minute))
+		mustAcquire(t, faulted)
+		r = report(faulted)
+		f.server(t, 0).NoteFault()
+		d.check(r)
+
+		n, _ = d.falseLosses()
+		assert.Equal(t, int64(1), n, "only the first was false")
+		assert.Equal(t, int64(3), d.reported.Load())
+	})
 }
