@@ -501,14 +501,14 @@ func TestLockAllChecker(t *testing.T) {
 
 // The same with replicated keys, over five servers.
 func TestLockAllCheckerReplicated(t *testing.T) {
-	runSetChecker(t, setChecker{servers: 5, replicas: 3, workers: 16, keys: 20, run: 5 * time.Second})
+	runSetChecker(t, setChecker{servers: 5, replicas: 3, workers: 16, keys: 20, run: shortened(5 * time.Second)})
 }
 
 // The same through one client with few connections: a set must never
 // wait for a connection while holding keys that the waits on those
 // connections wait for.
 func TestLockAllCheckerFewConnections(t *testing.T) {
-	runSetChecker(t, setChecker{servers: 3, workers: 16, keys: 20, clients: 1, maxConns: 2, run: 3 * time.Second})
+	runSetChecker(t, setChecker{servers: 3, workers: 16, keys: 20, clients: 1, maxConns: 2, run: shortened(3 * time.Second)})
 }
 
 // The same while servers drop connections, stall and restart, for 30 s
@@ -526,7 +526,7 @@ func TestLockAllCheckerUnderFaults(t *testing.T) {
 
 // The same with semaphores of two slots.
 func TestSemaphoreAllChecker(t *testing.T) {
-	runSetChecker(t, setChecker{servers: 3, workers: 16, keys: 10, limit: 2, run: 5 * time.Second})
+	runSetChecker(t, setChecker{servers: 3, workers: 16, keys: 10, limit: 2, run: shortened(5 * time.Second)})
 }
 
 type setChecker struct {
@@ -538,6 +538,14 @@ type setChecker struct {
 	// overlaps are allowed only in the window a holder takes to read its
 	// closed connection.
 	faults bool
+}
+
+// shortened is d, or a third of it with -short.
+func shortened(d time.Duration) time.Duration {
+	if testing.Short() {
+		return d / 3
+	}
+	return d
 }
 
 // setTimeout is the checkers' acquire timeout: no LockAll may need it.
