@@ -120,23 +120,20 @@ type stressResult struct {
 	virtual, real time.Duration
 }
 
-// detectionWindow bounds how long after a server closes a connection (and
-// hands its locks on) the holder may still claim them, on the wall
-// clock: the time its client takes to read the close. The protocol has no
-// fencing, so this window cannot be zero; it must stay small.
-const detectionWindow = 250 * time.Millisecond
-
-// virtualDetectionWindow is that window in a bubble, where a close
-// travels at once and the client's reader reads it before the clock can
-// move: an overlap it opens has a logical order but takes no time.
+// virtualDetectionWindow bounds how long after a server closes a
+// connection (and hands its locks on) the holder may still claim them:
+// the time its client takes to read the close. The protocol has no
+// fencing, so the window exists (such claims overlap in the logical
+// order), but in a bubble a close travels at once and the client's
+// reader reads it before the clock can move: it takes no virtual time.
 const virtualDetectionWindow = 0
 
 // notInherent returns the overlaps that are not the disconnect-detection
-// window (the earlier claim ended by loss, within window).
-func (r stressResult) notInherent(window time.Duration) []string {
+// window (the earlier claim ended by loss, within virtualDetectionWindow).
+func (r stressResult) notInherent() []string {
 	var out []string
 	for _, v := range r.violations {
-		if !v.byLoss || v.overlap > window {
+		if !v.byLoss || v.overlap > virtualDetectionWindow {
 			out = append(out, fmt.Sprintf("%s (overlap %v)", v.text, v.overlap))
 		}
 	}
@@ -418,7 +415,7 @@ func TestMutualExclusionUnderFaults(t *testing.T) {
 				assert.Empty(t, res.violations)
 				return
 			}
-			assert.Empty(t, res.notInherent(virtualDetectionWindow), "every overlap must be a holder learning of its closed connection, which takes no virtual time")
+			assert.Empty(t, res.notInherent(), "every overlap must be a holder learning of its closed connection, which takes no virtual time")
 		})
 	}
 }
@@ -430,7 +427,7 @@ func TestStressFindsOverlaps(t *testing.T) {
 	s := stress{clients: 2, workers: 2, keys: 2, lease: time.Second, duration: 10 * time.Second, split: true}
 	res := s.run(t)
 	require.NotEmpty(t, res.violations)
-	assert.NotEmpty(t, res.notInherent(virtualDetectionWindow))
+	assert.NotEmpty(t, res.notInherent())
 	for _, v := range res.violations {
 		assert.False(t, v.byLoss, v.text)
 	}
@@ -454,7 +451,7 @@ func TestSoak(t *testing.T) {
 	assert.GreaterOrEqual(t, res.faults, int64(s.duration/(2*s.faultEvery+2500*time.Millisecond)), "faults all along")
 	assert.Zero(t, res.falseLosses, "a lock reported lost while the server still held it, with no fault")
 	assert.Zero(t, res.unmatched, "a holder saw a loss its client never declared")
-	assert.Empty(t, res.notInherent(virtualDetectionWindow), "every overlap must be a holder learning of its closed connection, which takes no virtual time")
+	assert.Empty(t, res.notInherent(), "every overlap must be a holder learning of its closed connection, which takes no virtual time")
 }
 
 // gotLost reports whether a Lost channel is closed.
