@@ -277,8 +277,8 @@ func keyHeld(srv *fakeserver.Server, key string) bool {
 
 // The acceptance run: R=3 over 5 servers while one server at a time is
 // killed, restarted empty, stalled past the lease or cut off by a
-// blackhole, in virtual time (a minute of it per case; 15 s with
-// -short; DFLOCK_SOAK sets another). A single server's fault releases no
+// blackhole, in virtual time (40 s of it per case, 3 or 4 faults of each
+// kind; 15 s with -short; DFLOCK_SOAK sets another). A single server's fault releases no
 // lock anywhere that counts, so nothing overlaps, not even in the
 // close-detection window, and no loss is false.
 //
@@ -293,7 +293,7 @@ func keyHeld(srv *fakeserver.Server, key string) bool {
 // before it declared the loss, or a declaration that came too late.
 func TestReplicatedMutualExclusionUnderFaults(t *testing.T) {
 	all := []fault{killFault, restartFault, stallFault, blackholeFault}
-	d := soakDuration(t, time.Minute, 15*time.Second)
+	d := soakDuration(t, 40*time.Second, 15*time.Second)
 	for _, c := range []struct {
 		name            string
 		limit, replicas int
