@@ -131,13 +131,19 @@ func (c *conn) Read(b []byte) (int, error) {
 			p.mu.Unlock()
 			return 0, nil
 		}
-		wait := p.waitLocked()
-		p.mu.Unlock()
-		select {
-		case <-wait:
-		case <-expired:
-		case <-c.closed:
-		}
+		c.awaitLocked(p, expired)
+	}
+}
+
+// awaitLocked waits until p changes, expired is closed or this end
+// closes; p.mu is held, and released.
+func (c *conn) awaitLocked(p *pipe, expired <-chan struct{}) {
+	wait := p.waitLocked()
+	p.mu.Unlock()
+	select {
+	case <-wait:
+	case <-expired:
+	case <-c.closed:
 	}
 }
 
@@ -189,13 +195,7 @@ func (c *conn) Write(b []byte) (int, error) {
 			p.mu.Unlock()
 			return n, nil
 		}
-		wait := p.waitLocked()
-		p.mu.Unlock()
-		select {
-		case <-wait:
-		case <-expired:
-		case <-c.closed:
-		}
+		c.awaitLocked(p, expired)
 	}
 }
 
