@@ -541,7 +541,7 @@ func (c *Client) Close() error {
 	for _, l := range active {
 		// Pinned connections must go back before the pools can close.
 		l.withdraw()
-		gone, _ := l.letGo()
+		gone := l.revoke()
 		for _, g := range gone.grants {
 			p := g.Pool()
 			batches[p] = append(batches[p], g)

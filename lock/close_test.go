@@ -7,6 +7,7 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -192,7 +193,8 @@ func keyReplicas(t *testing.T, f *testFleet, key string, r int) []string {
 // of Reconfigure, or by the client's fleet-file watcher (a goroutine of
 // the client's, which Close must stop). Close does not wait for the
 // busy keys; Reconfigure ends with ErrClosed; the client's locks
-// are given back by Close, not reported lost; and nothing the client
+// are given back by Close, which tells their holders so (not a loss to a
+// fault); and nothing the client
 // held, on old servers or new, stays held.
 func TestCloseDuringAFleetChange(t *testing.T) {
 	for _, r := range []int{1, 3} {
@@ -270,7 +272,10 @@ func closeDuringAFleetChange(t *testing.T, r int, byFile bool) {
 	}
 	for _, l := range held {
 		assert.Empty(t, l.Token(), l.Key())
-		assert.False(t, gotLost(l.Lost()), "%s given back, not lost", l.Key())
+		// Given back by Close, which tells the holder so (see
+		// TestCloseTellsTheCodeUnderALock), not lost to a fault.
+		assert.True(t, gotLost(l.Lost()), l.Key())
+		assert.ErrorIs(t, l.Err(), lock.ErrClosed, "%s given back by Close, not lost", l.Key())
 	}
 	assertNothingHeld(t, f, busy...)
 }
@@ -413,4 +418,83 @@ func TestCloseDuringRetakes(t *testing.T) {
 			})
 		})
 	}
+}
+
+// Code still running under a lock when its client closes learns that it
+// no longer holds it, as of a loss: Close releases the lock at once (the
+// next client takes it), so the holder's context is cancelled with cause
+// ErrLockLost, Lost closes, and WithLock returns an error matching
+// ErrLockLost and ErrClosed. The same for a set of keys. OnLost does not
+// run: the program closed its own client.
+func TestCloseTellsTheCodeUnderALock(t *testing.T) {
+	for _, replicas := range []int{1, 3} {
+		t.Run(fmt.Sprint("replicas ", replicas), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				f := newVirtualFleet(t, 3, fakeserver.Config{})
+				var onLost atomic.Int64
+				a := f.client(t, lock.Config{Replicas: replicas})
+				b := f.client(t, lock.Config{Replicas: replicas})
+				opt := lock.OnLost(func(string, error) { onLost.Add(1) })
+
+				inside := make(chan context.Context, 2)
+				release := make(chan struct{})
+				one := make(chan error, 1)
+				go func() {
+					one <- a.WithLock(context.Background(), "k", func(ctx context.Context) error {
+						inside <- ctx
+						<-release
+						return nil
+					}, opt)
+				}()
+				set := make(chan error, 1)
+				go func() {
+					set <- a.WithLockAll(context.Background(), []string{"s1", "s2"}, func(ctx context.Context) error {
+						inside <- ctx
+						<-release
+						return nil
+					}, opt)
+				}()
+				held := mustGet(t, inside)
+				heldSet := mustGet(t, inside)
+				l := a.Lock("plain")
+				mustAcquire(t, l)
+
+				require.NoError(t, a.Close())
+				for _, ctx := range []context.Context{held, heldSet} {
+					assert.ErrorIs(t, ctx.Err(), context.Canceled)
+					assert.ErrorIs(t, context.Cause(ctx), lock.ErrLockLost)
+				}
+				assert.True(t, gotLost(l.Lost()))
+				assert.ErrorIs(t, l.Err(), lock.ErrLockLost)
+				assert.ErrorIs(t, l.Err(), lock.ErrClosed)
+				assert.Empty(t, l.Token())
+				for _, k := range []string{"k", "s1", "s2", "plain"} {
+					ok, err := b.Lock(k).TryAcquire(t.Context())
+					require.NoError(t, err)
+					assert.True(t, ok, "Close released %s", k)
+				}
+				close(release)
+				for _, ch := range []chan error{one, set} {
+					err := <-ch
+					assert.ErrorIs(t, err, lock.ErrLockLost)
+					assert.ErrorIs(t, err, lock.ErrClosed)
+				}
+				synctest.Wait()
+				assert.Zero(t, onLost.Load(), "OnLost is for losses, not for the program's own Close")
+			})
+		})
+	}
+}
+
+func mustGet[T any](t *testing.T, ch chan T) T {
+	t.Helper()
+	synctest.Wait()
+	select {
+	case v := <-ch:
+		return v
+	default:
+		t.Fatal("nothing came")
+	}
+	var zero T
+	return zero
 }

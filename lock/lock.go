@@ -146,8 +146,9 @@ func (l *Lock) moveLocked(to state, c change) {
 		}
 	case stateLost:
 		// Counted before anyone hears of it: a reader of the metrics
-		// woken by Lost finds the loss there.
-		l.heldUntil(l.heldAt, l.heldOn, false, lossCause(c.err))
+		// woken by Lost finds the loss there. A lock released by
+		// Client.Close under its holder is a release.
+		l.heldUntil(l.heldAt, l.heldOn, errors.Is(c.err, errClosedUnder), lossCause(c.err))
 		l.lostErr = c.err
 		if l.lost != nil {
 			close(l.lost)
@@ -577,6 +578,45 @@ func (l *Lock) Close() error {
 		return err
 	}
 	return nil
+}
+
+// errClosedUnder is why a lock held at Client.Close is no longer held:
+// Close released it while its holder may still run.
+var errClosedUnder = fmt.Errorf("%w: released by Client.Close", ErrClosed)
+
+// revoke is letGo for Client.Close: a held lock is released under its
+// holder, who is told as of a loss (Lost closes, Err says so, WithLock's
+// context is cancelled, its Set hears of it), since code may still run
+// under it; neither the loss log, the tests' loss hook nor OnLost hears
+// of it, and the metrics count a release. It returns what the lock held,
+// to give back.
+func (l *Lock) revoke() letGone {
+	var gone letGone
+	var entries []*renewal
+	l.mu.Lock()
+	if l.state != stateHeld {
+		l.mu.Unlock()
+		gone, _ = l.letGo()
+		return gone
+	}
+	h, cancel := l.h, l.cancel
+	h.mu.Lock()
+	gone = letGone{h: h, groups: h.takenLocked()}
+	gone.grants, entries = h.endLocked()
+	h.mu.Unlock()
+	err := fmt.Errorf("%w: %s: %w", ErrLockLost, l.what(), errClosedUnder)
+	l.moveLocked(stateLost, change{err: err})
+	l.mu.Unlock()
+	for _, e := range entries {
+		l.c.renewer.remove(e)
+	}
+	if l.member != nil {
+		l.member.memberLost(l.key, err)
+	}
+	if cancel != nil {
+		cancel(ErrLockLost)
+	}
+	return gone
 }
 
 // lossReport is what a loss is about, for the tests' hook.

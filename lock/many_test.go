@@ -733,8 +733,12 @@ func TestSetAfterClientClose(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, c.Close())
 	assertFree(t, f.client(t, lock.Config{}), keys)
+	// Close released the set under its holder, who hears of it as of a
+	// loss.
+	assert.True(t, gotLost(s.Lost()))
 	err = s.Release(ctxFor(t, wait))
-	assert.ErrorIs(t, err, lock.ErrNotHeld)
+	assert.ErrorIs(t, err, lock.ErrLockLost)
+	assert.ErrorIs(t, err, lock.ErrClosed)
 	_, err = c.LockAll(ctxFor(t, wait), keys)
 	assert.ErrorIs(t, err, lock.ErrClosed)
 }

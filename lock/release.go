@@ -22,7 +22,10 @@ type letGone struct {
 // succeeds when they held a quorum of every group; it reports the lock
 // lost when the servers had let go of too many to leave one.
 func (r letGone) release(ctx context.Context) error {
-	if len(r.grants) == 1 && len(r.h.slots) == 1 {
+	switch {
+	case r.h == nil:
+		return nil // nothing was held
+	case len(r.grants) == 1 && len(r.h.slots) == 1:
 		// One server: its answer is the release's, in the caller's
 		// goroutine.
 		return releaseError(r.grants[0].Release(ctx))

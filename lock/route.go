@@ -477,10 +477,17 @@ func (l *Lock) cannotFollow(ctx context.Context, h *holder, routes [][]string, e
 		h.loseLocked(lostErr, strings.Join(route, ","), k, countIn(h.groups[k], h.hasLocked)) // unlocks both
 		return false, lostErr
 	}
-	// Not handed out yet, or the client is closing (which ended the
-	// take): given back, not reported lost.
 	h.mu.Unlock()
 	l.mu.Unlock()
+	if closing && !quiet {
+		// The client is closing (which ended the take): given back, and
+		// its holder told so, as Close does.
+		if rerr := l.revoke().release(context.WithoutCancel(ctx)); rerr != nil {
+			l.c.log.Debug("lock: giving back a lock that could not follow the fleet", "key", l.key, "err", rerr)
+		}
+		return false, nil
+	}
+	// Not handed out yet: given back, not reported lost.
 	if rerr := l.release(context.WithoutCancel(ctx)); rerr != nil {
 		l.c.log.Debug("lock: giving back a lock that could not follow the fleet", "key", l.key, "err", rerr)
 	}

@@ -399,7 +399,7 @@ func (s *Set) memberLost(key string, err error) {
 	if cancel != nil {
 		cancel(ErrLockLost)
 	}
-	if f := s.onLost; f != nil {
+	if f := s.onLost; f != nil && !errors.Is(err, errClosedUnder) {
 		go f(key, err)
 	}
 }

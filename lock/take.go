@@ -84,6 +84,11 @@ func (h *holder) take(ctx context.Context, timeout time.Duration, deadline time.
 	}
 	if timeout <= 0 {
 		h.giveUp()
+		if l.c.isClosed() {
+			// A grant lost at once to the client's Close is not a
+			// busy key.
+			return false, ErrClosed
+		}
 		return false, nil
 	}
 	if !h.holds(arb) {
