@@ -75,7 +75,8 @@ type Config struct {
 	// DefaultFleetWatchInterval, 1 s) until Close, and follows each
 	// change (see Client.Follow): this is how a fleet of clients goes
 	// through a change (Client.Reconfigure) without a restart.
-	FleetFile          string
+	FleetFile string
+	// FleetWatchInterval is how often the fleet file is read.
 	FleetWatchInterval time.Duration
 	// CloseTimeout bounds the releases and withdrawals the client sends
 	// with no caller's context to end them: those of Client.Close,
@@ -432,6 +433,7 @@ func (l *Lock) finish() {
 
 // ServerStats is one server's answer to stats.
 type ServerStats struct {
+	// Addr is the server's address; Stats its answer, when Err is nil.
 	Addr  string
 	Stats wire.Stats
 	Err   error

@@ -99,6 +99,7 @@ func (c *Client) ReleaseMany(ctx context.Context, locks ...*Lock) error {
 // ReleaseMany) for the keys it could not settle: Errs[i] is why Keys[i]
 // failed. errors.Is and errors.As look through every one of them.
 type KeysError struct {
+	// Keys are the keys that failed, Errs why, in the same order.
 	Keys []string
 	Errs []error
 }

@@ -184,7 +184,10 @@ func (c *Conn) Grants() int {
 // Result is a reply and, when it grants a lock or slot, the Grant that
 // owns it from now on.
 type Result struct {
-	Resp  wire.Response
+	// Resp is the server's reply.
+	Resp wire.Response
+	// Grant is the lock the reply granted (an acquire answered "ok" or
+	// "acquired"), now the caller's to release; nil otherwise.
 	Grant *Grant
 	// Sent is when the request was queued: the server read it later.
 	Sent time.Time

@@ -7,26 +7,38 @@ import (
 
 // Stats is the document a server answers to "stats".
 type Stats struct {
-	Connections    int             `json:"connections"`
-	Locks          []LockInfo      `json:"locks"`
-	Semaphores     []SemaphoreInfo `json:"semaphores"`
-	IdleLocks      []IdleInfo      `json:"idle_locks"`
-	IdleSemaphores []IdleInfo      `json:"idle_semaphores"`
+	// Connections is how many connections the server has open.
+	Connections int `json:"connections"`
+	// Locks are the locks with a holder or waiters; Semaphores the
+	// semaphores.
+	Locks      []LockInfo      `json:"locks"`
+	Semaphores []SemaphoreInfo `json:"semaphores"`
+	// IdleLocks and IdleSemaphores are the keys with neither, still
+	// tracked until the server's GC collects them.
+	IdleLocks      []IdleInfo `json:"idle_locks"`
+	IdleSemaphores []IdleInfo `json:"idle_semaphores"`
 }
 
 // LockInfo describes a key of limit 1 that has a holder or waiters.
 type LockInfo struct {
+	// Key is the lock's name.
 	Key string `json:"key"`
 	// OwnerConnID is the server's id of the holder's connection; 0 when
 	// only waiters are left.
-	OwnerConnID     uint64  `json:"owner_conn_id"`
+	OwnerConnID uint64 `json:"owner_conn_id"`
+	// LeaseExpiresInS is how many seconds are left of the holder's
+	// lease, as the server counts it (from the grant or the last
+	// renewal).
 	LeaseExpiresInS float64 `json:"lease_expires_in_s"`
-	Waiters         int     `json:"waiters"`
+	// Waiters is how many requests wait in the key's queue.
+	Waiters int `json:"waiters"`
 }
 
 // SemaphoreInfo describes a key of limit above 1 that has holders or
 // waiters.
 type SemaphoreInfo struct {
+	// Key is the semaphore's name, Limit its slots (set by its first
+	// acquirer), Holders the slots held, Waiters the requests queued.
 	Key     string `json:"key"`
 	Limit   int    `json:"limit"`
 	Holders int    `json:"holders"`
@@ -36,6 +48,7 @@ type SemaphoreInfo struct {
 // IdleInfo describes a key with no holder and no waiter, still counted
 // against max-locks until the server collects it.
 type IdleInfo struct {
+	// Key is the key's name, IdleS the seconds since it was last used.
 	Key   string  `json:"key"`
 	IdleS float64 `json:"idle_s"`
 }
