@@ -687,7 +687,7 @@ func (l *Lock) adopt(h *holder) (bool, error) {
 	h.mu.Lock()
 	h.held = true
 	h.taken = allGroups(len(h.groups))
-	l.moveLocked(stateHeld, change{h: h, rt: h.rt})
+	l.moveLocked(stateHeld, change{h: h})
 	var buf [viewBufLen]bool
 	if k := short(h.groups, h.taken, h.heldLocked(buf[:])); k >= 0 {
 		// A replica was lost since the quorum was counted.

@@ -113,12 +113,11 @@ var allowed = [...][5]bool{
 }
 
 // change is what the handle holds in its new state: the holder (held,
-// queued), the pinned connection (queued), the routing (held, queued);
-// for lost, why.
+// queued, whose routing the handle follows), the pinned connection
+// (queued); for lost, why.
 type change struct {
 	h   *holder
 	pin *pool.Pinned
-	rt  *routing
 	err error
 }
 
@@ -160,7 +159,10 @@ func (l *Lock) moveLocked(to state, c change) {
 			l.heldUntil(l.heldAt, l.heldOn, true, 0)
 		}
 	}
-	l.state, l.h, l.pin, l.rt = to, c.h, c.pin, c.rt
+	l.state, l.h, l.pin, l.rt = to, c.h, c.pin, nil
+	if c.h != nil {
+		l.rt = c.h.rt
+	}
 }
 
 func newLock(c *Client, key string, limit int, opts []Option) *Lock {

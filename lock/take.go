@@ -434,9 +434,9 @@ func (h *holder) tryAll(ctx context.Context, idx []int, wait time.Duration, earl
 	}
 	for _, p := range send {
 		if !h.l.c.tasks.goFn(func() { try(p) }) {
-			h.tried(ctx, p.i, pool.Result{}, ErrClosed)
-			p.done()
-			ch <- answer{p.i, tryOutcome{done: true, err: ErrClosed}}
+			// The client closed, and its pools with it: the request
+			// fails at once, in line.
+			try(p)
 		}
 	}
 	n := len(send)

@@ -155,7 +155,7 @@ func (l *Lock) queue(h *holder, pin *pool.Pinned, arb int) (Status, error) {
 	h.arb = arb
 	h.mu.Unlock()
 	l.mu.Lock()
-	l.moveLocked(stateQueued, change{h: h, pin: pin, rt: h.rt})
+	l.moveLocked(stateQueued, change{h: h, pin: pin})
 	l.mu.Unlock()
 	return Queued, nil
 }
