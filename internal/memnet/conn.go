@@ -292,11 +292,7 @@ type deadline struct {
 func (d *deadline) set(t time.Time) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	d.gen++
-	if d.timer != nil {
-		d.timer.Stop()
-		d.timer = nil
-	}
+	d.stopLocked()
 	if d.over {
 		d.ch, d.over = nil, false
 	}
@@ -349,6 +345,12 @@ func (d *deadline) wait() <-chan struct{} {
 func (d *deadline) stop() {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	d.stopLocked()
+}
+
+// stopLocked drops the timer, and makes one that already fired do
+// nothing; d.mu is held.
+func (d *deadline) stopLocked() {
 	d.gen++
 	if d.timer != nil {
 		d.timer.Stop()
