@@ -20,7 +20,7 @@ import (
 // its read timeout, whatever their lease. A holder with a long lease must
 // give the lock up before that, so that the next holder (granted when the
 // server times the connection out) never overlaps with it: the loss is
-// declared before the grant in the logical order, and exactly the
+// declared before the grant in the logical order, and at least the
 // client's margin (a tenth of the read timeout) earlier in virtual time.
 func TestPartitionedHolderGivesUpBeforeTheServerReleases(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
@@ -60,11 +60,13 @@ func TestPartitionedHolderGivesUpBeforeTheServerReleases(t *testing.T) {
 		assert.Equal(t, "", la.Token())
 		g := <-granted
 		// The server times the connection out a read timeout after the
-		// last request it answered there (a keep-alive, before the
-		// partition); the client, counting from the same answer, gives up
-		// a tenth of it earlier.
+		// last request it read there; the client, counting from the last
+		// answer it read, gives up a tenth of it earlier. When a
+		// keep-alive crossed the partition one way only (the server read
+		// it, its answer was swallowed), the server's clock restarted
+		// later than the client's, and the margin is that much wider.
 		assert.LessOrEqual(t, g.at.Sub(partitioned), readTimeout)
 		assert.Less(t, lostSeq.Load(), g.seq, "the holder gave up before the server granted the lock to another")
-		assert.Equal(t, readTimeout/10, g.at.Sub(lostAt), "the holder's margin")
+		assert.GreaterOrEqual(t, g.at.Sub(lostAt), readTimeout/10, "the holder's margin")
 	})
 }
