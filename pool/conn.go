@@ -128,7 +128,22 @@ type call struct {
 	// discard: the caller waits for the reply but wants no grant in it
 	// (withdrawing an enqueue); a grant is released like an abandoned one.
 	discard bool
-	home    *sync.Pool // its pool's calls, which it goes back to
+	// notify, when set (Call.Notify), also hears tag once the reply (or
+	// the connection's failure) is in.
+	notify chan<- int
+	tag    int
+	home   *sync.Pool // its pool's calls, which it goes back to
+}
+
+// answered signals the caller that cl's reply (or error) is in; c.mu is
+// held.
+func (cl *call) answered() {
+	// Read first: once done is sent, the caller may recycle cl.
+	ch, tag := cl.notify, cl.tag
+	cl.done <- struct{}{}
+	if ch != nil {
+		notify(ch, tag)
+	}
 }
 
 func (p *Pool) newCall(req *wire.Request) *call {
@@ -214,6 +229,18 @@ func (c *Conn) await(ctx context.Context, cl *call) (res Result, abandoned bool,
 // awaitBy is await that also gives up at deadline, unless it is zero,
 // with an error matching ErrNoReply.
 func (c *Conn) awaitBy(ctx context.Context, cl *call, deadline time.Time) (res Result, abandoned bool, err error) {
+	if why := c.waitBy(ctx, cl, deadline); why != nil && c.abandon(cl) {
+		return Result{}, true, why
+	}
+	// In, or the reply won the race with the abandonment.
+	<-cl.done
+	res, err = cl.result()
+	return res, false, err
+}
+
+// waitBy waits for cl's reply without taking it, until ctx ends or
+// deadline (unless zero) passes, which it says as awaitBy does.
+func (c *Conn) waitBy(ctx context.Context, cl *call, deadline time.Time) error {
 	var late <-chan time.Time
 	if !deadline.IsZero() {
 		t := c.p.timers.Get().(*time.Timer)
@@ -224,22 +251,15 @@ func (c *Conn) awaitBy(ctx context.Context, cl *call, deadline time.Time) (res R
 		}()
 		late = t.C
 	}
-	why := error(nil)
 	select {
 	case <-cl.done:
-		res, err = cl.result()
-		return res, false, err
+		cl.done <- struct{}{} // for Await's receive
+		return nil
 	case <-ctx.Done():
-		why = ctx.Err()
+		return ctx.Err()
 	case <-late:
-		why = fmt.Errorf("%w from %s", ErrNoReply, c.p.addr)
+		return fmt.Errorf("%w from %s", ErrNoReply, c.p.addr)
 	}
-	if !c.abandon(cl) {
-		<-cl.done // the reply won the race
-		res, err = cl.result()
-		return res, false, err
-	}
-	return Result{}, true, why
 }
 
 // ErrNoReply: a request's deadline (see Pool.DoBy) passed before its
@@ -457,7 +477,7 @@ func (c *Conn) deliver(line []byte) error {
 	if cl.abandoned || cl.internal {
 		cl.recycle()
 	} else {
-		cl.done <- struct{}{}
+		cl.answered()
 	}
 	after := c.afterChangeLocked()
 	done := c.retiring && c.head == len(c.pending)
@@ -564,7 +584,7 @@ func (c *Conn) fail(err error) {
 		if cl.abandoned || cl.internal {
 			cl.recycle()
 		} else {
-			cl.done <- struct{}{}
+			cl.answered()
 		}
 	}
 	c.pending, c.head = nil, 0

@@ -28,8 +28,8 @@ type Grant struct {
 	since  time.Time     // the server's lease began no earlier than this
 	lease  time.Duration // the lease the server last confirmed
 	state  grantState
-	err    error       // why it was lost
-	onLost func(error) // runs once, outside any lock, when it is lost
+	err    error        // why it was lost
+	onLost LossListener // hears once, outside any lock, when it is lost
 }
 
 type grantState int
@@ -121,18 +121,37 @@ func (g *Grant) Err() error {
 }
 
 // OnLost arranges for f to run once, with the reason, when the grant is
-// lost. If it is lost already, f runs now. It replaces an earlier f.
-func (g *Grant) OnLost(f func(error)) {
+// lost. If it is lost already, f runs now. It replaces an earlier f (or
+// listener, see Listen).
+func (g *Grant) OnLost(f func(error)) { g.Listen(lossFunc(f)) }
+
+// LossListener hears of the loss of the grants it listens to (see
+// Listen).
+type LossListener interface {
+	// GrantLost is told, once, that g was lost, and why. It runs with no
+	// lock of the pool held.
+	GrantLost(g *Grant, err error)
+}
+
+// Listen is OnLost with a listener instead of a function: one that holds
+// many grants (a lock's replicas, say) listens to each without a closure
+// per grant.
+func (g *Grant) Listen(ln LossListener) {
 	g.c.mu.Lock()
 	lost, err := g.state == grantLost, g.err
 	if !lost {
-		g.onLost = f
+		g.onLost = ln
 	}
 	g.c.mu.Unlock()
 	if lost {
-		f(err)
+		ln.GrantLost(g, err)
 	}
 }
+
+// lossFunc is the listener of OnLost.
+type lossFunc func(error)
+
+func (f lossFunc) GrantLost(_ *Grant, err error) { f(err) }
 
 // extendLocked records a lease the server confirmed (or restarted) for a
 // request queued at sent. The server sets the lease to end its length
@@ -163,12 +182,12 @@ func (g *Grant) notify() {
 		return
 	}
 	g.c.mu.Lock()
-	f := g.onLost
+	ln := g.onLost
 	g.onLost = nil
 	err := g.err
 	g.c.mu.Unlock()
-	if f != nil {
-		f(err)
+	if ln != nil {
+		ln.GrantLost(g, err)
 	}
 }
 
@@ -240,11 +259,28 @@ func (g *Grant) endLocked() error {
 // the owning connection. If ctx ends first, the release still goes out.
 // Safe to call twice: the second call returns ErrNotHeld.
 func (g *Grant) Release(ctx context.Context) error {
+	r := g.StartRelease()
+	return r.Await(ctx, time.Time{})
+}
+
+// Releasing is a release sent by StartRelease, whose answer Await takes.
+type Releasing struct {
+	g       *Grant
+	call    Call  // the release request, on the grant's connection
+	notHeld error // why nothing was sent: the grant was not held
+}
+
+// StartRelease sends the grant's release, as Release does, and returns at
+// once; Await takes the answer. The releases of many grants go out this
+// way at once, with no goroutine each. Every release started must be
+// awaited, for its answer, and for a connection that breaks meanwhile
+// (the release then goes out again on another, see Release).
+func (g *Grant) StartRelease() Releasing {
 	c := g.c
 	c.mu.Lock()
 	if err := g.endLocked(); err != nil {
 		c.mu.Unlock()
-		return err
+		return Releasing{g: g, notHeld: err}
 	}
 	// Queued before the connection can move on (to the next Pin, or
 	// closed if it is not clean), so the release goes out first.
@@ -252,19 +288,40 @@ func (g *Grant) Release(ctx context.Context) error {
 	after := c.afterChangeLocked()
 	c.mu.Unlock()
 	after()
-	return g.released(ctx, cl, err)
+	return Releasing{g: g, call: Call{p: c.p, c: c, cl: cl, err: err}}
+}
+
+// Notify is Call.Notify for the release.
+func (r *Releasing) Notify(ch chan<- int, tag int) { r.call.Notify(ch, tag) }
+
+// Wait is Call.Wait for the release.
+func (r *Releasing) Wait(ctx context.Context, deadline time.Time) error {
+	return r.call.Wait(ctx, deadline)
+}
+
+// Await waits for the answer to the release and says what it means, as
+// Release does. If ctx ends or deadline (unless zero) passes first, it
+// returns an error, and the release still goes out.
+func (r *Releasing) Await(ctx context.Context, deadline time.Time) error {
+	if r.notHeld != nil {
+		return r.notHeld
+	}
+	cl := r.call.cl
+	r.call.cl = nil
+	return r.g.released(ctx, cl, r.call.err, deadline)
 }
 
 // released waits for the answer to g's release, queued as cl (or the
-// error queueing it), and says what it means, as Release documents.
-func (g *Grant) released(ctx context.Context, cl *call, err error) error {
+// error queueing it), until ctx ends or deadline (unless zero), and says
+// what it means, as Release documents.
+func (g *Grant) released(ctx context.Context, cl *call, err error, deadline time.Time) error {
 	var res Result
 	if err == nil {
-		res, _, err = g.c.await(ctx, cl)
+		res, _, err = g.c.awaitBy(ctx, cl, deadline)
 	}
 	switch {
 	case errors.Is(err, ErrBroken), errors.Is(err, errNotSent):
-		return g.releaseElsewhere(ctx, err)
+		return g.releaseElsewhere(ctx, err, deadline)
 	case err != nil:
 		return fmt.Errorf("pool: release of %q on %s: %w (it goes out when the connection can write)", g.key, g.Addr(), err)
 	}
@@ -290,7 +347,7 @@ func ReleaseEach(ctx context.Context, gs []*Grant) []error {
 	}, (*Conn).afterChangeLocked)
 	for i, g := range gs {
 		if sent[i] {
-			errs[i] = g.released(ctx, calls[i], errs[i])
+			errs[i] = g.released(ctx, calls[i], errs[i], time.Time{})
 		}
 	}
 	return errs
@@ -300,12 +357,12 @@ func ReleaseEach(ctx context.Context, gs []*Grant) []error {
 // before the answer on another connection. Without it, a server that
 // keeps locks after a disconnect (-auto-release-on-disconnect=false)
 // would hold this one for its whole lease.
-func (g *Grant) releaseElsewhere(ctx context.Context, broke error) error {
+func (g *Grant) releaseElsewhere(ctx context.Context, broke error, deadline time.Time) error {
 	lost := fmt.Errorf("%w: %q: its connection to %s broke before the release was answered, which released it: %w", ErrGrantLost, g.key, g.Addr(), broke)
 	if ctx.Err() != nil {
 		return lost
 	}
-	res, err := g.c.p.Do(ctx, g.releaseRequest())
+	res, err := g.c.p.DoBy(ctx, g.releaseRequest(), deadline)
 	if err == nil {
 		err = res.Resp.Err()
 	}

@@ -205,20 +205,9 @@ func (p *Pool) DoBy(ctx context.Context, req *wire.Request, deadline time.Time) 
 		defer pin.Unpin()
 		return pin.Do(ctx, req)
 	}
-	for attempt := 1; ; attempt++ {
-		c, err := p.sharedConn(ctx)
-		if err != nil {
-			return Result{}, err
-		}
-		res, err := c.do(ctx, req, deadline)
-		if (errors.Is(err, errNotSent) || errors.Is(err, ErrRefused)) && attempt < 3 {
-			// The connection broke or was closed before the request was
-			// queued, or the server closed it unread at once (its
-			// connection limit): nothing was done, so another may carry it.
-			continue
-		}
-		return res, err
-	}
+	cl := Call{p: p, req: *req}
+	cl.send(ctx)
+	return cl.Await(ctx, deadline)
 }
 
 // Ping sends a request with no effect on a shared connection and waits
