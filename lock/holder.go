@@ -107,6 +107,9 @@ type slot struct {
 var (
 	onlyFirst = []int{0}
 	oneServer = []replicaGroup{{idx: onlyFirst, quorum: 1}}
+	// movingServer is the groups of a key on one server that moves: the
+	// old server, then the new.
+	movingServer = []replicaGroup{{idx: onlyFirst, quorum: 1}, {idx: []int{1}, quorum: 1}}
 )
 
 // Bounds of the pause between background attempts at a missing replica.
@@ -134,6 +137,32 @@ func (l *Lock) holderOn(rt *routing, addr string) (*holder, error) {
 	if err != nil {
 		return nil, err
 	}
+	h := l.freshHolder(rt)
+	h.one[0] = slot{addr: addr, pool: p}
+	h.slots, h.groups = h.one[:], oneServer
+	return h, nil
+}
+
+// holderMoving makes the holder of an acquisition of a key on one server
+// that moves from one to another in a fleet transition.
+func (l *Lock) holderMoving(rt *routing, from, to string) (*holder, error) {
+	pf, err := l.c.poolAt(from)
+	if err != nil {
+		return nil, err
+	}
+	pt, err := l.c.poolAt(to)
+	if err != nil {
+		return nil, err
+	}
+	h := l.freshHolder(rt)
+	two := &[2]slot{{addr: from, pool: pf}, {addr: to, pool: pt}}
+	h.slots, h.groups = two[:], movingServer
+	return h, nil
+}
+
+// freshHolder returns a new holder for an acquisition of l under rt, with
+// no servers yet.
+func (l *Lock) freshHolder(rt *routing) *holder {
 	var h *holder
 	if l.firstTaken {
 		h = new(holder)
@@ -142,10 +171,8 @@ func (l *Lock) holderOn(rt *routing, addr string) (*holder, error) {
 		// holder comes with the handle.
 		h, l.firstTaken = &l.first, true
 	}
-	h.l, h.rt, h.single, h.yieldTo = l, rt, true, -1
-	h.one[0] = slot{addr: addr, pool: p}
-	h.slots, h.groups = h.one[:], oneServer
-	return h, nil
+	h.l, h.rt, h.single, h.yieldTo = l, rt, l.c.replicas == 1, -1
+	return h
 }
 
 // newHolder makes the holder of an acquisition over routes, each the
@@ -155,7 +182,7 @@ func (l *Lock) newHolder(rt *routing, routes [][]string) (*holder, error) {
 	if len(routes) == 1 && len(routes[0]) == 1 {
 		return l.holderOn(rt, routes[0][0])
 	}
-	h := &holder{l: l, rt: rt, single: l.c.replicas == 1, yieldTo: -1}
+	h := l.freshHolder(rt)
 	n, total := 0, 0
 	for _, r := range routes {
 		total += len(r)
@@ -200,13 +227,14 @@ type space struct {
 // holder (the holding of a Lock) is placed under rt by holderFor.
 func (l *Lock) holderFor(rt *routing) (*holder, error) {
 	if l.c.replicas == 1 {
-		addr, moved, err := rt.owner(l.key)
+		from, to, err := rt.owners(l.key)
 		if err != nil {
 			return nil, err
 		}
-		if !moved {
-			return l.holderOn(rt, addr)
+		if from == to {
+			return l.holderOn(rt, to)
 		}
+		return l.holderMoving(rt, from, to)
 	}
 	routes, err := rt.routes(l.key, l.c.replicas)
 	if err != nil {
@@ -405,7 +433,7 @@ func (h *holder) offer(i int, g *pool.Grant) bool {
 		g.Drop(errUnwanted)
 		return false
 	}
-	e := &renewal{l: l, g: g, idx: -1}
+	e := &renewal{l: l, g: g, h: h, i: i, idx: -1}
 	s.grant, s.entry, s.last = g, e, g
 	if x := h.x; i == h.yieldTo && x != nil && x.arbTaken != nil {
 		close(x.arbTaken)
@@ -415,7 +443,7 @@ func (h *holder) offer(i int, g *pool.Grant) bool {
 	l.c.renewer.add(e)
 	// Last, with no lock held: if the grant is already lost, this reports
 	// it now.
-	g.OnLost(func(err error) { h.replicaLost(i, g, err) })
+	g.Listen(e)
 	return true
 }
 
@@ -484,6 +512,7 @@ func (h *holder) loseLocked(err error, server string, k, heldBefore int) {
 // endLocked marks the holder over and takes its grants and entries out;
 // h.mu is held.
 func (h *holder) endLocked() ([]*pool.Grant, []*renewal) {
+	ending := !h.over
 	h.over = true
 	if x := h.x; x != nil {
 		if x.stop != nil {
@@ -496,26 +525,38 @@ func (h *holder) endLocked() ([]*pool.Grant, []*renewal) {
 			x.endTake()
 		}
 	}
-	return h.takeOutLocked(func(int) bool { return true })
+	all := func(int) bool { return true }
+	if ending && h.countLocked(all) <= len(h.outBufs.grants) {
+		// Once per holder: its buffers are free for it.
+		return h.takeOutInto(all, h.outBufs.grants[:0], h.outBufs.entries[:0])
+	}
+	return h.takeOutLocked(all)
 }
 
-// outBufs are where takeOutLocked puts what it takes out of a holder of
-// one slot, which it does once: no allocation.
+// outBufs are where a holder's grants go when it ends (and, for a holder
+// of one slot, whenever they are taken out, which happens once): no
+// allocation.
 type outBufs struct {
-	grants  [1]*pool.Grant
-	entries [1]*renewal
+	grants  [2]*pool.Grant
+	entries [2]*renewal
 }
 
 // takeOutLocked takes the held grants of the replicas out (says which)
 // out of the holder, with their renewer entries; h.mu is held.
 func (h *holder) takeOutLocked(out func(i int) bool) ([]*pool.Grant, []*renewal) {
+	if len(h.slots) == 1 {
+		return h.takeOutInto(out, h.outBufs.grants[:0], h.outBufs.entries[:0])
+	}
 	var gs []*pool.Grant
 	var es []*renewal
-	if len(h.slots) == 1 {
-		gs, es = h.outBufs.grants[:0], h.outBufs.entries[:0]
-	} else if n := h.countLocked(out); n > 0 {
+	if n := h.countLocked(out); n > 0 {
 		gs, es = make([]*pool.Grant, 0, n), make([]*renewal, 0, n)
 	}
+	return h.takeOutInto(out, gs, es)
+}
+
+// takeOutInto is takeOutLocked, appending to gs and es.
+func (h *holder) takeOutInto(out func(i int) bool, gs []*pool.Grant, es []*renewal) ([]*pool.Grant, []*renewal) {
 	for i := range h.slots {
 		s := &h.slots[i]
 		if s.grant != nil && out(i) {

@@ -4,7 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync/atomic"
+	"slices"
 	"time"
 
 	"github.com/dflock-go/dflock/pool"
@@ -26,12 +26,12 @@ func (r letGone) release(ctx context.Context) error {
 	case r.h == nil:
 		return nil // nothing was held
 	case len(r.grants) == 1 && len(r.h.slots) == 1:
-		// One server: its answer is the release's, in the caller's
-		// goroutine.
+		// One server: its answer is the release's.
 		return releaseError(r.grants[0].Release(ctx))
 	}
-	answers := r.h.l.c.releaseAll(ctx, r.grants)
-	return r.judge(ctx, answers)
+	var buf [viewBufLen]pool.Releasing
+	rs := startReleases(r.grants, buf[:0])
+	return r.judge(ctx, rs, time.Now().Add(r.h.l.c.closeTimeout))
 }
 
 // releaseError is what Release reports for the error of a grant's
@@ -46,93 +46,166 @@ func releaseError(err error) error {
 	return fmt.Errorf("lock: %w", err)
 }
 
-// releaseAnswer is the answer to the release of grant i of many.
-type releaseAnswer struct {
-	i   int
-	err error
+// startReleases sends the releases of gs at once, appended to rs: no
+// goroutine each; their answers are awaited.
+func startReleases(gs []*pool.Grant, rs []pool.Releasing) []pool.Releasing {
+	for _, g := range gs {
+		rs = append(rs, g.StartRelease())
+	}
+	return rs
 }
 
-// releaseAll sends the releases of gs at once, one goroutine each, owned
-// by the client; their answers come on the channel returned (which has
-// room for all of them). The releases go on after the caller stops
-// listening, bounded by the close timeout: a stalled server must not
-// keep a goroutine for ever.
-func (c *Client) releaseAll(ctx context.Context, gs []*pool.Grant) <-chan releaseAnswer {
-	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.closeTimeout)
-	ch := make(chan releaseAnswer, len(gs))
-	var left atomic.Int32
-	left.Store(int32(len(gs)))
-	send := func(i int, g *pool.Grant) {
-		ch <- releaseAnswer{i, g.Release(rctx)}
-		if left.Add(-1) == 0 {
-			cancel()
+// releasesLeft has the client take in, in the background, the answers to
+// releases whose caller stopped listening (its ctx ended, say), by
+// deadline: a release whose connection breaks meanwhile goes out again
+// on another (see pool.Grant.Release).
+func (c *Client) releasesLeft(ctx context.Context, rs []pool.Releasing, deadline time.Time) {
+	if len(rs) == 0 {
+		return
+	}
+	rest := slices.Clone(rs)
+	ctx = context.WithoutCancel(ctx)
+	awaitAll := func() {
+		for i := range rest {
+			rest[i].Await(ctx, deadline)
 		}
 	}
-	for i, g := range gs {
-		if !c.tasks.goFn(func() { send(i, g) }) {
-			// Closing: released in line.
-			send(i, g)
-		}
+	if !c.tasks.goFn(awaitAll) {
+		awaitAll() // closing: the pools fail them at once
 	}
-	return ch
 }
 
-// judge reads the answers to the releases of r's grants: nil once they
-// make a quorum of every group (and the others are in, or a while has
-// passed), or why not.
-func (r letGone) judge(ctx context.Context, answers <-chan releaseAnswer) error {
+// releaseTally is what judge knows of the releases of r's grants, by
+// server (held: a grant was released there; released: the server said
+// so; gone: the server had let it go), and by grant.
+type releaseTally struct {
+	held, released, gone []bool
+	at                   []int // grant j's server
+	errs                 []error
+	answered             []bool
+}
+
+// take records the answer err to the release of grant j.
+func (t *releaseTally) take(j int, err error) {
+	t.errs[j], t.answered[j] = err, true
+	switch {
+	case err == nil:
+		t.released[t.at[j]] = true
+	case errors.Is(err, pool.ErrGrantLost):
+		t.gone[t.at[j]] = true
+	}
+}
+
+// judge reads the answers to the releases rs of r's grants, sent at once,
+// each awaited until deadline: nil once they make a quorum of every
+// group (and the others are in, or a while has passed), or why not.
+func (r letGone) judge(ctx context.Context, rs []pool.Releasing, deadline time.Time) error {
 	h, l := r.h, r.h.l
-	// By server: held, released, gone (the server had let it go).
-	n := len(h.slots)
-	held, released, gone := make([]bool, n), make([]bool, n), make([]bool, n)
-	at := make([]int, len(r.grants))
-	for j, g := range r.grants {
-		at[j] = h.index(g.Addr())
-		held[at[j]] = true
+	n, m := len(h.slots), len(r.grants)
+	t := releaseTally{
+		held: make([]bool, n), released: make([]bool, n), gone: make([]bool, n),
+		at: make([]int, m), errs: make([]error, m), answered: make([]bool, m),
 	}
-	isReleased := func(i int) bool { return released[i] }
-	errs := make([]error, len(r.grants))
-	answered := make([]bool, len(r.grants))
-	// Past a quorum, the other answers are still awaited a while: a
-	// release that returns before they are in would have the next acquire
-	// of the key, from this client say, find those replicas still taken.
-	// A stalled server is not waited for past the replica timeout, nor
-	// at all once known to be slow.
+	for j, g := range r.grants {
+		t.at[j] = h.index(g.Addr())
+		t.held[t.at[j]] = true
+	}
+	var ended bool
+	if oneEach(r.groups) {
+		// Every answer is needed: in turn.
+		ended = r.awaitInTurn(ctx, rs, deadline, &t)
+	} else {
+		ended = r.awaitAsTheyCome(ctx, rs, deadline, &t)
+	}
+	if ended {
+		if k := quorate(r.groups, func(i int) bool { return t.released[i] }); k >= 0 {
+			return fmt.Errorf("lock: %s: released on %s when ctx ended (the rest are still sent): %w", l.what(), tally(r.groups[k], t.released), ctx.Err())
+		}
+		return nil
+	}
+	return r.verdict(t.held, t.released, t.gone, t.errs)
+}
+
+// oneEach reports whether every group is one server.
+func oneEach(groups []replicaGroup) bool {
+	for _, g := range groups {
+		if len(g.idx) != 1 {
+			return false
+		}
+	}
+	return true
+}
+
+// awaitInTurn takes the answers to rs in turn into t. ended says ctx
+// ended first: the answers left are taken in the background.
+func (r letGone) awaitInTurn(ctx context.Context, rs []pool.Releasing, deadline time.Time, t *releaseTally) (ended bool) {
+	for j := range rs {
+		if rs[j].Wait(ctx, deadline) != nil && ctx.Err() != nil {
+			r.h.l.c.releasesLeft(ctx, rs[j:], deadline)
+			return true
+		}
+		t.take(j, rs[j].Await(ctx, deadline))
+	}
+	return false
+}
+
+// awaitAsTheyCome takes the answers to rs into t as they come. Past a
+// quorum of every group, the other answers are still awaited a while: a
+// release that returns before they are in would have the next acquire
+// of the key, from this client say, find those replicas still taken. A
+// stalled server is not waited for past the replica timeout, nor at all
+// once known to be slow. ended says ctx ended first. The answers not
+// taken are taken in the background.
+func (r letGone) awaitAsTheyCome(ctx context.Context, rs []pool.Releasing, deadline time.Time, t *releaseTally) (ended bool) {
+	l := r.h.l
+	in := make(chan int, len(rs))
+	for j := range rs {
+		rs[j].Notify(in, j)
+	}
+	defer func() {
+		var rest []pool.Releasing
+		for j := range rs {
+			if !t.answered[j] {
+				rest = append(rest, rs[j])
+			}
+		}
+		l.c.releasesLeft(ctx, rest, deadline)
+	}()
+	late := time.NewTimer(time.Until(deadline))
+	defer late.Stop()
 	var linger <-chan time.Time
-	for range r.grants {
-		var a releaseAnswer
+	for range rs {
 		select {
-		case a = <-answers:
+		case j := <-in:
+			t.take(j, rs[j].Await(ctx, deadline))
+		case <-late.C:
+			// Unanswered by the deadline: each says so at once.
+			for j := range rs {
+				if !t.answered[j] {
+					t.take(j, rs[j].Await(ctx, deadline))
+				}
+			}
+			return false
 		case <-linger:
-			for i, g := range r.grants {
-				if !answered[i] {
+			for j, g := range r.grants {
+				if !t.answered[j] {
 					l.c.slow.saw(g.Addr())
 				}
 			}
-			return nil
+			return false
 		case <-ctx.Done():
-			if k := quorate(r.groups, isReleased); k >= 0 {
-				return fmt.Errorf("lock: %s: released on %s when ctx ended (the rest are still sent): %w", l.what(), tally(r.groups[k], released), ctx.Err())
-			}
-			return nil
+			return true
 		}
-		errs[a.i], answered[a.i] = a.err, true
-		switch {
-		case a.err == nil:
-			released[at[a.i]] = true
-		case errors.Is(a.err, pool.ErrGrantLost):
-			gone[at[a.i]] = true
-		}
-		if linger == nil && quorate(r.groups, isReleased) < 0 {
-			if r.slowLeft(answered) {
+		if linger == nil && quorate(r.groups, func(i int) bool { return t.released[i] }) < 0 {
+			if r.slowLeft(t.answered) {
 				break
 			}
-			t := time.NewTimer(l.c.replicaTimeout)
-			defer t.Stop()
-			linger = t.C
+			lt := time.NewTimer(l.c.replicaTimeout)
+			defer lt.Stop()
+			linger = lt.C
 		}
 	}
-	return r.verdict(held, released, gone, errs)
+	return false
 }
 
 // slowLeft reports whether every release not answered yet went to a
@@ -180,10 +253,12 @@ func (l *Lock) giveBack(ctx context.Context, gs []*pool.Grant) {
 	if len(gs) == 0 {
 		return
 	}
-	answers := l.c.releaseAll(ctx, gs)
-	for range gs {
-		if a := <-answers; a.err != nil {
-			l.c.log.Debug("lock: giving back a lock's old servers after a fleet change", "key", l.key, "server", gs[a.i].Addr(), "err", a.err)
+	ctx = context.WithoutCancel(ctx)
+	deadline := time.Now().Add(l.c.closeTimeout)
+	rs := startReleases(gs, nil)
+	for j := range rs {
+		if err := rs[j].Await(ctx, deadline); err != nil {
+			l.c.log.Debug("lock: giving back a lock's old servers after a fleet change", "key", l.key, "server", gs[j].Addr(), "err", err)
 		}
 	}
 }

@@ -38,6 +38,10 @@ type renewer struct {
 type renewal struct {
 	l *Lock
 	g *pool.Grant
+	// h holds g as replica i; set when made. The entry listens to g's
+	// loss for it (see GrantLost), so that a grant costs no closure.
+	h *holder
+	i int
 
 	// Guarded by renewer.mu.
 	due      time.Time // when the renewer next looks at it
@@ -45,6 +49,9 @@ type renewal struct {
 	idx      int       // in the heap; -1 when out of it
 	inFlight bool
 }
+
+// GrantLost tells the holder that its replica's grant g was lost.
+func (e *renewal) GrantLost(g *pool.Grant, err error) { e.h.replicaLost(e.i, g, err) }
 
 // retryDelay spaces out retries of a renewal that failed in transit (a
 // broken shared connection, say), while the grant's deadline lasts.

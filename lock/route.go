@@ -26,15 +26,14 @@ func newRouting(s shard.Strategy) *routing {
 	return &routing{strategy: s, joint: t}
 }
 
-// owner returns key's one server, and whether it moves in a transition
-// (it must then be taken on two).
-func (rt *routing) owner(key string) (addr string, moved bool, err error) {
+// owners returns key's one server before and after a transition: the
+// same server twice, outside one or for a key that stays.
+func (rt *routing) owners(key string) (from, to string, err error) {
 	if rt.joint == nil {
-		addr, err = rt.strategy.Server(key)
-		return addr, false, err
+		to, err = rt.strategy.Server(key)
+		return to, to, err
 	}
-	from, to, err := rt.joint.Owners(key)
-	return to, from != to, err
+	return rt.joint.Owners(key)
 }
 
 // routes returns key's routes with n replicas: its servers, or, for a key

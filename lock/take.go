@@ -387,8 +387,9 @@ func (h *holder) answerWait() time.Duration {
 // holder. A replica that has not answered within wait is taken as
 // unreachable (a grant that comes later is released). With early, it
 // returns as soon as the round is decided (takeView.decided); the other
-// answers still come in, and their grants join the holder. One replica
-// to ask is asked by the caller itself: no goroutine.
+// answers still come in, and their grants join the holder. The caller
+// sends and awaits the requests itself: no goroutine, unless an early
+// return leaves answers to take in.
 func (h *holder) tryAll(ctx context.Context, idx []int, wait time.Duration, early bool) []tryOutcome {
 	var outs []tryOutcome
 	if len(h.slots) == 1 {
@@ -399,59 +400,88 @@ func (h *holder) tryAll(ctx context.Context, idx []int, wait time.Duration, earl
 	} else {
 		outs = make([]tryOutcome, len(h.slots))
 	}
-	var sendBuf [1]probe
+	var sendBuf [viewBufLen]probe
 	send := h.toSend(idx, outs, sendBuf[:0])
-	switch len(send) {
-	case 0:
-		return outs
-	case 1:
-		p := send[0]
-		o := h.tryOne(ctx, p, time.Now().Add(wait))
-		h.noteAnswer(ctx, p, o)
-		outs[p.i] = o
-		return outs
-	}
-	type answer struct {
-		i int
-		o tryOutcome
-	}
-	ch := make(chan answer, len(send))
-	// One deadline for the round; the answers that come after an early
-	// return are still taken in.
 	deadline := time.Now().Add(wait)
-	try := func(p probe) {
-		o := h.tryOne(ctx, p, deadline)
-		h.noteAnswer(ctx, p, o)
-		ch <- answer{p.i, o}
-	}
-	// Each in its own goroutine, owned by the client: a stalled server
-	// must not hold up the reading of the others' answers. Without an
-	// early return every answer is awaited anyway: the last is asked
-	// by the caller itself.
-	inline := probe{i: -1}
-	if !early {
-		inline, send = send[len(send)-1], send[:len(send)-1]
-	}
+	var callBuf [viewBufLen]pool.Call
+	calls := callBuf[:0]
 	for _, p := range send {
-		if !h.l.c.tasks.goFn(func() { try(p) }) {
-			// The client closed, and its pools with it: the request
-			// fails at once, in line.
-			try(p)
-		}
+		calls = append(calls, h.slots[p.i].pool.Send(ctx, h.tryRequest()))
 	}
-	n := len(send)
-	if inline.i >= 0 {
-		try(inline)
-		n++
-	}
-	for range n {
-		a := <-ch
-		outs[a.i] = a.o
-		if early && h.judge(outs, decidedVerdict) {
-			break
+	if !early || len(send) == 1 {
+		// Every answer is awaited, by the same deadline: in turn.
+		for j, p := range send {
+			outs[p.i] = h.answer(ctx, p, &calls[j], deadline)
 		}
+		return outs
+	}
+	rest := h.firstAnswers(ctx, send, calls, outs, deadline)
+	if len(rest) > 0 && h.l.c.tasks.goFn(func() { h.lateAnswers(ctx, rest, deadline) }) {
+		return outs
+	}
+	for _, a := range rest {
+		outs[a.p.i] = h.answer(ctx, a.p, &a.call, deadline)
 	}
 	return outs
+}
+
+// pendingTry is a try-lock sent (call) whose answer is still to take.
+type pendingTry struct {
+	p    probe
+	call pool.Call
+}
+
+// firstAnswers takes the answers to the try-locks of a round (send,
+// sent as calls) as they come, into outs, until the round is decided,
+// every answer is in, ctx ends or deadline passes. It returns those
+// still out: a stalled server does not hold up the others.
+func (h *holder) firstAnswers(ctx context.Context, send []probe, calls []pool.Call, outs []tryOutcome, deadline time.Time) []pendingTry {
+	in := make(chan int, len(send))
+	for j := range calls {
+		calls[j].Notify(in, j)
+	}
+	late := time.NewTimer(time.Until(deadline))
+	defer late.Stop()
+	answered := make([]bool, len(send))
+	decided := false
+	for n := 0; n < len(send) && !decided; n++ {
+		select {
+		case j := <-in:
+			answered[j] = true
+			p := send[j]
+			outs[p.i] = h.answer(ctx, p, &calls[j], deadline)
+			decided = h.judge(outs, decidedVerdict)
+		case <-ctx.Done():
+			n = len(send)
+		case <-late.C:
+			n = len(send)
+		}
+	}
+	var rest []pendingTry
+	for j, p := range send {
+		if !answered[j] {
+			rest = append(rest, pendingTry{p, calls[j]})
+		}
+	}
+	if !decided {
+		// Undecided: the caller judges them all. Those not in by now
+		// are at once unreachable (ctx ended, or the deadline passed),
+		// but for a probe of a slow server, which lasts until its
+		// deadline.
+		for _, a := range rest {
+			outs[a.p.i] = h.answer(ctx, a.p, &a.call, deadline)
+		}
+		return nil
+	}
+	return rest
+}
+
+// lateAnswers takes in the answers a round returned without: their
+// grants join the holder, or go back.
+func (h *holder) lateAnswers(ctx context.Context, rest []pendingTry, deadline time.Time) {
+	for _, a := range rest {
+		h.answer(ctx, a.p, &a.call, deadline)
+	}
 }
 
 // probe is a try-lock the holder may send to replica i; done ends it for
@@ -511,18 +541,27 @@ func (h *holder) noteAnswer(ctx context.Context, p probe, o tryOutcome) {
 	}
 }
 
-// tryOne sends p's try-lock, awaiting its answer until deadline (a grant
-// that comes later is released). A slow server's probe is awaited until
-// then even when ctx ends first (an acquire that returned, a holder
-// released): ended early, it would let another request go to a server
-// that has not answered this one.
-func (h *holder) tryOne(ctx context.Context, p probe, deadline time.Time) tryOutcome {
+// tryRequest is the holder's try-lock.
+func (h *holder) tryRequest() *wire.Request {
 	req := h.l.request(h.l.cmds.Acquire)
+	return &req
+}
+
+// answer takes in the answer to the try-lock of probe p, sent as call,
+// waiting for it until deadline (a grant that comes later is released),
+// and notes it (see noteAnswer). A slow server's probe is awaited until
+// then even when ctx, the acquisition's, ends first (an acquire that
+// returned, a holder released): ended early, it would let another
+// request go to a server that has not answered this one.
+func (h *holder) answer(ctx context.Context, p probe, call *pool.Call, deadline time.Time) tryOutcome {
+	actx := ctx
 	if p.slow {
-		ctx = context.WithoutCancel(ctx)
+		actx = context.WithoutCancel(ctx)
 	}
-	res, err := h.slots[p.i].pool.DoBy(ctx, &req, deadline)
-	return h.tried(ctx, p.i, res, err)
+	res, err := call.Await(actx, deadline)
+	o := h.tried(actx, p.i, res, err)
+	h.noteAnswer(ctx, p, o)
+	return o
 }
 
 // tried takes in the answer (res, or err) to the try-lock of replica i:
