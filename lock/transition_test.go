@@ -654,3 +654,53 @@ func TestSharedArbiterDoesNotDeadlock(t *testing.T) {
 		assert.Zero(t, failed.Load(), "acquires timed out: contenders held each other up")
 	})
 }
+
+// A moving key's release needs both servers' answers. A stalled one is
+// waited for until ctx ends: Release then says so at once, and the
+// release still reaches the server when it answers (nothing left held).
+// Without a ctx deadline, the close timeout bounds the wait, and Release
+// says the stalled server did not answer.
+func TestMovingKeyReleaseWithAStalledServer(t *testing.T) {
+	for _, stalled := range []string{"old", "new"} {
+		t.Run(stalled, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				g := newVirtualGrown(t, "consistent")
+				c := g.client(t, g.transition(t), 1)
+				moved, _ := g.keys(t, "m"+stalled, 1, 1)
+				k := moved[0]
+				from, _ := g.before.Server(k)
+				to, _ := g.after.Server(k)
+				srv := g.byAddr[from]
+				if stalled == "new" {
+					srv = g.byAddr[to]
+				}
+				released := func() {
+					t.Helper()
+					srv.Unstall()
+					synctest.Wait()
+					assert.Zero(t, keyHolders(g.byAddr[from], k), "released on its old server")
+					assert.Zero(t, keyHolders(g.byAddr[to], k), "released on its new server")
+				}
+				l := c.Lock(k)
+				mustAcquire(t, l)
+				srv.Stall(time.Hour)
+				ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+				defer cancel()
+				start := time.Now()
+				err := l.Release(ctx)
+				assert.Equal(t, 300*time.Millisecond, time.Since(start))
+				require.ErrorIs(t, err, context.DeadlineExceeded)
+				assert.Contains(t, err.Error(), "when ctx ended (the rest are still sent)")
+				released()
+
+				mustAcquire(t, l)
+				srv.Stall(time.Hour)
+				start = time.Now()
+				err = l.Release(context.Background())
+				assert.Equal(t, lock.DefaultCloseTimeout, time.Since(start))
+				require.ErrorContains(t, err, "did not answer")
+				released()
+			})
+		})
+	}
+}
