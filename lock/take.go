@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"time"
 
 	"github.com/dflock-go/dflock/pool"
@@ -403,85 +404,100 @@ func (h *holder) tryAll(ctx context.Context, idx []int, wait time.Duration, earl
 	var sendBuf [viewBufLen]probe
 	send := h.toSend(idx, outs, sendBuf[:0])
 	deadline := time.Now().Add(wait)
+	if early && len(send) > 1 {
+		h.tryAsTheyCome(ctx, slices.Clone(send), outs, deadline)
+		return outs
+	}
+	// Every answer is awaited, by the same deadline: in turn.
 	var callBuf [viewBufLen]pool.Call
 	calls := callBuf[:0]
 	for _, p := range send {
 		calls = append(calls, h.slots[p.i].pool.Send(ctx, h.tryRequest()))
 	}
-	if !early || len(send) == 1 {
-		// Every answer is awaited, by the same deadline: in turn.
-		for j, p := range send {
-			outs[p.i] = h.answer(ctx, p, &calls[j], deadline)
-		}
-		return outs
-	}
-	rest := h.firstAnswers(ctx, send, calls, outs, deadline)
-	if len(rest) > 0 && h.l.c.tasks.goFn(func() { h.lateAnswers(ctx, rest, deadline) }) {
-		return outs
-	}
-	for _, a := range rest {
-		outs[a.p.i] = h.answer(ctx, a.p, &a.call, deadline)
+	for j, p := range send {
+		outs[p.i] = h.answer(ctx, p, &calls[j], deadline)
 	}
 	return outs
 }
 
-// pendingTry is a try-lock sent (call) whose answer is still to take.
-type pendingTry struct {
-	p    probe
-	call pool.Call
-}
-
-// firstAnswers takes the answers to the try-locks of a round (send,
-// sent as calls) as they come, into outs, until the round is decided,
-// every answer is in, ctx ends or deadline passes. It returns those
-// still out: a stalled server does not hold up the others.
-func (h *holder) firstAnswers(ctx context.Context, send []probe, calls []pool.Call, outs []tryOutcome, deadline time.Time) []pendingTry {
-	in := make(chan int, len(send))
-	for j := range calls {
-		calls[j].Notify(in, j)
-	}
-	late := time.NewTimer(time.Until(deadline))
-	defer late.Stop()
-	answered := make([]bool, len(send))
-	decided := false
-	for n := 0; n < len(send) && !decided; n++ {
-		select {
-		case j := <-in:
-			answered[j] = true
-			p := send[j]
-			outs[p.i] = h.answer(ctx, p, &calls[j], deadline)
-			decided = h.judge(outs, decidedVerdict)
-		case <-ctx.Done():
-			n = len(send)
-		case <-late.C:
-			n = len(send)
-		}
-	}
-	var rest []pendingTry
+// tryAsTheyCome sends the try-locks of send at once and takes their
+// answers into outs as they come, until the round is decided. The
+// answers still out then are taken in the background: their grants join
+// the holder, or go back.
+func (h *holder) tryAsTheyCome(ctx context.Context, send []probe, outs []tryOutcome, deadline time.Time) {
+	r := &tryRound{h: h, ctx: ctx, send: send, calls: make([]pool.Call, len(send)), outs: outs, deadline: deadline}
 	for j, p := range send {
-		if !answered[j] {
-			rest = append(rest, pendingTry{p, calls[j]})
-		}
+		r.calls[j] = h.slots[p.i].pool.Send(ctx, h.tryRequest())
 	}
-	if !decided {
-		// Undecided: the caller judges them all. Those not in by now
-		// are at once unreachable (ctx ended, or the deadline passed),
-		// but for a probe of a slow server, which lasts until its
-		// deadline.
-		for _, a := range rest {
-			outs[a.p.i] = h.answer(ctx, a.p, &a.call, deadline)
-		}
-		return nil
+	if !r.takeUntilDecided() || r.left == 0 {
+		return
 	}
-	return rest
+	r.outs = make([]tryOutcome, len(outs)) // outs is the caller's now
+	if !h.l.c.tasks.goFn(func() { r.take(false) }) {
+		r.take(false) // closing: the pools fail them at once
+	}
 }
 
-// lateAnswers takes in the answers a round returned without: their
-// grants join the holder, or go back.
-func (h *holder) lateAnswers(ctx context.Context, rest []pendingTry, deadline time.Time) {
-	for _, a := range rest {
-		h.answer(ctx, a.p, &a.call, deadline)
+// tryRound is a round of try-locks sent at once (send, as calls), whose
+// answers come into outs, each by deadline.
+type tryRound struct {
+	h        *holder
+	ctx      context.Context
+	send     []probe
+	calls    []pool.Call
+	outs     []tryOutcome
+	deadline time.Time
+	in       chan int // tells which calls are in
+	taken    []bool   // by call
+	left     int      // calls not taken
+}
+
+// takeUntilDecided takes the answers as they come until the round is
+// decided (takeView.decided) or every answer is in; a stalled server
+// does not hold up the others. If ctx ends or the deadline passes first,
+// the rest are taken as they stand (see take). decided says answers may
+// be left out.
+func (r *tryRound) takeUntilDecided() (decided bool) {
+	r.in, r.taken, r.left = make(chan int, len(r.calls)), make([]bool, len(r.calls)), len(r.calls)
+	for j := range r.calls {
+		r.calls[j].Notify(r.in, j)
 	}
+	return r.take(true)
+}
+
+// take takes the answers as they come, until every one is in, or with
+// untilDecided, the round is decided (and then says so). Once ctx ends or
+// the deadline passes, those still out are each taken at once (an answer
+// missing, or for a probe of a slow server, at its deadline).
+func (r *tryRound) take(untilDecided bool) (decided bool) {
+	late := time.NewTimer(time.Until(r.deadline))
+	defer late.Stop()
+	for r.left > 0 {
+		select {
+		case j := <-r.in:
+			r.takeAnswer(j)
+			if untilDecided && r.h.judge(r.outs, decidedVerdict) {
+				return true
+			}
+			continue
+		case <-r.ctx.Done():
+		case <-late.C:
+		}
+		for j := range r.calls {
+			if !r.taken[j] {
+				r.takeAnswer(j)
+			}
+		}
+	}
+	return false
+}
+
+// takeAnswer takes call j's answer (awaiting it until the deadline).
+func (r *tryRound) takeAnswer(j int) {
+	p := r.send[j]
+	r.outs[p.i] = r.h.answer(r.ctx, p, &r.calls[j], r.deadline)
+	r.taken[j] = true
+	r.left--
 }
 
 // probe is a try-lock the holder may send to replica i; done ends it for

@@ -96,7 +96,7 @@ func (cl *Call) Await(ctx context.Context, deadline time.Time) (Result, error) {
 			return Result{}, cl.err
 		}
 		res, _, err := cl.c.awaitBy(ctx, cl.cl, deadline)
-		cl.cl = nil
+		cl.cl, cl.err = nil, errAwaited
 		if !errors.Is(err, ErrRefused) || cl.attempt >= 3 {
 			return res, err
 		}
@@ -105,6 +105,9 @@ func (cl *Call) Await(ctx context.Context, deadline time.Time) (Result, error) {
 		cl.send(ctx)
 	}
 }
+
+// errAwaited is what a Call awaited twice says the second time.
+var errAwaited = errors.New("pool: call awaited already")
 
 // notify sends tag on ch if there is room, as Notify promised there is.
 func notify(ch chan<- int, tag int) {

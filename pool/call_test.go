@@ -37,6 +37,8 @@ func TestSendNotifyAwait(t *testing.T) {
 		require.NoError(t, err)
 		require.NotNil(t, res.Grant)
 		assert.Equal(t, fast.Addr(), res.Grant.Addr())
+		_, err = calls[1].Await(ctx, time.Time{})
+		assert.Error(t, err, "awaited twice")
 		assert.Equal(t, 0, <-in)
 		assert.Equal(t, time.Second, time.Since(start), "the stalled one when it answers")
 		res, err = calls[0].Await(ctx, time.Time{})
@@ -119,6 +121,7 @@ func TestStartRelease(t *testing.T) {
 	assert.NoError(t, ra.Wait(ctx, time.Time{}))
 	assert.NoError(t, ra.Await(ctx, time.Time{}))
 	assert.ErrorIs(t, rb.Await(ctx, time.Time{}), pool.ErrGrantLost)
+	assert.ErrorIs(t, ra.Await(ctx, time.Time{}), pool.ErrNotHeld, "awaited twice")
 	assert.Zero(t, heldBy(srv, "a"))
 	before := p.Stats().Requests
 	again := a.StartRelease()

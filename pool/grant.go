@@ -306,9 +306,9 @@ func (r *Releasing) Await(ctx context.Context, deadline time.Time) error {
 	if r.notHeld != nil {
 		return r.notHeld
 	}
-	cl := r.call.cl
-	r.call.cl = nil
-	return r.g.released(ctx, cl, r.call.err, deadline)
+	cl, err := r.call.cl, r.call.err
+	r.call.cl, r.notHeld = nil, ErrNotHeld // awaited: as a second Release
+	return r.g.released(ctx, cl, err, deadline)
 }
 
 // released waits for the answer to g's release, queued as cl (or the
