@@ -52,7 +52,13 @@ func (p *Pool) Stats() Stats {
 	}
 	conns := p.connList()
 	st.Conns = len(conns)
+	// Listed shared connections, including one just dialled and not yet
+	// in its slot, which is not a pinned one.
+	sharedListed := 0
 	for _, c := range conns {
+		if c.shared {
+			sharedListed++
+		}
 		c.mu.Lock()
 		st.InFlight += len(c.pending) - c.head
 		if n := len(c.grants); n > 0 {
@@ -80,6 +86,6 @@ func (p *Pool) Stats() Stats {
 	freed := len(p.freed)
 	p.freedMu.Unlock()
 	st.IdleConns = int(ps.IdleResources()) + freed
-	st.PinnedConns = max(0, st.Conns-st.SharedConns-st.IdleConns-st.ParkedConns)
+	st.PinnedConns = max(0, st.Conns-sharedListed-st.IdleConns-st.ParkedConns)
 	return st
 }
