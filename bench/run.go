@@ -255,6 +255,12 @@ type op func(ctx context.Context, w int, n int64) error
 // phase and by the first to find it over, so the span holds exactly the
 // starts of the ops counted; what ops in flight carry across either edge
 // cancels out in a steady state.
+//
+// An op that takes longer than the warm-up and the duration together (a
+// slow server, a busy machine, a short --duration) would leave the
+// measured phase with no op started: a worker that finds it over before
+// it started an op in it starts one, measured, so that the workload has
+// figures rather than "no operation completed".
 func closedLoop(ctx context.Context, cfg Config, name, what string, do op) (Result, error) {
 	wctx, stop := context.WithCancelCause(ctx)
 	defer stop(nil)
@@ -273,15 +279,17 @@ func closedLoop(ctx context.Context, cfg Config, name, what string, do op) (Resu
 		go func() {
 			defer wg.Done()
 			var bo backoff
+			started := false // an op in the measured phase
 			for n := int64(0); wctx.Err() == nil; n++ {
 				start := time.Now()
-				if !start.Before(end) {
+				if !start.Before(end) && started {
 					cpuTo.Do(cpu.stop)
 					return
 				}
 				measured := !start.Before(measureFrom)
 				if measured {
 					cpuFrom.Do(cpu.start)
+					started = true
 				}
 				err := do(wctx, w, n)
 				switch {
