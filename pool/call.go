@@ -3,7 +3,6 @@ package pool
 import (
 	"context"
 	"errors"
-	"fmt"
 	"time"
 
 	"github.com/dflock-go/dflock/wire"
@@ -12,8 +11,9 @@ import (
 // Call is a request sent on a shared connection by Send, whose reply is
 // taken later by Await. Requests to many servers go out this way at once
 // and are awaited in turn, or as they come (Notify), with no goroutine
-// each. Every Call must be awaited: until then a lock its reply grants
-// is held for nobody.
+// each. Every Call must be awaited, once (through one copy: a Call is a
+// handle on the request in flight): until then a lock its reply grants
+// is held for nobody. A second Await returns an error.
 type Call struct {
 	p       *Pool
 	c       *Conn
@@ -24,16 +24,17 @@ type Call struct {
 }
 
 // Send queues req on one of the shared connections and returns at once,
-// as Do would before it waits. A blocking request, and stats, are refused
-// (they need an exclusive connection: see Do); so is an invalid one. The
-// error, if any, comes from Await.
+// as Do would before it waits. ctx bounds the dialling of a connection, if
+// one must be; once it has ended, nothing is sent. A blocking request, and
+// stats, are refused (they need an exclusive connection: see Do); so is an
+// invalid one. The error, if any, comes from Await.
 func (p *Pool) Send(ctx context.Context, req *wire.Request) Call {
 	cl := Call{p: p, req: *req}
 	switch err := req.Validate(); {
 	case err != nil:
 		cl.err = err
 	case needsCleanConn(req):
-		cl.err = fmt.Errorf("%w: Send takes only non-blocking requests, got %s", wire.ErrInvalidRequest, req.Cmd)
+		cl.err = notPipelined("Send", req)
 	default:
 		cl.send(ctx)
 	}
@@ -43,6 +44,10 @@ func (p *Pool) Send(ctx context.Context, req *wire.Request) Call {
 // send puts the call's request on a shared connection, trying another
 // while the one picked broke before it was queued.
 func (cl *Call) send(ctx context.Context) {
+	if err := ctx.Err(); err != nil {
+		cl.err = err // as Do: nothing sent for a caller gone
+		return
+	}
 	for {
 		cl.attempt++
 		c, err := cl.p.sharedConn(ctx)

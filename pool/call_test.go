@@ -83,7 +83,8 @@ func TestCallWaitKeepsTheRequest(t *testing.T) {
 }
 
 // Send refuses what Do would not pipeline, and an invalid request, before
-// sending; the error comes from Await, and Notify tells at once.
+// sending, and sends nothing once ctx has ended; the error comes from
+// Await, and Notify tells at once.
 func TestSendRefuses(t *testing.T) {
 	srv := startServer(t, fakeserver.Config{})
 	p := newPool(t, srv.Addr(), pool.Config{})
@@ -100,7 +101,14 @@ func TestSendRefuses(t *testing.T) {
 		_, err := c.Await(ctx, time.Time{})
 		assert.ErrorIs(t, err, wire.ErrInvalidRequest, "%+v", req)
 	}
+	// A caller gone already sends nothing, as with Do.
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	c := p.Send(cctx, tryLock("k"))
+	_, err := c.Await(ctx, time.Time{})
+	assert.ErrorIs(t, err, context.Canceled)
 	assert.Zero(t, p.Stats().Requests)
+	assert.Zero(t, heldBy(srv, "k"))
 }
 
 // StartRelease sends a release and Await takes its answer, as Release

@@ -26,6 +26,13 @@
 // answered in order. A caller never waits on a socket, so its context is
 // honoured even against a peer that stopped reading.
 //
+// A caller that asks many servers at once (a replicated lock, a key that
+// moves between servers) sends each request with [Pool.Send] (a release
+// with [Grant.StartRelease]) and takes the answers with [Call.Await], in
+// turn, or as they come when [Call.Notify] tells it on one channel: no
+// goroutine per request. One that holds many grants hears of their loss
+// through one [LossListener] ([Grant.Listen]), with no closure per grant.
+//
 //	p, err := pool.New("127.0.0.1:6388", pool.Config{})
 //	res, err := p.Do(ctx, &wire.Request{Cmd: wire.CmdLock, Key: "orders", Timeout: 10})
 //	if err == nil && res.Resp.Err() == nil {

@@ -128,8 +128,9 @@ func (g *Grant) OnLost(f func(error)) { g.Listen(lossFunc(f)) }
 // LossListener hears of the loss of the grants it listens to (see
 // Listen).
 type LossListener interface {
-	// GrantLost is told, once, that g was lost, and why. It runs with no
-	// lock of the pool held.
+	// GrantLost is told that g was lost, and why: once per Listen (at
+	// once if g was lost already). It runs with no lock of the pool
+	// held.
 	GrantLost(g *Grant, err error)
 }
 

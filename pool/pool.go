@@ -247,7 +247,7 @@ func (p *Pool) DoAllBy(ctx context.Context, reqs []wire.Request, deadline time.T
 	for i := range reqs {
 		// An invalid request is refused by queueLocked.
 		if needsCleanConn(&reqs[i]) {
-			errs[i] = fmt.Errorf("%w: DoAll takes only non-blocking requests, got %s", wire.ErrInvalidRequest, reqs[i].Cmd)
+			errs[i] = notPipelined("DoAll", &reqs[i])
 			continue
 		}
 		calls[i], errs[i] = c.queueLocked(&reqs[i], false)
@@ -259,6 +259,12 @@ func (p *Pool) DoAllBy(ctx context.Context, reqs []wire.Request, deadline time.T
 		}
 	}
 	return results, errs
+}
+
+// notPipelined is the error of api (DoAll, Send) given req, which needs
+// an exclusive connection.
+func notPipelined(api string, req *wire.Request) error {
+	return fmt.Errorf("%w: %s takes only requests that cannot block, not a lock or wait with a timeout, nor stats (Do runs those): got %q with timeout %d", wire.ErrInvalidRequest, api, req.Cmd.String(), req.Timeout)
 }
 
 // needsCleanConn reports whether req must run alone on a clean exclusive
