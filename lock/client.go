@@ -508,6 +508,12 @@ func (c *Client) isClosed() bool {
 // releases' answers up to Config.CloseTimeout. An Acquire still in
 // flight returns an error matching ErrClosed. Safe to call twice.
 //
+// Code still running under a lock or set the client held is told that it
+// no longer holds it, since another client can take it at once: Lost
+// closes, and Err, the cause of WithLock's context and WithLock's result
+// match both ErrLockLost and ErrClosed. It is not a loss: OnLost does not
+// run, and nothing is logged or counted as lost.
+//
 // The protocol cannot cancel a wait, and dflockd does not notice that a
 // waiting connection closed: a wait in flight at Close (or given up
 // shortly before, see pool.Pinned) keeps its place until its timeout, and

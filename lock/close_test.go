@@ -463,6 +463,7 @@ func TestCloseTellsTheCodeUnderALock(t *testing.T) {
 				for _, ctx := range []context.Context{held, heldSet} {
 					assert.ErrorIs(t, ctx.Err(), context.Canceled)
 					assert.ErrorIs(t, context.Cause(ctx), lock.ErrLockLost)
+					assert.ErrorIs(t, context.Cause(ctx), lock.ErrClosed, "fn returning its cause says why")
 				}
 				assert.True(t, gotLost(l.Lost()))
 				assert.ErrorIs(t, l.Err(), lock.ErrLockLost)

@@ -616,7 +616,7 @@ func (l *Lock) revoke() letGone {
 		l.member.memberLost(l.key, err)
 	}
 	if cancel != nil {
-		cancel(ErrLockLost)
+		cancel(err)
 	}
 	return gone
 }
@@ -645,7 +645,7 @@ func (l *Lock) lose(err error, server string, r lossReport) {
 		l.member.memberLost(l.key, err)
 	}
 	if cancel != nil {
-		cancel(ErrLockLost)
+		cancel(err)
 	}
 	if f := l.opt.onLost; f != nil {
 		go f(l.key, err)

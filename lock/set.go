@@ -1,6 +1,7 @@
 package lock
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -397,7 +398,7 @@ func (s *Set) memberLost(key string, err error) {
 	cancel := s.cancel
 	s.mu.Unlock()
 	if cancel != nil {
-		cancel(ErrLockLost)
+		cancel(err)
 	}
 	if f := s.onLost; f != nil && !errors.Is(err, errClosedUnder) {
 		go f(key, err)
@@ -424,7 +425,8 @@ func runHeld(ctx context.Context, h holding, fn func(ctx context.Context) error)
 	fctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	if h.watch(cancel) {
-		cancel(ErrLockLost) // lost between taking it and here
+		// Lost between taking it and here.
+		cancel(cmp.Or(h.lossErr(), ErrLockLost))
 	}
 	defer func() {
 		// Also when fn panics.
