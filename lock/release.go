@@ -25,13 +25,16 @@ func (r letGone) release(ctx context.Context) error {
 	switch {
 	case r.h == nil:
 		return nil // nothing was held
-	case len(r.grants) == 1 && len(r.h.slots) == 1:
+	}
+	deadline := time.Now().Add(r.h.l.c.closeTimeout)
+	if len(r.grants) == 1 && len(r.h.slots) == 1 {
 		// One server: its answer is the release's.
-		return releaseError(r.grants[0].Release(ctx))
+		rel := r.grants[0].StartRelease()
+		return releaseError(rel.Await(ctx, deadline))
 	}
 	var buf [viewBufLen]pool.Releasing
 	rs := startReleases(r.grants, buf[:0])
-	return r.judge(ctx, rs, time.Now().Add(r.h.l.c.closeTimeout))
+	return r.judge(ctx, rs, deadline)
 }
 
 // releaseError is what Release reports for the error of a grant's
