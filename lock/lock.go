@@ -513,9 +513,7 @@ func (l *Lock) what() string {
 
 // Release releases the lock and stops renewing it. It returns ErrNotHeld
 // if the lock is not held, and an error matching ErrLockLost if it was
-// lost meanwhile (its lease had run out on the server). It waits for the
-// servers' answers until ctx ends or Config.CloseTimeout passes, then
-// says which did not answer; the release still goes out.
+// lost meanwhile (its lease had run out on the server).
 func (l *Lock) Release(ctx context.Context) error {
 	l.op.Lock()
 	defer l.op.Unlock()

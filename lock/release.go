@@ -25,16 +25,13 @@ func (r letGone) release(ctx context.Context) error {
 	switch {
 	case r.h == nil:
 		return nil // nothing was held
-	}
-	deadline := time.Now().Add(r.h.l.c.closeTimeout)
-	if len(r.grants) == 1 && len(r.h.slots) == 1 {
+	case len(r.grants) == 1 && len(r.h.slots) == 1:
 		// One server: its answer is the release's.
-		rel := r.grants[0].StartRelease()
-		return releaseError(rel.Await(ctx, deadline))
+		return releaseError(r.grants[0].Release(ctx))
 	}
 	var buf [viewBufLen]pool.Releasing
 	rs := startReleases(r.grants, buf[:0])
-	return r.judge(ctx, rs, deadline)
+	return r.judge(ctx, rs, time.Now().Add(r.h.l.c.closeTimeout))
 }
 
 // releaseError is what Release reports for the error of a grant's
