@@ -148,7 +148,8 @@ func (h *history) begin(key string, limit int, holder string, grants []grantRef)
 // claiming it: its Release began, or it saw Lost); lost says it ended by
 // loss. A loss the client declared earlier ends it at the declaration,
 // and a claim declared lost before it began is empty: its holder never
-// claimed what it held. It returns whether the end was a declaration.
+// claimed what it held. It returns whether the end was a declaration
+// (for a claim with no grants, lost before it began, always).
 func (c *claim) finish(end stamp, lost bool) bool {
 	h := c.h
 	h.mu.Lock()
@@ -165,7 +166,15 @@ func (c *claim) finish(end stamp, lost bool) bool {
 	if byDeclaration {
 		h.matched++
 	}
-	if len(c.grants) == 0 || end.before(c.start) {
+	if len(c.grants) == 0 {
+		// Lost, and declared, between Acquire's return and the claim's
+		// beginning: the declaration came first, so it names no grant
+		// of the claim, but it was made.
+		h.unseen++
+		h.mu.Unlock()
+		return true
+	}
+	if end.before(c.start) {
 		h.unseen++
 		h.mu.Unlock()
 		return byDeclaration
