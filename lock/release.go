@@ -118,12 +118,12 @@ func (r letGone) judge(ctx context.Context, rs []pool.Releasing, deadline time.T
 		ended = r.awaitAsTheyCome(ctx, rs, deadline, &t)
 	}
 	if ended {
-		if k := quorate(r.groups, func(i int) bool { return t.released[i] }); k >= 0 {
+		if k := quorateOn(r.groups, t.released); k >= 0 {
 			return fmt.Errorf("lock: %s: released on %s when ctx ended (the rest are still sent): %w", l.what(), tally(r.groups[k], t.released), ctx.Err())
 		}
 		return nil
 	}
-	return r.verdict(t.held, t.released, t.gone, t.errs)
+	return r.verdict(&t)
 }
 
 // oneEach reports whether every group is one server.
@@ -196,7 +196,7 @@ func (r letGone) awaitAsTheyCome(ctx context.Context, rs []pool.Releasing, deadl
 		case <-ctx.Done():
 			return true
 		}
-		if linger == nil && quorate(r.groups, func(i int) bool { return t.released[i] }) < 0 {
+		if linger == nil && quorateOn(r.groups, t.released) < 0 {
 			if r.slowLeft(t.answered) {
 				break
 			}
@@ -219,26 +219,30 @@ func (r letGone) slowLeft(answered []bool) bool {
 	return true
 }
 
-// verdict is the release's outcome once every answer is in, by server:
-// held (a grant was released there), released (the server said so),
-// gone (the server had let it go), and the errors.
-func (r letGone) verdict(held, released, gone []bool, errs []error) error {
+// verdict is the release's outcome once every answer is in (see
+// releaseTally).
+func (r letGone) verdict(t *releaseTally) error {
 	l := r.h.l
-	if quorate(r.groups, func(i int) bool { return released[i] }) < 0 {
+	if quorateOn(r.groups, t.released) < 0 {
 		return nil
 	}
-	still := make([]bool, len(held))
+	still := make([]bool, len(t.held))
 	for i := range still {
-		still[i] = held[i] && !gone[i]
+		still[i] = t.held[i] && !t.gone[i]
 	}
-	if k := quorate(r.groups, func(i int) bool { return still[i] }); k >= 0 {
+	if k := quorateOn(r.groups, still); k >= 0 {
 		if len(r.h.slots) == 1 {
-			return releaseError(errs[0])
+			return releaseError(t.errs[0])
 		}
-		return fmt.Errorf("%w: %s: the servers held it on only %s: %w", ErrLockLost, l.what(), tally(r.groups[k], still), errors.Join(errs...))
+		return fmt.Errorf("%w: %s: the servers held it on only %s: %w", ErrLockLost, l.what(), tally(r.groups[k], still), errors.Join(t.errs...))
 	}
-	k := quorate(r.groups, func(i int) bool { return released[i] })
-	return fmt.Errorf("lock: %s: released on %s; the others did not answer: %w", l.what(), tally(r.groups[k], released), errors.Join(errs...))
+	k := quorateOn(r.groups, t.released)
+	return fmt.Errorf("lock: %s: released on %s; the others did not answer: %w", l.what(), tally(r.groups[k], t.released), errors.Join(t.errs...))
+}
+
+// quorateOn is quorate of the servers marked in in (by server).
+func quorateOn(groups []replicaGroup, in []bool) int {
+	return quorate(groups, func(i int) bool { return in[i] })
 }
 
 // tally says how many of group g's replicas are in (by server), against
