@@ -66,8 +66,11 @@ type Config struct {
 	Replicas int
 	// ReplicaTimeout bounds the wait for one replica's answer to a
 	// try-lock, after which the acquire goes on without that replica (a
-	// stalled server). Default DefaultReplicaTimeout (500 ms). Only used
-	// with Replicas above 1.
+	// stalled server). It is also how long a try-lock alone (TryAcquire,
+	// TryLockMany, an AcquireTimeout of 0) waits for any server's answer
+	// before it fails with an error matching pool.ErrNoReply, with or
+	// without replicas: it has no timeout of its own to wait to. Default
+	// DefaultReplicaTimeout (500 ms).
 	ReplicaTimeout time.Duration
 	// FleetFile, when set, names a fleet file (see Fleet) that gives the
 	// servers in place of Servers and Strategy, which must then be
@@ -289,7 +292,7 @@ func checkReplicas(n int, s shard.Strategy) (int, error) {
 }
 
 func (c *Client) addPool(addr string) (*pool.Pool, error) {
-	p, err := pool.New(addr, c.poolCfg)
+	p, err := pool.New(addr, c.withOnReturn(c.poolCfg, addr))
 	if err != nil {
 		return nil, err
 	}

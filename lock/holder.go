@@ -28,9 +28,11 @@ import (
 type holder struct {
 	l  *Lock
 	rt *routing // the routing the groups come from
-	// deadline bounds the acquisition, and with single, the wait for
-	// each answer. Set by the taker before its first request.
+	// deadline bounds the acquisition, and the wait for each answer (see
+	// answerWait); tryOnly says it has none: a try-lock alone. Set by the
+	// taker before its first request.
 	deadline time.Time
+	tryOnly  bool
 
 	// mu guards the fields below; see the lock order in lock.go.
 	mu     sync.Mutex

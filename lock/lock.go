@@ -274,10 +274,11 @@ func (l *Lock) request(cmd wire.Command) wire.Request {
 // arrives after that is released at once. Once held, the lock is renewed
 // in the background until Release, Close or loss. When the key's queue is
 // full (the server's --max-waiters) it returns an error matching
-// ErrMaxWaiters at once. A server that does not answer the first
-// try-lock by the timeout (and the 2 s slack a reply gets) is an error
-// naming it, matching pool.ErrNoReply: a stalled server is not a busy
-// key.
+// ErrMaxWaiters at once. The timeout bounds the whole call, whatever the
+// servers do, to within 50 ms: a server that does not answer the first
+// try-lock by then is an error naming it, matching pool.ErrNoReply (a
+// stalled server is not a busy key), and so is one that stopped answering
+// while the call waited (it does not answer a ping at the timeout).
 func (l *Lock) Acquire(ctx context.Context) (bool, error) {
 	ctx, end := l.span(ctx, "dflock.Acquire")
 	ok, err := l.acquire(ctx, l.opt.acquireTimeout)
@@ -290,8 +291,8 @@ func (l *Lock) Acquire(ctx context.Context) (bool, error) {
 // --max-waiters) is busy like any other: false with a nil error, although
 // dflockd answers a try-lock there with error_max_waiters, because a
 // try-lock never joins the queue it complains about. A server that does
-// not answer within 2 s is an error matching pool.ErrNoReply, not
-// "busy".
+// not answer within Config.ReplicaTimeout is an error matching
+// pool.ErrNoReply, not "busy".
 func (l *Lock) TryAcquire(ctx context.Context) (bool, error) {
 	ctx, end := l.span(ctx, "dflock.TryAcquire")
 	ok, err := l.acquire(ctx, 0)
@@ -302,11 +303,6 @@ func (l *Lock) TryAcquire(ctx context.Context) (bool, error) {
 // errWaitOver is the cause of an acquire's own deadline, to tell it from
 // the caller's.
 var errWaitOver = errors.New("lock: acquire timeout passed")
-
-// replySlack is how long past the timeout sent to the server an acquire
-// waits for its answer: the server rounds up to whole seconds and the
-// reply has to travel.
-const replySlack = 2 * time.Second
 
 func (l *Lock) acquire(ctx context.Context, timeout time.Duration) (ok bool, err error) {
 	l.op.Lock()
@@ -324,7 +320,7 @@ func (l *Lock) acquire(ctx context.Context, timeout time.Duration) (ok bool, err
 		return false, err
 	}
 	server = h.addr(0)
-	h.deadline = deadline
+	h.deadline, h.tryOnly = deadline, timeout <= 0
 	if len(h.groups) > 1 && (timeout <= 0 || !l.c.contention.recent(l.key)) {
 		// A key that moves in a transition: a try-lock to every server of
 		// both routes at once, so that a free key costs one round trip,
@@ -367,7 +363,7 @@ func (l *Lock) waitFor(ctx context.Context, p *pool.Pool, deadline time.Time) (*
 		pin.Unpin()
 		return nil, err
 	}
-	return l.waitOn(ctx, p.Addr(), pin, &req, false)
+	return l.waitOn(ctx, p, pin, &req, deadline, false)
 }
 
 // pinFor takes an exclusive connection to p's server for a wait: at once
@@ -381,20 +377,43 @@ func (l *Lock) pinFor(ctx context.Context, p *pool.Pool) (*pool.Pinned, error) {
 }
 
 // waitOn sends a blocking request (a lock with a timeout, a wait) on pin,
-// unpins, and returns the grant it brings (nil if none). The server
-// answers by its timeout; past that and replySlack the server is taken to
-// be stuck, and the result is "not acquired".
-func (l *Lock) waitOn(ctx context.Context, addr string, pin *pool.Pinned, req *wire.Request, confirm bool) (*pool.Grant, error) {
-	rctx, cancel := context.WithTimeoutCause(ctx, time.Duration(req.Timeout)*time.Second+replySlack, errWaitOver)
+// a connection of p, unpins, and returns the grant it brings (nil if
+// none). It waits until deadline, the caller's, not the server's timeout:
+// that is in whole seconds, and a stalled server would not keep it. Past
+// the deadline the result is "not acquired", if the server still answers
+// (a ping, within minAnswerWait); a lock granted later is released at
+// once.
+func (l *Lock) waitOn(ctx context.Context, p *pool.Pool, pin *pool.Pinned, req *wire.Request, deadline time.Time, confirm bool) (*pool.Grant, error) {
+	rctx, cancel := context.WithDeadlineCause(ctx, deadline, errWaitOver)
 	defer cancel()
 	start := time.Now()
 	res, err := pin.Do(rctx, req)
 	pin.Unpin()
-	g, err := l.grantFrom(ctx, addr, res, ownDeadline(ctx, rctx, err), confirm)
+	if err = ownDeadline(ctx, rctx, err); errors.Is(err, wire.ErrTimeout) {
+		err = silence(ctx, p, time.Since(start))
+	}
+	g, err := l.grantFrom(ctx, p.Addr(), res, err, confirm)
 	if m := l.c.metrics; g != nil && !m.off {
-		m.queued.Record(ctx, time.Since(start).Seconds(), m.forServer(addr).plain[l.kindIdx()].rec...)
+		m.queued.Record(ctx, time.Since(start).Seconds(), m.forServer(p.Addr()).plain[l.kindIdx()].rec...)
 	}
 	return g, err
+}
+
+// silence tells a wait that got no answer in waited from a busy key: nil
+// (wire.ErrTimeout, "not acquired") if p's server answers a ping within
+// minAnswerWait, else an error that names it. A wait is not answered
+// until it ends, and only a stalled server does not answer a ping.
+func silence(ctx context.Context, p *pool.Pool, waited time.Duration) error {
+	pctx, cancel := context.WithTimeout(ctx, minAnswerWait)
+	defer cancel()
+	switch err := p.Ping(pctx); {
+	case err == nil:
+		return wire.ErrTimeout
+	case ctx.Err() != nil:
+		return ctx.Err()
+	default:
+		return fmt.Errorf("%w from %s: no answer to a wait in %v, nor to a ping in %v: %w", pool.ErrNoReply, p.Addr(), waited.Round(time.Millisecond), minAnswerWait, err)
+	}
 }
 
 // ownDeadline turns the end of a wait bounded by the acquire timeout into
@@ -513,7 +532,11 @@ func (l *Lock) what() string {
 
 // Release releases the lock and stops renewing it. It returns ErrNotHeld
 // if the lock is not held, and an error matching ErrLockLost if it was
-// lost meanwhile (its lease had run out on the server).
+// lost meanwhile (its lease had run out on the server). A lock on one
+// server waits for its server's answer until ctx ends; one on several
+// (replicated, or moving in a fleet change) until ctx ends or
+// Config.CloseTimeout passes, then says which did not answer. The release
+// still goes out.
 func (l *Lock) Release(ctx context.Context) error {
 	l.op.Lock()
 	defer l.op.Unlock()

@@ -2,7 +2,6 @@ package lock
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 	"sync"
@@ -27,8 +26,8 @@ import (
 // neither (their server could not be reached, say); the handles in held
 // are held either way, and are the caller's to release
 // (Client.ReleaseMany gives many back at once, in one write per server).
-// A server that does not answer within 2 s (stalled) has its keys in the
-// error too, matching pool.ErrNoReply (a grant it sends later is released
+// A server that does not answer within Config.ReplicaTimeout (stalled)
+// has its keys in the error too, matching pool.ErrNoReply (a grant it sends later is released
 // at once); a replicated key is in it when too few of its replicas
 // answered to make a quorum. LeaseTTL, RenewRatio and OnLost apply to
 // each handle; AcquireTimeout does not: nothing waits.
@@ -62,7 +61,7 @@ func (c *Client) tryKeys(ctx context.Context, name string, keys []string, limit 
 		kind = kindSemaphore
 	}
 	ctx, end := c.span(ctx, name, kind, "", len(ls))
-	held, busy, err := sortOut(ls, c.tryMany(ctx, ls))
+	held, busy, err := sortOut(ls, c.tryMany(ctx, ls, time.Time{}))
 	end("", err)
 	return held, busy, err
 }
@@ -78,21 +77,23 @@ func (c *Client) ReleaseMany(ctx context.Context, locks ...*Lock) error {
 	if ctx == nil {
 		return invalid("nil context")
 	}
+	// A nil handle is a failure of its own, in the *KeysError with the
+	// others; the rest are still released.
+	var keys []string
+	var errs []error
 	if slices.Contains(locks, nil) {
 		locks = slices.DeleteFunc(slices.Clone(locks), func(l *Lock) bool { return l == nil })
-		return errors.Join(invalid("ReleaseMany of a nil handle"), c.ReleaseMany(ctx, locks...))
+		keys, errs = append(keys, ""), append(errs, invalid("ReleaseMany of a nil handle"))
 	}
-	if len(locks) == 0 {
-		return nil
+	if len(locks) > 0 {
+		ctx, end := c.span(ctx, "dflock.ReleaseMany", locks[0].kindIdx(), "", len(locks))
+		for _, l := range locks {
+			keys = append(keys, l.key)
+		}
+		errs = append(errs, c.releaseMany(ctx, locks)...)
+		end("", keysError(keys[len(keys)-len(locks):], errs[len(errs)-len(locks):]))
 	}
-	keys := make([]string, len(locks))
-	for i, l := range locks {
-		keys[i] = l.key
-	}
-	ctx, end := c.span(ctx, "dflock.ReleaseMany", locks[0].kindIdx(), "", len(locks))
-	err := keysError(keys, c.releaseMany(ctx, locks))
-	end("", err)
-	return err
+	return keysError(keys, errs)
 }
 
 // KeysError is the error of a call on many keys (TryLockMany,
@@ -198,12 +199,14 @@ type keyTry struct {
 // The first round of every key, a try-lock to each of its servers, goes
 // out together, in one write per server; the answers decide most keys
 // at once (takeView). A key that moves in a fleet change may take a
-// round of its own for its second route. Outcome i is ls[i]'s.
-func (c *Client) tryMany(ctx context.Context, ls []*Lock) []keyOutcome {
+// round of its own for its second route. Outcome i is ls[i]'s. The
+// answers are awaited until deadline (a set's), or, when it is zero, as
+// a try-lock's (see answerWait).
+func (c *Client) tryMany(ctx context.Context, ls []*Lock, deadline time.Time) []keyOutcome {
 	start := time.Now()
 	outs := make([]keyOutcome, len(ls))
 	rt := c.route.Load()
-	tries := c.firstRound(ctx, rt, ls, start, outs)
+	tries := c.firstRound(ctx, rt, ls, start, deadline, outs)
 	var moving []*keyTry
 	for _, kt := range tries {
 		if len(kt.h.groups) > 1 {
@@ -235,7 +238,7 @@ func (c *Client) tryMany(ctx context.Context, ls []*Lock) []keyOutcome {
 // write, and waits for the answers (or the answer deadline). The
 // handles it returns stay locked (op) until settleTry; those that failed
 // before sending have their outcome in outs.
-func (c *Client) firstRound(ctx context.Context, rt *routing, ls []*Lock, start time.Time, outs []keyOutcome) []*keyTry {
+func (c *Client) firstRound(ctx context.Context, rt *routing, ls []*Lock, start, deadline time.Time, outs []keyOutcome) []*keyTry {
 	type sent struct {
 		kt *keyTry
 		p  probe
@@ -255,7 +258,7 @@ func (c *Client) firstRound(ctx context.Context, rt *routing, ls []*Lock, start 
 			outs[i].err = err
 			continue
 		}
-		h.deadline = start
+		h.deadline, h.tryOnly = deadline, deadline.IsZero()
 		kt := &keyTry{i: i, h: h, outs: make([]tryOutcome, len(h.slots))}
 		all := onlyFirst
 		if len(h.slots) > 1 {

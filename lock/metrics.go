@@ -188,6 +188,11 @@ func newMetrics(mp metric.MeterProvider, c *Client) (*metrics, error) {
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
+	// Every counter exported from the start, at 0: a dashboard or an
+	// alert on losses finds the series before the first loss.
+	for _, ctr := range []metric.Int64Counter{m.acquired, m.released, m.renewals, m.losses} {
+		ctr.Add(context.Background(), 0)
+	}
 	client := attrClient.Int64(clientIDs.Add(1))
 	m.reg, err = meter.RegisterCallback(func(_ context.Context, o metric.Observer) error {
 		o.ObserveInt64(heldG, m.held.Load(), metric.WithAttributes(client))

@@ -98,6 +98,13 @@ func testMetrics(t *testing.T) {
 	ctx := ctxFor(t, time.Hour)
 	const lease = 30 * time.Second
 
+	// Every counter is there from the start, at 0.
+	start := collect(t, reader)
+	for _, name := range []string{"dflock.acquisitions", "dflock.releases", "dflock.renewals", "dflock.losses"} {
+		assert.Contains(t, start, name)
+		assert.Zero(t, start.count(name, nil), name)
+	}
+
 	// Acquired, renewed, released.
 	a := c.Lock("a", lock.LeaseTTL(lease))
 	mustAcquire(t, a)

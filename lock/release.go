@@ -26,7 +26,10 @@ func (r letGone) release(ctx context.Context) error {
 	case r.h == nil:
 		return nil // nothing was held
 	case len(r.grants) == 1 && len(r.h.slots) == 1:
-		// One server: its answer is the release's.
+		// One server: its answer is the release's, bounded by ctx alone
+		// for now (see the issue 23 notes: awaited with a deadline, a
+		// pooled timer per release, the race-enabled suite crashed in
+		// the runtime's timer code about once in ten soaks).
 		return releaseError(r.grants[0].Release(ctx))
 	}
 	var buf [viewBufLen]pool.Releasing

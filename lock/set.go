@@ -264,7 +264,11 @@ func (s *Set) round(ctx context.Context, deadline time.Time, held []bool) (int, 
 				rest = append(rest, s.locks[i])
 			}
 		}
-		outs := s.c.tryMany(ctx, rest)
+		answerBy := deadline
+		if s.timeout <= 0 {
+			answerBy = time.Time{} // tried once: answered as a try-lock is
+		}
+		outs := s.c.tryMany(ctx, rest, answerBy)
 		failed, ferr := -1, error(nil)
 		j := 0
 		for i := from; i < len(s.locks); i++ {
@@ -348,9 +352,9 @@ func (s *Set) settle() bool {
 }
 
 // giveBack releases the members held from index from on, in one write
-// per connection, and marks them not held; it returns by deadline and
-// the replica timeout. A member lost meanwhile goes
-// back to idle with them.
+// per connection, and marks them not held; it returns by deadline (or
+// minAnswerWait from now, if later). A member lost meanwhile goes back to
+// idle with them.
 func (s *Set) giveBack(ctx context.Context, deadline time.Time, held []bool, from int) {
 	var ls []*Lock
 	for i := from; i < len(held); i++ {
@@ -364,14 +368,14 @@ func (s *Set) giveBack(ctx context.Context, deadline time.Time, held []bool, fro
 	}
 	// The releases go out at once, and their answers are awaited, so
 	// that a set that failed has let go on the servers when it returns;
-	// but not by more than the replica timeout past the set's deadline,
-	// or past now once ctx ended: a stalled server must not hold up the
-	// caller (a release is sent whether or not its answer is awaited).
-	bound := time.Now()
+	// but not past the set's deadline (the call's bound), or past now
+	// once ctx ended: a stalled server must not hold up the caller (a
+	// release is sent whether or not its answer is awaited).
+	bound := time.Now().Add(minAnswerWait)
 	if ctx.Err() == nil && deadline.After(bound) {
 		bound = deadline
 	}
-	rctx, cancel := context.WithDeadline(context.WithoutCancel(ctx), bound.Add(s.c.replicaTimeout))
+	rctx, cancel := context.WithDeadline(context.WithoutCancel(ctx), bound)
 	defer cancel()
 	for i, err := range s.c.releaseMany(rctx, ls) {
 		if err != nil && !errors.Is(err, ErrLockLost) && !errors.Is(err, ErrNotHeld) && rctx.Err() == nil {

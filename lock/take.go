@@ -43,7 +43,7 @@ func (h *holder) takeGroups(ctx context.Context, timeout time.Duration, deadline
 	h.mu.Lock()
 	n := len(h.groups)
 	h.mu.Unlock()
-	h.deadline = deadline
+	h.deadline, h.tryOnly = deadline, timeout <= 0
 	for k := 0; k < n; {
 		h.setCurrent(k)
 		if h.holdsAlready(k) {
@@ -373,15 +373,26 @@ const (
 )
 
 // answerWait is how long a try-lock of the holder waits for its answer
-// before the server counts as failed for this round: the replica
-// timeout, or, for a single server per group, until the acquisition's
-// deadline (and the slack a reply gets).
+// before its server counts as not answering for this round: until the
+// acquisition's deadline, and for a replica at most the replica timeout.
+// A try-only call (TryAcquire, TryLockMany: no deadline to wait to)
+// waits the replica timeout, for every server. A take whose deadline is
+// near still hears an answer on its way, for minAnswerWait.
 func (h *holder) answerWait() time.Duration {
-	if !h.single {
-		return h.l.c.replicaTimeout
+	rt := h.l.c.replicaTimeout
+	if h.tryOnly {
+		return rt
 	}
-	return max(time.Until(h.deadline), 0) + replySlack
+	w := max(time.Until(h.deadline), minAnswerWait)
+	if !h.single {
+		w = min(w, rt)
+	}
+	return w
 }
+
+// minAnswerWait is the least a try-lock waits for its answer: a call is
+// bounded by its timeout and this.
+const minAnswerWait = 50 * time.Millisecond
 
 // tryAll sends a try-lock to each replica in idx at once, each on its
 // server's shared pipelined connections, and offers the grants to the

@@ -72,7 +72,7 @@ func (l *Lock) enqueue(ctx context.Context, rt *routing) (Status, error) {
 	// that churn of connections cost two-phase most of its throughput.
 	// Bounded like Acquire's try-lock, so that a stalled server cannot
 	// hold Enqueue for ever.
-	h.deadline = time.Now().Add(l.opt.acquireTimeout)
+	h.deadline, h.tryOnly = time.Now().Add(l.opt.acquireTimeout), l.opt.acquireTimeout <= 0
 	arb, held, outs, err := h.round(ctx, true, nil)
 	switch {
 	case err != nil:
@@ -86,7 +86,7 @@ func (l *Lock) enqueue(ctx context.Context, rt *routing) (Status, error) {
 	if !h.holds(arb) {
 		h.yield(arb)
 		var g *pool.Grant
-		if pin, g, err = l.enqueueOn(ctx, h.slots[arb].pool); err != nil {
+		if pin, g, err = l.enqueueOn(ctx, h.slots[arb].pool, time.Now().Add(h.answerWait())); err != nil {
 			h.giveUp()
 			return 0, err
 		}
@@ -105,18 +105,22 @@ func (l *Lock) enqueue(ctx context.Context, rt *routing) (Status, error) {
 
 // enqueueOn enqueues on p's server, on a pinned connection. Queued, it
 // returns that connection, still pinned; acquired at once, the grant.
-func (l *Lock) enqueueOn(ctx context.Context, p *pool.Pool) (*pool.Pinned, *pool.Grant, error) {
-	pin, err := p.Pin(ctx)
+func (l *Lock) enqueueOn(ctx context.Context, p *pool.Pool, answerBy time.Time) (*pool.Pinned, *pool.Grant, error) {
+	// An enqueue is answered at once (acquired or queued); a server that
+	// does not by answerBy is stalled. The wait for a connection counts
+	// too.
+	ectx, cancel := context.WithDeadline(ctx, answerBy)
+	defer cancel()
+	pin, err := p.Pin(ectx)
 	if err != nil {
 		return nil, nil, err
 	}
 	req := l.request(l.cmds.Enqueue)
-	// An enqueue is answered at once (acquired or queued); a server that
-	// does not is stalled.
-	ectx, cancel := context.WithTimeout(ctx, l.opt.acquireTimeout+replySlack)
-	defer cancel()
 	res, err := pin.Do(ectx, &req)
-	if err == nil {
+	switch {
+	case err != nil && ctx.Err() == nil && ectx.Err() != nil:
+		err = fmt.Errorf("%w from %s", pool.ErrNoReply, p.Addr())
+	case err == nil:
 		err = res.Resp.Err()
 	}
 	if err != nil {
@@ -162,9 +166,11 @@ func (l *Lock) queue(h *holder, pin *pool.Pinned, arb int) (Status, error) {
 
 // Wait completes a two-phase acquire: it returns true at once, without a
 // round trip, if Enqueue already acquired the lock; otherwise it waits up
-// to timeout (a ctx deadline that ends sooner wins) and returns false with
-// a nil error if the timeout passes, which also gives up the place in the
-// queue. Cancelling ctx returns ctx's error at once; the protocol cannot
+// to timeout (0: the handle's AcquireTimeout; a ctx deadline that ends
+// sooner wins) and returns false with a nil error if the timeout passes,
+// which also gives up the place in the queue. A negative timeout is
+// ErrInvalid. A server that stopped answering is an error matching
+// pool.ErrNoReply at the timeout (and at most 50 ms), as with Acquire. Cancelling ctx returns ctx's error at once; the protocol cannot
 // cancel a wait, so the server keeps the place until the timeout, and a
 // lock it grants meanwhile is released at once.
 func (l *Lock) Wait(ctx context.Context, timeout time.Duration) (ok bool, err error) {
@@ -174,6 +180,12 @@ func (l *Lock) Wait(ctx context.Context, timeout time.Duration) (ok bool, err er
 	defer func() { end(acquiredOutcome(ctx, ok, err), err) }()
 	if l.err != nil {
 		return false, l.err
+	}
+	switch {
+	case timeout < 0:
+		return false, invalid("Wait with a negative timeout (%v)", timeout)
+	case timeout == 0:
+		timeout = l.opt.acquireTimeout
 	}
 	start := time.Now()
 	server := ""
@@ -253,13 +265,13 @@ func (l *Lock) enqueueRest(ctx context.Context, h *holder) (Status, error) {
 func (l *Lock) waitQueued(ctx context.Context, h *holder, pin *pool.Pinned, secs int, timeout time.Duration, deadline time.Time) (bool, error) {
 	var ok bool
 	var err error
-	h.deadline = deadline
+	h.deadline, h.tryOnly = deadline, timeout <= 0
 	switch {
 	case pin != nil:
 		// Queued on the arbiter: wait there, with the same failover as
 		// Acquire.
 		ok, err = h.waitWith(ctx, h.arb, deadline, func(wctx context.Context) (*pool.Grant, error) {
-			return l.waitOn(wctx, h.addr(h.arb), pin, &wire.Request{Cmd: l.cmds.Wait, Key: l.key, Timeout: secs}, true)
+			return l.waitOn(wctx, h.slots[h.arb].pool, pin, &wire.Request{Cmd: l.cmds.Wait, Key: l.key, Timeout: secs}, deadline, true)
 		})
 	case h.arb >= 0 && h.holds(h.arb):
 		ok, err = h.takeRest(ctx, deadline)

@@ -266,10 +266,10 @@ func TestAcquireTimeoutBoundsTheWaitForAConnection(t *testing.T) {
 	})
 }
 
-// Hazard 7: timeouts go to the server in whole seconds, rounded up, and
-// never wait past a sooner context deadline. A scripted server, in a
-// synctest bubble, records the requests and answers "timeout" once the
-// timeout it was sent has passed.
+// Hazard 7: timeouts go to the server in whole seconds, rounded up; the
+// client still returns at its own timeout, or a sooner context deadline.
+// A scripted server, in a synctest bubble, records the requests and
+// answers "timeout" once the timeout it was sent has passed.
 func TestTimeoutsAreWholeSecondsRoundedUp(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		nw := memnet.New()
@@ -295,6 +295,14 @@ func TestTimeoutsAreWholeSecondsRoundedUp(t *testing.T) {
 								return
 							}
 						}
+						if strings.TrimSpace(lines[0]) == "r" {
+							// A keep-alive, or the ping at a wait's end:
+							// no such lock.
+							if _, err := nc.Write([]byte("error\n")); err != nil {
+								return
+							}
+							continue
+						}
 						arg := strings.TrimSpace(lines[2])
 						mu.Lock()
 						args = append(args, arg)
@@ -319,7 +327,7 @@ func TestTimeoutsAreWholeSecondsRoundedUp(t *testing.T) {
 		ok, err := c.Lock("k", lock.AcquireTimeout(1500*time.Millisecond), lock.LeaseTTL(2500*time.Millisecond)).Acquire(context.Background())
 		require.NoError(t, err)
 		assert.False(t, ok)
-		assert.Equal(t, 2*time.Second, time.Since(began), "1.5 s waited as 2")
+		assert.Equal(t, 1500*time.Millisecond, time.Since(began), "1.5 s asked as 2, given up at 1.5")
 
 		began = time.Now()
 		_, err = c.Lock("k").Acquire(ctxFor(t, 300*time.Millisecond))
@@ -330,12 +338,34 @@ func TestTimeoutsAreWholeSecondsRoundedUp(t *testing.T) {
 		ok, err = c.Lock("k", lock.AcquireTimeout(200*time.Millisecond)).Acquire(context.Background())
 		require.NoError(t, err)
 		assert.False(t, ok)
-		assert.Equal(t, time.Second, time.Since(began), "200 ms waited as 1 s")
+		assert.Equal(t, 200*time.Millisecond, time.Since(began), "200 ms asked as 1 s, given up at 200 ms")
 		require.NoError(t, c.Close())
 		ln.Close()
 		served.Wait()
 		// try-lock, then the blocking request; lease 2.5 s → 3; 1.5 s → 2;
 		// 300 ms of context → 1; 200 ms → 1.
 		assert.Equal(t, []string{"0 3", "2 3", "0", "1", "0", "1"}, args)
+	})
+}
+
+// Wait with no timeout waits for the handle's AcquireTimeout, as Python's
+// wait() does with acquire_timeout_s; a negative one is refused.
+func TestWaitTimeoutDefaultsToTheAcquireTimeout(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newVirtualFleet(t, 1, fakeserver.Config{})
+		holder, c := f.client(t, lock.Config{}), f.client(t, lock.Config{})
+		k := uniqueKey(t, "k")
+		mustAcquire(t, holder.Lock(k))
+		l := c.Lock(k, lock.AcquireTimeout(300*time.Millisecond))
+		_, err := l.Wait(context.Background(), -time.Second)
+		require.ErrorIs(t, err, lock.ErrInvalid)
+		st, err := l.Enqueue(context.Background())
+		require.NoError(t, err)
+		require.Equal(t, lock.Queued, st)
+		began := time.Now()
+		ok, err := l.Wait(context.Background(), 0)
+		require.NoError(t, err)
+		assert.False(t, ok)
+		assert.Equal(t, 300*time.Millisecond, time.Since(began))
 	})
 }

@@ -3,6 +3,7 @@ package pool_test
 import (
 	"context"
 	"errors"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -169,5 +170,33 @@ func TestListen(t *testing.T) {
 		}
 		b.Listen(&lc) // lost already: at once
 		assert.Len(t, lc.grants, 3)
+	})
+}
+
+// A pool that lost locks with a connection (a server killed) tries the
+// server every 50 ms, whatever its dial backoff, and calls OnReturn as
+// soon as a connection answers again: once per return.
+func TestOnReturnAfterARestart(t *testing.T) {
+	inBubble(t, func(t *testing.T, e *env) {
+		srv := e.server(fakeserver.Config{})
+		var back atomic.Int32
+		var at time.Time
+		p := e.pool(srv.Addr(), pool.Config{OnReturn: func() { back.Add(1); at = time.Now() }})
+		grant(t, p, "k")
+		require.NoError(t, srv.Stop())
+		time.Sleep(3 * time.Second) // down long enough for the dial backoff to reach its cap
+		require.NoError(t, srv.Restart())
+		restarted := time.Now()
+		time.Sleep(time.Second)
+		synctest.Wait()
+		require.Equal(t, int32(1), back.Load(), "called once")
+		assert.LessOrEqual(t, at.Sub(restarted), 50*time.Millisecond)
+		// A connection that broke holding nothing is not a loss to take
+		// back: no call.
+		srv.DropConnections()
+		time.Sleep(time.Second)
+		grant(t, p, "k2")
+		synctest.Wait()
+		assert.Equal(t, int32(1), back.Load())
 	})
 }

@@ -93,6 +93,13 @@ type Config struct {
 	// Logger receives connection events, never tokens or the auth token.
 	// Nil discards them.
 	Logger *slog.Logger
+	// OnReturn, when set, is called each time the server answers again
+	// after the pool lost it: a connection's first reply after dials
+	// failed, or after a connection that held locks broke (a restarted
+	// server). A client takes again then what it lost there. It is
+	// called with a connection's lock held: it must not block, nor use
+	// the pool; start a goroutine for the work.
+	OnReturn func()
 }
 
 var errConfig = errors.New("pool: invalid config")

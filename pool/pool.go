@@ -43,6 +43,9 @@ type Pool struct {
 	// not dialled in a tight loop.
 	backoffMu sync.Mutex
 	failures  int
+	// lostLocks: a connection that held locks broke since the server last
+	// answered a new connection (see Config.OnReturn).
+	lostLocks bool
 	retryAt   time.Time
 	lastErr   error
 
@@ -408,10 +411,15 @@ func (p *Pool) connFailed(err error) {
 // server takes connections again.
 func (p *Pool) connAnswered() {
 	p.backoffMu.Lock()
+	back := p.failures > 0 || p.lostLocks
 	if p.failures > 0 {
 		p.failures, p.retryAt, p.lastErr = 0, time.Time{}, nil
 	}
+	p.lostLocks = false
 	p.backoffMu.Unlock()
+	if back && p.cfg.OnReturn != nil {
+		p.cfg.OnReturn()
+	}
 }
 
 func (p *Pool) dialConn(ctx context.Context, shared bool) (*Conn, error) {
@@ -494,9 +502,53 @@ func (p *Pool) connBroke(c *Conn, holds int, err error) {
 	}
 	p.broken.Add(1)
 	if holds > 0 {
+		p.backoffMu.Lock()
+		watching := p.lostLocks
+		p.lostLocks = true
+		p.backoffMu.Unlock()
+		if !watching && p.cfg.OnReturn != nil {
+			p.spawn(p.watchReturn)
+		}
 		p.log.Warn("pool: connection broke; its locks are lost", "addr", p.addr, "conn", c.id, "locks", holds, "err", loggable(err))
 	} else {
 		p.log.Debug("pool: connection broke", "addr", p.addr, "conn", c.id, "err", loggable(err))
+	}
+}
+
+// returnProbe is how often a pool that lost locks with a connection
+// tries to reach its server again, whatever the dial backoff, until it
+// answers (see Config.OnReturn).
+const returnProbe = 50 * time.Millisecond
+
+// watchReturn dials the server every returnProbe once a connection that
+// held locks broke, until a connection answers again (which calls
+// OnReturn) or the pool closes: a restarted server is noticed within
+// returnProbe, not at the next dial the backoff allows (up to
+// maxBackoff), so that the locks lost there are taken back before the
+// next server of a rolling restart goes down.
+func (p *Pool) watchReturn() {
+	t := time.NewTicker(returnProbe)
+	defer t.Stop()
+	for {
+		select {
+		case <-p.closing:
+			return
+		case <-t.C:
+		}
+		p.backoffMu.Lock()
+		lost := p.lostLocks
+		if lost {
+			// A probe is not held back by the backoff of the dials that
+			// failed while the server was down.
+			p.retryAt = time.Time{}
+		}
+		p.backoffMu.Unlock()
+		if !lost {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), returnProbe)
+		p.Ping(ctx) // its first answer on a new connection calls OnReturn
+		cancel()
 	}
 }
 

@@ -40,11 +40,11 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 	fs.StringVar(&cfg.Strategy, "strategy", "stable", "stable, consistent or rendezvous (--reshard: all three unless given)")
 	fs.IntVar(&cfg.Pool.MaxConns, "conns", pool.DefaultMaxConns, "most connections per server")
 	fs.IntVar(&cfg.Workers, "workers", 64, "closed-loop workers")
-	fs.DurationVar(&cfg.Duration, "duration", 2*time.Second, "measured run of each workload")
-	fs.DurationVar(&cfg.Warmup, "warmup", 300*time.Millisecond, "unmeasured run before each workload")
+	durationVar(fs, &cfg.Duration, "duration", 2*time.Second, "measured run of each workload")
+	durationVar(fs, &cfg.Warmup, "warmup", 300*time.Millisecond, "unmeasured run before each workload")
 	fs.IntVar(&cfg.Keys, "keys", 10_000, "key space of the zipf workload")
 	fs.IntVar(&cfg.HoldMany, "hold", 20_000, "locks held by the hold-many workload (--reshard: by its clients, 4000 unless given)")
-	fs.DurationVar(&cfg.Lease, "lease", 0, "lease of every lock (default 10s, and for hold-many half of --duration, at least 1s, so that its locks renew while held)")
+	durationVar(fs, &cfg.Lease, "lease", 0, "lease of every lock (default 10s, and for hold-many half of --duration, at least 1s, so that its locks renew while held)")
 	fs.StringVar(&workloads, "workloads", strings.Join(bench.Workloads(), ","), "workloads to run")
 	fs.BoolVar(&asJSON, "json", false, "print the report as JSON")
 	htmlFile := fs.String("html", "", "also write the report as an HTML page with each workload's latency by percentile plotted (HDR style) to this file")
@@ -113,6 +113,10 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 		cfg.FleetCommand = func() *exec.Cmd { return exec.Command(exe, "bench") }
 	}
 	cfg.Workloads = splitList(workloads)
+	if len(cfg.Workloads) == 0 {
+		// Given, but empty: the default (all) was not asked for.
+		return usageError(fs, "--workloads %q names no workload (from %s)", workloads, strings.Join(bench.Workloads(), ","))
+	}
 	if cfg.Reshard {
 		fs.Visit(func(f *flag.Flag) {
 			switch f.Name {
@@ -132,13 +136,26 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 		cfg.Progress = stderr
 	}
 	if *metricsAddr != "" {
-		ms, err := serveMetrics(*metricsAddr, stderr)
+		ms, err := serveMetrics(*metricsAddr, "dflock bench", stderr)
 		if err != nil {
 			return err
 		}
 		defer ms.close()
 		cfg.MeterProvider = ms.Provider()
-		fmt.Fprintf(stderr, "dflock bench: metrics on http://%s/metrics\n", ms.Addr())
+	}
+	var html *os.File
+	if *htmlFile != "" {
+		// Opened before the run, so that a path that cannot be written
+		// fails now, not after it.
+		if html, err = os.Create(*htmlFile); err != nil {
+			return fmt.Errorf("--html: %w", err)
+		}
+		defer func() {
+			if html != nil {
+				html.Close()
+				os.Remove(*htmlFile) // nothing measured to write
+			}
+		}()
 	}
 	rep, err := bench.Run(ctx, cfg)
 	if rep != nil && len(rep.Results) > 0 {
@@ -148,10 +165,11 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 		if werr := writeReport(stdout, rep, asJSON); err == nil {
 			err = werr
 		}
-		if *htmlFile != "" {
-			if werr := writeHTML(*htmlFile, rep); err == nil {
+		if html != nil {
+			if werr := writeHTML(html, rep); err == nil {
 				err = werr
 			}
+			html = nil
 		}
 	}
 	switch {
@@ -178,12 +196,8 @@ func writeReport(w io.Writer, rep *bench.Report, asJSON bool) error {
 	return err
 }
 
-// writeHTML writes rep's HTML page to path.
-func writeHTML(path string, rep *bench.Report) error {
-	f, err := os.Create(path)
-	if err != nil {
-		return err
-	}
+// writeHTML writes rep's HTML page to f, and closes it.
+func writeHTML(f *os.File, rep *bench.Report) error {
 	if err := rep.WriteHTML(f); err != nil {
 		f.Close()
 		return err

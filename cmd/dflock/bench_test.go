@@ -118,6 +118,17 @@ func TestBenchRefusesArgumentsAndZeros(t *testing.T) {
 	_, errOut, code = benchCmd(t, context.Background(), "--workers", "0", "--duration", "0s")
 	assert.Equal(t, 2, code)
 	assert.Contains(t, errOut, "--duration, --workers must be more than 0")
+	_, errOut, code = benchCmd(t, context.Background(), "--workloads", "")
+	assert.Equal(t, 2, code)
+	assert.Contains(t, errOut, `--workloads "" names no workload`)
+}
+
+// An --html path that cannot be written fails before the run, not after.
+func TestBenchChecksTheHTMLPathFirst(t *testing.T) {
+	out, errOut, code := benchCmd(t, context.Background(), "--html", t.TempDir()+"/missing/report.html", "--workloads", "distinct")
+	assert.Equal(t, 1, code)
+	assert.Contains(t, errOut, "--html: open ")
+	assert.Empty(t, out, "nothing measured")
 }
 
 func TestBenchReshard(t *testing.T) {

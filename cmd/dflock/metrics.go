@@ -26,8 +26,10 @@ type metricsServer struct {
 }
 
 // serveMetrics starts serving metrics on addr; its Provider goes to the
-// clients. Stop it with close.
-func serveMetrics(addr string, stderr io.Writer) (*metricsServer, error) {
+// clients. Stop it with close. It says on stderr, for command, the address
+// it took (a port of 0 picks one), and warns when that is not loopback
+// only: the metrics name the servers.
+func serveMetrics(addr, command string, stderr io.Writer) (*metricsServer, error) {
 	reg := prometheus.NewRegistry()
 	exp, err := otelprom.New(otelprom.WithRegisterer(reg))
 	if err != nil {
@@ -48,9 +50,13 @@ func serveMetrics(addr string, stderr io.Writer) (*metricsServer, error) {
 	go func() {
 		defer close(m.done)
 		if err := m.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			fmt.Fprintf(stderr, "dflock: metrics server: %v\n", err)
+			fmt.Fprintf(stderr, "%s: metrics server: %v\n", command, err)
 		}
 	}()
+	fmt.Fprintf(stderr, "%s: metrics on http://%s/metrics\n", command, m.Addr())
+	if openToOthers(ln.Addr()) {
+		fmt.Fprintf(stderr, "%s: warning: the metrics are open to other hosts (%s); give 127.0.0.1:PORT to keep them on this one\n", command, m.Addr())
+	}
 	return m, nil
 }
 
@@ -66,4 +72,11 @@ func (m *metricsServer) close() {
 	m.srv.Shutdown(ctx)
 	<-m.done
 	m.provider.Shutdown(ctx)
+}
+
+// openToOthers reports whether other hosts can reach a listener on addr:
+// anything but a loopback address.
+func openToOthers(addr net.Addr) bool {
+	tcp, ok := addr.(*net.TCPAddr)
+	return ok && !tcp.IP.IsLoopback()
 }

@@ -71,3 +71,17 @@ func TestRunServesMetrics(t *testing.T) {
 	cancel()
 	<-done
 }
+
+// --metrics-addr says which address it took (":0" picks a port), and
+// warns when other hosts can reach it (checked without listening there:
+// the tests listen on 127.0.0.1 only).
+func TestMetricsAddrSaysWhereItListens(t *testing.T) {
+	var errOut bytes.Buffer
+	ms, err := serveMetrics("127.0.0.1:0", "dflock run", &errOut)
+	require.NoError(t, err)
+	ms.close()
+	assert.Equal(t, "dflock run: metrics on http://"+ms.Addr()+"/metrics\n", errOut.String(), "no warning on loopback")
+	for ip, open := range map[string]bool{"127.0.0.1": false, "::1": false, "0.0.0.0": true, "::": true, "10.1.2.3": true} {
+		assert.Equal(t, open, openToOthers(&net.TCPAddr{IP: net.ParseIP(ip), Port: 9090}), ip)
+	}
+}

@@ -69,12 +69,12 @@ func parseRunFlags(args []string, getenv func(string) string) (runFlags, *flag.F
 	f.client.registerFleet(set, getenv)
 	set.IntVar(&f.limit, "n", 0, "take a slot of a semaphore of this many slots (at least 1) instead of the lock")
 	set.StringVar(&f.metrics, "metrics-addr", getenv("DFLOCK_METRICS_ADDR"), "serve the client's metrics as Prometheus text on http://ADDR/metrics while CMD runs (env DFLOCK_METRICS_ADDR)")
-	set.DurationVar(&f.timeout, "timeout", 10*time.Second, "how long to wait for the lock; 0 tries once (sent in whole seconds, rounded up)")
-	set.DurationVar(&f.lease, "lease", 0, "lease to ask for, at least 1s, rounded up to whole seconds (default: the server's); renewed while the command runs")
+	durationVar(set, &f.timeout, "timeout", 10*time.Second, "how long to wait for the lock; 0 tries once (sent in whole seconds, rounded up)")
+	durationVar(set, &f.lease, "lease", 0, "lease to ask for, at least 1s, rounded up to whole seconds (default: the server's); renewed while the command runs")
 	if err := replicasFlag(set, &f.replicas, "hold the lock on a quorum of this many servers (odd; see above)", getenv); err != nil {
 		return f, set, err
 	}
-	set.DurationVar(&f.grace, "grace", 10*time.Second, "after the lock is lost: time between SIGTERM and SIGKILL of the command's process group")
+	durationVar(set, &f.grace, "grace", 10*time.Second, "after the lock is lost: time between SIGTERM and SIGKILL of the command's process group")
 	all := set.String("all", "", "hold every one of these keys (comma-separated) in place of KEY, all or none, without deadlock against other sets (see above); the command then follows --")
 	if err := set.Parse(args); err != nil {
 		return f, set, err
@@ -126,16 +126,24 @@ func parseRunFlags(args []string, getenv func(string) string) (runFlags, *flag.F
 	switch {
 	case len(rest) == 0:
 		return f, set, errors.New("missing KEY and command")
+	case len(args) > len(rest) && args[len(args)-len(rest)-1] == "--":
+		// "dflock run -- echo hi": the flag package took the "--", and
+		// "echo" would be taken for KEY.
+		return f, set, fmt.Errorf("missing KEY before -- %s", rest[0])
 	case rest[0] == "":
 		return f, set, errors.New("empty KEY")
 	}
 	f.key, f.command = rest[0], rest[1:]
-	if len(f.command) > 0 && f.command[0] == "--" {
+	switch {
+	case len(f.command) > 0 && f.command[0] == "--":
 		f.command = f.command[1:]
-	} else if len(f.command) > 0 && strings.HasPrefix(f.command[0], "-") {
+	case len(f.command) > 0 && strings.HasPrefix(f.command[0], "-"):
 		// Flags stop at KEY; one after it would otherwise be run as the
 		// command.
 		return f, set, fmt.Errorf("%s after KEY: flags go before KEY", f.command[0])
+	case len(f.command) > 0:
+		// "dflock run k1 k2 -- true" would run k2.
+		return f, set, fmt.Errorf("%s after KEY: one KEY (or --all KEY,KEY...), then -- and the command", f.command[0])
 	}
 	if len(f.command) == 0 {
 		return f, set, errors.New("missing command")
@@ -233,7 +241,7 @@ func runRun(ctx context.Context, args []string, getenv func(string) string, stdo
 	}
 	cfg.Replicas = f.replicas
 	if f.metrics != "" {
-		ms, err := serveMetrics(f.metrics, stderr)
+		ms, err := serveMetrics(f.metrics, "dflock run", stderr)
 		if err != nil {
 			return failed(err)
 		}

@@ -153,7 +153,10 @@ func TestRunUsageErrors(t *testing.T) {
 		{[]string{"--lease", "-1s", "k", "--", "true"}, "--lease -1s must not be negative"},
 		{[]string{"--timeout", "-1s", "k", "--", "true"}, "--timeout -1s must not be negative"},
 		{[]string{"--grace", "-1s", "k", "--", "true"}, "--grace -1s must not be negative"},
-		{[]string{"--timeout", "soon", "k", "--", "true"}, `invalid value "soon" for flag -timeout: parse error`},
+		{[]string{"--timeout", "soon", "k", "--", "true"}, `invalid value "soon" for flag -timeout: parse error: not a duration (such as 500ms, 5s, 2m)`},
+		{[]string{"--timeout", "5", "k", "--", "true"}, `invalid value "5" for flag -timeout: a duration needs a unit: 5s, 5ms`},
+		{[]string{"--", "echo", "hi"}, "missing KEY before -- echo"},
+		{[]string{"k1", "k2", "--", "true"}, "k2 after KEY: one KEY (or --all KEY,KEY...), then -- and the command"},
 		{[]string{"--bogus", "k", "--", "true"}, "flag provided but not defined: -bogus"},
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {

@@ -1,0 +1,103 @@
+package lock
+
+import (
+	"time"
+
+	"github.com/dflock-go/dflock/pool"
+	"github.com/dflock-go/dflock/wire"
+)
+
+// A server that comes back (restarted, or reachable again) has lost every
+// replica the client held there. Each held lock would take its replica
+// again on its own backoff, up to retakeMax later, one try-lock each; in
+// a rolling restart the next server may go down first, and a lock left
+// on fewer than a quorum is lost. So the pool says when the server
+// answers again (pool.Config.OnReturn), and the client takes every
+// missing replica there at once, in one write.
+
+// serverBack runs retakeOn for addr in the client's task group.
+func (c *Client) serverBack(addr string) {
+	c.tasks.goFn(func() { c.retakeOn(addr) })
+}
+
+// retakeAt is a replica to take again: slot i of h.
+type retakeAt struct {
+	h *holder
+	i int
+}
+
+// retakeOn sends a try-lock for every replica the held locks lack on the
+// server at addr, in one write, and takes in the answers as a background
+// re-take does (see holder.retakeNow).
+func (c *Client) retakeOn(addr string) {
+	c.mu.RLock()
+	p := c.pools[addr]
+	ls := make([]*Lock, 0, len(c.active))
+	for l := range c.active {
+		ls = append(ls, l)
+	}
+	c.mu.RUnlock()
+	if p == nil {
+		return
+	}
+	var at []retakeAt
+	var reqs []wire.Request
+	for _, l := range ls {
+		if h := l.missingOn(addr); h != nil {
+			i := h.index(addr)
+			at = append(at, retakeAt{h, i})
+			reqs = append(reqs, l.request(l.cmds.Acquire))
+		}
+	}
+	if len(at) == 0 {
+		return
+	}
+	ctx := c.tasks.ctx
+	res, errs := p.DoAllBy(ctx, reqs, time.Now().Add(c.replicaTimeout))
+	for j, a := range at {
+		o := a.h.tried(ctx, a.i, res[j], errs[j])
+		outs := make([]tryOutcome, len(a.h.slots))
+		outs[a.i] = o
+		a.h.mu.Lock()
+		a.h.retakenLocked([]int{a.i}, outs)
+		a.h.mu.Unlock()
+	}
+	c.log.Debug("lock: a server answers again; took back the replicas held there", "server", addr, "replicas", len(at))
+}
+
+// missingOn returns the holder of a held lock that lacks its replica on
+// the server at addr, and marks a try-lock out to it; nil if none is
+// missing there (or one is being taken).
+func (l *Lock) missingOn(addr string) *holder {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	h := l.h
+	if l.state != stateHeld || h == nil {
+		return nil
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	i := h.index(addr)
+	if i < 0 || h.over || h.taking {
+		return nil
+	}
+	s := &h.slots[i]
+	if s.grant != nil || s.pending || !h.keptLocked(i) {
+		return nil
+	}
+	s.pending = true
+	return h
+}
+
+// withOnReturn is cfg with OnReturn calling the client's serverBack for
+// addr, then the caller's own, if any.
+func (c *Client) withOnReturn(cfg pool.Config, addr string) pool.Config {
+	theirs := cfg.OnReturn
+	cfg.OnReturn = func() {
+		c.serverBack(addr)
+		if theirs != nil {
+			theirs()
+		}
+	}
+	return cfg
+}
