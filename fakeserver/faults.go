@@ -99,11 +99,21 @@ func (s *Server) Stop() error {
 	return nil
 }
 
-// Restart listens again on the address of a stopped server, with empty
-// state. It is a no-op on a running server.
+// Restart listens again on the address of a stopped server (Stop, or a
+// finished Shutdown), with empty state. It is a no-op on a running server.
 func (s *Server) Restart() error {
 	s.life.Lock()
 	defer s.life.Unlock()
+	if s.closed && s.drained {
+		s.closed, s.drained = false, false
+		s.bgStop, s.bgDone, s.stopping = make(chan struct{}), make(chan struct{}), make(chan struct{})
+		if err := s.listen(); err != nil {
+			s.closed, s.drained = true, true
+			return err
+		}
+		go s.background()
+		return nil
+	}
 	if s.closed {
 		return ErrClosed
 	}

@@ -37,6 +37,7 @@ type Server struct {
 	accepted chan struct{}          // closed when the accept loop of ln ends
 	connWG   sync.WaitGroup
 	closed   bool
+	drained  bool // closed by Shutdown, which Restart may undo
 
 	nextID   atomic.Uint64
 	refusing atomic.Bool
@@ -215,6 +216,7 @@ func (s *Server) Close() error {
 	s.life.Lock()
 	defer s.life.Unlock()
 	if s.closed {
+		s.drained = false // for good: Restart no longer undoes a Shutdown
 		return nil
 	}
 	s.closed = true
@@ -232,7 +234,8 @@ func (s *Server) Close() error {
 // not closed: they are served as before until they close, or until their
 // read timeout closes them (answered "error"). Connections still open when
 // ShutdownTimeout passes or ctx ends are closed without a reply; Shutdown
-// then returns the reason.
+// then returns the reason. Restart starts a shut-down server again, empty,
+// as a supervisor restarts dflockd after a drain.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.life.Lock()
 	defer s.life.Unlock()
@@ -255,15 +258,35 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	var err error
 	select {
 	case <-drained:
+		s.forgetLocked()
 		return nil
 	case <-ctx.Done():
 		err = ctx.Err()
 	case <-t.C:
 		err = context.DeadlineExceeded
 	}
+	// A fault, as in Stop: the holders on the connections closed now lose
+	// their locks with no answer.
+	s.mu.Lock()
+	s.faultLocked()
+	s.dropping++
+	s.mu.Unlock()
 	s.dropAll()
 	<-drained
+	s.mu.Lock()
+	s.dropping--
+	s.mu.Unlock()
+	s.forgetLocked()
 	return err
+}
+
+// forgetLocked ends a Shutdown: the process is gone, and so is its state
+// (what auto-release left, if disabled). Restart may start it again.
+func (s *Server) forgetLocked() {
+	s.drained = true
+	s.mu.Lock()
+	s.tab = newTable()
+	s.mu.Unlock()
 }
 
 func (s *Server) stopLocked() {

@@ -363,6 +363,19 @@ func TestShutdownTimeoutForcesClose(t *testing.T) {
 		line, err := idle.readLine(replyTimeout)
 		assert.ErrorIs(t, err, io.EOF)
 		assert.Empty(t, line)
+
+		// A supervisor starts it again after the drain: same address,
+		// empty, serving, and it drains again.
+		srv.Unstall()
+		require.NoError(t, srv.Restart())
+		again := dial(t, srv)
+		assert.Regexp(t, "^ok ", again.do("l", "k", "0"), "k was forgotten with the process")
+		assert.Equal(t, "timeout", dial(t, srv).do("l", "k", "0"))
+		assert.NoError(t, srv.Restart(), "a no-op on a running server")
+		assert.ErrorIs(t, srv.Shutdown(context.Background()), context.DeadlineExceeded)
+		again.expectClosed()
+		require.NoError(t, srv.Close())
+		assert.ErrorIs(t, srv.Restart(), fakeserver.ErrClosed, "Close is for good")
 	})
 }
 

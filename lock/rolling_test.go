@@ -18,7 +18,9 @@ import (
 )
 
 // A rolling restart loses nothing: R=3 over 3 and 5 servers, each server
-// in turn killed, down 1 s, back empty, then 1 s before the next. When a
+// in turn killed (or drained as on SIGTERM: it stops accepting, serves its
+// open connections for 1 s, then closes them), down 1 s, back empty, then
+// 1 s before the next. When a
 // server answers again every lock takes its replica there back at once,
 // in one write, not on its own backoff: all are back on 3 replicas within
 // 300 ms of the return, so the next server down leaves each a quorum.
@@ -30,8 +32,12 @@ func TestRollingRestartLosesNothing(t *testing.T) {
 	if n, err := strconv.Atoi(os.Getenv("DFLOCK_ROLLING_LOCKS")); err == nil {
 		locks = n // the 20,000, measured by hand: too slow for CI under -race
 	}
-	for _, n := range []int{3, 5} {
-		t.Run(fmt.Sprintf("%d servers", n), func(t *testing.T) {
+	for _, tc := range []struct {
+		n    int
+		stop string
+	}{{3, "kill"}, {5, "kill"}, {3, "drain"}, {5, "drain"}} {
+		n := tc.n
+		t.Run(fmt.Sprintf("%d servers %s", n, tc.stop), func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				f := newVirtualFleet(t, n, fakeserver.Config{LeaseSweepInterval: 50 * time.Millisecond, MaxLocks: -1})
 				c := f.client(t, lock.Config{Replicas: 3})
@@ -55,7 +61,13 @@ func TestRollingRestartLosesNothing(t *testing.T) {
 				require.Equal(t, locks, full())
 				for i := range n {
 					srv := f.server(t, i)
-					require.NoError(t, srv.Stop())
+					if tc.stop == "kill" {
+						require.NoError(t, srv.Stop())
+					} else {
+						ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+						assert.ErrorIs(t, srv.Shutdown(ctx), context.DeadlineExceeded, "our connections stay open")
+						cancel()
+					}
 					time.Sleep(time.Second)
 					require.NoError(t, srv.Restart())
 					back := time.Now()
