@@ -495,6 +495,14 @@ func (c *Client) PoolStats() []pool.Stats {
 	return out
 }
 
+// SlowMarks returns, by server address, how many times the client found
+// a server too slow: a try-lock, release or ping not answered within
+// Config.ReplicaTimeout. An acquire then goes on without waiting for that
+// server until it answers again. Servers never found slow are left out: a
+// healthy fleet gives an empty map, also when this process is short of
+// CPU (an answer that arrived while it was is not the server's delay).
+func (c *Client) SlowMarks() map[string]uint64 { return c.slow.counts() }
+
 // RenewalsSent counts the renewals the client has sent.
 func (c *Client) RenewalsSent() uint64 { return c.renewer.sent.Load() }
 

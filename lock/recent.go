@@ -62,6 +62,7 @@ type slowServer struct {
 	refusedAt atomic.Int64
 	// answeredAt is when it last answered a try-lock or a ping.
 	answeredAt atomic.Int64
+	marks      atomic.Uint64 // times it was found too slow
 }
 
 func (s *slowServers) get(addr string) *slowServer {
@@ -73,7 +74,24 @@ func (s *slowServers) get(addr string) *slowServer {
 }
 
 // saw notes that addr did not answer in time.
-func (s *slowServers) saw(addr string) { s.get(addr).at.Store(time.Now().UnixNano()) }
+func (s *slowServers) saw(addr string) { s.get(addr).mark() }
+
+func (st *slowServer) mark() {
+	st.at.Store(time.Now().UnixNano())
+	st.marks.Add(1)
+}
+
+// counts returns how many times each server was found too slow.
+func (s *slowServers) counts() map[string]uint64 {
+	out := map[string]uint64{}
+	s.m.Range(func(k, v any) bool {
+		if n := v.(*slowServer).marks.Load(); n > 0 {
+			out[k.(string)] = n
+		}
+		return true
+	})
+	return out
+}
 
 // answered notes that addr answered.
 func (s *slowServers) answered(addr string) {
@@ -96,13 +114,13 @@ func (s *slowServers) check(ctx context.Context, addr string, p *pool.Pool, wait
 		return // it answered lately, or is being asked
 	}
 	defer st.probing.Store(false)
-	pctx, cancel := context.WithTimeout(ctx, wait)
-	defer cancel()
-	switch err := p.Ping(pctx); {
+	// By a deadline, not a context's: a deadline's answer on its way in
+	// our own process still counts (see pool.ErrNoReply).
+	switch err := p.PingBy(ctx, time.Now().Add(wait)); {
 	case err == nil:
 		s.answered(addr)
 	case ctx.Err() == nil:
-		st.at.Store(time.Now().UnixNano())
+		st.mark()
 	}
 }
 

@@ -191,7 +191,9 @@ func (r letGone) awaitAsTheyCome(ctx context.Context, rs []pool.Releasing, deadl
 			return false
 		case <-linger:
 			for j, g := range r.grants {
-				if !t.answered[j] {
+				// An answer on its way in this process is not a slow
+				// server's: ours was (starved of CPU).
+				if !t.answered[j] && !rs[j].Arriving() {
 					l.c.slow.saw(g.Addr())
 				}
 			}

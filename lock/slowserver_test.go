@@ -1,15 +1,21 @@
 package lock_test
 
 import (
+	"context"
+	"net"
 	"slices"
+	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
 
 	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 
+	"github.com/dflock-go/dflock/internal/starve"
 	"github.com/dflock-go/dflock/internal/testproxy"
 	"github.com/dflock-go/dflock/lock"
+	"github.com/dflock-go/dflock/pool"
 )
 
 // A server that did not answer a try-lock within the replica timeout
@@ -40,5 +46,60 @@ func TestSlowServerGetsOneRequestAtATime(t *testing.T) {
 		assert.NoError(t, l.Release(ctxFor(t, wait)))
 		synctest.Wait()
 		assert.Equal(t, int64(2), proxy.Requests()-before, "the first try-lock and one probe, both unanswered")
+	})
+}
+
+// A replica whose answer reaches this process in time but waits unread,
+// because the process is short of CPU, is not a slow server: at the
+// replica timeout the acquire finds the answer on its way, takes it when
+// the reader runs, holds all three replicas, and marks no server slow.
+// A stalled server is still marked.
+func TestAStarvedClientDoesNotMarkHealthyServersSlow(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f, srvs, addrs := replicated(t, 3, 3, "k")
+		var mu sync.Mutex
+		conns := map[string][]*starve.Conn{}
+		cfg := f.mem.Pool(pool.Config{})
+		dial := cfg.Dial
+		cfg.Dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
+			nc, err := dial(ctx, network, addr)
+			if err != nil {
+				return nil, err
+			}
+			sc := starve.New(nc)
+			mu.Lock()
+			conns[addr] = append(conns[addr], sc)
+			mu.Unlock()
+			return sc, nil
+		}
+		c, err := lock.New(lock.Config{Servers: f.addrs, Replicas: 3, Pool: cfg})
+		require.NoError(t, err)
+		t.Cleanup(func() { c.Close() })
+		mustAcquire(t, c.Lock("warm-up"))
+		synctest.Wait()
+
+		// Two of three held past the replica timeout: no quorum without
+		// them.
+		mu.Lock()
+		for _, a := range addrs[1:] {
+			for _, sc := range conns[a] {
+				sc.HoldReads(700 * time.Millisecond)
+			}
+		}
+		mu.Unlock()
+		start := time.Now()
+		l := c.Lock("k")
+		mustAcquire(t, l)
+		assert.Equal(t, 700*time.Millisecond, time.Since(start), "when the reader ran")
+		assert.Len(t, l.HeldOn(), 3)
+		assert.Empty(t, c.SlowMarks(), "no server was slow")
+		require.NoError(t, l.Release(ctxFor(t, wait)))
+
+		srvs[0].Stall(time.Hour)
+		t.Cleanup(srvs[0].Unstall)
+		mustAcquire(t, c.Lock("k2")) // on two; the third is awaited in the background
+		time.Sleep(time.Second)
+		synctest.Wait()
+		assert.Equal(t, map[string]uint64{addrs[0]: 1}, c.SlowMarks(), "a stalled server is")
 	})
 }

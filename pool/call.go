@@ -82,6 +82,14 @@ func (cl *Call) Notify(ch chan<- int, tag int) {
 	c.mu.Unlock()
 }
 
+// Arriving reports whether the call's answer may be held up in this
+// process rather than by the server: the request is not written yet, or
+// the connection has received bytes its reader has not handled. A
+// deadline that passes while it is true is not the server's silence.
+func (cl *Call) Arriving() bool {
+	return cl.cl != nil && cl.c.arriving()
+}
+
 // Wait waits for the reply without taking it: nil once it is in, or
 // ctx's error, or one matching ErrNoReply at deadline (unless zero). The
 // call stays out either way, to be awaited.

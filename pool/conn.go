@@ -25,6 +25,7 @@ type Conn struct {
 	p      *Pool
 	id     uint64
 	nc     net.Conn
+	in     *watchedReader // nc as lr reads it
 	lr     *wire.LineReader
 	shared bool          // carries pipelined requests of many callers
 	wake   chan struct{} // tells the writer that wbuf has requests; capacity 1
@@ -37,6 +38,7 @@ type Conn struct {
 	mu       sync.Mutex
 	wbuf     []byte // requests queued and not yet written
 	wcount   int    // requests in wbuf
+	writing  bool   // the writer is writing requests taken from wbuf
 	spare    []byte // the writer's other buffer
 	pending  []*call
 	head     int               // pending[head:] await replies
@@ -157,11 +159,12 @@ func (cl *call) recycle() {
 	cl.home.Put(cl)
 }
 
-func newConn(p *Pool, id uint64, nc net.Conn, lr *wire.LineReader, shared bool) *Conn {
+func newConn(p *Pool, id uint64, in *watchedReader, lr *wire.LineReader, shared bool) *Conn {
 	c := &Conn{
 		p:        p,
 		id:       id,
-		nc:       nc,
+		nc:       in.Conn,
+		in:       in,
 		lr:       lr,
 		shared:   shared,
 		wake:     make(chan struct{}, 1),
@@ -242,8 +245,9 @@ func (c *Conn) awaitBy(ctx context.Context, cl *call, deadline time.Time) (res R
 // deadline (unless zero) passes, which it says as awaitBy does.
 func (c *Conn) waitBy(ctx context.Context, cl *call, deadline time.Time) error {
 	var late <-chan time.Time
+	var t *time.Timer
 	if !deadline.IsZero() {
-		t := c.p.timers.Get().(*time.Timer)
+		t = c.p.timers.Get().(*time.Timer)
 		t.Reset(time.Until(deadline))
 		defer func() {
 			t.Stop()
@@ -258,7 +262,7 @@ func (c *Conn) waitBy(ctx context.Context, cl *call, deadline time.Time) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	case <-late:
-		return fmt.Errorf("%w from %s", ErrNoReply, c.p.addr)
+		return c.overdue(ctx, cl, t)
 	}
 }
 
@@ -330,7 +334,7 @@ func (c *Conn) writeLoop() {
 				break
 			}
 			buf, n := c.wbuf, c.wcount
-			c.wbuf, c.wcount = c.spare[:0], 0
+			c.wbuf, c.wcount, c.writing = c.spare[:0], 0, true
 			c.mu.Unlock()
 
 			// Counted before it goes: a caller woken by the answer finds
@@ -342,7 +346,7 @@ func (c *Conn) writeLoop() {
 			_, err := c.nc.Write(buf)
 
 			c.mu.Lock()
-			c.spare = buf[:0]
+			c.spare, c.writing = buf[:0], false
 			c.mu.Unlock()
 			if err != nil {
 				c.fail(fmt.Errorf("%w: write: %v", ErrBroken, err))

@@ -271,6 +271,10 @@ type Releasing struct {
 	notHeld error // why nothing was sent: the grant was not held
 }
 
+// Arriving reports whether the release's answer may be held up in this
+// process rather than by the server, as Call.Arriving does.
+func (r *Releasing) Arriving() bool { return r.call.Arriving() }
+
 // StartRelease sends the grant's release, as Release does, and returns at
 // once; Await takes the answer. The releases of many grants go out this
 // way at once, with no goroutine each. Every release started must be

@@ -55,6 +55,9 @@ type Pool struct {
 	broken     atomic.Uint64
 	requests   atomic.Uint64 // requests queued for the server
 	malformed  atomic.Uint64 // replies that could not be parsed
+	// starvedWaits counts the looks at a connection past a call's
+	// deadline that found its answer on the way (see Conn.overdue).
+	starvedWaits atomic.Uint64
 
 	// writeSize records requests per write, with writeOpts; nil
 	// without Config.MeterProvider.
@@ -217,8 +220,14 @@ func (p *Pool) DoBy(ctx context.Context, req *wire.Request, deadline time.Time) 
 // for the answer: nil means the server answered within ctx, so it is up
 // and not stalled.
 func (p *Pool) Ping(ctx context.Context) error {
+	return p.PingBy(ctx, time.Time{})
+}
+
+// PingBy is Ping that also gives up at deadline (unless zero), as DoBy
+// does: an answer on its way in this process by then still counts.
+func (p *Pool) PingBy(ctx context.Context, deadline time.Time) error {
 	req := keepAlive
-	_, err := p.Do(ctx, &req)
+	_, err := p.DoBy(ctx, &req, deadline)
 	return err
 }
 
@@ -446,7 +455,8 @@ func (p *Pool) dialConn(ctx context.Context, shared bool) (*Conn, error) {
 		}
 		nc = tc
 	}
-	lr := wire.NewLineReader(nc, wire.MaxStatsLen)
+	in := &watchedReader{Conn: nc}
+	lr := wire.NewLineReader(in, wire.MaxStatsLen)
 	if p.cfg.AuthToken != "" {
 		if err := authenticate(ctx, p.addr, nc, lr, p.cfg.AuthToken); err != nil {
 			nc.Close()
@@ -460,7 +470,7 @@ func (p *Pool) dialConn(ctx context.Context, shared bool) (*Conn, error) {
 		nc.Close()
 		return nil, ErrClosed
 	}
-	c := newConn(p, p.ids.Add(1), nc, lr, shared)
+	c := newConn(p, p.ids.Add(1), in, lr, shared)
 	p.conns[c.id] = c
 	return c, nil
 }

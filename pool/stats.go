@@ -23,6 +23,13 @@ type Stats struct {
 	// MalformedReplies counts replies that could not be parsed (each
 	// broke its connection).
 	MalformedReplies uint64
+	// StarvedWaits counts the times a call's deadline passed with its
+	// answer on the way in our own process (the request not yet written,
+	// or the reply received and not yet read: the process was short of
+	// CPU), so that the call waited a little more rather than call the
+	// server silent. Many of them say the client, not the server, is
+	// slow.
+	StarvedWaits uint64
 	// Grants counts the locks and slots held through the pool.
 	Grants int
 	// GrantsPerConn maps connection ID to the locks it holds, for the
@@ -48,6 +55,7 @@ func (p *Pool) Stats() Stats {
 		BrokenConns:      p.broken.Load(),
 		MalformedReplies: p.malformed.Load(),
 		Requests:         p.requests.Load(),
+		StarvedWaits:     p.starvedWaits.Load(),
 		GrantsPerConn:    map[uint64]int{},
 	}
 	conns := p.connList()

@@ -239,6 +239,14 @@ func (c *conn) CloseWrite() error {
 	return nil
 }
 
+// Buffered returns how many bytes the other end wrote that no Read took
+// yet, as the kernel tells of a socket (FIONREAD).
+func (c *conn) Buffered() int {
+	c.in.mu.Lock()
+	defer c.in.mu.Unlock()
+	return len(c.in.buf) - c.in.r
+}
+
 // LocalAddr is this end's address. A dialling end's port is unique in its
 // Network (see Network.Dial).
 func (c *conn) LocalAddr() net.Addr { return c.local }
