@@ -3,6 +3,7 @@ package lock
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -53,7 +54,11 @@ type Config struct {
 	// client's (Logger and MeterProvider below).
 	Pool pool.Config
 	// Logger receives lost locks and connection events, with keys and
-	// servers but never tokens or the auth token. Nil discards them.
+	// servers but never tokens or the auth token. Nil logs through
+	// slog.Default() (by default its Info level and above: lost locks,
+	// servers that cannot be reached, fleet changes), each kind
+	// throttled per server (losses counted into one line a second);
+	// slog.New(slog.DiscardHandler) silences them.
 	Logger *slog.Logger
 	// Replicas places every key on this many servers (odd; default 1):
 	// the key's server and the next ones the strategy prefers (see
@@ -248,7 +253,7 @@ func connConfig(cfg Config) (pool.Config, *slog.Logger, error) {
 	}
 	log := cfg.Logger
 	if log == nil {
-		log = slog.New(slog.DiscardHandler)
+		log = slog.Default()
 	}
 	pc.Logger = log
 	if mp := cfg.MeterProvider; mp == nil {
@@ -401,7 +406,29 @@ func (c *Client) WithSemaphore(ctx context.Context, key string, limit int, fn fu
 	return c.Semaphore(key, limit, opts...).run(ctx, fn)
 }
 
+// With runs fn while holding l, as Client.WithLock does: it acquires
+// (returning ErrTimeout if the acquire timeout passes), runs fn, and
+// releases when fn returns, fails or panics; fn's context is cancelled,
+// with cause ErrLockLost, if the lock is lost meanwhile. fn reaches the
+// handle as l, for its token, lease or servers, and l stays usable
+// afterwards (WithLock's handle is retired).
+func (l *Lock) With(ctx context.Context, fn func(ctx context.Context) error) error {
+	if fn == nil {
+		return invalid("With of a nil function")
+	}
+	ctx, end := l.span(ctx, "dflock.With")
+	err := l.runAs(ctx, keptLock{l}, fn)
+	end("", err)
+	return err
+}
+
+// run is With for a handle of its own, retired at the end.
 func (l *Lock) run(ctx context.Context, fn func(ctx context.Context) error) error {
+	return l.runAs(ctx, l, fn)
+}
+
+// runAs acquires l and runs fn under it, h ending it.
+func (l *Lock) runAs(ctx context.Context, h holding, fn func(ctx context.Context) error) error {
 	ok, err := l.Acquire(ctx)
 	if err != nil {
 		return err
@@ -409,7 +436,20 @@ func (l *Lock) run(ctx context.Context, fn func(ctx context.Context) error) erro
 	if !ok {
 		return fmt.Errorf("%w: %q not acquired within %v", ErrTimeout, l.key, l.opt.acquireTimeout)
 	}
-	return runHeld(ctx, l, fn)
+	return runHeld(ctx, h, fn)
+}
+
+// keptLock is a Lock under Lock.With, which releases it at the end but
+// keeps the handle.
+type keptLock struct{ *Lock }
+
+func (k keptLock) finish() {
+	ctx, cancel := context.WithTimeout(context.Background(), k.c.closeTimeout)
+	defer cancel()
+	// A loss is fn's caller's to hear, from runHeld.
+	if err := k.Release(ctx); err != nil && !errors.Is(err, ErrNotHeld) && !errors.Is(err, ErrLockLost) {
+		k.c.log.Warn("lock: release after With", "key", k.key, "err", err)
+	}
 }
 
 func (l *Lock) watch(cancel context.CancelCauseFunc) bool {

@@ -1,6 +1,7 @@
 package lock
 
 import (
+	"errors"
 	"time"
 
 	"github.com/dflock-go/dflock/pool"
@@ -26,9 +27,18 @@ type retakeAt struct {
 	i int
 }
 
+// retakeChunk is how many try-locks of a server's return go out in one
+// write, and are awaited together: a chunk's answers count as soon as it
+// is in, and its deadline starts when it is sent. One batch of 20,000
+// took longer than the replica timeout on a loaded machine against a
+// server answering steadily, and its every answer was given up.
+const retakeChunk = 512
+
 // retakeOn sends a try-lock for every replica the held locks lack on the
-// server at addr, in one write, and takes in the answers as a background
-// re-take does (see holder.retakeNow).
+// server at addr, a chunk at a time (each in one write), and takes in the
+// answers as a background re-take does (see holder.retakeNow). Once a
+// chunk finds the server gone again, the rest are left to each lock's own
+// re-take.
 func (c *Client) retakeOn(addr string) {
 	c.mu.RLock()
 	p := c.pools[addr]
@@ -49,20 +59,39 @@ func (c *Client) retakeOn(addr string) {
 			reqs = append(reqs, l.request(l.cmds.Acquire))
 		}
 	}
-	if len(at) == 0 {
-		return
-	}
 	ctx := c.tasks.ctx
-	res, errs := p.DoAllBy(ctx, reqs, time.Now().Add(c.replicaTimeout))
-	for j, a := range at {
-		o := a.h.tried(ctx, a.i, res[j], errs[j])
-		outs := make([]tryOutcome, len(a.h.slots))
-		outs[a.i] = o
-		a.h.mu.Lock()
-		a.h.retakenLocked([]int{a.i}, outs)
-		a.h.mu.Unlock()
+	taken := 0
+	var gone error
+	for start := 0; start < len(at); start += retakeChunk {
+		end := min(start+retakeChunk, len(at))
+		var res []pool.Result
+		var errs []error
+		if gone == nil {
+			res, errs = p.DoAllBy(ctx, reqs[start:end], time.Now().Add(c.replicaTimeout))
+		} else {
+			res, errs = make([]pool.Result, end-start), make([]error, end-start)
+			for j := range errs {
+				errs[j] = gone // not sent: a lock's own re-take will
+			}
+		}
+		for j, a := range at[start:end] {
+			o := a.h.tried(ctx, a.i, res[j], errs[j])
+			if o.took {
+				taken++
+			}
+			outs := make([]tryOutcome, len(a.h.slots))
+			outs[a.i] = o
+			a.h.mu.Lock()
+			a.h.retakenLocked([]int{a.i}, outs)
+			a.h.mu.Unlock()
+		}
+		if last := errs[len(errs)-1]; gone == nil && last != nil && !errors.Is(last, pool.ErrNoReply) {
+			gone = last // broken or closed: the server is gone again
+		}
 	}
-	c.log.Debug("lock: a server answers again; took back the replicas held there", "server", addr, "replicas", len(at))
+	if len(at) > 0 {
+		c.log.Debug("lock: a server answers again; took back the replicas held there", "server", addr, "missing", len(at), "taken", taken)
+	}
 }
 
 // missingOn returns the holder of a held lock that lacks its replica on

@@ -244,6 +244,43 @@ func TestWithLock(t *testing.T) {
 	assert.True(t, ok, "released after a panic")
 }
 
+// Lock.With is WithLock on a handle fn can reach: its token and lease
+// while fn runs, released after, and the handle still usable (WithLock's
+// is retired). A loss comes back in the error, as from WithLock.
+func TestLockWith(t *testing.T) {
+	f := newFleet(t, 1, fakeserver.Config{})
+	c := f.client(t, lock.Config{})
+	key := uniqueKey(t, "k")
+	l := c.Lock(key, lock.LeaseTTL(7*time.Second))
+	var token string
+	err := l.With(ctxFor(t, wait), func(ctx context.Context) error {
+		token = l.Token()
+		assert.Equal(t, 7*time.Second, l.Lease())
+		ok, err := c.Lock(key).TryAcquire(ctx)
+		require.NoError(t, err)
+		assert.False(t, ok, "held while fn runs")
+		return nil
+	})
+	require.NoError(t, err)
+	assert.Len(t, token, 32)
+	assert.Empty(t, l.Token(), "released after fn")
+	assert.Zero(t, l.Lease())
+	require.NoError(t, l.With(ctxFor(t, wait), func(context.Context) error { return nil }), "the handle is still usable")
+	assert.ErrorIs(t, l.With(ctxFor(t, wait), nil), lock.ErrInvalid)
+
+	srv := f.server(t, 0) // the rest needs its fault hooks
+	err = l.With(ctxFor(t, wait), func(ctx context.Context) error {
+		srv.DropConnections()
+		<-ctx.Done()
+		return nil
+	})
+	assert.ErrorIs(t, err, lock.ErrLockLost)
+	ok, err := l.Acquire(ctxFor(t, wait))
+	require.NoError(t, err)
+	assert.True(t, ok, "usable after a loss too")
+	require.NoError(t, l.Release(ctxFor(t, wait)))
+}
+
 // Hazard 6 (and 5's consequence): a lock lost while fn runs cancels fn's
 // context with cause ErrLockLost.
 func TestWithLockContextEndsWhenLost(t *testing.T) {

@@ -3,6 +3,7 @@ package lock_test
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"regexp"
 	"strings"
 	"testing"
@@ -252,6 +253,29 @@ func TestLossesAreLoggedPerServerAndCause(t *testing.T) {
 		require.NoError(t, c.Close())
 		assert.Len(t, errorLines(), 2, "nothing left for Close to log")
 		assert.Equal(t, 200, strings.Count(buf.String(), "level=DEBUG msg=\"lock lost\""))
+	})
+}
+
+// With no Config.Logger, losses go to slog.Default(), throttled as ever:
+// a new user hears of them without setting anything.
+func TestLossesAreLoggedByDefault(t *testing.T) {
+	var buf testlog.Buffer
+	prev := slog.Default()
+	slog.SetDefault(slog.New(slog.NewTextHandler(&buf, nil))) // Info and above, as the default's
+	t.Cleanup(func() { slog.SetDefault(prev) })
+	synctest.Test(t, func(t *testing.T) {
+		f := newVirtualFleet(t, 1, fakeserver.Config{})
+		c := f.client(t, lock.Config{})
+		for i := range 50 {
+			mustAcquire(t, c.Lock(fmt.Sprintf("k%d", i)))
+		}
+		f.server(t, 0).DropConnections()
+		time.Sleep(time.Second)
+		synctest.Wait()
+		out := buf.String()
+		assert.Equal(t, 1, strings.Count(out, `msg="lock lost"`), "%s", out)
+		assert.Regexp(t, `msg="locks lost" count=49 server=`+regexp.QuoteMeta(f.addrs[0]), out)
+		assert.NotContains(t, out, "level=DEBUG")
 	})
 }
 

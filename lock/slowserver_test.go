@@ -2,6 +2,7 @@ package lock_test
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"slices"
 	"sync"
@@ -101,5 +102,46 @@ func TestAStarvedClientDoesNotMarkHealthyServersSlow(t *testing.T) {
 		time.Sleep(time.Second)
 		synctest.Wait()
 		assert.Equal(t, map[string]uint64{addrs[0]: 1}, c.SlowMarks(), "a stalled server is")
+	})
+}
+
+// When every replica of a key is marked slow, an acquire asks them all
+// the same rather than fail at once: concurrent acquires right after a
+// stall of the whole fleet (or of this process) all succeed, where each
+// server's one probe at a time left the others failing with "only 0 of 3
+// replicas available".
+func TestAllSlowReplicasAreAskedAnyway(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f, srvs, _ := replicated(t, 3, 3, "k")
+		c := f.client(t, lock.Config{Servers: f.addrs, Replicas: 3})
+		mustAcquire(t, c.Lock("warm-up"))
+		for _, s := range srvs {
+			s.Stall(time.Hour)
+		}
+		ok, err := c.Lock("k", lock.AcquireTimeout(time.Second)).Acquire(ctxFor(t, wait))
+		assert.False(t, ok)
+		assert.Error(t, err, "no server answers")
+		for _, s := range srvs {
+			s.Unstall()
+		}
+		synctest.Wait()
+		require.Len(t, c.SlowMarks(), 3, "all three marked slow")
+
+		var wg sync.WaitGroup
+		errs := make([]error, 10)
+		for i := range errs {
+			wg.Go(func() {
+				l := c.Lock(fmt.Sprintf("k%d", i))
+				ok, err := l.Acquire(ctxFor(t, wait))
+				if err == nil && !ok {
+					err = fmt.Errorf("not acquired")
+				}
+				errs[i] = err
+			})
+		}
+		wg.Wait()
+		for i, err := range errs {
+			assert.NoError(t, err, "acquire %d", i)
+		}
 	})
 }

@@ -525,7 +525,10 @@ type probe struct {
 // call the key taken, by this very holder, and its answer comes to the
 // holder anyway), and not one whose server lately did not answer, unless
 // it is the one request at a time that probes it; those are failed in
-// outs at once. It appends them to send.
+// outs at once. It appends them to send. A group that cannot make its
+// quorum without its slow servers asks them all the same: every replica
+// slow at once says more about this process or its network than about
+// the servers, and failing at once would help nobody.
 func (h *holder) toSend(idx []int, outs []tryOutcome, send []probe) []probe {
 	slow := h.l.c.slow
 	h.mu.Lock()
@@ -534,8 +537,9 @@ func (h *holder) toSend(idx []int, outs []tryOutcome, send []probe) []probe {
 		if h.slots[i].pending {
 			continue
 		}
-		if h.single {
-			// Its only server: asked however slow it was lately.
+		if h.single || h.needsSlowLocked(i) {
+			// Its only server, or one its group needs: asked however
+			// slow it was lately.
 			send = append(send, probe{i, noProbe, false})
 		} else if ok, probing, done := slow.send(h.addr(i)); ok {
 			send = append(send, probe{i, done, probing})
@@ -546,6 +550,29 @@ func (h *holder) toSend(idx []int, outs []tryOutcome, send []probe) []probe {
 		h.slots[i].pending = true
 	}
 	return send
+}
+
+// needsSlowLocked reports whether slot i's group falls short of its
+// quorum without the replicas whose servers are lately slow (or refuse
+// waits): those held, or with a try-lock out, count as there.
+func (h *holder) needsSlowLocked(i int) bool {
+	slow := h.l.c.slow
+	for _, g := range h.groups {
+		if !slices.Contains(g.idx, i) {
+			continue
+		}
+		there := 0
+		for _, j := range g.idx {
+			s := &h.slots[j]
+			if s.grant != nil || s.pending || (!slow.recent(h.addr(j)) && !slow.refusesWaits(h.addr(j))) {
+				there++
+			}
+		}
+		if there < g.quorum {
+			return true
+		}
+	}
+	return false
 }
 
 // noteAnswer ends probe p, whose try-lock ended with o, and tells the

@@ -519,7 +519,7 @@ func (p *Pool) connBroke(c *Conn, holds int, err error) {
 		if !watching && p.cfg.OnReturn != nil {
 			p.spawn(p.watchReturn)
 		}
-		p.log.Warn("pool: connection broke; its locks are lost", "addr", p.addr, "conn", c.id, "locks", holds, "err", loggable(err))
+		p.log.Warn("pool: connection broke; the server no longer holds what it granted on it", "addr", p.addr, "conn", c.id, "locks", holds, "err", loggable(err))
 	} else {
 		p.log.Debug("pool: connection broke", "addr", p.addr, "conn", c.id, "err", loggable(err))
 	}
