@@ -45,6 +45,7 @@
 // # Coming from the Python client
 //
 //	async with DistributedLock("k") as lock:      c.WithLock(ctx, "k", func(ctx context.Context) error {...})
+//	    print(lock.token)                         or l := c.Lock("k"); l.With(ctx, func(ctx context.Context) error { fmt.Println(l.Token()); ... })
 //	lock = DistributedLock("k", ...)              l := c.Lock("k", opts...)
 //	await lock.acquire()  (False on timeout)      ok, err := l.Acquire(ctx)  (false, nil on timeout)
 //	await lock.release()                          l.Release(ctx)
@@ -111,8 +112,24 @@
 //     never touches the current one.
 //   - A grant that arrives after its caller gave up is released at once.
 //   - AcquireTimeout bounds the whole acquire, including the wait for a
-//     free connection. Timeouts go to the server in whole seconds, rounded
-//     up; a context deadline that ends sooner wins on the client side.
+//     free connection, to within 50 ms whatever the servers do: a server
+//     that does not answer is an error naming it (matching
+//     pool.ErrNoReply), never a busy key. Timeouts go to the server in
+//     whole seconds, rounded up; a context deadline that ends sooner wins
+//     on the client side. A try-lock alone (TryAcquire, TryLockMany, an
+//     AcquireTimeout of 0) waits Config.ReplicaTimeout for its answer.
+//   - A deadline passing is judged against what this process has received,
+//     not by the clock alone. When the process is short of CPU, a timer can
+//     fire before the goroutine that reads the connection runs; so at a
+//     deadline the connection is checked, and an answer already received
+//     and not yet read, or a request not yet written, is waited for, up to
+//     500 ms more. A stalled server sends nothing and gets none of that. A
+//     lease is another matter: one whose renewal is not confirmed by its
+//     deadline is lost, however busy the process was.
+//   - When a server answers again after a failure (a restart, say), every
+//     replica the held locks lack there is taken back at once, in writes
+//     of many try-locks, so that a rolling restart does not leave locks on
+//     too few servers when the next one goes down.
 //
 // What still breaks mutual exclusion: when the server closes a holder's
 // connection (it crashed, restarted, or dropped it), it may grant the

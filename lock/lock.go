@@ -532,11 +532,9 @@ func (l *Lock) what() string {
 
 // Release releases the lock and stops renewing it. It returns ErrNotHeld
 // if the lock is not held, and an error matching ErrLockLost if it was
-// lost meanwhile (its lease had run out on the server). A lock on one
-// server waits for its server's answer until ctx ends; one on several
-// (replicated, or moving in a fleet change) until ctx ends or
-// Config.CloseTimeout passes, then says which did not answer. The release
-// still goes out.
+// lost meanwhile (its lease had run out on the server). It waits for the
+// servers' answers until ctx ends or Config.CloseTimeout passes, then
+// says which did not answer; the release still goes out.
 func (l *Lock) Release(ctx context.Context) error {
 	l.op.Lock()
 	defer l.op.Unlock()

@@ -275,6 +275,8 @@ func TestLockWith(t *testing.T) {
 		return nil
 	})
 	assert.ErrorIs(t, err, lock.ErrLockLost)
+	assert.Zero(t, l.Lease(), "not held after a loss")
+	assert.Empty(t, l.Token())
 	ok, err := l.Acquire(ctxFor(t, wait))
 	require.NoError(t, err)
 	assert.True(t, ok, "usable after a loss too")
@@ -507,6 +509,39 @@ func TestAcquireTimeoutBoundsAStalledServer(t *testing.T) {
 		require.ErrorIs(t, err, pool.ErrNoReply)
 		assert.Contains(t, err.Error(), srv.Addr())
 		assert.False(t, ok)
+	})
+}
+
+// Release waits for a stalled server's answer until ctx ends, or without
+// a ctx deadline, for the close timeout; the error names the server, and
+// the release still reaches it when it answers.
+func TestReleaseBoundsAStalledServer(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newVirtualFleet(t, 1, fakeserver.Config{})
+		srv := f.server(t, 0)
+		c := f.client(t, lock.Config{CloseTimeout: 3 * time.Second})
+		k := uniqueKey(t, "k")
+		l := c.Lock(k)
+		for _, ctxTimeout := range []time.Duration{time.Second, 0} {
+			mustAcquire(t, l)
+			srv.Stall(time.Hour)
+			ctx, bound := context.Background(), 3*time.Second
+			if ctxTimeout > 0 {
+				var cancel context.CancelFunc
+				ctx, cancel = context.WithTimeout(ctx, ctxTimeout)
+				defer cancel()
+				bound = ctxTimeout
+			}
+			began := time.Now()
+			err := l.Release(ctx)
+			assert.Equal(t, bound, time.Since(began))
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), srv.Addr())
+			assert.NotErrorIs(t, err, lock.ErrLockLost)
+			srv.Unstall()
+			synctest.Wait()
+			assert.Zero(t, keyHolders(srv, k), "released when the server answered")
+		}
 	})
 }
 

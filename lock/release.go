@@ -22,19 +22,18 @@ type letGone struct {
 // succeeds when they held a quorum of every group; it reports the lock
 // lost when the servers had let go of too many to leave one.
 func (r letGone) release(ctx context.Context) error {
-	switch {
-	case r.h == nil:
+	if r.h == nil {
 		return nil // nothing was held
-	case len(r.grants) == 1 && len(r.h.slots) == 1:
-		// One server: its answer is the release's, bounded by ctx alone
-		// for now (see the issue 23 notes: awaited with a deadline, a
-		// pooled timer per release, the race-enabled suite crashed in
-		// the runtime's timer code about once in ten soaks).
-		return releaseError(r.grants[0].Release(ctx))
+	}
+	deadline := time.Now().Add(r.h.l.c.closeTimeout)
+	if len(r.grants) == 1 && len(r.h.slots) == 1 {
+		// One server: its answer is the release's.
+		rel := r.grants[0].StartRelease()
+		return releaseError(rel.Await(ctx, deadline))
 	}
 	var buf [viewBufLen]pool.Releasing
 	rs := startReleases(r.grants, buf[:0])
-	return r.judge(ctx, rs, time.Now().Add(r.h.l.c.closeTimeout))
+	return r.judge(ctx, rs, deadline)
 }
 
 // releaseError is what Release reports for the error of a grant's
