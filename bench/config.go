@@ -61,10 +61,15 @@ type Config struct {
 	// hold ReshardHeld locks (default 4,000). The embedded fleet has 4
 	// servers for it; given Servers, the last one is the one that comes
 	// and goes.
-	Reshard           bool
+	Reshard bool
+	// ReshardStrategies are the strategies Reshard measures, one after
+	// another. Default all of shard.Names().
 	ReshardStrategies []string
-	ReshardClients    int
-	ReshardHeld       int
+	// ReshardClients is how many clients run Reshard's load. Default 4.
+	ReshardClients int
+	// ReshardHeld is how many locks Reshard's clients hold through each
+	// change. Default 4,000.
+	ReshardHeld int
 	// MeterProvider receives the clients' metrics (lock.Config's);
 	// nil leaves them to OpenTelemetry's global provider.
 	MeterProvider metric.MeterProvider

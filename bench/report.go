@@ -13,23 +13,33 @@ import (
 
 // Result is one workload's measurement.
 type Result struct {
+	// Name is the workload's name, with "/rN" for a replica count and
+	// "/SETTING" for a metrics setting when the run compares several.
 	Name string `json:"name"`
-	// What one operation is, for the reader.
-	Op      string  `json:"op"`
-	Ops     int64   `json:"ops"`
+	// Op says what one operation is, for the reader.
+	Op string `json:"op"`
+	// Ops is how many operations succeeded in the measured phase; failed
+	// ones are in Errors.
+	Ops int64 `json:"ops"`
+	// Seconds is how long the measured phase lasted (Config.Duration).
 	Seconds float64 `json:"seconds"`
 	// PerSecond is operations per second.
 	PerSecond float64 `json:"per_second"`
 	// VsRaw is PerSecond over the raw baseline's (0 for the baseline).
 	VsRaw float64 `json:"vs_raw"`
-	// Mean and percentiles of one operation's latency; 0 when none
-	// succeeded.
+	// Mean is the mean latency of a successful operation; it and the
+	// percentiles below are 0 when none succeeded.
 	Mean time.Duration `json:"mean_ns"`
-	P50  time.Duration `json:"p50_ns"`
-	P90  time.Duration `json:"p90_ns"`
-	P99  time.Duration `json:"p99_ns"`
+	// P50 is the median latency of a successful operation.
+	P50 time.Duration `json:"p50_ns"`
+	// P90 is the latency 90% of successful operations took at most.
+	P90 time.Duration `json:"p90_ns"`
+	// P99 is the latency 99% of successful operations took at most.
+	P99 time.Duration `json:"p99_ns"`
+	// P999 is the latency 99.9% of successful operations took at most.
 	P999 time.Duration `json:"p999_ns"`
-	Max  time.Duration `json:"max_ns"`
+	// Max is the longest latency of a successful operation.
+	Max time.Duration `json:"max_ns"`
 	// CPUPerOp is this process's CPU time (user and system, from
 	// getrusage) over the measured phase, divided by Ops; failed
 	// operations' CPU counts too. It is the client's own cost unless
@@ -51,20 +61,29 @@ type Result struct {
 // CurvePoint is one point of a latency curve: the latency at or below
 // which Percentile percent of the ops took.
 type CurvePoint struct {
-	Percentile float64       `json:"percentile"`
-	Latency    time.Duration `json:"latency_ns"`
+	// Percentile is the share of operations, in percent (50 to 100).
+	Percentile float64 `json:"percentile"`
+	// Latency is the longest latency of that share of operations.
+	Latency time.Duration `json:"latency_ns"`
 }
 
 // Report is a whole run.
 type Report struct {
-	Servers  []string `json:"servers"`
-	Embedded bool     `json:"embedded"`
+	// Servers are the servers measured: Config.Servers, or the embedded
+	// fleet's addresses.
+	Servers []string `json:"servers"`
+	// Embedded says the servers were an embedded fleet of fakeservers,
+	// not servers given in Config.Servers.
+	Embedded bool `json:"embedded"`
 	// ServersInProcess says the embedded fleet ran in the measuring
 	// process, so every CPUPerOp counts the servers' CPU as well.
-	ServersInProcess bool     `json:"servers_in_process"`
-	Strategy         string   `json:"strategy"`
-	Workers          int      `json:"workers"`
-	Results          []Result `json:"results"`
+	ServersInProcess bool `json:"servers_in_process"`
+	// Strategy is the sharding strategy the clients used.
+	Strategy string `json:"strategy"`
+	// Workers is the number of closed-loop workers of each workload.
+	Workers int `json:"workers"`
+	// Results holds one entry per workload run, in the order they ran.
+	Results []Result `json:"results"`
 	// Failed names the workload that failed as a whole (see
 	// WorkloadError), the last of Results; the run stopped there.
 	Failed string `json:"failed,omitempty"`

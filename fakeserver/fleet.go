@@ -4,6 +4,7 @@ import "errors"
 
 // Fleet is a set of servers started together, as a sharded deployment.
 type Fleet struct {
+	// Servers are the fleet's servers, in the order they started.
 	Servers []*Server
 }
 

@@ -60,7 +60,19 @@ func (c Command) Semaphore() bool { return c >= CmdSemLock && c <= CmdSemWait }
 
 // Family is the set of commands that act on one kind of key: locks, or
 // semaphores.
-type Family struct{ Acquire, Release, Renew, Enqueue, Wait Command }
+type Family struct {
+	// Acquire takes the key, waiting up to a timeout (l, sl).
+	Acquire Command
+	// Release gives a held key back (r, sr).
+	Release Command
+	// Renew extends a holder's lease (n, sn).
+	Renew Command
+	// Enqueue takes the key if it is free, and otherwise joins its
+	// queue without waiting (e, se).
+	Enqueue Command
+	// Wait waits for an enqueued request's grant (w, sw).
+	Wait Command
+}
 
 // The two families.
 var (

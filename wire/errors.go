@@ -69,7 +69,10 @@ var (
 // ServerError is a well-formed reply that reports failure. It keeps the
 // server's raw reply and unwraps to the sentinel for its status.
 type ServerError struct {
-	Cmd    Command // the request it answers
+	// Cmd is the command of the request the reply answers.
+	Cmd Command
+	// Status is the failure the server answered; it names the sentinel
+	// the error unwraps to.
 	Status Status
 }
 

@@ -13,6 +13,7 @@ const MaxSeconds = 1<<31 - 1
 // Request is one request of any command. Fields a command does not use are
 // ignored when encoding and zero after parsing.
 type Request struct {
+	// Cmd is the command; it decides which of the other fields are sent.
 	Cmd Command
 	// Key names the lock or semaphore. Ignored for CmdStats and CmdAuth,
 	// which send "_".

@@ -9,7 +9,9 @@ import (
 type Response struct {
 	// Cmd is the command of the request this reply answers; it decides the
 	// shape of a success reply.
-	Cmd    Command
+	Cmd Command
+	// Status is what the server answered: success, or the failure that
+	// Err reports.
 	Status Status
 	// Token is the holder's token of a grant (ok or acquired on lock,
 	// enqueue and wait commands).

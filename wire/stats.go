@@ -9,13 +9,15 @@ import (
 type Stats struct {
 	// Connections is how many connections the server has open.
 	Connections int `json:"connections"`
-	// Locks are the locks with a holder or waiters; Semaphores the
-	// semaphores.
-	Locks      []LockInfo      `json:"locks"`
+	// Locks are the locks with a holder or waiters.
+	Locks []LockInfo `json:"locks"`
+	// Semaphores are the semaphores with a holder or waiters.
 	Semaphores []SemaphoreInfo `json:"semaphores"`
-	// IdleLocks and IdleSemaphores are the keys with neither, still
-	// tracked until the server's GC collects them.
-	IdleLocks      []IdleInfo `json:"idle_locks"`
+	// IdleLocks are the locks with neither, still tracked until the
+	// server's GC collects them.
+	IdleLocks []IdleInfo `json:"idle_locks"`
+	// IdleSemaphores are the semaphores with neither, still tracked
+	// until the server's GC collects them.
 	IdleSemaphores []IdleInfo `json:"idle_semaphores"`
 }
 
@@ -37,19 +39,22 @@ type LockInfo struct {
 // SemaphoreInfo describes a key of limit above 1 that has holders or
 // waiters.
 type SemaphoreInfo struct {
-	// Key is the semaphore's name, Limit its slots (set by its first
-	// acquirer), Holders the slots held, Waiters the requests queued.
-	Key     string `json:"key"`
-	Limit   int    `json:"limit"`
-	Holders int    `json:"holders"`
-	Waiters int    `json:"waiters"`
+	// Key is the semaphore's name.
+	Key string `json:"key"`
+	// Limit is how many slots it has, set by its first acquirer.
+	Limit int `json:"limit"`
+	// Holders is how many of its slots are held.
+	Holders int `json:"holders"`
+	// Waiters is how many requests wait in its queue.
+	Waiters int `json:"waiters"`
 }
 
 // IdleInfo describes a key with no holder and no waiter, still counted
 // against max-locks until the server collects it.
 type IdleInfo struct {
-	// Key is the key's name, IdleS the seconds since it was last used.
-	Key   string  `json:"key"`
+	// Key is the key's name.
+	Key string `json:"key"`
+	// IdleS is how many seconds have passed since it was last used.
 	IdleS float64 `json:"idle_s"`
 }
 
