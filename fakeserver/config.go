@@ -63,6 +63,10 @@ type Config struct {
 	// a testing/synctest bubble; TLS applies on top of what it returns.
 	Listen func(network, addr string) (net.Listener, error)
 	// Logger receives connection and protocol events. Nil discards them.
+	// Protocol errors (garbage from a client, a read timeout, a failed
+	// auth) are logged whole only the first time of each kind in every
+	// 10 s; the rest are counted, and the count is logged when the 10 s
+	// end.
 	Logger *slog.Logger
 }
 

@@ -93,17 +93,23 @@ func (c *conn) serve() {
 			switch {
 			case errors.As(err, &br):
 				// All three lines were read: answer and carry on.
-				log.Warn("protocol error", "err", err)
+				if c.srv.protoLog.admit("bad request: " + br.why) {
+					log.Warn("protocol error", "err", err)
+				}
 				if !c.answer(wire.Response{Status: wire.StatusError}) {
 					return
 				}
 				continue
 			case errors.Is(err, errLineTooLong), isTimeout(err):
 				// The stream can no longer be trusted: answer and close.
+				kind := "line too long"
 				if isTimeout(err) {
 					c.srv.readTimeouts.Add(1)
+					kind = "read timeout"
 				}
-				log.Warn("protocol error, closing", "err", err)
+				if c.srv.protoLog.admit(kind) {
+					log.Warn("protocol error, closing", "err", err)
+				}
 				c.out = append(c.out, "error\n"...)
 				c.flush()
 				return
@@ -139,7 +145,9 @@ func (c *conn) authenticate(log *slog.Logger) bool {
 	if isTimeout(err) {
 		c.srv.readTimeouts.Add(1)
 	}
-	log.Warn("authentication failed")
+	if c.srv.protoLog.admit("authentication failed") {
+		log.Warn("authentication failed")
+	}
 	c.out = append(c.out, "error_auth\n"...)
 	c.flush()
 	c.pause(100 * time.Millisecond)

@@ -2,6 +2,10 @@ package fakeserver
 
 import "time"
 
+// ProtocolLogInterval is how often the server logs the count of each
+// kind of protocol error it did not log line by line.
+const ProtocolLogInterval = protocolLogInterval
+
 // PeerState is a test hook: it reports whether the server has the
 // connection whose client end is at addr (the client's LocalAddr) open,
 // and whether that connection waits in a key's queue (a blocked l/sl, or

@@ -45,6 +45,7 @@ type Server struct {
 
 	faults       atomic.Uint64 // fault hooks called
 	readTimeouts atomic.Uint64 // connections closed for the read timeout
+	protoLog     *protocolLog
 
 	stallMu     sync.Mutex
 	stallUntil  time.Time
@@ -74,6 +75,7 @@ func Start(cfg Config) (*Server, error) {
 		bgStop:      make(chan struct{}),
 		bgDone:      make(chan struct{}),
 		stopping:    make(chan struct{}),
+		protoLog:    newProtocolLog(cfg.Logger, protocolLogInterval),
 	}
 	addr := net.JoinHostPort(cfg.Host, strconv.Itoa(cfg.Port))
 	s.addr.Store(&addr)
@@ -184,6 +186,8 @@ func (s *Server) background() {
 	defer sweep.Stop()
 	gc := time.NewTicker(s.cfg.GCInterval)
 	defer gc.Stop()
+	logTick := time.NewTicker(protocolLogInterval)
+	defer logTick.Stop()
 	for {
 		select {
 		// The clock is read when a tick is handled, not when it fired,
@@ -192,6 +196,8 @@ func (s *Server) background() {
 			s.sweep(time.Now())
 		case <-gc.C:
 			s.collect(time.Now())
+		case now := <-logTick.C:
+			s.protoLog.roll(now)
 		case <-s.bgStop:
 			return
 		}
@@ -223,6 +229,7 @@ func (s *Server) Close() error {
 	s.stopLocked()
 	close(s.bgStop)
 	<-s.bgDone
+	s.protoLog.flush()
 	return nil
 }
 
@@ -256,6 +263,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	t := time.NewTimer(s.cfg.ShutdownTimeout)
 	defer t.Stop()
 	var err error
+	// The protocol errors of the drain are counted too; their count is
+	// the last line.
+	defer s.protoLog.flush()
 	select {
 	case <-drained:
 		s.forgetLocked()
