@@ -182,6 +182,9 @@ func keysPerOp(workload string) int {
 // meterSettings are the values of Config.Meters.
 var meterSettings = []string{"off", "global", "sdk"}
 
+// MeterSettings lists the settings Config.Meters takes.
+func MeterSettings() []string { return slices.Clone(meterSettings) }
+
 // meterProvider returns the provider of a Config.Meters setting, and
 // what ends it; "" is def.
 func meterProvider(setting string, def metric.MeterProvider) (metric.MeterProvider, func()) {

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/dflock-go/dflock/bench"
 	"github.com/dflock-go/dflock/pool"
+	"github.com/dflock-go/dflock/shard"
 )
 
 // runBench runs the benchmark harness and prints its report.
@@ -51,6 +53,11 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 	metricsAddr := fs.String("metrics-addr", "", "serve the clients' metrics as Prometheus text on http://ADDR/metrics while the run lasts")
 	fs.Func("meters", "run each workload (raw aside) once per metrics setting in this comma-separated list, side by side: off (recording off), global (OpenTelemetry's global provider, a no-op: the default), sdk (the OpenTelemetry SDK aggregating everything); rows are named workload/SETTING", func(v string) error {
 		cfg.Meters = splitList(v)
+		for _, m := range cfg.Meters {
+			if !slices.Contains(bench.MeterSettings(), m) {
+				return fmt.Errorf("%q is not a metrics setting (%s)", m, strings.Join(bench.MeterSettings(), ", "))
+			}
+		}
 		return nil
 	})
 	fs.BoolVar(&cfg.Reshard, "reshard", false, "instead of the workloads, measure fleet changes under load: for each strategy (all three, or --strategy), the fleet grows from 3 servers to 4 and back while 4 clients run acquire+release pairs over --keys keys and hold 4,000 locks (--hold), moving through the change one by one; before, during and after are each --duration long. With --servers, the last one listed is the one that goes and comes back")
@@ -59,7 +66,7 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 		for _, f := range splitList(v) {
 			n, err := strconv.Atoi(f)
 			if err != nil || n < 1 || n%2 == 0 {
-				return fmt.Errorf("%q: replica counts are odd numbers (1, 3, 5...)", f)
+				return fmt.Errorf("%s: replica counts are odd numbers (1, 3, 5...)", f)
 			}
 			cfg.Replicas = append(cfg.Replicas, n)
 		}
@@ -71,7 +78,7 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 	fs.Func("replicas", "run each workload (raw aside) once per replica count in this comma-separated list, side by side, e.g. 1,3; rows are named workload/rN (env DFLOCK_REPLICAS; default 1; the embedded fleet has 3 servers, so at most 3)", setReplicas)
 	if v := getenv("DFLOCK_REPLICAS"); v != "" {
 		if err := setReplicas(v); err != nil {
-			return usageError(fs, "DFLOCK_REPLICAS=%q: %v", v, err)
+			return errUsage{err: fmt.Errorf("DFLOCK_REPLICAS=%q: %v", v, err)}
 		}
 	}
 	extra, err := parseInterspersed(fs, args)
@@ -81,19 +88,8 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 	if len(extra) > 0 {
 		return usageError(fs, "unexpected arguments: %s", strings.Join(extra, " "))
 	}
-	// bench.Config reads 0 as "the default"; on the command line 0 is a
-	// mistake, said as such rather than replaced.
-	var bad []string
-	fs.Visit(func(f *flag.Flag) {
-		switch f.Name {
-		case "conns", "workers", "keys", "hold", "duration":
-			if v := f.Value.String(); v == "0" || v == "0s" {
-				bad = append(bad, "--"+f.Name)
-			}
-		}
-	})
-	if len(bad) > 0 {
-		return usageError(fs, "%s must be more than 0", strings.Join(bad, ", "))
+	if err := checkBenchFlags(&cfg, splitList(workloads)); err != nil {
+		return usageError(fs, "%v", err)
 	}
 	serversGiven := getenv("DFLOCK_SERVERS") != ""
 	fs.Visit(func(f *flag.Flag) { serversGiven = serversGiven || f.Name == "servers" })
@@ -179,6 +175,48 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 		return &commandError{err: trimBench(err), code: exitInterrupted}
 	}
 	return &commandError{err: trimBench(err), hint: hint(err, cfg.Pool.AuthToken != "")}
+}
+
+// checkBenchFlags says what is wrong with each flag of bench's command
+// line that bench.Config would refuse, or silently read as its default
+// (a 0), in one message naming the flags.
+func checkBenchFlags(cfg *bench.Config, workloads []string) error {
+	var bad []string
+	problem := func(format string, args ...any) { bad = append(bad, fmt.Sprintf(format, args...)) }
+	if cfg.Pool.MaxConns < 2 {
+		problem("--conns %d: at least 2 (a shared connection, and one for blocking requests)", cfg.Pool.MaxConns)
+	}
+	for _, c := range []struct {
+		flag string
+		n    int
+	}{{"workers", cfg.Workers}, {"keys", cfg.Keys}, {"hold", cfg.HoldMany}} {
+		if c.n < 1 {
+			problem("--%s %d: at least 1", c.flag, c.n)
+		}
+	}
+	if cfg.Duration <= 0 {
+		problem("--duration %v: must be more than 0", cfg.Duration)
+	}
+	for _, d := range []struct {
+		flag string
+		v    time.Duration
+	}{{"warmup", cfg.Warmup}, {"lease", cfg.Lease}} {
+		if d.v < 0 {
+			problem("--%s %v: must not be negative", d.flag, d.v)
+		}
+	}
+	if !slices.Contains(shard.Names(), cfg.Strategy) {
+		problem("--strategy %q: one of %s", cfg.Strategy, strings.Join(shard.Names(), ", "))
+	}
+	for _, w := range workloads {
+		if !slices.Contains(bench.Workloads(), w) {
+			problem("--workloads: no workload %q (there are %s)", w, strings.Join(bench.Workloads(), ","))
+		}
+	}
+	if len(bad) == 0 {
+		return nil
+	}
+	return errors.New(strings.Join(bad, "; "))
 }
 
 // exitInterrupted is the exit code of a run cut short by SIGINT or

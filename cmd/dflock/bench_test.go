@@ -117,7 +117,7 @@ func TestBenchRefusesArgumentsAndZeros(t *testing.T) {
 	assert.Contains(t, errOut, "unexpected arguments: extra")
 	_, errOut, code = benchCmd(t, context.Background(), "--workers", "0", "--duration", "0s")
 	assert.Equal(t, 2, code)
-	assert.Contains(t, errOut, "--duration, --workers must be more than 0")
+	assert.Contains(t, errOut, "dflock bench: --workers 0: at least 1; --duration 0s: must be more than 0\n")
 	_, errOut, code = benchCmd(t, context.Background(), "--workloads", "")
 	assert.Equal(t, 2, code)
 	assert.Contains(t, errOut, `--workloads "" names no workload`)

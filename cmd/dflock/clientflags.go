@@ -144,7 +144,7 @@ func (f *clientFlags) config() (lock.Config, error) {
 		return lock.Config{}, err
 	}
 	if f.envErr != nil {
-		return lock.Config{}, f.envErr
+		return lock.Config{}, errUsage{err: f.envErr}
 	}
 	cfg := lock.Config{FleetFile: f.fleet, Pool: pool.Config{AuthToken: token, TLS: tc}}
 	if f.fleet == "" {

@@ -25,6 +25,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"regexp"
 	"runtime/debug"
 	"strings"
 	"syscall"
@@ -84,8 +85,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	return exitCode(stderr, name, err)
 }
 
-// newFlagSet returns a command's flag set, printing to w, with a usage
-// that starts with the command's synopsis and what it does.
+// newFlagSet returns a command's flag set, printing its help to w, with
+// a usage that starts with the command's synopsis and what it does.
 func newFlagSet(synopsis, about string, w io.Writer) *flag.FlagSet {
 	name := strings.Join(strings.Fields(synopsis)[:2], " ")
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
@@ -95,6 +96,25 @@ func newFlagSet(synopsis, about string, w io.Writer) *flag.FlagSet {
 		fs.PrintDefaults()
 	}
 	return fs
+}
+
+// parseFlags parses args with fs. A mistake comes back as a usage error
+// for exitCode to report; the flag package would print it bare, without
+// the command's prefix, and then the whole help. -h prints the help and
+// returns flag.ErrHelp.
+func parseFlags(fs *flag.FlagSet, args []string) error {
+	out := fs.Output()
+	fs.SetOutput(io.Discard)
+	err := fs.Parse(args)
+	fs.SetOutput(out)
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		fs.Usage()
+		return err
+	case err != nil:
+		return errUsage{err: plainParseError(fs, err), fs: fs}
+	}
+	return nil
 }
 
 // asksForHelp reports whether a flag before "--" asks for help.
@@ -110,10 +130,63 @@ func asksForHelp(args []string) bool {
 	return false
 }
 
-// errUsage marks an error already reported by a flag set.
-type errUsage struct{ error }
+// plainParseError says what the flag package calls a "parse error" of a
+// number or a boolean in words: which kind of value the flag takes.
+func plainParseError(fs *flag.FlagSet, err error) error {
+	msg := err.Error()
+	m := parseErrorFlag.FindStringSubmatch(msg)
+	if m == nil {
+		return err
+	}
+	fl := fs.Lookup(m[1])
+	if fl == nil {
+		return err
+	}
+	getter, ok := fl.Value.(flag.Getter)
+	if !ok {
+		return err
+	}
+	var want string
+	switch getter.Get().(type) {
+	case int, int64, uint, uint64:
+		want = "not a whole number"
+	case float64:
+		want = "not a number"
+	case bool:
+		want = "not true or false"
+	default:
+		return err
+	}
+	return errors.New(strings.TrimSuffix(msg, "parse error") + want)
+}
 
-func (e errUsage) Unwrap() error { return e.error }
+// parseErrorFlag finds the flag in the flag package's "invalid value "x"
+// for flag -n: parse error" (and "invalid boolean value ... for -n").
+var parseErrorFlag = regexp.MustCompile(`for (?:flag )?-([^\s:]+): parse error$`)
+
+// errUsage is a problem with the command line, or with the environment
+// variables that stand in for flags: exitCode reports it under the
+// command's prefix, followed by the command's synopsis when fs is set,
+// and exits 2.
+type errUsage struct {
+	err error
+	fs  *flag.FlagSet // nil for bad input, where the synopsis would not help
+}
+
+func (e errUsage) Error() string { return e.err.Error() }
+
+func (e errUsage) Unwrap() error { return e.err }
+
+// synopsis is the first paragraph of fs's help: its usage line or lines.
+func synopsis(fs *flag.FlagSet) string {
+	var b strings.Builder
+	out := fs.Output()
+	fs.SetOutput(&b)
+	fs.Usage()
+	fs.SetOutput(out)
+	first, _, _ := strings.Cut(b.String(), "\n\n")
+	return strings.TrimSuffix(first, "\n")
+}
 
 // commandError is a command's error with a hint that knows the command's
 // flags, and an exit code of its own.
@@ -144,24 +217,30 @@ type retold struct {
 func (e retold) Error() string   { return e.msg }
 func (e retold) Unwrap() []error { return e.errs }
 
-// usageError prints a problem with the command line, then the usage,
-// as the flag package does for a flag it does not know.
+// usageError is a problem with the command line that fs parsed.
 func usageError(fs *flag.FlagSet, format string, args ...any) error {
-	err := fmt.Errorf(format, args...)
-	fmt.Fprintln(fs.Output(), err)
-	fs.Usage()
-	return errUsage{err}
+	return errUsage{err: fmt.Errorf(format, args...), fs: fs}
 }
 
 // exitCode reports err, prefixed with the command's name, and returns
-// the exit code: 0 for success and for -h, 2 for a usage error (already
-// printed by the flag set), 1 otherwise.
+// the exit code: 0 for success and for -h, 2 for a usage error (followed
+// by the command's synopsis) and for input the protocol does not allow,
+// 1 otherwise.
 func exitCode(stderr io.Writer, command string, err error) int {
 	var usageErr errUsage
 	switch {
 	case err == nil, errors.Is(err, flag.ErrHelp):
 		return 0
 	case errors.As(err, &usageErr):
+		fmt.Fprintf(stderr, "dflock %s: %v\n", command, err)
+		if usageErr.fs != nil {
+			fmt.Fprintf(stderr, "%s\n(dflock %s -h for help)\n", synopsis(usageErr.fs), command)
+		}
+		return 2
+	case errors.Is(err, lock.ErrInvalid):
+		// A key or argument refused before anything was sent: bad
+		// input, like any other usage error.
+		fmt.Fprintf(stderr, "dflock %s: %v\n", command, err)
 		return 2
 	default:
 		fmt.Fprintf(stderr, "dflock %s: %v\n", command, err)

@@ -56,15 +56,24 @@ type runFlags struct {
 	command  []string
 }
 
-// parseRunFlags parses and checks a dflock run command line. It returns
-// flag.ErrHelp for -h, and otherwise an error that is a usage error.
-func parseRunFlags(args []string, getenv func(string) string) (runFlags, *flag.FlagSet, error) {
+// parseRunFlags parses and checks a dflock run command line. It prints
+// the help to w and returns flag.ErrHelp for -h, and otherwise returns a
+// usage error.
+func parseRunFlags(args []string, getenv func(string) string, w io.Writer) (runFlags, error) {
+	f, set, err := parseRunCommandLine(args, getenv, w)
+	var usageErr errUsage
+	if err != nil && !errors.Is(err, flag.ErrHelp) && !errors.As(err, &usageErr) {
+		err = errUsage{err: err, fs: set}
+	}
+	return f, err
+}
+
+// parseRunCommandLine is parseRunFlags but for the kind of its errors.
+func parseRunCommandLine(args []string, getenv func(string) string, w io.Writer) (runFlags, *flag.FlagSet, error) {
 	var f runFlags
 	set := flag.NewFlagSet("dflock run", flag.ContinueOnError)
-	// runRun prints errors and help itself, with its prefix and in its
-	// order; the flag package would print its own way.
-	set.SetOutput(io.Discard)
-	set.Usage = func() {}
+	set.SetOutput(w)
+	set.Usage = func() { printRunHelp(set.Output(), set) }
 	f.client.register(set, getenv)
 	f.client.registerFleet(set, getenv)
 	set.IntVar(&f.limit, "n", 0, "take a slot of a semaphore of this many slots (at least 1) instead of the lock")
@@ -72,11 +81,11 @@ func parseRunFlags(args []string, getenv func(string) string) (runFlags, *flag.F
 	durationVar(set, &f.timeout, "timeout", 10*time.Second, "how long to wait for the lock; 0 tries once (sent in whole seconds, rounded up)")
 	durationVar(set, &f.lease, "lease", 0, "lease to ask for, at least 1s, rounded up to whole seconds (default: the server's); renewed while the command runs")
 	if err := replicasFlag(set, &f.replicas, "hold the lock on a quorum of this many servers (odd; see above)", getenv); err != nil {
-		return f, set, err
+		return f, set, errUsage{err: err}
 	}
 	durationVar(set, &f.grace, "grace", 10*time.Second, "after the lock is lost: time between SIGTERM and SIGKILL of the command's process group")
 	all := set.String("all", "", "hold every one of these keys (comma-separated) in place of KEY, all or none, without deadlock against other sets (see above); the command then follows --")
-	if err := set.Parse(args); err != nil {
+	if err := parseFlags(set, args); err != nil {
 		return f, set, err
 	}
 	if err := f.client.fleetConflict(set); err != nil {
@@ -151,7 +160,8 @@ func parseRunFlags(args []string, getenv func(string) string) (runFlags, *flag.F
 	return f, set, nil
 }
 
-// printRunHelp is what dflock run -h prints.
+// printRunHelp is what dflock run -h prints: the synopsis, alone in its
+// first paragraph as exitCode expects, then the details and the flags.
 func printRunHelp(w io.Writer, set *flag.FlagSet) {
 	fmt.Fprintln(w, runUsage)
 	fmt.Fprintf(w, `
@@ -189,9 +199,7 @@ exit codes: CMD's own (128+N if signal N ended it), %d not acquired in time,
 
 flags:
 `, exitNotAcquired, exitLost, exitCannotExecute, exitNotFound)
-	set.SetOutput(w)
 	set.PrintDefaults()
-	set.SetOutput(io.Discard)
 }
 
 // runRun holds a lock (or a semaphore slot) while a command runs.
@@ -219,13 +227,10 @@ func runRun(ctx context.Context, args []string, getenv func(string) string, stdo
 		}
 		return 1
 	}
-	f, set, err := parseRunFlags(args, getenv)
-	switch {
-	case errors.Is(err, flag.ErrHelp):
-		printRunHelp(stdout, set)
-		return 0
-	case err != nil:
-		return fail(2, "%v\n%s\n(dflock run -h for help)", err, runUsage)
+	f, err := parseRunFlags(args, getenv, stderr)
+	if err != nil {
+		// -h (its help printed) or a usage error.
+		return exitCode(stderr, "run", err)
 	}
 	// Look for the command before taking the lock: one that cannot run
 	// should not take the lock from those waiting for it, even briefly.

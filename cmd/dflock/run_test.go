@@ -295,7 +295,8 @@ func TestBenchCommand(t *testing.T) {
 	assert.Contains(t, out.String(), `"name": "distinct"`)
 
 	code = run(context.Background(), []string{"bench", "--workloads", "nope"}, env(nil), &out, &errOut)
-	assert.Equal(t, 1, code)
+	assert.Equal(t, 2, code, "a usage error")
+	assert.Contains(t, errOut.String(), `dflock bench: --workloads: no workload "nope"`)
 }
 
 // dflock's own errors exit 1 under dflock run's prefix, with a hint

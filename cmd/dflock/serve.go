@@ -122,9 +122,8 @@ func newServeFlagSet(f *serveFlags, stderr io.Writer) *flag.FlagSet {
 func parseServeFlags(args []string, getenv func(string) string, stderr io.Writer) (serveFlags, error) {
 	var f serveFlags
 	fs := newServeFlagSet(&f, stderr)
-	if err := fs.Parse(args); err != nil {
-		// The flag set has already printed the problem and the usage.
-		return f, errUsage{err}
+	if err := parseFlags(fs, args); err != nil {
+		return f, err
 	}
 	if fs.NArg() > 0 {
 		return f, usageError(fs, "unexpected arguments: %s", strings.Join(fs.Args(), " "))
@@ -133,21 +132,48 @@ func parseServeFlags(args []string, getenv func(string) string, stderr io.Writer
 	fs.Visit(func(fl *flag.Flag) { onCommandLine[fl.Name] = true })
 	for _, s := range serveSettings {
 		if s.guessed != "" && getenv(s.guessed) != "" {
-			return f, fmt.Errorf("%s is not a dflockd setting (dflockd ignores it); use %s", s.guessed, s.env)
+			return f, errUsage{err: fmt.Errorf("%s is not a dflockd setting (dflockd ignores it); use %s", s.guessed, s.env)}
 		}
 		if s.env == "" || onCommandLine[s.flag] || s.flag == "auth-token" || s.flag == "auth-token-file" {
 			continue
 		}
 		if v := getenv(s.env); v != "" {
 			if err := fs.Lookup(s.flag).Value.Set(envBool(v)); err != nil {
-				return f, fmt.Errorf("%s=%q: not a valid value for -%s", s.env, v, s.flag)
+				return f, errUsage{err: fmt.Errorf("%s=%q: not a valid value for -%s", s.env, v, s.flag)}
 			}
 		}
+	}
+	if err := f.check(); err != nil {
+		return f, errUsage{err: err, fs: fs}
 	}
 	if err := f.resolveAuthToken(getenv); err != nil {
 		return f, err
 	}
 	return f, nil
+}
+
+// check refuses settings out of the real server's range, which it would
+// take and then misbehave with (a lease of 0, say).
+func (f serveFlags) check() error {
+	for _, c := range []struct {
+		flag string
+		v    int
+		min  int
+	}{
+		{"max-locks", f.maxLocks, 1}, {"default-lease-ttl", f.defaultLeaseTTL, 1},
+		{"lease-sweep-interval", f.leaseSweepInterval, 1}, {"gc-interval", f.gcInterval, 1},
+		{"read-timeout", f.readTimeout, 1}, {"write-timeout", f.writeTimeout, 0},
+		{"shutdown-timeout", f.shutdownTimeout, 0}, {"max-connections", f.maxConnections, 0},
+		{"max-waiters", f.maxWaiters, 0}, {"gc-max-idle", f.gcMaxIdle, 1},
+	} {
+		if c.v < c.min {
+			return fmt.Errorf("-%s must be at least %d, got %d", c.flag, c.min, c.v)
+		}
+	}
+	if f.port < 0 || f.port > 65535 {
+		return fmt.Errorf("-port must be 0-65535, got %d", f.port)
+	}
+	return nil
 }
 
 // envBool maps the spellings dflockd accepts for a true or false
@@ -198,6 +224,8 @@ func (f *serveFlags) resolveAuthToken(getenv func(string) string) error {
 // which fakeserver.Config spells as a long one.
 const noLimit = 100 * 365 * 24 * time.Hour
 
+// config is the fakeserver's configuration for the settings, which check
+// has passed, with the TLS key pair loaded.
 func (f serveFlags) config(log *slog.Logger) (fakeserver.Config, error) {
 	sec := func(n int) time.Duration {
 		if n == 0 {
@@ -222,26 +250,8 @@ func (f serveFlags) config(log *slog.Logger) (fakeserver.Config, error) {
 		AuthToken:          f.authToken,
 		Logger:             log,
 	}
-	for _, c := range []struct {
-		flag string
-		v    int
-		min  int
-	}{
-		{"max-locks", f.maxLocks, 1}, {"default-lease-ttl", f.defaultLeaseTTL, 1},
-		{"lease-sweep-interval", f.leaseSweepInterval, 1}, {"gc-interval", f.gcInterval, 1},
-		{"read-timeout", f.readTimeout, 1}, {"write-timeout", f.writeTimeout, 0},
-		{"shutdown-timeout", f.shutdownTimeout, 0}, {"max-connections", f.maxConnections, 0},
-		{"max-waiters", f.maxWaiters, 0}, {"gc-max-idle", f.gcMaxIdle, 1},
-	} {
-		if c.v < c.min {
-			return cfg, fmt.Errorf("-%s must be at least %d, got %d", c.flag, c.min, c.v)
-		}
-	}
-	if f.port < 0 || f.port > 65535 {
-		return cfg, fmt.Errorf("-port must be 0-65535, got %d", f.port)
-	}
 	if (f.tlsCert == "") != (f.tlsKey == "") {
-		return cfg, errors.New("-tls-cert and -tls-key go together")
+		return cfg, errUsage{err: errors.New("-tls-cert and -tls-key go together")}
 	}
 	if f.tlsCert != "" {
 		cert, err := tls.LoadX509KeyPair(f.tlsCert, f.tlsKey)

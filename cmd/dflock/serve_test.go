@@ -64,7 +64,11 @@ func TestServeFlagErrors(t *testing.T) {
 	assert.ErrorContains(t, err, "DFLOCKD_PORT")
 	_, err = parseServeFlags([]string{"-nope"}, env(nil), &bytes.Buffer{})
 	assert.Error(t, err)
-	for _, args := range [][]string{{"-default-lease-ttl", "0"}, {"-max-locks", "0"}, {"-tls-cert", "a.pem"}, {"-tls-cert", "a", "-tls-key", "b"}} {
+	for _, args := range [][]string{{"-default-lease-ttl", "0"}, {"-max-locks", "0"}} {
+		_, err := parseServeFlags(args, env(nil), &bytes.Buffer{})
+		assert.ErrorAs(t, err, new(errUsage), args)
+	}
+	for _, args := range [][]string{{"-tls-cert", "a.pem"}, {"-tls-cert", "a", "-tls-key", "b"}} {
 		f, err := parseServeFlags(args, env(nil), &bytes.Buffer{})
 		require.NoError(t, err)
 		_, err = f.config(nil)
@@ -238,8 +242,11 @@ func TestServeRefusesWhatTheRealServerSilentlyIgnores(t *testing.T) {
 	for _, args := range [][]string{
 		{"-default-lease-ttl", "0"}, {"-max-locks", "0"}, {"-write-timeout", "-1"}, {"-shutdown-timeout", "-1"},
 		{"-port", "65536"}, {"-max-connections", "-1"}, {"-max-waiters", "-1"}, {"-gc-max-idle", "0"},
-		{"-tls-cert", "a.pem"}, {"-tls-cert", "a", "-tls-key", "b"},
 	} {
+		_, err := parseServeFlags(args, env(nil), io.Discard)
+		assert.ErrorAs(t, err, new(errUsage), args)
+	}
+	for _, args := range [][]string{{"-tls-cert", "a.pem"}, {"-tls-cert", "a", "-tls-key", "b"}} {
 		f, err := parseServeFlags(args, env(nil), io.Discard)
 		require.NoError(t, err)
 		_, err = f.config(nil)

@@ -2,9 +2,11 @@ package main
 
 import (
 	"cmp"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"text/tabwriter"
 
@@ -21,8 +23,8 @@ import (
 func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
 	var rest []string
 	for {
-		if err := fs.Parse(args); err != nil {
-			return nil, errUsage{err}
+		if err := parseFlags(fs, args); err != nil {
+			return nil, err
 		}
 		left := fs.Args()
 		// The flag package swallows the "--" that stopped it; see whether
@@ -50,30 +52,30 @@ func splitList(list string) []string {
 }
 
 // parseServers splits a comma-separated server list and checks each
-// address, so a typo is reported before anything is dialled.
+// address, so a typo is reported before anything is dialled, as bad
+// input (exit 2).
 func parseServers(list string) ([]string, error) {
 	out := splitList(list)
-	for _, s := range out {
+	for i, s := range out {
 		if err := pool.CheckAddr(s); err != nil {
-			return nil, err
+			return nil, errUsage{err: err}
+		}
+		if slices.Contains(out[:i], s) {
+			return nil, errUsage{err: fmt.Errorf("server %q appears twice", s)}
 		}
 	}
 	if len(out) == 0 {
-		return nil, fmt.Errorf("no servers given")
+		return nil, errUsage{err: errors.New("no servers given")}
 	}
 	return out, nil
 }
 
 // runWhere prints the server each key maps to.
 func runWhere(args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("dflock where", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "usage: dflock where KEY... [--servers host:port,... | --fleet FILE] [--strategy stable|consistent|rendezvous] [--replicas N]")
-		fmt.Fprintln(fs.Output(), "       dflock where --plan --from host:port,... --to host:port,... KEY... [--strategy ...] [--replicas N]")
-		fmt.Fprintln(fs.Output(), "       dflock where --plan --fleet FILE KEY... [--replicas N]")
-		fs.PrintDefaults()
-	}
+	fs := newFlagSet(`dflock where KEY... [--servers host:port,... | --fleet FILE] [--strategy stable|consistent|rendezvous] [--replicas N]
+       dflock where --plan --from host:port,... --to host:port,... KEY... [--strategy ...] [--replicas N]
+       dflock where --plan --fleet FILE KEY... [--replicas N]`,
+		"Prints the server each key maps to (with --replicas N, its N servers), or with --plan the keys a change of servers moves.", stderr)
 	plan := fs.Bool("plan", false, "list the keys whose servers (their replicas, with --replicas) differ between the fleets --from and --to: the keys a membership change moves, each with its servers before -> after")
 	from := fs.String("from", "", "with --plan: the servers before the change, in the order clients list them")
 	to := fs.String("to", "", "with --plan: the servers after the change")
@@ -114,6 +116,8 @@ func runWhere(args []string, getenv func(string) string, stdout, stderr io.Write
 		}
 		servers, *from, *to = strings.Join(f.Servers, ","), strings.Join(f.Previous, ","), strings.Join(f.Servers, ",")
 		*strategy = cmp.Or(f.Strategy, "stable")
+	case !slices.Contains(shard.Names(), *strategy):
+		return usageError(fs, "--strategy %q: one of %s", *strategy, strings.Join(shard.Names(), ", "))
 	case *plan && (*from == "" || *to == ""):
 		return usageError(fs, "--plan needs --from and --to")
 	case !*plan && (*from != "" || *to != ""):
@@ -122,8 +126,7 @@ func runWhere(args []string, getenv func(string) string, stdout, stderr io.Write
 	for _, k := range keys {
 		if err := wire.CheckKey(k); err != nil {
 			// Bad input, like any other usage error: exit 2.
-			fmt.Fprintf(stderr, "dflock where: %v\n", err)
-			return errUsage{err}
+			return errUsage{err: err}
 		}
 	}
 	if *plan {
