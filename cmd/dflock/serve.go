@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -106,7 +107,7 @@ func newServeFlagSet(f *serveFlags, stderr io.Writer) *flag.FlagSet {
 		}
 	}
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "usage: dflock serve [flags]\n\nAn in-memory dflockd. Every flag also comes from its DFLOCKD_* variable, as the real server reads them; a flag on the command line wins, except DFLOCKD_AUTH_TOKEN, which wins over -auth-token.\n\n")
+		fmt.Fprintf(fs.Output(), "usage: dflock serve [flags]\n\nAn in-memory dflockd. Every flag also comes from its DFLOCKD_* variable, as the real server reads them; a flag on the command line wins, except DFLOCKD_AUTH_TOKEN, which wins over -auth-token. Any other DFLOCKD_* variable is refused: dflockd would ignore it.\n\n")
 		fs.PrintDefaults()
 	}
 	return fs
@@ -174,6 +175,33 @@ func (f serveFlags) check() error {
 		return fmt.Errorf("-port must be 0-65535, got %d", f.port)
 	}
 	return nil
+}
+
+// refuseUnknownVars refuses any DFLOCKD_ variable set in environ (as
+// os.Environ lists it; getenv gives the values) that dflockd does not
+// read. dflockd ignores such a variable, so a misspelt setting would
+// leave the server on its default without a word.
+func refuseUnknownVars(environ []string, getenv func(string) string) error {
+	known := map[string]bool{}
+	for _, s := range serveSettings {
+		known[s.env] = true
+	}
+	var unknown []string
+	for _, kv := range environ {
+		name, _, _ := strings.Cut(kv, "=")
+		// Empty counts as unset, as for the variables dflockd reads.
+		if strings.HasPrefix(name, "DFLOCKD_") && !known[name] && getenv(name) != "" && !slices.Contains(unknown, name) {
+			unknown = append(unknown, name)
+		}
+	}
+	slices.Sort(unknown)
+	switch len(unknown) {
+	case 0:
+		return nil
+	case 1:
+		return errUsage{err: fmt.Errorf("%s is not a dflockd setting (dflockd ignores it); dflock serve -h lists the DFLOCKD_* variables", unknown[0])}
+	}
+	return errUsage{err: fmt.Errorf("%s are not dflockd settings (dflockd ignores them); dflock serve -h lists the DFLOCKD_* variables", strings.Join(unknown, ", "))}
 }
 
 // envBool maps the spellings dflockd accepts for a true or false
@@ -268,6 +296,11 @@ func (f serveFlags) config(log *slog.Logger) (fakeserver.Config, error) {
 func runServe(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer, ready func(addr string)) error {
 	f, err := parseServeFlags(args, getenv, stderr)
 	if err != nil {
+		return err
+	}
+	// After the flags: a guessed name (DFLOCKD_READ_TIMEOUT) gets the
+	// advice parseServeFlags gives it, the name to use instead.
+	if err := refuseUnknownVars(os.Environ(), getenv); err != nil {
 		return err
 	}
 	if f.version {

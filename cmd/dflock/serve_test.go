@@ -254,6 +254,35 @@ func TestServeRefusesWhatTheRealServerSilentlyIgnores(t *testing.T) {
 	}
 }
 
+// Every DFLOCKD_ variable that dflockd does not read is refused, by
+// name, not only the guessed names of the settings it reads otherwise.
+func TestServeRefusesEveryUnknownDflockdVariable(t *testing.T) {
+	vars := map[string]string{"DFLOCKD_MAX_LOCK": "5", "DFLOCKD_PORT": "7000", "DFLOCKD_TOKEN": "x", "DFLOCKD_EMPTY": "", "DFLOCK_SERVERS": "a:1"}
+	var environ []string
+	for k, v := range vars {
+		environ = append(environ, k+"="+v)
+	}
+	err := refuseUnknownVars(environ, env(vars))
+	assert.ErrorAs(t, err, new(errUsage))
+	assert.EqualError(t, err, "DFLOCKD_MAX_LOCK, DFLOCKD_TOKEN are not dflockd settings (dflockd ignores them); dflock serve -h lists the DFLOCKD_* variables")
+
+	delete(vars, "DFLOCKD_TOKEN")
+	assert.EqualError(t, refuseUnknownVars(environ, env(vars)), "DFLOCKD_MAX_LOCK is not a dflockd setting (dflockd ignores it); dflock serve -h lists the DFLOCKD_* variables",
+		"only the variables set, as getenv reads them")
+	delete(vars, "DFLOCKD_MAX_LOCK")
+	assert.NoError(t, refuseUnknownVars(environ, env(vars)), "the variables dflockd reads, an empty one, and others than DFLOCKD_*")
+
+	// As a process: dflock serve reads the names from its environment,
+	// and does not start.
+	cmd := dflockCommand(t, "serve", "--port", "0")
+	cmd.Env = append(cmd.Env, "DFLOCKD_MAX_LOCK=5")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	p := startProcess(t, cmd)
+	assert.Equal(t, 2, p.exitCode(t, 10*time.Second))
+	assert.Equal(t, "dflock serve: DFLOCKD_MAX_LOCK is not a dflockd setting (dflockd ignores it); dflock serve -h lists the DFLOCKD_* variables\n", stderr.String())
+}
+
 func TestServeVersion(t *testing.T) {
 	var out bytes.Buffer
 	require.NoError(t, runServe(context.Background(), []string{"-version"}, env(nil), &out, io.Discard, nil))
