@@ -172,9 +172,9 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 	case err == nil:
 		return nil
 	case ctx.Err() != nil:
-		return &commandError{err: trimBench(err), code: exitInterrupted}
+		return &commandError{err: err, code: exitInterrupted}
 	}
-	return &commandError{err: trimBench(err), hint: hint(err, cfg.Pool.AuthToken != "")}
+	return &commandError{err: err, hint: hint(err, cfg.Pool.AuthToken != "")}
 }
 
 // checkBenchFlags says what is wrong with each flag of bench's command
@@ -241,10 +241,4 @@ func writeHTML(f *os.File, rep *bench.Report) error {
 		return err
 	}
 	return f.Close()
-}
-
-// trimBench drops package bench's "bench: " prefix, which the command's
-// own prefix already says; the error still matches what err matches.
-func trimBench(err error) error {
-	return retold{strings.TrimPrefix(err.Error(), "bench: "), []error{err}}
 }

@@ -70,7 +70,7 @@ func TestBenchStopsWithAHint(t *testing.T) {
 			var out, errOut bytes.Buffer
 			err := runBench(ctx, args, env(nil), &out, &errOut)
 			require.Error(t, err)
-			assert.True(t, strings.HasPrefix(err.Error(), "distinct failed: "), err.Error())
+			assert.True(t, strings.HasPrefix(render(err), "distinct failed: "), render(err))
 			var hinted interface {
 				Hint() string
 				ExitCode() int
@@ -107,7 +107,7 @@ func TestBenchInterrupted(t *testing.T) {
 	var ec interface{ ExitCode() int }
 	require.True(t, errors.As(err, &ec))
 	assert.Equal(t, 130, ec.ExitCode())
-	assert.Equal(t, "interrupted during raw: context canceled", err.Error())
+	assert.Equal(t, "interrupted during raw: context canceled", render(err))
 	assert.Empty(t, out.String(), "no figures, so no report")
 }
 

@@ -206,9 +206,8 @@ func (e *commandError) Hint() string { return e.hint }
 // ExitCode is the code dflock exits with.
 func (e *commandError) ExitCode() int { return cmp.Or(e.code, 1) }
 
-// retold is errors said in other words (one summed up, or one without a
-// prefix the command's own prefix repeats) that still match each of them
-// with errors.Is, as the hints need.
+// retold is errors said in other words (several summed up) that still
+// match each of them with errors.Is, as the hints need.
 type retold struct {
 	msg  string
 	errs []error
@@ -232,7 +231,7 @@ func exitCode(stderr io.Writer, command string, err error) int {
 	case err == nil, errors.Is(err, flag.ErrHelp):
 		return 0
 	case errors.As(err, &usageErr):
-		fmt.Fprintf(stderr, "dflock %s: %v\n", command, err)
+		fmt.Fprintf(stderr, "dflock %s: %s\n", command, render(err))
 		if usageErr.fs != nil {
 			fmt.Fprintf(stderr, "%s\n(dflock %s -h for help)\n", synopsis(usageErr.fs), command)
 		}
@@ -240,10 +239,10 @@ func exitCode(stderr io.Writer, command string, err error) int {
 	case errors.Is(err, lock.ErrInvalid):
 		// A key or argument refused before anything was sent: bad
 		// input, like any other usage error.
-		fmt.Fprintf(stderr, "dflock %s: %v\n", command, err)
+		fmt.Fprintf(stderr, "dflock %s: %s\n", command, render(err))
 		return 2
 	default:
-		fmt.Fprintf(stderr, "dflock %s: %v\n", command, err)
+		fmt.Fprintf(stderr, "dflock %s: %s\n", command, render(err))
 		h := hint(err, false)
 		// An error that knows its own remedy (a failed benchmark) says it
 		// more precisely than the generic one.

@@ -218,7 +218,7 @@ func runRun(ctx context.Context, args []string, getenv func(string) string, stdo
 	// other commands give for it.
 	tokenGiven := false // known once the flags are parsed
 	failed := func(err error) int {
-		fmt.Fprintf(stderr, "dflock run: %v\n", err)
+		fmt.Fprintf(stderr, "dflock run: %s\n", render(err))
 		if h := hint(err, tokenGiven); h != "" {
 			fmt.Fprintf(stderr, "dflock run: hint: %s\n", h)
 		}
@@ -454,7 +454,8 @@ func runLocked(cmd *exec.Cmd, l losable, what string, grace time.Duration, stder
 			}
 			syscall.Kill(-pgid, syscall.SIGCONT)
 		case <-lost:
-			fmt.Fprintf(stderr, "dflock run: lost %s; stopping the command: %v\n", what, l.Err())
+			// The loss says "lost" itself; once is enough.
+			fmt.Fprintf(stderr, "dflock run: lost %s; stopping the command: %s\n", what, strings.TrimPrefix(render(l.Err()), "lost: "))
 			if h := hint(l.Err(), false); h != "" {
 				fmt.Fprintf(stderr, "dflock run: hint: %s\n", h)
 			}

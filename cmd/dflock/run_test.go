@@ -361,7 +361,7 @@ func TestRunReplicas(t *testing.T) {
 	stderr.Reset()
 	code = run(context.Background(), []string{"run", "--servers", fleet.Addrs()[0], "--replicas", "3", "k", "--", "true"}, env(nil), &stdout, &stderr)
 	assert.Equal(t, 2, code, "more replicas than servers is a usage error")
-	assert.Contains(t, stderr.String(), "Replicas 3 needs at least 3 servers; the fleet has 1")
+	assert.Contains(t, stderr.String(), "dflock run: --replicas 3 needs at least 3 servers; the fleet has 1\n")
 }
 
 // A fleet file gives the servers in place of --servers, to run and stats;

@@ -69,7 +69,9 @@ func runStats(ctx context.Context, args []string, getenv func(string) string, st
 	header := false
 	for _, s := range stats {
 		if s.Err != nil {
-			fmt.Fprintf(stderr, "dflock stats: %s: %v\n", s.Addr, s.Err)
+			// Rendered with its server named first, which the message
+			// then calls "the server".
+			fmt.Fprintf(stderr, "dflock stats: %s\n", render(fmt.Errorf("%s: %w", s.Addr, s.Err)))
 			continue
 		}
 		if !header {

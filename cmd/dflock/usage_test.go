@@ -53,7 +53,7 @@ func TestEveryCommandReportsUsageErrorsAlike(t *testing.T) {
 
 		{args: []string{"where"}, want: "no keys given", synopsis: true},
 		{args: []string{"where", "--replicas", "2", "k"}, want: "--replicas 2: an odd number of servers (1, 3, 5...), as clients take", synopsis: true},
-		{args: []string{"where", "--", "bad key"}, want: `wire: invalid key "bad key": must not contain a space`},
+		{args: []string{"where", "--", "bad key"}, want: `invalid key "bad key": must not contain a space`},
 
 		{args: []string{"run", "--timeout", "-1s", "k", "--", "true"}, want: "--timeout -1s must not be negative", synopsis: true},
 		{args: []string{"run", "-n", "x", "k", "--", "true"}, want: `invalid value "x" for flag -n: not a whole number`, synopsis: true},
