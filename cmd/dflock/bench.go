@@ -174,7 +174,7 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 	case ctx.Err() != nil:
 		return &commandError{err: err, code: exitInterrupted}
 	}
-	return &commandError{err: err, hint: hint(err, cfg.Pool.AuthToken != "")}
+	return &commandError{err: err, hint: hint(err, &cf)}
 }
 
 // checkBenchFlags says what is wrong with each flag of bench's command

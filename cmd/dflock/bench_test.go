@@ -57,9 +57,9 @@ func TestBenchStopsWithAHint(t *testing.T) {
 		args   []string
 		hint   string
 	}{
-		{"max-locks", fakeserver.Config{MaxLocks: 8}, nil, "the server refused new keys: raise its --max-locks"},
-		{"no token", fakeserver.Config{AuthToken: "s3cret"}, nil, "the server needs an auth token: pass --auth-token-file"},
-		{"wrong token", fakeserver.Config{AuthToken: "s3cret"}, []string{"--auth-token-file", wrongToken}, "the server refused the auth token"},
+		{"max-locks", fakeserver.Config{MaxLocks: 8}, nil, "refused new keys: raise its --max-locks"},
+		{"no token", fakeserver.Config{AuthToken: "s3cret"}, nil, "needs an auth token: pass --auth-token-file"},
+		{"wrong token", fakeserver.Config{AuthToken: "s3cret"}, []string{"--auth-token-file", wrongToken}, "refused the auth token"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -76,7 +76,7 @@ func TestBenchStopsWithAHint(t *testing.T) {
 				ExitCode() int
 			}
 			require.True(t, errors.As(err, &hinted))
-			assert.True(t, strings.HasPrefix(hinted.Hint(), tc.hint), hinted.Hint())
+			assert.True(t, strings.HasPrefix(hinted.Hint(), addr+" "+tc.hint), hinted.Hint())
 			assert.Equal(t, 1, hinted.ExitCode())
 			assert.Contains(t, out.String(), "RUN STOPPED at distinct")
 			assert.NotContains(t, out.String(), "hot: one op", "the run stopped at the failure")

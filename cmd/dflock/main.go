@@ -22,7 +22,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/signal"
 	"regexp"
@@ -31,7 +30,6 @@ import (
 	"syscall"
 
 	"github.com/dflock-go/dflock/lock"
-	"github.com/dflock-go/dflock/pool"
 )
 
 func main() {
@@ -243,12 +241,15 @@ func exitCode(stderr io.Writer, command string, err error) int {
 		return 2
 	default:
 		fmt.Fprintf(stderr, "dflock %s: %s\n", command, render(err))
-		h := hint(err, false)
-		// An error that knows its own remedy (a failed benchmark) says it
-		// more precisely than the generic one.
+		// A command that talks to servers gave its error the hint in its
+		// own terms (or none, on purpose); asking again would look at a
+		// server again.
 		var hinted interface{ Hint() string }
-		if errors.As(err, &hinted) && hinted.Hint() != "" {
+		var h string
+		if errors.As(err, &hinted) {
 			h = hinted.Hint()
+		} else {
+			h = hint(err, nil)
 		}
 		if h != "" {
 			fmt.Fprintf(stderr, "dflock %s: hint: %s\n", command, h)
@@ -259,30 +260,6 @@ func exitCode(stderr io.Writer, command string, err error) int {
 		}
 		return 1
 	}
-}
-
-// hint says in the user's words what to change about an error they can
-// fix from the command line or the server's settings, or "". tokenGiven
-// tells a refused token from a missing one.
-func hint(err error, tokenGiven bool) string {
-	var op *net.OpError
-	switch {
-	case errors.Is(err, lock.ErrAuth) && tokenGiven:
-		return "the server refused the auth token: check the file --auth-token-file names"
-	case errors.Is(err, lock.ErrAuth):
-		return "the server needs an auth token: pass --auth-token-file FILE (or set DFLOCK_AUTH_TOKEN_FILE)"
-	case errors.Is(err, pool.ErrServerTimedOut):
-		return "the server timed out a quiet connection: if its --read-timeout is under " + pool.DefaultServerReadTimeout.String() + ", pass it as --server-read-timeout"
-	case errors.Is(err, lock.ErrMaxLocks):
-		return "the server refused new keys: raise its --max-locks"
-	case errors.Is(err, lock.ErrMaxWaiters):
-		return "the server refused waiters: raise its --max-waiters, or leave it at 0 (no limit)"
-	case errors.Is(err, lock.ErrRefused):
-		return "the server closed new connections at once: it may be at its connection limit (raise its --max-connections, or run fewer clients), or expect TLS (pass --tls-ca)"
-	case errors.As(err, &op) && op.Op == "dial":
-		return "could not connect: is a server listening at every --servers address?"
-	}
-	return ""
 }
 
 // dflockVersion is the module version dflock was built from, as the go

@@ -214,23 +214,15 @@ func runRun(ctx context.Context, args []string, getenv func(string) string, stdo
 		fmt.Fprintf(stderr, "dflock run: "+format+"\n", a...)
 		return code
 	}
-	// failed reports an error of dflock's own (exit 1), with the hint the
-	// other commands give for it.
-	tokenGiven := false // known once the flags are parsed
-	failed := func(err error) int {
-		fmt.Fprintf(stderr, "dflock run: %s\n", render(err))
-		if h := hint(err, tokenGiven); h != "" {
-			fmt.Fprintf(stderr, "dflock run: hint: %s\n", h)
-		}
-		if errors.Is(err, lock.ErrInvalid) {
-			return 2 // bad input, like any other usage error
-		}
-		return 1
-	}
 	f, err := parseRunFlags(args, getenv, stderr)
 	if err != nil {
 		// -h (its help printed) or a usage error.
 		return exitCode(stderr, "run", err)
+	}
+	// failed reports an error of dflock's own as the other commands do,
+	// with the hint they give for it.
+	failed := func(err error) int {
+		return exitCode(stderr, "run", &commandError{err: err, hint: hint(err, &f.client)})
 	}
 	// Look for the command before taking the lock: one that cannot run
 	// should not take the lock from those waiting for it, even briefly.
@@ -239,7 +231,6 @@ func runRun(ctx context.Context, args []string, getenv func(string) string, stdo
 		code, msg := execFailure(f.command[0], f.command[0], err)
 		return fail(code, "%s", msg)
 	}
-	tokenGiven = f.client.authTokenFile != ""
 	cfg, err := f.client.config()
 	if err != nil {
 		return failed(err)
@@ -280,7 +271,7 @@ func runRun(ctx context.Context, args []string, getenv func(string) string, stdo
 	}
 	defer h.release()
 	cmd := lockedCommand(path, f.command, stdout, stderr, h.key, h.token, h.server)
-	return runLocked(cmd, h, h.what, f.grace, stderr)
+	return runLocked(cmd, h, h.what, f.grace, stderr, func(err error) string { return hint(err, &f.client) })
 }
 
 // wholeSeconds is how long the server waited for a timeout: it counts
@@ -378,8 +369,9 @@ type losable interface {
 
 // runLocked runs cmd while the lock is held and returns dflock's exit
 // code: the command's, or exitLost if lost closes first, after stopping
-// the command's process group (SIGTERM, then SIGKILL after grace).
-func runLocked(cmd *exec.Cmd, l losable, what string, grace time.Duration, stderr io.Writer) int {
+// the command's process group (SIGTERM, then SIGKILL after grace) and
+// giving the loss's hint, if hintFor has one.
+func runLocked(cmd *exec.Cmd, l losable, what string, grace time.Duration, stderr io.Writer, hintFor func(error) string) int {
 	lost := l.Lost()
 	// Its own process group, so that a lost lock stops the command and
 	// everything it started.
@@ -456,9 +448,6 @@ func runLocked(cmd *exec.Cmd, l losable, what string, grace time.Duration, stder
 		case <-lost:
 			// The loss says "lost" itself; once is enough.
 			fmt.Fprintf(stderr, "dflock run: lost %s; stopping the command: %s\n", what, strings.TrimPrefix(render(l.Err()), "lost: "))
-			if h := hint(l.Err(), false); h != "" {
-				fmt.Fprintf(stderr, "dflock run: hint: %s\n", h)
-			}
 			syscall.Kill(-pgid, syscall.SIGTERM)
 			// A stopped group would not act on SIGTERM until continued.
 			syscall.Kill(-pgid, syscall.SIGCONT)
@@ -472,6 +461,11 @@ func runLocked(cmd *exec.Cmd, l losable, what string, grace time.Duration, stder
 			}
 			// Whatever the command left in its group goes too.
 			syscall.Kill(-pgid, syscall.SIGKILL)
+			// Only now: finding the cause may look at the server again,
+			// which must not keep the command running unlocked.
+			if h := hintFor(l.Err()); h != "" {
+				fmt.Fprintf(stderr, "dflock run: hint: %s\n", h)
+			}
 			return exitLost
 		}
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/dflock-go/dflock/lock"
+	"github.com/dflock-go/dflock/pool"
 )
 
 // runStats prints each server's state.
@@ -41,6 +43,13 @@ func runStats(ctx context.Context, args []string, getenv func(string) string, st
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	stats := c.Stats(ctx)
+	for i, s := range stats {
+		if errors.Is(s.Err, context.DeadlineExceeded) {
+			// The wait ran out, not the server: say what it means, and
+			// let the hint find it as the pool's own.
+			stats[i].Err = retold{"no answer in time", []error{s.Err, pool.ErrNoReply}}
+		}
+	}
 	if *asJSON {
 		type entry struct {
 			Server string `json:"server"`
@@ -92,7 +101,7 @@ func runStats(ctx context.Context, args []string, getenv func(string) string, st
 		return err
 	}
 	if err := failures(stats); err != nil {
-		return &commandError{err: err, hint: hint(err, cf.authTokenFile != "")}
+		return &commandError{err: err, hint: hint(err, &cf)}
 	}
 	return nil
 }
@@ -103,7 +112,8 @@ func failures(stats []lock.ServerStats) error {
 	var failed []error
 	for _, s := range stats {
 		if s.Err != nil {
-			failed = append(failed, s.Err)
+			// Named, for the hint to name it.
+			failed = append(failed, fmt.Errorf("%s: %w", s.Addr, s.Err))
 		}
 	}
 	if len(failed) == 0 {

@@ -37,12 +37,19 @@ func TestCommandsHintAtWhatTheUserCanFix(t *testing.T) {
 	code := run(context.Background(), []string{"stats", "--servers", srv.Addr()}, env(nil), &out, &errOut)
 	assert.Equal(t, 1, code)
 	assert.Contains(t, errOut.String(), "the server requires an auth token")
-	assert.Contains(t, errOut.String(), "dflock stats: hint: the server needs an auth token: pass --auth-token-file")
+	assert.Contains(t, errOut.String(), "dflock stats: hint: "+srv.Addr()+" needs an auth token: pass --auth-token-file FILE (or set DFLOCK_AUTH_TOKEN_FILE)")
 
-	assert.Contains(t, hint(fmt.Errorf("x: %w", lock.ErrMaxLocks), false), "raise its --max-locks")
-	assert.Contains(t, hint(fmt.Errorf("x: %w", lock.ErrRefused), false), "raise its --max-connections")
-	assert.Contains(t, hint(lock.ErrAuth, true), "refused the auth token")
-	assert.Empty(t, hint(lock.ErrTimeout, false))
+	assert.Equal(t, "the server refused new keys: raise its --max-locks", hint(fmt.Errorf("x: %w", lock.ErrMaxLocks), nil))
+	assert.Equal(t, "the server refused the auth token: check the file --auth-token-file (or DFLOCK_AUTH_TOKEN_FILE) names",
+		hint(lock.ErrAuth, &clientFlags{authTokenFile: "tok"}))
+	assert.Empty(t, hint(lock.ErrTimeout, nil))
+	assert.Empty(t, hint(fmt.Errorf("x: %w", lock.ErrRefused), nil), "no server named to look at: no cause to give")
+
+	// A command's own hint, or its none, stands: the generic one is not
+	// asked for (it would look at the server again).
+	var buf bytes.Buffer
+	assert.Equal(t, 1, exitCode(&buf, "stats", &commandError{err: fmt.Errorf("x: %w", lock.ErrMaxLocks)}))
+	assert.Equal(t, "dflock stats: x: the server tracks as many keys as its --max-locks allows\n", buf.String())
 }
 
 func TestStatsJSONFailsWhenAServerFails(t *testing.T) {
