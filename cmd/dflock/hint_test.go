@@ -163,6 +163,15 @@ func TestHintsNameTheCauseThatHappened(t *testing.T) {
 		assert.Empty(t, <-done, "a broken connection alone says nothing of why")
 	})
 
+	t.Run("serve on a port taken", func(t *testing.T) {
+		srv := startServer(t)
+		_, port, err := net.SplitHostPort(srv.Addr())
+		require.NoError(t, err)
+		code, h := dflockHint(t, ctx, "serve", "--port", port)
+		assert.Equal(t, 1, code)
+		assert.Equal(t, "something already listens at "+srv.Addr()+": pass another -port (or DFLOCKD_PORT), or stop it", h)
+	})
+
 	t.Run("refused, but answering now", func(t *testing.T) {
 		srv := startServer(t)
 		srv.RefuseConnections(true)

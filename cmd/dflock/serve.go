@@ -8,10 +8,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/dflock-go/dflock/fakeserver"
@@ -317,6 +319,10 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 		return err
 	}
 	srv, err := fakeserver.Start(cfg)
+	if errors.Is(err, syscall.EADDRINUSE) {
+		addr := net.JoinHostPort(cfg.Host, strconv.Itoa(cfg.Port))
+		return &commandError{err: err, hint: "something already listens at " + addr + ": pass another -port (or DFLOCKD_PORT), or stop it"}
+	}
 	if err != nil {
 		return err
 	}
