@@ -61,19 +61,22 @@ func unreadBytes(nc net.Conn) (int, bool) {
 	return socketUnread(nc)
 }
 
-// arriving reports whether something the server sent, or a request the
-// server has not been sent yet, is held up in our own process: the
-// request is still queued or being written, the reader has bytes it has
-// not handled (it is not parked in Read), or the socket has bytes the
-// reader was not woken for.
-func (c *Conn) arriving() bool {
+// arriving reports whether cl's answer may be held up in our own
+// process: its request is not written yet (queued, or the writer is in
+// the middle of it), or was written only a moment ago (a starved writer
+// sent it late: the server has had no time), or the reader has bytes it
+// has not handled (it is not parked in Read), or the socket has bytes
+// the reader was not woken for.
+func (c *Conn) arriving(cl *call) bool {
 	c.mu.Lock()
-	outgoing, broken := len(c.wbuf) > 0 || c.writing, c.broken != nil
+	unwritten := cl.seq >= c.written
+	justWritten := cl.seq >= c.lastBatch && time.Since(c.lastWrite) < starvedStep
+	broken := c.broken != nil
 	c.mu.Unlock()
 	switch {
 	case broken:
 		return false
-	case outgoing, !c.in.parked.Load():
+	case unwritten, justWritten, !c.in.parked.Load():
 		return true
 	}
 	n, ok := unreadBytes(c.in.Conn)
@@ -93,7 +96,7 @@ func (c *Conn) overdue(ctx context.Context, cl *call, t *time.Timer) error {
 			return nil
 		default:
 		}
-		if !c.arriving() || time.Now().After(giveUp) {
+		if !c.arriving(cl) || time.Now().After(giveUp) {
 			return fmt.Errorf("%w from %s", ErrNoReply, c.p.addr)
 		}
 		c.p.starvedWaits.Add(1)

@@ -3,6 +3,7 @@ package pool_test
 import (
 	"context"
 	"net"
+	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -27,19 +28,32 @@ func TestAStarvedClientDoesNotBlameItsServer(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				e := &env{t: t, nw: memnet.New()}
 				srv := e.server(fakeserver.Config{})
-				var nc *starve.Conn
-				p := newPool(t, srv.Addr(), pool.Config{Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
+				var mu sync.Mutex
+				var conns []*starve.Conn
+				// One shared connection: the requests below all go on it.
+				p := newPool(t, srv.Addr(), pool.Config{SharedConns: 1, Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
 					c, err := e.nw.Dial(ctx, network, addr)
 					if err != nil {
 						return nil, err
 					}
-					nc = starve.New(c)
-					return nc, nil
+					sc := starve.New(c)
+					mu.Lock()
+					conns = append(conns, sc)
+					mu.Unlock()
+					return sc, nil
 				}})
 				grant(t, p, "warm") // connected
-				hold := nc.HoldReads
-				if side == "writer" {
-					hold = nc.HoldWrites
+				// Every connection: the request may go on any of them.
+				hold := func(d time.Duration) {
+					mu.Lock()
+					defer mu.Unlock()
+					for _, sc := range conns {
+						if side == "writer" {
+							sc.HoldWrites(d)
+						} else {
+							sc.HoldReads(d)
+						}
+					}
 				}
 
 				// Held 300 ms past a 100 ms deadline: answered.

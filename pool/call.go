@@ -87,7 +87,7 @@ func (cl *Call) Notify(ch chan<- int, tag int) {
 // the connection has received bytes its reader has not handled. A
 // deadline that passes while it is true is not the server's silence.
 func (cl *Call) Arriving() bool {
-	return cl.cl != nil && cl.c.arriving()
+	return cl.cl != nil && cl.c.arriving(cl.cl)
 }
 
 // Wait waits for the reply without taking it: nil once it is in, or

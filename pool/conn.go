@@ -35,17 +35,22 @@ type Conn struct {
 	// connection's Grants. Lock order: Pool.mu before Conn.mu; Conn.mu is
 	// never held while calling into puddle, writing to the socket, or
 	// running a callback.
-	mu       sync.Mutex
-	wbuf     []byte // requests queued and not yet written
-	wcount   int    // requests in wbuf
-	writing  bool   // the writer is writing requests taken from wbuf
-	spare    []byte // the writer's other buffer
-	pending  []*call
-	head     int               // pending[head:] await replies
-	grants   map[string]*Grant // live grants, by token
-	regs     map[string]bool   // keys with an enqueue registered and no wait yet
-	broken   error
-	lastSent time.Time // when a request was last queued
+	mu      sync.Mutex
+	wbuf    []byte // requests queued and not yet written
+	wcount  int    // requests in wbuf
+	writing bool   // the writer is writing requests taken from wbuf
+	// queued and written count the requests queued and written so far;
+	// the last write carried those from lastBatch on, and ended at
+	// lastWrite (see arriving).
+	queued, written, lastBatch uint64
+	lastWrite                  time.Time
+	spare                      []byte // the writer's other buffer
+	pending                    []*call
+	head                       int               // pending[head:] await replies
+	grants                     map[string]*Grant // live grants, by token
+	regs                       map[string]bool   // keys with an enqueue registered and no wait yet
+	broken                     error
+	lastSent                   time.Time // when a request was last queued
 	// heard is when the latest request the server has answered was
 	// queued. The server wrote that reply after reading the request, and
 	// its read-timeout clock restarts no earlier than its last reply, so
@@ -122,6 +127,7 @@ type call struct {
 	err   error
 	grant *Grant
 	sent  time.Time     // when it was queued: no later than the server read it
+	seq   uint64        // how many requests the connection had queued before it
 	done  chan struct{} // buffered; receives once
 	// abandoned: the caller gave up; a grant in the reply is released.
 	abandoned bool
@@ -300,6 +306,8 @@ func (c *Conn) queueLocked(req *wire.Request, internal bool) (*call, error) {
 	c.p.requests.Add(1)
 	cl := c.p.newCall(req)
 	cl.internal = internal
+	cl.seq = c.queued
+	c.queued++
 	c.pending = append(c.pending, cl)
 	c.lastSent = time.Now()
 	cl.sent = c.lastSent
@@ -347,6 +355,7 @@ func (c *Conn) writeLoop() {
 
 			c.mu.Lock()
 			c.spare, c.writing = buf[:0], false
+			c.lastBatch, c.written, c.lastWrite = c.written, c.written+uint64(n), time.Now()
 			c.mu.Unlock()
 			if err != nil {
 				c.fail(fmt.Errorf("%w: write: %v", ErrBroken, err))

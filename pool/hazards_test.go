@@ -86,7 +86,7 @@ func TestDroppedConnectionsNotifyHoldersAndRedial(t *testing.T) {
 		assert.Zero(t, st.Grants)
 		assert.GreaterOrEqual(t, st.BrokenConns, uint64(2))
 		assert.Empty(t, srv.Stats().Locks)
-		assert.Contains(t, logs.String(), "locks are lost")
+		assert.Contains(t, logs.String(), "no longer holds what it granted")
 
 		grant(t, p, "a")
 		assert.Greater(t, p.Stats().Dials, dials, "dialled again")
@@ -541,7 +541,7 @@ func TestLogsHoldNoTokens(t *testing.T) {
 		require.ErrorIs(t, err, wire.ErrMalformedReply)
 		assert.Contains(t, err.Error(), "bbbb", "the caller's error names the reply")
 		synctest.Wait()
-		assert.Contains(t, logs.String(), "locks are lost")
+		assert.Contains(t, logs.String(), "no longer holds what it granted")
 		assert.NotContains(t, logs.String(), res.Resp.Token)
 		assert.NotContains(t, logs.String(), "bbbb")
 		p.Close()

@@ -73,8 +73,13 @@ func (p *Pool) Stats() Stats {
 			st.Grants += n
 			st.GrantsPerConn[c.id] = n
 		}
-		if c.owner == ownerKept {
+		switch {
+		case c.owner == ownerKept:
 			st.ParkedConns++
+		case c.owner == ownerPuddle && !c.shared && c.broken == nil:
+			// Counted here, not from puddle, which still lists a
+			// broken connection until it is next handed out.
+			st.IdleConns++
 		}
 		if c.draining {
 			st.DrainingConns++
@@ -89,11 +94,6 @@ func (p *Pool) Stats() Stats {
 		}
 		s.mu.Unlock()
 	}
-	ps := p.excl.Stat()
-	p.freedMu.Lock()
-	freed := len(p.freed)
-	p.freedMu.Unlock()
-	st.IdleConns = int(ps.IdleResources()) + freed
 	st.PinnedConns = max(0, st.Conns-sharedListed-st.IdleConns-st.ParkedConns)
 	return st
 }
