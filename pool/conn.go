@@ -59,7 +59,9 @@ type Conn struct {
 	// answered: the server has answered a request on this connection,
 	// so it did not refuse it.
 	answered bool
-	dialed   time.Time // when the connection was set up
+	// authRefused: the server answered error_auth here, and closes.
+	authRefused bool
+	dialed      time.Time // when the connection was set up
 	// draining: kept out of puddle for the answer to an abandoned
 	// blocking request, enqueue or wait.
 	draining bool
@@ -447,6 +449,11 @@ func (c *Conn) deliver(line []byte) error {
 		if cl.sent.After(c.heard) {
 			c.heard = cl.sent
 		}
+		if resp.Status == wire.StatusErrorAuth {
+			// The server closes next: the requests behind this one
+			// were refused for the same reason.
+			c.authRefused = true
+		}
 		cmd := cl.req.Cmd
 		if cmd == wire.CmdWait || cmd == wire.CmdSemWait {
 			delete(c.regs, cl.req.Key) // any reply to a wait ends the registration
@@ -589,6 +596,9 @@ func (c *Conn) fail(err error) {
 	if c.broken != nil {
 		c.mu.Unlock()
 		return
+	}
+	if c.authRefused {
+		err = fmt.Errorf("%w: %w (the server closed the connection after refusing it)", ErrBroken, wire.ErrAuth)
 	}
 	c.broken = err
 	close(c.quit)

@@ -1,6 +1,7 @@
 package pool_test
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"net"
@@ -257,6 +258,26 @@ func TestAuth(t *testing.T) {
 	assert.Equal(t, uint64(1), bad.Stats().DialErrors)
 	assert.NotContains(t, logs.String(), "s3cret")
 	assert.NotContains(t, logs.String(), "wrong")
+}
+
+// A server that needs a token, asked without one, answers the first
+// request "error_auth" and closes: every call says ErrAuth, the first
+// and those after it (pipelined behind it, or on the next connection),
+// never "connection reset".
+func TestNoTokenIsErrAuthEveryTime(t *testing.T) {
+	inBubble(t, func(t *testing.T, e *env) {
+		srv := e.server(fakeserver.Config{AuthToken: "s3cret"})
+		p := e.pool(srv.Addr(), pool.Config{SharedConns: 1})
+		reqs := []wire.Request{*tryLock("a"), *tryLock("b"), *tryLock("c")}
+		res, errs := p.DoAll(ctxFor(t, wait), reqs)
+		for i, err := range errs {
+			assert.ErrorIs(t, cmp.Or(err, res[i].Resp.Err()), wire.ErrAuth, "pipelined request %d", i)
+		}
+		for i := range 3 {
+			r, err := p.Do(ctxFor(t, wait), tryLock("k"))
+			assert.ErrorIs(t, cmp.Or(err, r.Resp.Err()), wire.ErrAuth, "call %d after", i)
+		}
+	})
 }
 
 func TestConfig(t *testing.T) {
