@@ -152,11 +152,12 @@ func TestBadInputIsRefusedBeforeSending(t *testing.T) {
 	for name, l := range map[string]interface {
 		Acquire(context.Context) (bool, error)
 	}{
-		"space in key":   c.Lock("a b"),
-		"empty key":      c.Lock(""),
-		"renew ratio":    c.Lock("k", lock.RenewRatio(1.5)),
-		"negative lease": c.Lock("k", lock.LeaseTTL(-time.Second)),
-		"zero limit":     c.Semaphore("k", 0),
+		"space in key":     c.Lock("a b"),
+		"empty key":        c.Lock(""),
+		"renew ratio":      c.Lock("k", lock.RenewRatio(1.5)),
+		"negative lease":   c.Lock("k", lock.LeaseTTL(-time.Second)),
+		"sub-second lease": c.Lock("k", lock.LeaseTTL(500*time.Millisecond)),
+		"zero limit":       c.Semaphore("k", 0),
 	} {
 		_, err := l.Acquire(ctxFor(t, wait))
 		assert.Error(t, err, name)

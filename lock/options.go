@@ -30,8 +30,10 @@ func defaultOptions() options {
 // rounded up; a context deadline that ends sooner wins.
 func AcquireTimeout(d time.Duration) Option { return func(o *options) { o.acquireTimeout = d } }
 
-// LeaseTTL is the lease to ask for, rounded up to whole seconds. Default:
-// the server's (33 s unless configured otherwise). Renewals resend it.
+// LeaseTTL is the lease to ask for, at least 1 s (the server counts in
+// whole seconds; less is ErrInvalid), rounded up to whole seconds.
+// Default: the server's (33 s unless configured otherwise). Renewals
+// resend it.
 func LeaseTTL(d time.Duration) Option { return func(o *options) { o.lease = d } }
 
 // RenewRatio: a held lock is renewed when this fraction of its lease has
@@ -48,6 +50,11 @@ func (o *options) check() error {
 		return invalid("AcquireTimeout %v must not be negative", o.acquireTimeout)
 	case o.lease < 0:
 		return invalid("LeaseTTL %v must not be negative", o.lease)
+	case o.lease > 0 && o.lease < time.Second:
+		// Rounded up, it would be twice or more what was asked for: a
+		// surprise in the one setting that bounds how long a crashed
+		// holder blocks the others.
+		return invalid("LeaseTTL %v: the server counts leases in whole seconds; ask for at least 1s", o.lease)
 	case !(o.renewRatio > 0 && o.renewRatio < 1):
 		return invalid("RenewRatio %v must be between 0 and 1", o.renewRatio)
 	}
