@@ -120,6 +120,7 @@ type Client struct {
 	poolCfg        pool.Config
 	log            *slog.Logger
 	renewer        *renewer
+	retakes        *retakeClock // the holders' background re-takes
 	closeTimeout   time.Duration
 	replicas       int           // Config.Replicas, at least 1
 	replicaTimeout time.Duration // Config.ReplicaTimeout
@@ -192,6 +193,7 @@ func New(cfg Config) (*Client, error) {
 	}
 	// Started last: nothing above can fail once a goroutine runs.
 	c.tasks = newTasks()
+	c.retakes = newRetakeClock(c.tasks)
 	c.renewer = newRenewer(c)
 	if cfg.FleetFile != "" {
 		var ctx context.Context

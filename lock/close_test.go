@@ -499,3 +499,26 @@ func mustGet[T any](t *testing.T, ch chan T) T {
 	var zero T
 	return zero
 }
+
+// A Release waiting for a stalled server's answer when Client.Close
+// closes the connections says ErrClosed, the cause, not a bare pool
+// error.
+func TestReleaseCutByCloseSaysErrClosed(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newVirtualFleet(t, 1, fakeserver.Config{})
+		c := f.client(t, lock.Config{CloseTimeout: time.Hour})
+		l := c.Lock("k")
+		mustAcquire(t, l)
+		srv := f.server(t, 0)
+		srv.Stall(time.Hour)
+		t.Cleanup(srv.Unstall)
+		done := make(chan error, 1)
+		go func() { done <- l.Release(context.Background()) }()
+		synctest.Wait() // the release is out, unanswered
+		go c.Close()
+		err := <-done
+		assert.ErrorIs(t, err, lock.ErrClosed)
+		srv.Unstall()
+		synctest.Wait()
+	})
+}

@@ -68,7 +68,7 @@ type holder struct {
 // holderExtra is the holder's state for re-takes and waits; guarded by
 // holder.mu.
 type holderExtra struct {
-	retake  *time.Timer   // the next background attempt at the missing replicas
+	retake  *retakeEntry  // the next background attempt at the missing replicas
 	backoff time.Duration // before it
 	// backoffCap bounds backoff: short while the missing replicas answer
 	// busy, long while one does not answer.
@@ -521,7 +521,7 @@ func (h *holder) endLocked() ([]*pool.Grant, []*renewal) {
 			x.stop()
 		}
 		if x.retake != nil {
-			x.retake.Stop()
+			h.l.c.retakes.cancel(x.retake)
 		}
 		if x.endTake != nil {
 			x.endTake()
@@ -636,7 +636,7 @@ func (h *holder) scheduleLocked() {
 	d := x.backoff
 	x.backoff = min(max(2*x.backoff, retakeFirst), x.backoffCap)
 	// Jitter keeps the holders of a semaphore's slots out of step.
-	x.retake = h.l.c.tasks.afterFunc(d/2+rand.N(d/2+1), h.retakeMissing)
+	x.retake = h.l.c.retakes.schedule(h, d/2+rand.N(d/2+1))
 }
 
 // retakeMissing tries, once, to take each missing replica: a pipelined

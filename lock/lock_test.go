@@ -249,7 +249,11 @@ func TestWithLock(t *testing.T) {
 // while fn runs, released after, and the handle still usable (WithLock's
 // is retired). A loss comes back in the error, as from WithLock.
 func TestLockWith(t *testing.T) {
-	f := newFleet(t, 1, fakeserver.Config{})
+	synctest.Test(t, func(t *testing.T) { testLockWith(t) })
+}
+
+func testLockWith(t *testing.T) {
+	f := newVirtualFleet(t, 1, fakeserver.Config{})
 	c := f.client(t, lock.Config{})
 	key := uniqueKey(t, "k")
 	l := c.Lock(key, lock.LeaseTTL(7*time.Second))
@@ -276,6 +280,7 @@ func TestLockWith(t *testing.T) {
 		return nil
 	})
 	assert.ErrorIs(t, err, lock.ErrLockLost)
+	synctest.Wait() // every connection has seen the drop
 	assert.Zero(t, l.Lease(), "not held after a loss")
 	assert.Empty(t, l.Token())
 	ok, err := l.Acquire(ctxFor(t, wait))

@@ -42,6 +42,10 @@ func releaseError(err error) error {
 	switch {
 	case err == nil:
 		return nil
+	case errors.Is(err, pool.ErrClosed):
+		// Client.Close closed the connections under the release, which
+		// released the lock (or will, at its lease's end): not a loss.
+		return fmt.Errorf("%w: released by Client.Close: %w", ErrClosed, err)
 	case errors.Is(err, pool.ErrGrantLost):
 		return fmt.Errorf("%w: %w", ErrLockLost, err)
 	}

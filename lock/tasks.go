@@ -3,11 +3,10 @@ package lock
 import (
 	"context"
 	"sync"
-	"time"
 )
 
 // tasks owns every goroutine a Client starts besides the renewer's:
-// re-takes of missing replicas, the try-locks of a round, the releases
+// re-takes of missing replicas (retakeClock), the try-locks of a round, the releases
 // of many grants, the watch of a wait's arbiter, the fleet file's
 // watcher. Close cancels its context, refuses new goroutines and waits
 // for the running ones, as a connection that owns its reader and writer
@@ -53,18 +52,6 @@ func (t *tasks) goFn(f func()) bool {
 		f()
 	}()
 	return true
-}
-
-// afterFunc runs f after d, in the timer's goroutine counted in the
-// group, unless the timer is stopped first or the group is closed by
-// then.
-func (t *tasks) afterFunc(d time.Duration, f func()) *time.Timer {
-	return time.AfterFunc(d, func() {
-		if t.enter() {
-			defer t.leave()
-			f()
-		}
-	})
 }
 
 // close cancels the group's context, refuses new goroutines and waits

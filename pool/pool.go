@@ -556,9 +556,12 @@ func (p *Pool) watchReturn() {
 		if !lost {
 			return
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), returnProbe)
-		p.Ping(ctx) // its first answer on a new connection calls OnReturn
-		cancel()
+		// Its first answer on a new connection calls OnReturn. By a
+		// deadline, not a context's timeout: a context's runs a goroutine
+		// each time it fires, every 50 ms while a server is stalled, and
+		// the race detector's runtime crashed under that churn in
+		// virtual time (golang/go#78156).
+		p.PingBy(context.Background(), time.Now().Add(returnProbe))
 	}
 }
 
