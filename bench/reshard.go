@@ -281,6 +281,6 @@ func movedKeys(locks []*lock.Lock, from, to shard.Strategy) (int, error) {
 // reshardClient makes a client for the reshard run.
 func reshardClient(cfg Config) func(shard.Strategy) (*lock.Client, error) {
 	return func(s shard.Strategy) (*lock.Client, error) {
-		return lock.New(lock.Config{Strategy: s, Pool: cfg.Pool, MeterProvider: cfg.MeterProvider})
+		return lock.New(lock.Config{Strategy: s, Pool: cfg.Pool, MeterProvider: cfg.MeterProvider, Logger: quiet})
 	}
 }

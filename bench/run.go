@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math"
 	"slices"
 	"strings"
@@ -71,7 +72,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		return nil, err
 	}
 	newClient := func(replicas int, mp metric.MeterProvider) (*lock.Client, error) {
-		return lock.New(lock.Config{Strategy: strategy, Replicas: replicas, Pool: cfg.Pool, MeterProvider: mp})
+		return lock.New(lock.Config{Strategy: strategy, Replicas: replicas, Pool: cfg.Pool, MeterProvider: mp, Logger: quiet})
 	}
 	type run struct {
 		workload, name string
@@ -374,3 +375,8 @@ func curve(h *hdrhistogram.Histogram) []CurvePoint {
 	}
 	return append(out, CurvePoint{Percentile: 100, Latency: time.Duration(h.Max())})
 }
+
+// quiet is the benchmark clients' logger: the report counts their errors
+// and losses, and the faults a workload injects on purpose would
+// otherwise fill the terminal through slog.Default().
+var quiet = slog.New(slog.DiscardHandler)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"log/slog"
 	"os"
 	"strconv"
 	"strings"
@@ -146,7 +147,10 @@ func (f *clientFlags) config() (lock.Config, error) {
 	if f.envErr != nil {
 		return lock.Config{}, errUsage{err: f.envErr}
 	}
-	cfg := lock.Config{FleetFile: f.fleet, Pool: pool.Config{AuthToken: token, TLS: tc}}
+	// The command reports what matters itself, in one voice (see render):
+	// the library's log lines, slog.Default()'s by default, would speak
+	// in another beside it.
+	cfg := lock.Config{FleetFile: f.fleet, Pool: pool.Config{AuthToken: token, TLS: tc}, Logger: slog.New(slog.DiscardHandler)}
 	if f.fleet == "" {
 		if cfg.Servers, err = parseServers(f.servers); err != nil {
 			return lock.Config{}, err
