@@ -388,7 +388,10 @@ func (c *Client) Semaphore(key string, limit int, opts ...Option) *Semaphore {
 // releases when fn returns, fails or panics. The context fn gets is
 // cancelled, with context.Cause ErrLockLost, if the lock is lost while fn
 // runs. fn's error is returned; if the lock was lost meanwhile, the
-// returned error also matches ErrLockLost, even when fn returned nil.
+// returned error also matches ErrLockLost, even when fn returned nil. A
+// release that fails at the end (a server that does not answer within
+// Config.CloseTimeout) is logged, not returned: fn's work is done. For
+// the handle inside fn (its token, lease, servers), use Lock.With.
 func (c *Client) WithLock(ctx context.Context, key string, fn func(ctx context.Context) error, opts ...Option) error {
 	if fn == nil {
 		return invalid("WithLock of a nil function")

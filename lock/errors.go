@@ -11,7 +11,8 @@ import (
 // Errors. Server statuses are the wire sentinels, re-exported here so one
 // import is enough; all of them work with errors.Is.
 var (
-	// ErrTimeout: WithLock did not acquire within the acquire timeout
+	// ErrTimeout: WithLock, Lock.With or LockAll (see SetTimeoutError) did
+	// not acquire within the acquire timeout
 	// (Acquire and Wait report that as false with a nil error). A
 	// cancelled or expired context is reported as the context's error
 	// instead.

@@ -390,7 +390,9 @@ func (l *Lock) waitOn(ctx context.Context, p *pool.Pool, pin *pool.Pinned, req *
 	res, err := pin.Do(rctx, req)
 	pin.Unpin()
 	if err = ownDeadline(ctx, rctx, err); errors.Is(err, wire.ErrTimeout) {
-		err = silence(ctx, p, time.Since(start))
+		if err = silence(ctx, p, time.Since(start)); errors.Is(err, pool.ErrNoReply) {
+			err = l.describe(err, "")
+		}
 	}
 	g, err := l.grantFrom(ctx, p.Addr(), res, err, confirm)
 	if m := l.c.metrics; g != nil && !m.off {
@@ -404,15 +406,15 @@ func (l *Lock) waitOn(ctx context.Context, p *pool.Pool, pin *pool.Pinned, req *
 // minAnswerWait, else an error that names it. A wait is not answered
 // until it ends, and only a stalled server does not answer a ping.
 func silence(ctx context.Context, p *pool.Pool, waited time.Duration) error {
-	pctx, cancel := context.WithTimeout(ctx, minAnswerWait)
-	defer cancel()
-	switch err := p.Ping(pctx); {
+	switch err := p.PingBy(ctx, time.Now().Add(minAnswerWait)); {
 	case err == nil:
 		return wire.ErrTimeout
 	case ctx.Err() != nil:
 		return ctx.Err()
 	default:
-		return fmt.Errorf("%w from %s: no answer to a wait in %v, nor to a ping in %v: %w", pool.ErrNoReply, p.Addr(), waited.Round(time.Millisecond), minAnswerWait, err)
+		// The ping's error as text: it would match the caller's
+		// context errors (a deadline exceeded) that the caller never set.
+		return fmt.Errorf("%w from %s: no answer to a wait in %v, nor to a ping in %v (%v)", pool.ErrNoReply, p.Addr(), waited.Round(time.Millisecond), minAnswerWait, err)
 	}
 }
 

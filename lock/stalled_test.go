@@ -3,6 +3,7 @@ package lock_test
 import (
 	"context"
 	"errors"
+	"strconv"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -141,6 +142,8 @@ func TestAWaitOnAStoppedServerSaysSo(t *testing.T) {
 					assert.Equal(t, timeout+50*time.Millisecond, took)
 					require.ErrorIs(t, err, pool.ErrNoReply)
 					assert.Contains(t, err.Error(), srv.Addr())
+					assert.Contains(t, err.Error(), strconv.Quote(k), "names the key")
+					assert.NotErrorIs(t, err, context.DeadlineExceeded, "the caller set no deadline")
 				})
 			})
 		}

@@ -392,6 +392,10 @@ const (
 // connFailed records a dial that failed, or a connection the server
 // closed before answering anything, and sets when the next dial may go.
 func (p *Pool) connFailed(err error) {
+	if errors.Is(err, ErrClosed) {
+		// A dial that lost the race with Close: not the server's failure.
+		return
+	}
 	p.backoffMu.Lock()
 	if time.Now().Before(p.retryAt) {
 		// Connections that fail together (every one dialled before a
