@@ -541,8 +541,9 @@ func (c *Client) PoolStats() []pool.Stats {
 }
 
 // SlowMarks returns, by server address, how many times the client found
-// a server too slow: a try-lock, release or ping not answered within
-// Config.ReplicaTimeout. An acquire then goes on without waiting for that
+// a server too slow or unreachable: a try-lock, release or ping not
+// answered within Config.ReplicaTimeout, or a connection to it broken or
+// refused (a server down counts once per request that found it so). An acquire then goes on without waiting for that
 // server until it answers again. Servers never found slow are left out: a
 // healthy fleet gives an empty map, also when this process is short of
 // CPU (an answer that arrived while it was is not the server's delay).
