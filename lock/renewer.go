@@ -24,7 +24,7 @@ import (
 type renewer struct {
 	c     *Client
 	mu    sync.Mutex // guards entries and every entry's renewer fields
-	heap  renewalHeap
+	heap  dueHeap[*renewal]
 	wake  chan struct{}
 	stop  chan struct{}
 	done  chan struct{}
@@ -239,25 +239,5 @@ func minTime(a, b time.Time) time.Time {
 	return b
 }
 
-// renewalHeap orders entries by due time.
-type renewalHeap []*renewal
-
-func (h renewalHeap) Len() int           { return len(h) }
-func (h renewalHeap) Less(i, j int) bool { return h[i].due.Before(h[j].due) }
-func (h renewalHeap) Swap(i, j int) {
-	h[i], h[j] = h[j], h[i]
-	h[i].idx, h[j].idx = i, j
-}
-func (h *renewalHeap) Push(x any) {
-	e := x.(*renewal)
-	e.idx = len(*h)
-	*h = append(*h, e)
-}
-func (h *renewalHeap) Pop() any {
-	old := *h
-	e := old[len(old)-1]
-	old[len(old)-1] = nil
-	e.idx = -1
-	*h = old[:len(old)-1]
-	return e
-}
+func (e *renewal) dueAt() time.Time { return e.due }
+func (e *renewal) setIdx(i int)     { e.idx = i }

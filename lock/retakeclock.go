@@ -17,7 +17,7 @@ import (
 type retakeClock struct {
 	tasks *tasks
 	mu    sync.Mutex
-	queue retakeQueue
+	queue dueHeap[*retakeEntry]
 	wake  chan struct{} // capacity 1: the earliest entry changed
 	start sync.Once
 }
@@ -90,25 +90,5 @@ func (c *retakeClock) run() {
 	}
 }
 
-// retakeQueue is a min-heap of entries by due time.
-type retakeQueue []*retakeEntry
-
-func (q retakeQueue) Len() int           { return len(q) }
-func (q retakeQueue) Less(i, j int) bool { return q[i].at.Before(q[j].at) }
-func (q retakeQueue) Swap(i, j int) {
-	q[i], q[j] = q[j], q[i]
-	q[i].idx, q[j].idx = i, j
-}
-func (q *retakeQueue) Push(x any) {
-	e := x.(*retakeEntry)
-	e.idx = len(*q)
-	*q = append(*q, e)
-}
-func (q *retakeQueue) Pop() any {
-	old := *q
-	e := old[len(old)-1]
-	old[len(old)-1] = nil
-	e.idx = -1
-	*q = old[:len(old)-1]
-	return e
-}
+func (e *retakeEntry) dueAt() time.Time { return e.at }
+func (e *retakeEntry) setIdx(i int)     { e.idx = i }
