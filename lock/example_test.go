@@ -50,6 +50,31 @@ func ExampleClient_WithLock() {
 }
 
 // Manual acquire and release: false on timeout instead of an error.
+// The guide's first block prints the token and the lease inside the
+// critical section: Lock.With gives fn the handle, as l.
+func ExampleLock_With() {
+	srv, stop := exampleServer()
+	defer stop()
+	c, err := lock.New(lock.Config{Servers: []string{srv.Addr()}})
+	if err != nil {
+		panic(err)
+	}
+	defer c.Close()
+
+	l := c.Lock("my-key", lock.LeaseTTL(20*time.Second))
+	err = l.With(context.Background(), func(ctx context.Context) error {
+		fmt.Printf("token of %d hex digits, lease %v\n", len(l.Token()), l.Lease())
+		return nil
+	})
+	if err != nil {
+		fmt.Println(err)
+	}
+	fmt.Printf("after: token %q, lease %v\n", l.Token(), l.Lease())
+	// Output:
+	// token of 32 hex digits, lease 20s
+	// after: token "", lease 0s
+}
+
 func ExampleLock_Acquire() {
 	srv, stop := exampleServer()
 	defer stop()
