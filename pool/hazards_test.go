@@ -620,8 +620,13 @@ func TestReleaseOnSurplusParkedConnectionIsAnswered(t *testing.T) {
 		synctest.Wait()
 		st := p.Stats()
 		assert.Zero(t, st.ParkedConns)
-		assert.Equal(t, 2, st.Conns, "two connections kept idle, the surplus closed once answered: %+v", st)
-		assert.Equal(t, 2, st.IdleConns)
+		// Up to two kept idle (one in puddle, one freed), the surplus
+		// closed once answered. Sometimes one: puddle's constructor takes
+		// a freed connection in the background, and a connection freed
+		// before it has found the list full (1 run in about 250).
+		assert.LessOrEqual(t, st.Conns, 2, "the surplus closed once answered: %+v", st)
+		assert.Positive(t, st.Conns)
+		assert.Equal(t, st.Conns, st.IdleConns, "all of them idle")
 		assert.Zero(t, st.BrokenConns)
 	})
 }
