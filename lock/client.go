@@ -563,7 +563,11 @@ func (c *Client) isClosed() bool {
 // enqueues, stops renewing and closes its connections (which releases, on
 // the server, anything a release could not reach). It waits for the
 // releases' answers up to Config.CloseTimeout. An Acquire still in
-// flight returns an error matching ErrClosed. Safe to call twice.
+// flight returns an error matching ErrClosed; a try-lock answered while
+// Close runs is released before the connections close (Close waits for
+// the answers in flight, giving up on a server silent for 50 ms), so that
+// a server started with -auto-release-on-disconnect=false is left
+// holding nothing. Renewals in flight end at once. Safe to call twice.
 //
 // Code still running under a lock or set the client held is told that it
 // no longer holds it, since another client can take it at once: Lost
@@ -622,6 +626,10 @@ func (c *Client) Close() error {
 	}
 	wg.Wait()
 	c.renewer.close()
+	// A try-lock answered after Close began is given up by its taker,
+	// and its release must reach the server before the connections
+	// close (see pool.Pool.Drain).
+	c.drainPools(ctx)
 	// Closed pools fail the requests still in flight: the client's
 	// goroutines waiting on them end, and Close waits for them all.
 	c.closePools()
@@ -631,6 +639,21 @@ func (c *Client) Close() error {
 		c.log.Debug("lock: unregistering the metrics callback", "err", err)
 	}
 	return nil
+}
+
+// drainPools drains every pool at once, until ctx ends.
+func (c *Client) drainPools(ctx context.Context) {
+	c.mu.RLock()
+	pools := make([]*pool.Pool, 0, len(c.pools))
+	for _, p := range c.pools {
+		pools = append(pools, p)
+	}
+	c.mu.RUnlock()
+	var wg sync.WaitGroup
+	for _, p := range pools {
+		wg.Go(func() { p.Drain(ctx) })
+	}
+	wg.Wait()
 }
 
 func (c *Client) closePools() {

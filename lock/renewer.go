@@ -29,6 +29,11 @@ type renewer struct {
 	stop  chan struct{}
 	done  chan struct{}
 	batch sync.WaitGroup
+	// ctx bounds the renewals in flight; close cancels it, so that a
+	// renewal waiting on a stalled server (up to its lease's deadline)
+	// does not hold up Client.Close past its CloseTimeout.
+	ctx    context.Context
+	cancel context.CancelFunc
 
 	sent    atomic.Uint64 // renewals sent
 	retries atomic.Uint64 // renewals that failed in transit and were retried
@@ -59,6 +64,7 @@ const retryDelay = 100 * time.Millisecond
 
 func newRenewer(c *Client) *renewer {
 	r := &renewer{c: c, wake: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
+	r.ctx, r.cancel = context.WithCancel(context.Background())
 	go r.run()
 	return r
 }
@@ -107,6 +113,7 @@ func (r *renewer) remove(e *renewal) {
 }
 
 func (r *renewer) close() {
+	r.cancel()
 	close(r.stop)
 	<-r.done
 	r.batch.Wait()
@@ -192,7 +199,7 @@ func (r *renewer) renew(p *pool.Pool, es []*renewal) {
 			deadline = d
 		}
 	}
-	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	ctx, cancel := context.WithDeadline(r.ctx, deadline)
 	defer cancel()
 	start := time.Now()
 	errs := p.Renew(ctx, rs)

@@ -437,6 +437,7 @@ func (c *Conn) deliver(line []byte) error {
 	if c.head == len(c.pending) {
 		c.pending, c.head = c.pending[:0], 0
 	}
+	c.p.answers.Add(1)
 	if !c.answered {
 		c.answered = true
 		c.p.connAnswered()

@@ -58,6 +58,7 @@ type Pool struct {
 	// starvedWaits counts the looks at a connection past a call's
 	// deadline that found its answer on the way (see Conn.overdue).
 	starvedWaits atomic.Uint64
+	answers      atomic.Uint64 // replies delivered
 
 	// writeSize records requests per write, with writeOpts; nil
 	// without Config.MeterProvider.
@@ -621,6 +622,60 @@ func (p *Pool) Close() {
 		p.excl.Close()
 		p.goroutines.Wait()
 	})
+}
+
+// Drain waits until no request is in flight on the pool's shared
+// connections (try-locks, renewals, releases, and the releases the pool
+// sends itself for grants that came after their caller gave up), or
+// until ctx ends, or until the server has answered nothing for
+// drainQuiet (a stalled server is not waited for). Closing first would
+// leave a grant answered after its caller gave up held on a server that
+// keeps locks after a disconnect (-auto-release-on-disconnect=false)
+// until its lease ran out; its release goes out while the pool drains.
+// Blocking requests, on exclusive connections, are not waited for.
+func (p *Pool) Drain(ctx context.Context) error {
+	t := time.NewTimer(0)
+	defer t.Stop()
+	answers, lastAnswer := p.answers.Load(), time.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+		if p.sharedInFlight() == 0 {
+			return nil
+		}
+		if n := p.answers.Load(); n != answers {
+			answers, lastAnswer = n, time.Now()
+		} else if time.Since(lastAnswer) >= drainQuiet {
+			return nil
+		}
+		t.Reset(drainPoll)
+	}
+}
+
+const (
+	// drainPoll is how often Drain looks at the requests in flight.
+	drainPoll = 2 * time.Millisecond
+	// drainQuiet is how long Drain waits for a server that answers
+	// nothing.
+	drainQuiet = 50 * time.Millisecond
+)
+
+// sharedInFlight counts the requests in flight on shared connections.
+func (p *Pool) sharedInFlight() int {
+	n := 0
+	for _, c := range p.connList() {
+		if c.shared {
+			c.mu.Lock()
+			if c.broken == nil {
+				n += len(c.pending) - c.head
+			}
+			c.mu.Unlock()
+		}
+	}
+	return n
 }
 
 // connList returns every open connection.
