@@ -177,7 +177,7 @@ func (r letGone) awaitAsTheyCome(ctx context.Context, rs []pool.Releasing, deadl
 		}
 		l.c.releasesLeft(ctx, rest, deadline)
 	}()
-	late := time.NewTimer(time.Until(deadline))
+	late := time.NewTimer(ahead(time.Until(deadline)))
 	defer late.Stop()
 	var linger <-chan time.Time
 	for range rs {

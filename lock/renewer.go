@@ -130,7 +130,7 @@ func (r *renewer) run() {
 			next = time.Until(r.heap[0].due)
 		}
 		r.mu.Unlock()
-		t.Reset(max(next, 0))
+		t.Reset(ahead(next))
 		select {
 		case <-t.C:
 		case <-r.wake:

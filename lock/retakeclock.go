@@ -22,6 +22,12 @@ type retakeClock struct {
 	start sync.Once
 }
 
+// ahead returns d, or a nanosecond if d is not positive: a timer is never
+// set to a moment already past. Under the race detector, in a synctest
+// bubble, a timer due as it was set crashed the race runtime now and then
+// (golang/go#78156).
+func ahead(d time.Duration) time.Duration { return max(d, time.Nanosecond) }
+
 // retakeEntry is a holder's next re-take, due at at; idx is its place in
 // the queue, -1 once out of it.
 type retakeEntry struct {

@@ -354,7 +354,7 @@ func (h *holder) takeRest(ctx context.Context, deadline time.Time) (bool, error)
 			}
 			return false, nil
 		}
-		t := time.NewTimer(min(pause/2+rand.N(pause/2+1), wait))
+		t := time.NewTimer(ahead(min(pause/2+rand.N(pause/2+1), wait)))
 		select {
 		case <-ctx.Done():
 			t.Stop()
@@ -481,7 +481,7 @@ func (r *tryRound) takeUntilDecided() (decided bool) {
 // the deadline passes, those still out are each taken at once (an answer
 // missing, or for a probe of a slow server, at its deadline).
 func (r *tryRound) take(untilDecided bool) (decided bool) {
-	late := time.NewTimer(time.Until(r.deadline))
+	late := time.NewTimer(ahead(time.Until(r.deadline)))
 	defer late.Stop()
 	for r.left > 0 {
 		select {

@@ -256,7 +256,7 @@ func (c *Conn) waitBy(ctx context.Context, cl *call, deadline time.Time) error {
 	var t *time.Timer
 	if !deadline.IsZero() {
 		t = c.p.timers.Get().(*time.Timer)
-		t.Reset(time.Until(deadline))
+		t.Reset(ahead(time.Until(deadline)))
 		defer func() {
 			t.Stop()
 			c.p.timers.Put(t)

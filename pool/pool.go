@@ -634,7 +634,7 @@ func (p *Pool) Close() {
 // until its lease ran out; its release goes out while the pool drains.
 // Blocking requests, on exclusive connections, are not waited for.
 func (p *Pool) Drain(ctx context.Context) error {
-	t := time.NewTimer(0)
+	t := time.NewTimer(ahead(0))
 	defer t.Stop()
 	answers, lastAnswer := p.answers.Load(), time.Now()
 	for {
