@@ -256,11 +256,18 @@ func (c *Conn) waitBy(ctx context.Context, cl *call, deadline time.Time) error {
 	var t *time.Timer
 	if !deadline.IsZero() {
 		t = c.p.timers.Get().(*time.Timer)
-		t.Reset(ahead(time.Until(deadline)))
 		defer func() {
 			t.Stop()
 			c.p.timers.Put(t)
 		}()
+		wait := time.Until(deadline)
+		if wait <= 0 {
+			// Passed already (the calls of DoAllBy, awaited in turn):
+			// the verdict at once, with no timer due as it is set (see
+			// ahead).
+			return c.overdue(ctx, cl, t)
+		}
+		t.Reset(wait)
 		late = t.C
 	}
 	select {

@@ -634,7 +634,10 @@ func (p *Pool) Close() {
 // until its lease ran out; its release goes out while the pool drains.
 // Blocking requests, on exclusive connections, are not waited for.
 func (p *Pool) Drain(ctx context.Context) error {
-	t := time.NewTimer(ahead(0))
+	if p.sharedInFlight() == 0 {
+		return nil
+	}
+	t := time.NewTimer(drainPoll)
 	defer t.Stop()
 	answers, lastAnswer := p.answers.Load(), time.Now()
 	for {
