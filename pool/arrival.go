@@ -27,13 +27,6 @@ const (
 	starvedStep = 5 * time.Millisecond
 )
 
-// ahead returns d, or a nanosecond if d is not positive: a timer is never
-// set to a moment already past. Under the race detector, in a synctest
-// bubble, a timer that was due as it was set crashed the race runtime
-// now and then (golang/go#78156); a nanosecond from now is a timer like
-// any other.
-func ahead(d time.Duration) time.Duration { return max(d, time.Nanosecond) }
-
 // watchedReader is the connection as its reader sees it: it notes when
 // the reader is parked in Read, waiting for the server, so that the
 // connection can tell a reader that has bytes to handle from one that
