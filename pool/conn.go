@@ -35,10 +35,9 @@ type Conn struct {
 	// connection's Grants. Lock order: Pool.mu before Conn.mu; Conn.mu is
 	// never held while calling into puddle, writing to the socket, or
 	// running a callback.
-	mu      sync.Mutex
-	wbuf    []byte // requests queued and not yet written
-	wcount  int    // requests in wbuf
-	writing bool   // the writer is writing requests taken from wbuf
+	mu     sync.Mutex
+	wbuf   []byte // requests queued and not yet written
+	wcount int    // requests in wbuf
 	// queued and written count the requests queued and written so far;
 	// the last write carried those from lastBatch on, and ended at
 	// lastWrite (see arriving).
@@ -263,8 +262,9 @@ func (c *Conn) waitBy(ctx context.Context, cl *call, deadline time.Time) error {
 		wait := time.Until(deadline)
 		if wait <= 0 {
 			// Passed already (the calls of DoAllBy, awaited in turn):
-			// the verdict at once, with no timer due as it is set (see
-			// ahead).
+			// the verdict at once, with no timer due as it is set (in a
+			// synctest bubble under -race, such timers crashed the race
+			// runtime, golang/go#78156).
 			return c.overdue(ctx, cl, t)
 		}
 		t.Reset(wait)
@@ -351,7 +351,7 @@ func (c *Conn) writeLoop() {
 				break
 			}
 			buf, n := c.wbuf, c.wcount
-			c.wbuf, c.wcount, c.writing = c.spare[:0], 0, true
+			c.wbuf, c.wcount = c.spare[:0], 0
 			c.mu.Unlock()
 
 			// Counted before it goes: a caller woken by the answer finds
@@ -363,7 +363,7 @@ func (c *Conn) writeLoop() {
 			_, err := c.nc.Write(buf)
 
 			c.mu.Lock()
-			c.spare, c.writing = buf[:0], false
+			c.spare = buf[:0]
 			c.lastBatch, c.written, c.lastWrite = c.written, c.written+uint64(n), time.Now()
 			c.mu.Unlock()
 			if err != nil {
@@ -444,7 +444,6 @@ func (c *Conn) deliver(line []byte) error {
 	if c.head == len(c.pending) {
 		c.pending, c.head = c.pending[:0], 0
 	}
-	c.p.answers.Add(1)
 	if !c.answered {
 		c.answered = true
 		c.p.connAnswered()

@@ -58,7 +58,6 @@ type Pool struct {
 	// starvedWaits counts the looks at a connection past a call's
 	// deadline that found its answer on the way (see Conn.overdue).
 	starvedWaits atomic.Uint64
-	answers      atomic.Uint64 // replies delivered
 
 	// writeSize records requests per write, with writeOpts; nil
 	// without Config.MeterProvider.
@@ -634,22 +633,24 @@ func (p *Pool) Close() {
 // until its lease ran out; its release goes out while the pool drains.
 // Blocking requests, on exclusive connections, are not waited for.
 func (p *Pool) Drain(ctx context.Context) error {
-	if p.sharedInFlight() == 0 {
+	inFlight, answers := p.sharedInFlight()
+	if inFlight == 0 {
 		return nil
 	}
 	t := time.NewTimer(drainPoll)
 	defer t.Stop()
-	answers, lastAnswer := p.answers.Load(), time.Now()
+	lastAnswer := time.Now()
 	for {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-t.C:
 		}
-		if p.sharedInFlight() == 0 {
+		inFlight, n := p.sharedInFlight()
+		if inFlight == 0 {
 			return nil
 		}
-		if n := p.answers.Load(); n != answers {
+		if n != answers {
 			answers, lastAnswer = n, time.Now()
 		} else if time.Since(lastAnswer) >= drainQuiet {
 			return nil
@@ -666,19 +667,22 @@ const (
 	drainQuiet = 50 * time.Millisecond
 )
 
-// sharedInFlight counts the requests in flight on shared connections.
-func (p *Pool) sharedInFlight() int {
-	n := 0
+// sharedInFlight counts the requests in flight on the working shared
+// connections, and those answered there so far (queued and no longer in
+// flight).
+func (p *Pool) sharedInFlight() (inFlight int, answered uint64) {
 	for _, c := range p.connList() {
 		if c.shared {
 			c.mu.Lock()
 			if c.broken == nil {
-				n += len(c.pending) - c.head
+				n := len(c.pending) - c.head
+				inFlight += n
+				answered += c.queued - uint64(n)
 			}
 			c.mu.Unlock()
 		}
 	}
-	return n
+	return inFlight, answered
 }
 
 // connList returns every open connection.
