@@ -16,7 +16,7 @@ import (
 // a rolling restart the next server may go down first, and a lock left
 // on fewer than a quorum is lost. So the pool says when the server
 // answers again (pool.Config.OnReturn), and the client takes every
-// missing replica there at once, in one write.
+// missing replica there at once, many try-locks to a write.
 
 // serverBack runs retakeOn for addr in the client's task group.
 func (c *Client) serverBack(addr string) {
@@ -32,9 +32,9 @@ type retakeAt struct {
 // retakeChunk is how many try-locks of a server's return go out in one
 // write, and are awaited together: a chunk's answers count as soon as it
 // is in, and its deadline starts when it is sent (retakeWindow of them
-// are out at once). One batch of 20,000
-// took longer than the replica timeout on a loaded machine against a
-// server answering steadily, and its every answer was given up.
+// are out at once). One batch of 20,000 took longer than the replica
+// timeout on a loaded machine against a server answering steadily, and
+// its every answer was given up.
 const retakeChunk = 512
 
 // retakeOn sends a try-lock for every replica the held locks lack on the
@@ -56,9 +56,8 @@ func (c *Client) retakeOn(addr string) {
 	var at []retakeAt
 	var reqs []wire.Request
 	for _, l := range ls {
-		if h := l.missingOn(addr); h != nil {
-			i := h.index(addr)
-			at = append(at, retakeAt{h, i})
+		if a, ok := l.missingOn(addr); ok {
+			at = append(at, a)
 			reqs = append(reqs, l.request(l.cmds.Acquire))
 		}
 	}
@@ -134,28 +133,28 @@ func (r *retaking) chunk(at []retakeAt, reqs []wire.Request) {
 	}
 }
 
-// missingOn returns the holder of a held lock that lacks its replica on
-// the server at addr, and marks a try-lock out to it; nil if none is
-// missing there (or one is being taken).
-func (l *Lock) missingOn(addr string) *holder {
+// missingOn returns the replica a held lock lacks on the server at addr,
+// and marks a try-lock out to it; false if none is missing there (or one
+// is being taken).
+func (l *Lock) missingOn(addr string) (retakeAt, bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	h := l.h
 	if l.state != stateHeld || h == nil {
-		return nil
+		return retakeAt{}, false
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	i := h.index(addr)
 	if i < 0 || h.over || h.taking {
-		return nil
+		return retakeAt{}, false
 	}
 	s := &h.slots[i]
 	if s.grant != nil || s.pending || !h.keptLocked(i) {
-		return nil
+		return retakeAt{}, false
 	}
 	s.pending = true
-	return h
+	return retakeAt{h, i}, true
 }
 
 // withOnReturn is cfg with OnReturn calling the client's serverBack for
