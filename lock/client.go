@@ -543,8 +543,9 @@ func (c *Client) PoolStats() []pool.Stats {
 // SlowMarks returns, by server address, how many times the client found
 // a server too slow or unreachable: a try-lock, release or ping not
 // answered within Config.ReplicaTimeout, or a connection to it broken or
-// refused (a server down counts once per request that found it so). An acquire then goes on without waiting for that
-// server until it answers again. Servers never found slow are left out: a
+// refused (a server down counts once per request that found it so). An
+// acquire then goes on without waiting for that server until it answers
+// again. Servers never found slow are left out: a
 // healthy fleet gives an empty map, also when this process is short of
 // CPU (an answer that arrived while it was is not the server's delay).
 func (c *Client) SlowMarks() map[string]uint64 { return c.slow.counts() }
@@ -643,27 +644,26 @@ func (c *Client) Close() error {
 
 // drainPools drains every pool at once, until ctx ends.
 func (c *Client) drainPools(ctx context.Context) {
-	c.mu.RLock()
-	pools := make([]*pool.Pool, 0, len(c.pools))
-	for _, p := range c.pools {
-		pools = append(pools, p)
-	}
-	c.mu.RUnlock()
 	var wg sync.WaitGroup
-	for _, p := range pools {
+	for _, p := range c.poolList() {
 		wg.Go(func() { p.Drain(ctx) })
 	}
 	wg.Wait()
 }
 
 func (c *Client) closePools() {
+	for _, p := range c.poolList() {
+		p.Close()
+	}
+}
+
+// poolList returns the client's pools, one per server.
+func (c *Client) poolList() []*pool.Pool {
 	c.mu.RLock()
+	defer c.mu.RUnlock()
 	pools := make([]*pool.Pool, 0, len(c.pools))
 	for _, p := range c.pools {
 		pools = append(pools, p)
 	}
-	c.mu.RUnlock()
-	for _, p := range pools {
-		p.Close()
-	}
+	return pools
 }
